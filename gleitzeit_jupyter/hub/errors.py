@@ -1,0 +1,58 @@
+"""The one error family of gleitzeit-jupyter.
+
+Every error raised by the hub or a provider derives from :class:`HubError`. Its ``str()`` is
+one line a notebook user can act on: what failed, on which instance, and what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HubError",
+    "UserError",
+    "ResourceFailed",
+    "ExecutionTimeout",
+    "NoResourceAvailable",
+]
+
+
+class HubError(Exception):
+    """Base class of every gleitzeit error.
+
+    ``instance`` names the instance involved (if any); ``hint`` says what to do about it.
+    """
+
+    def __init__(self, message: str, *, instance: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.instance = instance
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.instance and self.instance not in text:
+            text = f"{text} (instance {self.instance})"
+        if self.hint:
+            text = f"{text}. {self.hint}"
+        return text
+
+
+class UserError(HubError):
+    """The caller's mistake: bad method, missing parameter, unknown model.
+
+    Never retried, never counted against an instance's breaker.
+    """
+
+
+class ResourceFailed(HubError):
+    """An infrastructure fault: refused connection, 5xx, dead container.
+
+    Retried on another instance as long as the call has produced no output yet.
+    """
+
+
+class ExecutionTimeout(ResourceFailed):
+    """A call ran past its deadline before producing output."""
+
+
+class NoResourceAvailable(HubError):
+    """No instance can take the call: the pool is empty, everything is down, or the queue is full."""
