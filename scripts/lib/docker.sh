@@ -1,0 +1,157 @@
+# shellcheck shell=bash
+# scripts/lib/docker.sh: a real Docker engine for tests and demos, sourced by ./scripts/test
+# and ./scripts/demo. Machines here (and CI) have no engine running and no registry, so we
+# install Debian's docker.io when missing, start dockerd ourselves, and build the sandbox
+# image locally. We stop only an engine that we started.
+#
+# Functions (all return non-zero on failure, print progress to stderr):
+#   gz_docker_install              apt-get install docker.io debootstrap when dockerd/debootstrap are missing
+#   gz_docker_ping [HOST]          true when an engine answers at HOST (default: $DOCKER_HOST or the local socket)
+#   gz_docker_start                start dockerd in the background unless an engine answers; waits for the socket
+#   gz_docker_stop                 stop the dockerd that gz_docker_start started (no-op otherwise); trap-able
+#   gz_docker_start_extra NAME     start a second dockerd on its own socket and data root; echoes its DOCKER_HOST
+#   gz_docker_stop_extra NAME      stop that second engine (only if we started it)
+#   gz_docker_image [--minimal]    build the sandbox image via `gleitzeit-sandbox image build` (cached)
+#   gz_docker_cleanup_containers   remove containers labelled gleitzeit.sandbox=1
+#   gz_docker_up [--minimal]       install + start + image, in one call
+#
+# Typical use:
+#   source scripts/lib/docker.sh
+#   trap gz_docker_stop EXIT
+#   gz_docker_up
+#
+# Variables: GZ_DOCKER_STATE (default /tmp/gleitzeit-docker) holds logs and pid files;
+# GZ_PYTHON (default .venv/bin/python or python3) runs the image-build CLI.
+
+GZ_DOCKER_STATE="${GZ_DOCKER_STATE:-/tmp/gleitzeit-docker}"
+GZ_DOCKER_SOCKET="${GZ_DOCKER_SOCKET:-/var/run/docker.sock}"
+
+_gz_log() { echo "[docker.sh] $*" >&2; }
+
+_gz_sudo() {
+    # Root in CI containers and here; elsewhere use sudo when it is available.
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi
+}
+
+gz_docker_install() {
+    local missing=()
+    command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+    command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+    command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+    if [ ${#missing[@]} -eq 0 ]; then
+        return 0
+    fi
+    _gz_log "installing ${missing[*]}"
+    _gz_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        _gz_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            docker.io debootstrap >/dev/null
+}
+
+gz_docker_ping() {
+    local host="${1:-${DOCKER_HOST:-unix://$GZ_DOCKER_SOCKET}}"
+    DOCKER_HOST="$host" timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1
+}
+
+# _gz_dockerd_launch NAME SOCKET DATA_ROOT EXEC_ROOT PIDFILE [extra dockerd args...]
+_gz_dockerd_launch() {
+    local name="$1" socket="$2" data_root="$3" exec_root="$4" pidfile="$5"
+    shift 5
+    mkdir -p "$GZ_DOCKER_STATE"
+    local log="$GZ_DOCKER_STATE/$name.log"
+    _gz_log "starting dockerd ($name) on unix://$socket, log $log"
+    # setsid: the engine must survive the shell's job control and not get our terminal's signals.
+    _gz_sudo setsid dockerd --host "unix://$socket" --data-root "$data_root" \
+        --exec-root "$exec_root" --pidfile "$pidfile" "$@" >"$log" 2>&1 </dev/null &
+    echo $! >"$GZ_DOCKER_STATE/$name.launcher"
+    local i
+    for i in $(seq 1 60); do
+        if [ -S "$socket" ] && gz_docker_ping "unix://$socket"; then
+            echo started >"$GZ_DOCKER_STATE/$name.ours"
+            return 0
+        fi
+        sleep 1
+    done
+    _gz_log "dockerd ($name) did not answer within 60 s; last log lines:"
+    tail -n 20 "$log" >&2
+    return 1
+}
+
+_gz_dockerd_stop() {
+    local name="$1" pidfile="$2"
+    [ -f "$GZ_DOCKER_STATE/$name.ours" ] || return 0
+    local pid=""
+    [ -f "$pidfile" ] && pid="$(cat "$pidfile")"
+    [ -n "$pid" ] || pid="$(cat "$GZ_DOCKER_STATE/$name.launcher" 2>/dev/null)"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        _gz_log "stopping dockerd ($name, pid $pid)"
+        _gz_sudo kill -TERM "$pid"
+        local i
+        for i in $(seq 1 30); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 1
+        done
+        kill -0 "$pid" 2>/dev/null && _gz_sudo kill -KILL "$pid"
+    fi
+    rm -f "$GZ_DOCKER_STATE/$name.ours" "$GZ_DOCKER_STATE/$name.launcher"
+}
+
+gz_docker_start() {
+    if gz_docker_ping; then
+        _gz_log "a docker engine already answers; using it"
+        return 0
+    fi
+    if [ -n "${DOCKER_HOST:-}" ] && [ "${DOCKER_HOST}" != "unix://$GZ_DOCKER_SOCKET" ]; then
+        _gz_log "DOCKER_HOST=$DOCKER_HOST does not answer; not starting a local engine for it"
+        return 1
+    fi
+    command -v dockerd >/dev/null || { _gz_log "dockerd missing: run gz_docker_install"; return 1; }
+    _gz_dockerd_launch main "$GZ_DOCKER_SOCKET" /var/lib/docker /var/run/docker \
+        /var/run/docker.pid
+}
+
+gz_docker_stop() {
+    _gz_dockerd_stop main /var/run/docker.pid
+}
+
+gz_docker_start_extra() {
+    local name="${1:-extra}"
+    local base="$GZ_DOCKER_STATE/engine-$name"
+    local socket="$base/docker.sock"
+    mkdir -p "$base"
+    if gz_docker_ping "unix://$socket"; then
+        echo "unix://$socket"
+        return 0
+    fi
+    # Its own bridge name and no iptables: it must not fight the main engine over docker0.
+    _gz_dockerd_launch "$name" "$socket" "$base/data" "$base/exec" "$base/docker.pid" \
+        --bridge none --iptables=false --ip-masq=false || return 1
+    echo "unix://$socket"
+}
+
+gz_docker_stop_extra() {
+    local name="${1:-extra}"
+    _gz_dockerd_stop "$name" "$GZ_DOCKER_STATE/engine-$name/docker.pid"
+}
+
+_gz_python() {
+    if [ -n "${GZ_PYTHON:-}" ]; then echo "$GZ_PYTHON"
+    elif [ -x .venv/bin/python ]; then echo .venv/bin/python
+    else echo python3; fi
+}
+
+gz_docker_image() {
+    # Cached: the CLI returns at once when the image exists.
+    local py
+    py="$(_gz_python)"
+    "$py" -m gleitzeit_jupyter.providers.sandbox.cli image build "$@"
+}
+
+gz_docker_cleanup_containers() {
+    local ids
+    ids="$(docker ps -aq --filter label=gleitzeit.sandbox=1 2>/dev/null)"
+    [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
+}
+
+gz_docker_up() {
+    gz_docker_install && gz_docker_start && gz_docker_image "$@"
+}
