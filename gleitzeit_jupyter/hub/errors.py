@@ -7,11 +7,11 @@ one line a notebook user can act on: what failed, on which instance, and what to
 from __future__ import annotations
 
 __all__ = [
-    "HubError",
-    "UserError",
-    "ResourceFailed",
     "ExecutionTimeout",
+    "HubError",
     "NoResourceAvailable",
+    "ResourceFailed",
+    "UserError",
 ]
 
 
@@ -55,4 +55,4 @@ class ExecutionTimeout(ResourceFailed):
 
 
 class NoResourceAvailable(HubError):
-    """No instance can take the call: the pool is empty, everything is down, or the queue is full."""
+    """No instance can take the call: empty pool, everything down, or the queue is full."""

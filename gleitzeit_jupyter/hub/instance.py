@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from .breaker import CircuitBreaker
     from .metrics import InstanceMetrics
 
-__all__ = ["ResourceStatus", "CircuitState", "ResourceInstance", "ConfigT"]
+__all__ = ["CircuitState", "ConfigT", "ResourceInstance", "ResourceStatus"]
 
 ConfigT = TypeVar("ConfigT")
 

@@ -1,0 +1,71 @@
+"""gleitzeit-jupyter: pooled, health-checked, load-balanced Ollama servers and a warm Docker
+Python sandbox, behind ``%%llm`` and ``%%sandbox`` in Jupyter.
+
+The hub names import eagerly (they are light); the providers and the IPython extension load
+on first use, so ``import gleitzeit_jupyter`` stays cheap and needs neither httpx nor docker.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .hub import (
+    CircuitState,
+    ExecutionTimeout,
+    HubError,
+    HubEvent,
+    HubProvider,
+    NoResourceAvailable,
+    ResourceFailed,
+    ResourceInstance,
+    ResourceStatus,
+    UserError,
+)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "OllamaProvider": "gleitzeit_jupyter.providers.ollama",
+    "OllamaProviderStreamlined": "gleitzeit_jupyter.providers.ollama",
+    "OllamaConfig": "gleitzeit_jupyter.providers.ollama",
+    "PythonProvider": "gleitzeit_jupyter.providers.sandbox",
+    "PythonProviderStreamlined": "gleitzeit_jupyter.providers.sandbox",
+    "DockerConfig": "gleitzeit_jupyter.providers.sandbox",
+    "load_ipython_extension": "gleitzeit_jupyter.kernel",
+    "unload_ipython_extension": "gleitzeit_jupyter.kernel",
+}
+
+__all__ = [
+    "CircuitState",
+    "DockerConfig",
+    "ExecutionTimeout",
+    "HubError",
+    "HubEvent",
+    "HubProvider",
+    "NoResourceAvailable",
+    "OllamaConfig",
+    "OllamaProvider",
+    "OllamaProviderStreamlined",
+    "PythonProvider",
+    "PythonProviderStreamlined",
+    "ResourceFailed",
+    "ResourceInstance",
+    "ResourceStatus",
+    "UserError",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gleitzeit_jupyter' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "gleitzeit-jupyter"}]

@@ -1,0 +1,29 @@
+"""The hub: a pool of resources with health, balancing, failover, breaker and metrics.
+
+Pure asyncio; no Jupyter imports here (usable from scripts and services).
+"""
+
+from .balancing import STRATEGIES
+from .breaker import CircuitBreaker
+from .errors import ExecutionTimeout, HubError, NoResourceAvailable, ResourceFailed, UserError
+from .events import HubEvent
+from .instance import CircuitState, ResourceInstance, ResourceStatus
+from .metrics import RELATIVE_ACCURACY, InstanceMetrics
+from .provider import HubProvider
+
+__all__ = [
+    "RELATIVE_ACCURACY",
+    "STRATEGIES",
+    "CircuitBreaker",
+    "CircuitState",
+    "ExecutionTimeout",
+    "HubError",
+    "HubEvent",
+    "HubProvider",
+    "InstanceMetrics",
+    "NoResourceAvailable",
+    "ResourceFailed",
+    "ResourceInstance",
+    "ResourceStatus",
+    "UserError",
+]

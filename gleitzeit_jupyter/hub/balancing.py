@@ -1,0 +1,135 @@
+"""Load-balancing strategies: pick one instance among the candidates of a call.
+
+Every strategy sees only candidates (healthy, breaker admits, accepts the request, has a free
+slot); the provider decides who is a candidate, this module only chooses.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+import random
+from collections.abc import Sequence
+
+from .errors import UserError
+from .instance import ResourceInstance
+
+__all__ = ["STRATEGIES", "Balancer", "HashRing"]
+
+STRATEGIES = ("round_robin", "random", "least_loaded", "least_latency", "weighted", "affinity")
+
+#: Load bound factor of consistent hashing with bounded loads (Mirrokni et al.): no instance
+#: takes more than ``c`` times the average load, so one hot key cannot pin a busy instance.
+AFFINITY_LOAD_FACTOR = 1.25
+VIRTUAL_NODES = 160
+
+
+def _hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+class HashRing:
+    """A consistent-hash ring over instance ids with ``VIRTUAL_NODES`` points per id."""
+
+    def __init__(self, ids: Sequence[str], vnodes: int = VIRTUAL_NODES):
+        points = sorted((_hash(f"{i}#{v}"), i) for i in ids for v in range(vnodes))
+        self._keys = [p for p, _ in points]
+        self._ids = [i for _, i in points]
+
+    def walk(self, key: str):
+        """Instance ids clockwise from ``key``'s point, each once."""
+        if not self._keys:
+            return
+        start = bisect.bisect(self._keys, _hash(key)) % len(self._keys)
+        seen: set[str] = set()
+        n = len(self._keys)
+        for k in range(n):
+            ident = self._ids[(start + k) % n]
+            if ident not in seen:
+                seen.add(ident)
+                yield ident
+
+
+class Balancer:
+    def __init__(self, rng: random.Random | None = None):
+        self.rng = rng or random.Random()
+        self._rr = 0
+        self._ring: HashRing | None = None
+        self._ring_ids: tuple[str, ...] = ()
+
+    @staticmethod
+    def check(strategy: str) -> str:
+        if strategy not in STRATEGIES:
+            raise UserError(
+                f"unknown balancing strategy {strategy!r}",
+                hint=f"choose one of {', '.join(STRATEGIES)}",
+            )
+        return strategy
+
+    def choose(
+        self,
+        strategy: str,
+        candidates: Sequence[ResourceInstance],
+        key: str | None = None,
+        members: Sequence[ResourceInstance] = (),
+    ) -> ResourceInstance:
+        """Pick one of ``candidates`` (non-empty). ``members`` is the whole pool, used by
+        ``affinity`` so that a key's place on the ring does not depend on who is busy."""
+        if len(candidates) == 1:
+            return candidates[0]
+        if strategy == "least_loaded":
+            return self._p2c(candidates, lambda i: i.in_flight)
+        if strategy == "round_robin":
+            self._rr += 1
+            return candidates[self._rr % len(candidates)]
+        if strategy == "random":
+            return self.rng.choice(candidates)
+        if strategy == "least_latency":
+            return self._p2c(candidates, _latency_cost)
+        if strategy == "weighted":
+            weights = [max(i.weight, 0.0) for i in candidates]
+            if sum(weights) <= 0:
+                return self.rng.choice(candidates)
+            return self.rng.choices(candidates, weights=weights)[0]
+        if strategy == "affinity":
+            if key is None:
+                return self._p2c(candidates, lambda i: i.in_flight)
+            return self._affinity(candidates, key, members or candidates)
+        self.check(strategy)
+        raise AssertionError(strategy)  # pragma: no cover - check raised already
+
+    def _p2c(self, candidates, cost):
+        # Power of two random choices: sample two distinct instances, keep the cheaper; on a
+        # tie the first sampled wins, which is itself a random one of the two.
+        a, b = self.rng.sample(candidates, 2)
+        return b if cost(b) < cost(a) else a
+
+    def ring(self, members: Sequence[ResourceInstance]) -> HashRing:
+        ids = tuple(sorted(m.id for m in members))
+        if ids != self._ring_ids or self._ring is None:
+            self._ring = HashRing(ids)
+            self._ring_ids = ids
+        return self._ring
+
+    def _affinity(self, candidates, key, members):
+        by_id = {c.id: c for c in candidates}
+        total = sum(c.in_flight for c in candidates) + 1
+        bound = math.ceil(AFFINITY_LOAD_FACTOR * total / len(candidates))
+        first = None
+        for ident in self.ring(members).walk(key):
+            inst = by_id.get(ident)
+            if inst is None:
+                continue
+            if first is None:
+                first = inst
+            if inst.in_flight + 1 <= bound:
+                return inst
+        return first if first is not None else candidates[0]
+
+
+def _latency_cost(inst: ResourceInstance) -> float:
+    # Peak-EWMA cost scaled by outstanding work; an instance without samples costs 0 so it is
+    # tried (and measured) early.
+    ewma = inst.metrics.ewma_ms if inst.metrics is not None else None
+    return (ewma or 0.0) * (inst.in_flight + 1)

@@ -1,0 +1,76 @@
+"""Active health: turn a stream of check results into an instance status."""
+
+from __future__ import annotations
+
+from .instance import ResourceStatus
+
+__all__ = ["HealthTracker"]
+
+_FIXED = (ResourceStatus.DRAINING, ResourceStatus.STOPPED)
+
+
+class HealthTracker:
+    """Consecutive-result hysteresis, so one lost probe does not eject an instance and one
+    lucky probe does not bring back a broken one.
+
+    - ``unhealthy_threshold`` failures in a row → UNHEALTHY (a never-seen-healthy instance
+      goes UNHEALTHY on its first failure);
+    - from UNHEALTHY, ``healthy_threshold`` successes in a row → HEALTHY;
+    - otherwise DEGRADED while checks are slow (``degraded_latency_ms``), some checks fail, or
+      recent calls mostly fail (success rate below ``degraded_success_rate``).
+    """
+
+    def __init__(
+        self,
+        unhealthy_threshold: int = 3,
+        healthy_threshold: int = 2,
+        degraded_latency_ms: float | None = None,
+        degraded_success_rate: float = 0.9,
+    ):
+        self.unhealthy_threshold = max(1, unhealthy_threshold)
+        self.healthy_threshold = max(1, healthy_threshold)
+        self.degraded_latency_ms = degraded_latency_ms
+        self.degraded_success_rate = degraded_success_rate
+        self.consecutive_failures = 0
+        self.consecutive_successes = 0
+        self.last_check_ms: float | None = None
+        self.last_error: str | None = None
+
+    def observe(
+        self,
+        current: ResourceStatus,
+        ok: bool,
+        latency_ms: float | None = None,
+        recent_success_rate: float | None = None,
+        error: str | None = None,
+    ) -> ResourceStatus:
+        self.last_check_ms = latency_ms
+        if current in _FIXED:
+            return current
+        if not ok:
+            self.last_error = error
+            self.consecutive_failures += 1
+            self.consecutive_successes = 0
+            if current is ResourceStatus.STARTING:
+                return ResourceStatus.UNHEALTHY
+            if self.consecutive_failures >= self.unhealthy_threshold:
+                return ResourceStatus.UNHEALTHY
+            if current is ResourceStatus.UNHEALTHY:
+                return current
+            return ResourceStatus.DEGRADED
+        self.consecutive_successes += 1
+        self.consecutive_failures = 0
+        if (
+            current is ResourceStatus.UNHEALTHY
+            and self.consecutive_successes < self.healthy_threshold
+        ):
+            return current
+        slow = (
+            self.degraded_latency_ms is not None
+            and latency_ms is not None
+            and latency_ms > self.degraded_latency_ms
+        )
+        failing = (
+            recent_success_rate is not None and recent_success_rate < self.degraded_success_rate
+        )
+        return ResourceStatus.DEGRADED if slow or failing else ResourceStatus.HEALTHY

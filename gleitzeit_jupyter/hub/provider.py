@@ -1,0 +1,699 @@
+"""HubProvider: one class with pooling, health, balancing, failover, breaker and metrics.
+
+A subclass fills in how to create, destroy, call and check one resource; everything about
+running a pool of them lives here. All methods run on one asyncio loop; nothing blocks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Generic
+
+from . import snapshot
+from .balancing import Balancer
+from .breaker import CircuitBreaker
+from .errors import ExecutionTimeout, HubError, NoResourceAvailable, ResourceFailed, UserError
+from .events import EventBus, HubEvent
+from .health import HealthTracker
+from .instance import CircuitState, ConfigT, ResourceInstance, ResourceStatus
+from .metrics import InstanceMetrics
+from .queueing import FairQueue, RetryBudget
+
+__all__ = ["HubProvider"]
+
+log = logging.getLogger(__name__)
+
+_ROUTABLE = (ResourceStatus.HEALTHY, ResourceStatus.DEGRADED)
+_GONE = (ResourceStatus.DRAINING, ResourceStatus.STOPPED)
+_TICK = 1.0  # seconds between maintenance passes (idle reaping, coalesced metrics events)
+
+
+def _as_failure(exc: BaseException, instance: ResourceInstance) -> ResourceFailed:
+    if isinstance(exc, ResourceFailed):
+        if exc.instance is None:
+            exc.instance = instance.id
+        return exc
+    if isinstance(exc, TimeoutError):
+        return ExecutionTimeout("call timed out before producing output", instance=instance.id)
+    detail = str(exc) or type(exc).__name__
+    failure = ResourceFailed(f"{type(exc).__name__}: {detail}", instance=instance.id)
+    failure.__cause__ = exc
+    return failure
+
+
+class HubProvider(Generic[ConfigT]):
+    """Base class of every provider. See ``docs/architecture.md`` for the hook contract."""
+
+    def __init__(
+        self,
+        *,
+        resource_config_class: type | None = None,
+        name: str | None = None,
+        max_instances: int = 10,
+        min_instances: int = 0,
+        idle_timeout: float = 300.0,
+        strategy: str = "least_loaded",
+        enable_auto_discovery: bool = False,
+        discovery_interval: float = 30.0,
+        enable_sharing: bool = False,
+        max_queue: int = 1000,
+        health_check_interval: float = 5.0,
+        health_check_timeout: float = 2.0,
+        unhealthy_threshold: int = 3,
+        healthy_threshold: int = 2,
+        degraded_latency_ms: float | None = None,
+        breaker_failure_threshold: int = 5,
+        breaker_recovery_timeout: float = 10.0,
+        breaker_half_open_max: int = 1,
+        retries: int = 2,
+        retry_budget_ratio: float = 0.2,
+        call_timeout: float | None = None,
+        metrics_window: float = 300.0,
+    ):
+        if max_instances < 1 or not 0 <= min_instances <= max_instances:
+            raise UserError("need 0 <= min_instances <= max_instances and max_instances >= 1")
+        self.resource_config_class = resource_config_class
+        self.name = name or type(self).__name__.removesuffix("Provider").lower() or "hub"
+        self.max_instances = max_instances
+        self.min_instances = min_instances
+        self.idle_timeout = idle_timeout
+        self.strategy = Balancer.check(strategy)
+        self.enable_auto_discovery = enable_auto_discovery
+        self.discovery_interval = discovery_interval
+        self.enable_sharing = enable_sharing
+        self.max_queue = max_queue
+        self.health_check_interval = health_check_interval
+        self.health_check_timeout = health_check_timeout
+        self.unhealthy_threshold = unhealthy_threshold
+        self.healthy_threshold = healthy_threshold
+        self.degraded_latency_ms = degraded_latency_ms
+        self.breaker_failure_threshold = breaker_failure_threshold
+        self.breaker_recovery_timeout = breaker_recovery_timeout
+        self.breaker_half_open_max = breaker_half_open_max
+        self.retries = retries
+        self.retry_budget_ratio = retry_budget_ratio
+        self.call_timeout = call_timeout
+        self.metrics_window = metrics_window
+
+        self._instances: dict[str, ResourceInstance] = {}
+        self._health: dict[str, HealthTracker] = {}
+        self._keys: dict[str, str] = {}  # instance id -> resource_key (for discovery diffing)
+        self._events = EventBus()
+        self._balancer = Balancer()
+        self._queue = FairQueue(max_queue, fair=enable_sharing)
+        self._budget = RetryBudget(retry_budget_ratio)
+        self._scale_lock = asyncio.Lock()
+        self._creating = 0  # resources being created on demand (counted against the maximum)
+        self._drained = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._initialized = False
+        self._dirty = False  # metrics changed since the last "metrics" event
+        self.started_at: float | None = None
+
+    # ---- hooks ------------------------------------------------------------------------
+    async def create_resource(self, config: ConfigT) -> ResourceInstance:
+        raise NotImplementedError
+
+    async def destroy_resource(self, instance: ResourceInstance) -> None:
+        raise NotImplementedError
+
+    async def execute_on_resource(
+        self, instance: ResourceInstance, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def check_resource_health(self, instance: ResourceInstance) -> bool:
+        raise NotImplementedError
+
+    async def discover_resources(self) -> list[ConfigT]:
+        return []
+
+    async def initial_resources(self) -> list[ConfigT]:
+        return []
+
+    async def config_for_new_resource(self) -> ConfigT | None:
+        return None
+
+    def resource_key(self, config: ConfigT) -> str:
+        return str(config)
+
+    def stream_on_resource(
+        self, instance: ResourceInstance, method: str, params: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        raise UserError(f"{type(self).__name__} does not stream {method!r}")
+
+    def instance_accepts(self, instance: ResourceInstance, method: str, params: dict) -> bool:
+        return True
+
+    def instance_preference(self, instance: ResourceInstance, method: str, params: dict) -> int:
+        return 0
+
+    def instance_extras(self, instance: ResourceInstance) -> dict[str, Any]:
+        return {}
+
+    def no_instance_error(
+        self, method: str, params: dict, instances: list[ResourceInstance]
+    ) -> HubError | None:
+        return None
+
+    def validate(self, method: str, params: dict[str, Any]) -> None:
+        return None
+
+    # ---- lifecycle --------------------------------------------------------------------
+    @property
+    def initialized(self) -> bool:
+        return self._initialized
+
+    async def initialize(self) -> None:
+        """Create the initial and discovered resources, then start the background loops.
+        Idempotent; works again after :meth:`shutdown`."""
+        if self._initialized:
+            return
+        self._initialized = True
+        self.started_at = time.time()
+        try:
+            configs = [(c, "explicit") for c in await self.initial_resources()]
+            if self.enable_auto_discovery:
+                configs += [(c, "discovered") for c in await self._discover()]
+            await asyncio.gather(*(self._add(c, origin, check=True) for c, origin in configs))
+            while len(self._instances) < self.min_instances:
+                if await self._scale_up() is None:
+                    break
+        except BaseException:
+            await self.shutdown()
+            raise
+        self._tasks = [asyncio.create_task(self._health_loop(), name=f"{self.name}-health")]
+        self._tasks.append(asyncio.create_task(self._maintenance_loop(), name=f"{self.name}-tick"))
+        if self.enable_auto_discovery:
+            self._tasks.append(
+                asyncio.create_task(self._discovery_loop(), name=f"{self.name}-discovery")
+            )
+
+    async def shutdown(self) -> None:
+        """Stop the loops, fail waiting calls, destroy every resource."""
+        self._initialized = False
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._queue.fail_all(NoResourceAvailable(f"{self.name} provider was shut down"))
+        instances = list(self._instances.values())
+        await asyncio.gather(*(self._destroy(inst) for inst in instances))
+
+    async def __aenter__(self):
+        await self.initialize()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+    # ---- membership -------------------------------------------------------------------
+    @property
+    def instances(self) -> list[ResourceInstance]:
+        return list(self._instances.values())
+
+    def get_instance(self, instance_id: str) -> ResourceInstance:
+        try:
+            return self._instances[instance_id]
+        except KeyError:
+            known = ", ".join(self._instances) or "none"
+            raise UserError(
+                f"no instance {instance_id!r} in the {self.name} pool", hint=f"known: {known}"
+            ) from None
+
+    async def add_resource(self, config: ConfigT) -> ResourceInstance:
+        """Add one resource at run time (calls ``create_resource`` and checks it once)."""
+        instance = await self._add(config, "explicit", check=True, raise_errors=True)
+        assert instance is not None
+        return instance
+
+    async def remove_resource(self, instance_id: str, drain_timeout: float = 60.0) -> None:
+        """Stop routing to the instance, wait for its in-flight calls, then destroy it."""
+        instance = self.get_instance(instance_id)
+        self._set_status(instance, ResourceStatus.DRAINING)
+        deadline = time.monotonic() + drain_timeout
+        while instance.in_flight > 0 and time.monotonic() < deadline:
+            self._drained.clear()
+            try:
+                await asyncio.wait_for(self._drained.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+        await self._destroy(instance)
+
+    async def _add(
+        self, config: ConfigT, origin: str, *, check: bool, raise_errors: bool = False
+    ) -> ResourceInstance | None:
+        key = self.resource_key(config)
+        if key in self._keys.values():
+            if raise_errors:
+                raise UserError(f"{key} is already in the {self.name} pool")
+            return None
+        try:
+            instance = await self.create_resource(config)
+        except Exception as exc:
+            if not raise_errors:
+                log.warning("%s: could not create %s: %s", self.name, key, exc)
+                return None
+            if isinstance(exc, HubError):
+                raise
+            raise _as_failure(exc, ResourceInstance(id=key, config=config)) from exc
+        if instance.id in self._instances:
+            await self.destroy_resource(instance)
+            raise UserError(f"instance id {instance.id!r} is already in the {self.name} pool")
+        self._register(instance, origin, key)
+        if check:
+            await self._check_one(instance)
+        else:
+            self._set_status(instance, ResourceStatus.HEALTHY)
+        return instance
+
+    def _register(self, instance: ResourceInstance, origin: str, key: str) -> None:
+        instance.origin = origin
+        instance.status = ResourceStatus.STARTING
+        instance.metrics = InstanceMetrics(window=self.metrics_window)
+
+        def on_breaker(old: CircuitState, new: CircuitState, ident: str = instance.id) -> None:
+            self._events.emit(HubEvent("breaker", self.name, ident, old, new))
+
+        instance.breaker = CircuitBreaker(
+            self.breaker_failure_threshold,
+            self.breaker_recovery_timeout,
+            self.breaker_half_open_max,
+            on_change=on_breaker,
+        )
+        self._instances[instance.id] = instance
+        self._keys[instance.id] = key
+        self._health[instance.id] = HealthTracker(
+            self.unhealthy_threshold, self.healthy_threshold, self.degraded_latency_ms
+        )
+        self._events.emit(HubEvent("membership", self.name, instance.id, None, "added"))
+
+    async def _destroy(self, instance: ResourceInstance) -> None:
+        if self._instances.pop(instance.id, None) is None:
+            return
+        self._keys.pop(instance.id, None)
+        self._health.pop(instance.id, None)
+        self._set_status(instance, ResourceStatus.STOPPED)
+        try:
+            await self.destroy_resource(instance)
+        except Exception as exc:
+            log.warning("%s: destroying %s failed: %s", self.name, instance.id, exc)
+        self._events.emit(HubEvent("membership", self.name, instance.id, "added", "removed"))
+        self._pump()  # waiters that can no longer be served must learn it
+
+    async def _scale_up(self) -> ResourceInstance | None:
+        """Create one resource on demand; None when at the maximum or the provider can't."""
+        async with self._scale_lock:
+            if len(self._instances) + self._creating >= self.max_instances:
+                return None
+            config = await self.config_for_new_resource()
+            if config is None:
+                return None
+            self._creating += 1
+        try:
+            return await self._add(config, "scaled", check=False, raise_errors=True)
+        finally:
+            self._creating -= 1
+
+    # ---- operator controls ------------------------------------------------------------
+    def drain(self, instance_id: str) -> None:
+        """Take the instance out of rotation (it stays in the pool)."""
+        instance = self.get_instance(instance_id)
+        instance.enabled = False
+        self._events.emit(HubEvent("status", self.name, instance_id, "enabled", "drained"))
+
+    def enable(self, instance_id: str) -> None:
+        instance = self.get_instance(instance_id)
+        instance.enabled = True
+        self._events.emit(HubEvent("status", self.name, instance_id, "drained", "enabled"))
+        self._pump()
+
+    def reset_breaker(self, instance_id: str) -> None:
+        breaker = self.get_instance(instance_id).breaker
+        assert breaker is not None
+        breaker.reset()
+        self._pump()
+
+    def set_strategy(self, strategy: str) -> None:
+        old, self.strategy = self.strategy, Balancer.check(strategy)
+        self._events.emit(HubEvent("strategy", self.name, None, old, self.strategy))
+
+    def subscribe(self, callback: Callable[[HubEvent], Any]) -> Callable[[], None]:
+        """Call ``callback(event)`` on status, breaker, membership, strategy and (coalesced)
+        metrics changes. Returns a function that unsubscribes."""
+        return self._events.subscribe(callback)
+
+    def _set_status(self, instance: ResourceInstance, status: ResourceStatus) -> None:
+        old = instance.status
+        if old is status:
+            return
+        instance.status = status
+        self._events.emit(HubEvent("status", self.name, instance.id, old, status))
+        if status in _ROUTABLE:
+            self._pump()
+
+    # ---- calls ------------------------------------------------------------------------
+    async def execute(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        strategy: str | None = None,
+        instance: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Run one call on the pool, failing over to another instance on infrastructure
+        errors. The result gains ``instance`` and ``latency_ms``."""
+        params = {} if params is None else params
+        strategy, timeout = self._prepare(method, params, strategy, instance, timeout)
+        tried: set[str] = set()
+        error: ResourceFailed | None = None
+        for attempt in range(self.retries + 1):
+            if attempt and (instance is not None or not self._budget.try_withdraw()):
+                break
+            inst = await self._acquire(method, params, strategy, tried, instance, error, timeout)
+            started = time.perf_counter()
+            try:
+                call = self.execute_on_resource(inst, method, params)
+                result = await (call if timeout is None else asyncio.wait_for(call, timeout))
+            except BaseException as exc:
+                error = self._finish_failed(inst, exc, started)
+                tried.add(inst.id)
+                continue
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            self._finish_ok(inst, latency_ms)
+            result.setdefault("instance", inst.id)
+            result.setdefault("latency_ms", latency_ms)
+            return result
+        assert error is not None
+        raise error
+
+    async def stream(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        strategy: str | None = None,
+        instance: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream a call's chunks. Fails over like :meth:`execute` until the first chunk;
+        after that an error is raised to the caller (output cannot be taken back).
+        ``timeout`` bounds the wait for the first chunk."""
+        params = {} if params is None else params
+        if type(self).stream_on_resource is HubProvider.stream_on_resource:
+            raise UserError(f"{type(self).__name__} does not stream {method!r}")
+        strategy, timeout = self._prepare(method, params, strategy, instance, timeout)
+        tried: set[str] = set()
+        error: ResourceFailed | None = None
+        for attempt in range(self.retries + 1):
+            if attempt and (instance is not None or not self._budget.try_withdraw()):
+                break
+            inst = await self._acquire(method, params, strategy, tried, instance, error, timeout)
+            started = time.perf_counter()
+            chunks = None
+            produced = False
+            try:
+                chunks = self.stream_on_resource(inst, method, params)
+                first = chunks.__anext__()
+                chunk = await (first if timeout is None else asyncio.wait_for(first, timeout))
+                produced = True
+                while True:
+                    chunk.setdefault("instance", inst.id)
+                    yield chunk
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                self._finish_ok(inst, (time.perf_counter() - started) * 1000.0)
+                return
+            except GeneratorExit:
+                # the consumer stopped reading: says nothing about the instance
+                self._finish_neutral(inst)
+                raise
+            except BaseException as exc:
+                error = self._finish_failed(inst, exc, started)
+                if produced:
+                    raise error from None
+                tried.add(inst.id)
+            finally:
+                if chunks is not None:
+                    await chunks.aclose()
+        assert error is not None
+        raise error
+
+    def _prepare(self, method, params, strategy, instance, timeout):
+        if not self._initialized:
+            raise NoResourceAvailable(
+                f"the {self.name} provider is not running", hint="await provider.initialize()"
+            )
+        self.validate(method, params)
+        strategy = self.strategy if strategy is None else Balancer.check(strategy)
+        if instance is not None:
+            self.get_instance(instance)
+        self._budget.deposit()
+        return strategy, self.call_timeout if timeout is None else timeout
+
+    def _finish_ok(self, inst: ResourceInstance, latency_ms: float) -> None:
+        inst.breaker.record_success()  # type: ignore[union-attr]
+        inst.metrics.record(latency_ms, True)  # type: ignore[union-attr]
+        self._release(inst)
+
+    def _finish_neutral(self, inst: ResourceInstance) -> None:
+        inst.breaker.record_neutral()  # type: ignore[union-attr]
+        self._release(inst)
+
+    def _finish_failed(
+        self, inst: ResourceInstance, exc: BaseException, started: float
+    ) -> ResourceFailed:
+        """Account for a failed call; re-raise what must not be retried, else return it."""
+        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+            self._finish_neutral(inst)
+            raise exc
+        if isinstance(exc, HubError) and not isinstance(exc, ResourceFailed):
+            if exc.instance is None:
+                exc.instance = inst.id
+            inst.metrics.record_user_error(str(exc))  # type: ignore[union-attr]
+            self._finish_neutral(inst)
+            raise exc
+        failure = _as_failure(exc, inst)
+        inst.breaker.record_failure()  # type: ignore[union-attr]
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        inst.metrics.record(latency_ms, False, str(failure))  # type: ignore[union-attr]
+        self._release(inst)
+        return failure
+
+    def _release(self, inst: ResourceInstance) -> None:
+        inst.in_flight -= 1
+        inst.last_used = time.monotonic()
+        self._dirty = True
+        if inst.in_flight == 0:
+            self._drained.set()
+        if self._queue:
+            self._pump()
+
+    # ---- routing ----------------------------------------------------------------------
+    def _accepting(self, method, params, tried, pin) -> list[ResourceInstance]:
+        if pin is not None:
+            inst = self._instances.get(pin)
+            return [inst] if inst is not None and inst.status not in _GONE else []
+        return [
+            i
+            for i in self._instances.values()
+            if i.enabled
+            and i.status not in _GONE
+            and i.id not in tried
+            and self.instance_accepts(i, method, params)
+        ]
+
+    def _pick(self, accepting, method, params, strategy) -> ResourceInstance | None:
+        ready = [i for i in accepting if i.status in _ROUTABLE and i.breaker.can_admit()]  # type: ignore[union-attr]
+        if not ready:
+            ready = accepting  # panic mode: better a doubtful instance than a certain failure
+        free = [i for i in ready if i.has_capacity]
+        if not free:
+            return None
+        if len(free) > 1 and type(self).instance_preference is not HubProvider.instance_preference:
+            ranks = [self.instance_preference(i, method, params) for i in free]
+            top = max(ranks)
+            free = [i for i, r in zip(free, ranks, strict=True) if r == top]
+        key = params.get("affinity_key") or params.get("session")
+        return self._balancer.choose(strategy, free, key, accepting)
+
+    async def _acquire(self, method, params, strategy, tried, pin, error, timeout):
+        """Reserve an instance for one call: pick, else scale up, else wait fairly."""
+        ticket = False  # woken from the queue: may take a slot ahead of new arrivals
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            accepting = self._accepting(method, params, tried, pin)
+            if accepting and (ticket or not self._queue):
+                inst = self._pick(accepting, method, params, strategy)
+                if inst is not None:
+                    inst.breaker.admit()  # type: ignore[union-attr]
+                    inst.in_flight += 1
+                    if ticket:
+                        self._pump()  # pass spare capacity on to the next waiter
+                    return inst
+            if pin is None and await self._scale_up() is not None:
+                continue
+            if not accepting and not self._creating:
+                if error is not None:
+                    raise error
+                raise self._nothing_accepts(method, params, pin)
+            waiter = self._queue.push(
+                str(params.get("tenant", "")), int(params.get("priority", 0)), front=ticket
+            )
+            self._pump()
+            try:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                self._queue.discard(waiter)
+                raise ExecutionTimeout(
+                    f"no {self.name} instance became free within {timeout:g} s",
+                    hint="the pool is saturated; add instances or raise the timeout",
+                ) from None
+            except BaseException:
+                self._queue.discard(waiter)
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._pump()  # we were woken but leave: hand the wake-up on
+                raise
+            ticket = True
+
+    def _pump(self) -> None:
+        """Wake as many waiters (in fair order) as there are free slots; each re-tries
+        routing. An empty pool wakes everyone, so they fail at once with a clear error."""
+        waiting = len(self._queue)
+        if not waiting:
+            return
+        slots = 0 if self._instances else waiting
+        for i in self._instances.values():
+            if i.enabled and i.status not in _GONE:
+                if i.max_concurrency is None:
+                    slots = waiting
+                    break
+                slots += max(0, i.max_concurrency - i.in_flight)
+        for _ in range(min(slots, waiting)):
+            if not self._queue.wake_next():
+                break
+
+    def _nothing_accepts(self, method, params, pin) -> HubError:
+        if pin is not None:
+            return NoResourceAvailable(f"instance {pin!r} is not available", instance=pin)
+        instances = list(self._instances.values())
+        custom = self.no_instance_error(method, params, instances)
+        if custom is not None:
+            return custom
+        if not instances:
+            return NoResourceAvailable(
+                f"the {self.name} pool has no instances",
+                hint="add one with add_resource() or check discovery",
+            )
+        return NoResourceAvailable(
+            f"no {self.name} instance can take {method!r}",
+            hint="every instance is drained, removed or does not accept this call",
+        )
+
+    # ---- background loops -------------------------------------------------------------
+    async def _check_one(self, instance: ResourceInstance) -> None:
+        started = time.perf_counter()
+        error = None
+        try:
+            ok = bool(
+                await asyncio.wait_for(
+                    self.check_resource_health(instance), self.health_check_timeout
+                )
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            ok, error = False, str(exc) or type(exc).__name__
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        tracker = self._health.get(instance.id)
+        if tracker is None or instance.id not in self._instances:
+            return  # removed while we checked
+        recent = instance.metrics.summary(window=True) if instance.metrics else None
+        rate = recent.success_rate if recent is not None and recent.requests >= 10 else None
+        status = tracker.observe(instance.status, ok, latency_ms, rate, error)
+        self._set_status(instance, status)
+
+    async def check_health_now(self) -> None:
+        """Run one round of health checks on every instance (concurrently)."""
+        instances = [i for i in self._instances.values() if i.status not in _GONE]
+        await asyncio.gather(*(self._check_one(i) for i in instances))
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_check_interval)
+            try:
+                await self.check_health_now()
+            except Exception:
+                log.exception("%s: health round failed", self.name)
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_TICK)
+            try:
+                await self._reap_idle()
+                if self._dirty:
+                    self._dirty = False
+                    self._events.emit(HubEvent("metrics", self.name))
+            except Exception:
+                log.exception("%s: maintenance failed", self.name)
+
+    async def _reap_idle(self) -> None:
+        now = time.monotonic()
+        for inst in list(self._instances.values()):
+            if len(self._instances) <= self.min_instances:
+                return
+            if (
+                inst.origin == "scaled"
+                and inst.in_flight == 0
+                and now - inst.last_used >= self.idle_timeout
+            ):
+                await self._destroy(inst)
+
+    async def _discover(self) -> list[ConfigT]:
+        try:
+            return list(await self.discover_resources())
+        except Exception as exc:
+            log.warning("%s: discovery failed: %s", self.name, exc)
+            return []
+
+    async def discover_now(self) -> None:
+        """One discovery pass: add new resources, retire discovered ones that vanished."""
+        found = {self.resource_key(c): c for c in await self._discover()}
+        known = set(self._keys.values())
+        await asyncio.gather(
+            *(self._add(c, "discovered", check=True) for k, c in found.items() if k not in known)
+        )
+        for inst in list(self._instances.values()):
+            if inst.origin == "discovered" and self._keys.get(inst.id) not in found:
+                await self.remove_resource(inst.id)
+
+    async def _discovery_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.discovery_interval)
+            try:
+                await self.discover_now()
+            except Exception:
+                log.exception("%s: discovery round failed", self.name)
+
+    # ---- snapshots --------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """JSON-serialisable snapshot of the pool (what widgets and the sidebar render)."""
+        return snapshot.status(self)
+
+    def metrics(self, window: bool = False):
+        """pandas DataFrame: one row per instance plus an ``ALL`` row. ``window=True``
+        describes the recent ``metrics_window`` seconds instead of all time."""
+        return snapshot.metrics_frame(self, window)
+
+    def metrics_history(self):
+        """pandas DataFrame time series per instance: requests, errors, p50/p95/p99."""
+        return snapshot.history_frame(self)
+
+    @property
+    def queue_length(self) -> int:
+        return len(self._queue)
