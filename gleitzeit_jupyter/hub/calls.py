@@ -1,0 +1,289 @@
+"""The call path of a HubProvider: route, reserve, call, account, fail over.
+
+Kept apart from the pool's lifecycle in ``provider.py``; this is the code every call runs
+through, so it stays lean (see ``bench/hub_overhead.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .balancing import Balancer
+from .errors import ExecutionTimeout, HubError, NoResourceAvailable, ResourceFailed, UserError
+from .instance import ResourceInstance, ResourceStatus
+
+__all__ = ["CallPath", "as_failure", "default_hook", "is_default_hook"]
+
+
+def default_hook(fn):
+    """Mark a base-class hook, so the call path can skip work a subclass did not ask for."""
+    fn._hub_default = True
+    return fn
+
+
+def is_default_hook(fn) -> bool:
+    return getattr(fn, "_hub_default", False)
+
+
+_ROUTABLE = (ResourceStatus.HEALTHY, ResourceStatus.DEGRADED)
+_GONE = (ResourceStatus.DRAINING, ResourceStatus.STOPPED)
+
+
+def as_failure(exc: BaseException, instance: ResourceInstance) -> ResourceFailed:
+    if isinstance(exc, ResourceFailed):
+        if exc.instance is None:
+            exc.instance = instance.id
+        return exc
+    if isinstance(exc, TimeoutError):
+        return ExecutionTimeout("call timed out before producing output", instance=instance.id)
+    detail = str(exc) or type(exc).__name__
+    failure = ResourceFailed(f"{type(exc).__name__}: {detail}", instance=instance.id)
+    failure.__cause__ = exc
+    return failure
+
+
+class CallPath:
+    """Mixin of :class:`HubProvider` holding ``execute``, ``stream`` and routing."""
+
+    # ---- calls ------------------------------------------------------------------------
+    async def execute(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        strategy: str | None = None,
+        instance: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Run one call on the pool, failing over to another instance on infrastructure
+        errors. The result gains ``instance`` and ``latency_ms``."""
+        params = {} if params is None else params
+        strategy, timeout = self._prepare(method, params, strategy, instance, timeout)
+        tried: set[str] = set()
+        error: ResourceFailed | None = None
+        for attempt in range(self.retries + 1):
+            if attempt and (instance is not None or not self._budget.try_withdraw()):
+                break
+            inst = await self._acquire(method, params, strategy, tried, instance, error, timeout)
+            started = time.perf_counter()
+            try:
+                call = self.execute_on_resource(inst, method, params)
+                result = await (call if timeout is None else asyncio.wait_for(call, timeout))
+            except BaseException as exc:
+                error = self._finish_failed(inst, exc, started)
+                tried.add(inst.id)
+                continue
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            self._finish_ok(inst, latency_ms)
+            result.setdefault("instance", inst.id)
+            result.setdefault("latency_ms", latency_ms)
+            return result
+        assert error is not None
+        raise error
+
+    async def stream(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        strategy: str | None = None,
+        instance: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream a call's chunks. Fails over like :meth:`execute` until the first chunk;
+        after that an error is raised to the caller (output cannot be taken back).
+        ``timeout`` bounds the wait for the first chunk."""
+        params = {} if params is None else params
+        if is_default_hook(type(self).stream_on_resource):
+            raise UserError(f"{type(self).__name__} does not stream {method!r}")
+        strategy, timeout = self._prepare(method, params, strategy, instance, timeout)
+        tried: set[str] = set()
+        error: ResourceFailed | None = None
+        for attempt in range(self.retries + 1):
+            if attempt and (instance is not None or not self._budget.try_withdraw()):
+                break
+            inst = await self._acquire(method, params, strategy, tried, instance, error, timeout)
+            started = time.perf_counter()
+            chunks = None
+            produced = False
+            try:
+                chunks = self.stream_on_resource(inst, method, params)
+                first = chunks.__anext__()
+                chunk = await (first if timeout is None else asyncio.wait_for(first, timeout))
+                produced = True
+                while True:
+                    chunk.setdefault("instance", inst.id)
+                    yield chunk
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                self._finish_ok(inst, (time.perf_counter() - started) * 1000.0)
+                return
+            except GeneratorExit:
+                # the consumer stopped reading: says nothing about the instance
+                self._finish_neutral(inst)
+                raise
+            except BaseException as exc:
+                error = self._finish_failed(inst, exc, started)
+                if produced:
+                    raise error from None
+                tried.add(inst.id)
+            finally:
+                if chunks is not None:
+                    await chunks.aclose()
+        assert error is not None
+        raise error
+
+    def _prepare(self, method, params, strategy, instance, timeout):
+        if not self._initialized:
+            raise NoResourceAvailable(
+                f"the {self.name} provider is not running", hint="await provider.initialize()"
+            )
+        self.validate(method, params)
+        strategy = self.strategy if strategy is None else Balancer.check(strategy)
+        if instance is not None:
+            self.get_instance(instance)
+        self._budget.deposit()
+        return strategy, self.call_timeout if timeout is None else timeout
+
+    def _finish_ok(self, inst: ResourceInstance, latency_ms: float) -> None:
+        inst.breaker.record_success()  # type: ignore[union-attr]
+        inst.metrics.record(latency_ms, True)  # type: ignore[union-attr]
+        self._release(inst)
+
+    def _finish_neutral(self, inst: ResourceInstance) -> None:
+        inst.breaker.record_neutral()  # type: ignore[union-attr]
+        self._release(inst)
+
+    def _finish_failed(
+        self, inst: ResourceInstance, exc: BaseException, started: float
+    ) -> ResourceFailed:
+        """Account for a failed call; re-raise what must not be retried, else return it."""
+        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+            self._finish_neutral(inst)
+            raise exc
+        if isinstance(exc, HubError) and not isinstance(exc, ResourceFailed):
+            if exc.instance is None:
+                exc.instance = inst.id
+            inst.metrics.record_user_error(str(exc))  # type: ignore[union-attr]
+            self._finish_neutral(inst)
+            raise exc
+        failure = as_failure(exc, inst)
+        inst.breaker.record_failure()  # type: ignore[union-attr]
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        inst.metrics.record(latency_ms, False, str(failure))  # type: ignore[union-attr]
+        self._release(inst)
+        return failure
+
+    def _release(self, inst: ResourceInstance) -> None:
+        inst.in_flight -= 1
+        inst.last_used = time.monotonic()
+        self._dirty = True
+        if inst.in_flight == 0:
+            self._drained.set()
+        if self._queue:
+            self._pump()
+
+    # ---- routing ----------------------------------------------------------------------
+    def _accepting(self, method, params, tried, pin) -> list[ResourceInstance]:
+        if pin is not None:
+            inst = self._instances.get(pin)
+            return [inst] if inst is not None and inst.status not in _GONE else []
+        return [
+            i
+            for i in self._instances.values()
+            if i.enabled
+            and i.status not in _GONE
+            and i.id not in tried
+            and self.instance_accepts(i, method, params)
+        ]
+
+    def _pick(self, accepting, method, params, strategy) -> ResourceInstance | None:
+        ready = [i for i in accepting if i.status in _ROUTABLE and i.breaker.can_admit()]  # type: ignore[union-attr]
+        if not ready:
+            ready = accepting  # panic mode: better a doubtful instance than a certain failure
+        free = [i for i in ready if i.has_capacity]
+        if not free:
+            return None
+        if len(free) > 1 and not is_default_hook(type(self).instance_preference):
+            ranks = [self.instance_preference(i, method, params) for i in free]
+            top = max(ranks)
+            free = [i for i, r in zip(free, ranks, strict=True) if r == top]
+        key = params.get("affinity_key") or params.get("session")
+        return self._balancer.choose(strategy, free, key, accepting)
+
+    async def _acquire(self, method, params, strategy, tried, pin, error, timeout):
+        """Reserve an instance for one call: pick, else scale up, else wait fairly."""
+        ticket = False  # woken from the queue: may take a slot ahead of new arrivals
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            accepting = self._accepting(method, params, tried, pin)
+            if accepting and (ticket or not self._queue):
+                inst = self._pick(accepting, method, params, strategy)
+                if inst is not None:
+                    inst.breaker.admit()  # type: ignore[union-attr]
+                    inst.in_flight += 1
+                    if ticket:
+                        self._pump()  # pass spare capacity on to the next waiter
+                    return inst
+            if pin is None and await self._scale_up() is not None:
+                continue
+            if not accepting and not self._creating:
+                if error is not None:
+                    raise error
+                raise self._nothing_accepts(method, params, pin)
+            waiter = self._queue.push(
+                str(params.get("tenant", "")), int(params.get("priority", 0)), front=ticket
+            )
+            self._pump()
+            try:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                self._queue.discard(waiter)
+                raise ExecutionTimeout(
+                    f"no {self.name} instance became free within {timeout:g} s",
+                    hint="the pool is saturated; add instances or raise the timeout",
+                ) from None
+            except BaseException:
+                self._queue.discard(waiter)
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._pump()  # we were woken but leave: hand the wake-up on
+                raise
+            ticket = True
+
+    def _pump(self) -> None:
+        """Wake as many waiters (in fair order) as there are free slots; each re-tries
+        routing. An empty pool wakes everyone, so they fail at once with a clear error."""
+        waiting = len(self._queue)
+        if not waiting:
+            return
+        slots = 0 if self._instances else waiting
+        for i in self._instances.values():
+            if i.enabled and i.status not in _GONE:
+                if i.max_concurrency is None:
+                    slots = waiting
+                    break
+                slots += max(0, i.max_concurrency - i.in_flight)
+        for _ in range(min(slots, waiting)):
+            if not self._queue.wake_next():
+                break
+
+    def _nothing_accepts(self, method, params, pin) -> HubError:
+        if pin is not None:
+            return NoResourceAvailable(f"instance {pin!r} is not available", instance=pin)
+        instances = list(self._instances.values())
+        custom = self.no_instance_error(method, params, instances)
+        if custom is not None:
+            return custom
+        if not instances:
+            return NoResourceAvailable(
+                f"the {self.name} pool has no instances",
+                hint="add one with add_resource() or check discovery",
+            )
+        return NoResourceAvailable(
+            f"no {self.name} instance can take {method!r}",
+            hint="every instance is drained, removed or does not accept this call",
+        )
