@@ -1,0 +1,119 @@
+"""The stand-in's model side: names, deterministic text and vectors, fault knobs."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+__all__ = [
+    "Faults",
+    "RecordedRequest",
+    "details",
+    "digest",
+    "embedding_vector",
+    "generate_tokens",
+    "normalize_model",
+    "now_iso",
+]
+
+WORDS = (
+    "the sky is blue because light scatters off small molecules in air and the short "
+    "wavelengths spread most so we see blue during day while sunsets look red since light "
+    "travels farther through air a model answers every prompt with calm plain words here"
+).split()
+
+
+def normalize_model(name: str) -> str:
+    """``llama3.2`` and ``llama3.2:latest`` name the same model (tag defaults to latest)."""
+    name = name.strip()
+    tail = name.rsplit("/", 1)[-1]
+    return name if ":" in tail else f"{name}:latest"
+
+
+def now_iso(offset_s: float = 0.0) -> str:
+    t = datetime.now(timezone.utc) + timedelta(seconds=offset_s)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+
+
+def digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def details(name: str) -> dict[str, Any]:
+    family = name.split(":")[0].rstrip("0123456789.") or "llama"
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": family,
+        "families": [family],
+        "parameter_size": "3.2B",
+        "quantization_level": "Q4_K_M",
+    }
+
+
+@dataclass
+class Faults:
+    """Fault injection knobs. Probabilities apply to inference endpoints only (generate, chat,
+    embed): a busy Ollama still answers ``/api/version`` and ``/api/tags``."""
+
+    error_rate: float = 0.0  # answer error_status (5xx) with this probability
+    error_status: int = 500
+    busy_rate: float = 0.0  # answer 503 "server busy" with this probability
+    reset_rate: float = 0.0  # drop the connection with a TCP RST before answering
+    hang: bool = False  # accept inference calls and never answer while set
+    stream_error_after: int | None = None  # emit an {"error"} line after N tokens
+
+    def update(self, **knobs: Any) -> None:
+        for key, value in knobs.items():
+            if not hasattr(self, key):
+                raise AttributeError(f"unknown fault knob {key!r}")
+            setattr(self, key, value)
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    body: Any
+    at: float = field(default_factory=time.monotonic)
+
+
+def generate_tokens(
+    model: str, text: str, options: dict[str, Any], default_tokens: int
+) -> tuple[list[str], str]:
+    seed = options.get("seed", 0)
+    h = hashlib.blake2b(f"{model}\0{seed}\0{text}".encode(), digest_size=8).digest()
+    rng = random.Random(int.from_bytes(h, "big"))
+    limit = options.get("num_predict")
+    n = default_tokens if limit is None or limit < 0 else min(int(limit), 4096)
+    words = [rng.choice(WORDS) for _ in range(n)]
+    toks = [w if i == 0 else " " + w for i, w in enumerate(words)]
+    reason = "length" if limit is not None and limit >= 0 else "stop"
+    stops = options.get("stop") or []
+    if isinstance(stops, str):
+        stops = [stops]
+    out: list[str] = []
+    acc = ""
+    for tok in toks:
+        cut = min((i for s in stops if (i := (acc + tok).find(s)) >= 0), default=-1)
+        if cut >= 0:
+            if cut > len(acc):
+                out.append((acc + tok)[len(acc) : cut])
+            return out, "stop"
+        out.append(tok)
+        acc += tok
+    return out, reason
+
+
+
+def embedding_vector(model: str, text: str, dim: int) -> list[float]:
+    h = hashlib.blake2b(f"{model}\0{text}".encode(), digest_size=8).digest()
+    rng = random.Random(int.from_bytes(h, "big"))
+    v = [rng.uniform(-1, 1) for _ in range(dim)]
+    norm = math.sqrt(sum(x * x for x in v)) or 1.0
+    return [x / norm for x in v]
