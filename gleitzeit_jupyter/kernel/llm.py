@@ -1,0 +1,296 @@
+"""The work behind ``%%llm`` / ``%llm``: requests, streaming, formats, chat sessions.
+
+Plain functions over a runtime and a user namespace, so they are testable without magics.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from IPython.display import display
+
+from ..hub.errors import HubError, UserError
+from .render import (
+    CellError,
+    CellInterrupted,
+    StreamingDisplay,
+    cell_error,
+    footer_text,
+    no_ollama_hint,
+    show_footer,
+    tokens_per_second,
+)
+
+__all__ = ["FORMATS", "ChatStore", "LlmOptions", "LlmResult", "ask", "extract_code", "models_frame"]
+
+FORMATS = ("markdown", "text", "code", "json")
+
+
+@dataclass
+class LlmOptions:
+    model: str | None = None
+    system: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    fmt: str = "markdown"
+    out: str | None = None
+    chat: str | None = None
+    stream: bool = True
+    instance: str | None = None
+    strategy: str | None = None
+    timeout: float | None = None
+
+
+@dataclass
+class LlmResult:
+    text: str
+    value: Any  # the text, or the parsed object for -f json, or the code for -f code
+    model: str
+    instance: str | None
+    latency_ms: float
+    tokens_per_s: float | None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def footer(self) -> str:
+        return footer_text(
+            model=self.model,
+            instance=self.instance,
+            latency_ms=self.latency_ms,
+            tokens_per_s=self.tokens_per_s,
+        )
+
+
+class ChatStore:
+    """Conversations by name: the message history sent with every ``--chat NAME`` turn."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, list[dict[str, str]]] = {}
+
+    def messages(self, name: str, system: str | None) -> list[dict[str, str]]:
+        history = self.sessions.setdefault(name, [])
+        if system is not None:
+            # A new -s replaces the conversation's system message rather than stacking.
+            if history and history[0]["role"] == "system":
+                history[0] = {"role": "system", "content": system}
+            else:
+                history.insert(0, {"role": "system", "content": system})
+        return history
+
+    def clear(self, name: str | None = None) -> None:
+        if name is None:
+            self.sessions.clear()
+        else:
+            self.sessions.pop(name, None)
+
+
+def _text_of(chunk: dict[str, Any]) -> str:
+    if "response" in chunk and isinstance(chunk["response"], str):
+        return chunk["response"]
+    msg = chunk.get("message")
+    if isinstance(msg, dict) and isinstance(msg.get("content"), str):
+        return msg["content"]
+    return ""
+
+
+_FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.S)
+
+
+def extract_code(text: str) -> str:
+    """The code in a model's answer: the fenced blocks joined (the model usually wraps code
+    in fences even when asked not to), else the whole answer."""
+    blocks = [m.group(2).rstrip() for m in _FENCE.finditer(text)]
+    return "\n\n".join(blocks) if blocks else text.strip()
+
+
+def build_request(
+    opts: LlmOptions, prompt: str, default_model: str, chats: ChatStore | None
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(method, params, call kwargs) for one call."""
+    model = opts.model or default_model
+    options: dict[str, Any] = {}
+    if opts.temperature is not None:
+        options["temperature"] = opts.temperature
+    if opts.max_tokens is not None:
+        options["num_predict"] = opts.max_tokens
+    params: dict[str, Any] = {"model": model}
+    if options:
+        params["options"] = options
+    if opts.fmt == "json":
+        params["format"] = "json"
+    kwargs: dict[str, Any] = {}
+    if opts.instance:
+        kwargs["instance"] = opts.instance
+    if opts.strategy:
+        kwargs["strategy"] = opts.strategy
+    if opts.chat:
+        if chats is None:
+            raise UserError("--chat needs a chat store")
+        history = chats.messages(opts.chat, opts.system)
+        params["messages"] = [*history, {"role": "user", "content": prompt}]
+        # Same conversation, same server: its KV cache already holds the history.
+        params["affinity_key"] = f"chat:{opts.chat}"
+        if not opts.instance and not opts.strategy:
+            kwargs["strategy"] = "affinity"
+        return "llm/chat", params, kwargs
+    params["prompt"] = prompt
+    if opts.system:
+        params["system"] = opts.system
+    return "llm/generate", params, kwargs
+
+
+def finish_value(opts: LlmOptions, text: str) -> Any:
+    if opts.fmt == "json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(
+                f"the model's answer is not valid JSON ({exc.msg} at char {exc.pos})",
+                hint="ask for JSON explicitly in the prompt, or use -f text",
+            ) from None
+    if opts.fmt == "code":
+        return extract_code(text)
+    return text
+
+
+def final_bundle(opts: LlmOptions, text: str, value: Any) -> dict[str, Any]:
+    if opts.fmt == "text":
+        return {"text/plain": text}
+    if opts.fmt == "code":
+        return {"text/markdown": f"```python\n{value}\n```", "text/plain": value}
+    if opts.fmt == "json":
+        pretty = json.dumps(value, indent=2, ensure_ascii=False)
+        return {
+            "application/json": value if isinstance(value, (dict, list)) else {"value": value},
+            "text/plain": pretty,
+        }
+    return {"text/markdown": text, "text/plain": text}
+
+
+async def call_once(
+    provider: Any, method: str, params: dict[str, Any], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    return await provider.execute(method, params, **kwargs)
+
+
+def ask(
+    runtime: Any,
+    prompt: str,
+    opts: LlmOptions,
+    *,
+    default_model: str,
+    chats: ChatStore | None = None,
+    interval: float = 0.1,
+    show: bool = True,
+    hosts: list[str] | None = None,
+) -> LlmResult:
+    """One prompt: streamed into a display handle (``show``), or a single call."""
+    method, params, kwargs = build_request(opts, prompt, default_model, chats)
+    if opts.timeout:
+        kwargs["timeout"] = opts.timeout
+    start = time.perf_counter()
+    raw: dict[str, Any] = {}
+    instance: str | None = None
+    error: BaseException | None = None
+    interrupted = False
+    view: StreamingDisplay | None = None
+    try:
+        provider = runtime.ollama()
+        if opts.stream and show:
+            view = StreamingDisplay(opts.fmt, interval)
+            for chunk in runtime.stream(lambda: provider.stream(method, params, **kwargs)):
+                view.append(_text_of(chunk))
+                instance = chunk.get("instance") or instance
+                if chunk.get("done"):
+                    raw = chunk
+            view.flush()
+            text = view.text
+        else:
+            raw = runtime.run(call_once(provider, method, params, kwargs))
+            text = _text_of(raw)
+            instance = raw.get("instance")
+    except KeyboardInterrupt:
+        interrupted = True
+    except Exception as exc:
+        error = exc
+    # Raised outside the except blocks so no library exception rides along as __context__.
+    if interrupted:
+        if view is not None:
+            view.flush()
+        raise CellInterrupted("%%llm stopped; the request to the model was cancelled") from None
+    if error is not None:
+        if view is not None and not view.text:
+            view.finish({"text/plain": ""})
+        hint = no_ollama_hint(hosts or []) if _is_unreachable(error) else None
+        raise cell_error(error, context="%%llm", hint=hint) from None
+    latency_ms = (time.perf_counter() - start) * 1000.0
+    instance = instance or raw.get("instance")
+    try:
+        value = finish_value(opts, text)
+    except HubError as exc:
+        if view is not None:
+            view.finish()
+        raise cell_error(exc, context="%%llm") from None
+    if opts.chat and chats is not None:
+        history = chats.messages(opts.chat, None)
+        history.append({"role": "user", "content": prompt})
+        history.append({"role": "assistant", "content": text})
+    if view is not None:
+        view.finish(final_bundle(opts, text, value))
+    result = LlmResult(
+        text=text,
+        value=value,
+        model=str(params["model"]),
+        instance=instance,
+        latency_ms=latency_ms,
+        tokens_per_s=tokens_per_second(raw),
+        raw=raw,
+    )
+    return result
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    from ..hub.errors import NoResourceAvailable
+
+    return isinstance(exc, NoResourceAvailable)
+
+
+def show_result(opts: LlmOptions, result: LlmResult) -> None:
+    """Render a finished (non-streamed) result and its footer."""
+    display(final_bundle(opts, result.text, result.value), raw=True)
+
+
+def models_frame(runtime: Any) -> pd.DataFrame:
+    """The pool's models: which instances have each, and where it is loaded."""
+    provider = runtime.ollama()
+    error: BaseException | None = None
+    try:
+        res = runtime.run(provider.execute("llm/models", {}))
+    except KeyboardInterrupt:
+        raise CellInterrupted("%llm models was cancelled") from None
+    except Exception as exc:
+        error = exc
+    if error is not None:
+        raise cell_error(error, context="%llm models") from None
+    rows = res.get("models", []) if isinstance(res, dict) else res
+    frame = pd.DataFrame(list(rows))
+    if "name" in frame.columns:
+        frame = frame.set_index("name").sort_index()
+    return frame
+
+
+def store(ns: MutableMapping[str, Any], name: str | None, value: Any) -> None:
+    if not name:
+        return
+    if not name.isidentifier():
+        raise CellError(f"-o {name!r} is not a valid Python variable name", kind="UsageError")
+    ns[name] = value
+
+
+def print_footer(result: LlmResult) -> None:
+    show_footer(result.footer())

@@ -1,0 +1,337 @@
+"""The IPython magics: ``%%llm``, ``%llm``, ``%%sandbox``, ``%gleitzeit``.
+
+The magic methods only parse (IPython's magic_arguments, so ``%%llm?`` prints real help) and
+delegate to plain functions in :mod:`.llm`, :mod:`.batch`, :mod:`.sandbox_cell` and
+:mod:`.admin`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from ..hub.errors import HubError
+from . import admin, batch, llm, sandbox_cell
+from .interpolate import interpolate
+from .render import CellError, cell_error
+from .runtime import Gleitzeit, get_runtime
+
+__all__ = ["GleitzeitMagics", "split_line_options"]
+
+_OPTION_LIKE = re.compile(r"^--?[A-Za-z][\w-]*$")
+_TOKEN = re.compile(r"\s*(\"(?:[^\"\\]|\\.)*\"|'[^']*'|\S+)")
+
+
+def split_line_options(line: str, parser: Any) -> tuple[str, str]:
+    """Split ``%llm -m x -t 0.2 what's up?`` into the option part and the raw prompt.
+
+    The prompt is taken verbatim (quotes and apostrophes kept), which shlex-style parsing of
+    the whole line would mangle. Options end at the first word that is not a known option
+    (or after ``--``).
+    """
+    takes_value: dict[str, bool] = {}
+    for action in parser._actions:
+        for opt in action.option_strings:
+            takes_value[opt] = action.nargs != 0
+    pos = 0
+    while True:
+        m = _TOKEN.match(line, pos)
+        if m is None:
+            return line[:pos].strip(), ""
+        tok = m.group(1)
+        if tok == "--":
+            return line[: m.start(1)].strip(), line[m.end() :].strip()
+        name = tok.split("=", 1)[0]
+        if _OPTION_LIKE.match(name) and name not in takes_value:
+            # An unknown option is a typo to report, not the first word of the prompt.
+            return line[: m.end()].strip(), line[m.end() :].strip()
+        if not tok.startswith("-") or name not in takes_value:
+            return line[: m.start(1)].strip(), line[m.start(1) :].strip()
+        pos = m.end()
+        if takes_value[name] and "=" not in tok:
+            v = _TOKEN.match(line, pos)
+            if v is None:
+                return line.strip(), ""
+            pos = v.end()
+
+
+@magics_class
+class GleitzeitMagics(Magics):
+    """Magics of gleitzeit-jupyter; state shared by the magics lives here."""
+
+    def __init__(self, shell: Any, config: Gleitzeit) -> None:
+        super().__init__(shell)
+        self.cfg = config
+        self.chats = llm.ChatStore()
+        # Cells whose -f code answer was already offered as the next cell: a rerun of the
+        # same cell must not add one more cell every time.
+        self.offered: set[str] = set()
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def runtime(self) -> Any:
+        return get_runtime(self.cfg)
+
+    def _ns(self) -> dict[str, Any]:
+        return self.shell.user_ns  # type: ignore[no-any-return]
+
+    def _interpolate(self, text: str) -> str:
+        try:
+            return interpolate(text, self._ns())
+        except HubError as exc:
+            raise cell_error(exc, context="%%llm") from None
+
+    def _cell_key(self, line: str, cell: str) -> str:
+        # JupyterLab sends the cell's id with each execute request; elsewhere the source
+        # text identifies "the same cell run again".
+        cell_id = None
+        try:
+            parent = self.shell.kernel.get_parent()  # type: ignore[union-attr]
+            cell_id = (parent or {}).get("metadata", {}).get("cellId")
+        except Exception:
+            cell_id = None
+        basis = f"id:{cell_id}" if cell_id else f"src:{line}\n{cell}"
+        return hashlib.sha1(basis.encode()).hexdigest()
+
+    def _llm_options(self, args: Any) -> llm.LlmOptions:
+        timeout = self.cfg.request_timeout or None
+        return llm.LlmOptions(
+            model=args.model,
+            system=args.system,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            fmt=args.format,
+            out=args.output,
+            chat=args.chat,
+            stream=not args.no_stream,
+            instance=args.instance,
+            strategy=args.strategy,
+            timeout=timeout,
+        )
+
+    # ------------------------------------------------------------------ %%llm / %llm
+    @line_cell_magic
+    @magic_arguments()
+    @argument("-m", "--model", help="model name (default: Gleitzeit.default_model)")
+    @argument("-s", "--system", help="system prompt")
+    @argument("-t", "--temperature", type=float, help="sampling temperature")
+    @argument("--max-tokens", type=int, help="upper bound of generated tokens (num_predict)")
+    @argument(
+        "-f",
+        "--format",
+        default="markdown",
+        choices=llm.FORMATS,
+        help="markdown (default) | text | code (code block, offered as the next cell)"
+        " | json (parsed into a Python object)",
+    )
+    @argument("-o", "--output", metavar="VAR", help="store the answer in this variable")
+    @argument("--chat", metavar="SESSION", help="continue the named conversation")
+    @argument("--no-stream", action="store_true", help="show the answer only when complete")
+    @argument("--instance", metavar="ID", help="send to this instance only")
+    @argument("--strategy", metavar="S", help="load-balancing strategy for this call")
+    @argument(
+        "--map",
+        metavar="EXPR",
+        dest="map_expr",
+        help="batch: run the cell template once per item/row of EXPR (DataFrame, Series, list)",
+    )
+    @argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="--map: calls in flight at once (default: Gleitzeit.map_concurrency)",
+    )
+    @argument("prompt", nargs="*", help="%%llm PROMPT (line form); %%llm models lists models")
+    def llm(self, line: str, cell: str | None = None) -> Any:
+        """Ask the Ollama pool. The cell (or the rest of the line) is the prompt.
+
+        ``{name}``, ``{name.attr}``, ``{In[3]}``, ``{Out[3]}`` are replaced from the notebook's
+        variables; other brace text is left alone and ``{{`` writes a literal brace.
+        The answer streams into the output and renders as Markdown; a footer shows model,
+        instance, latency and tokens/s. ``%llm PROMPT`` returns the text;
+        ``%llm models`` lists the pool's models.
+        """
+        if cell is None:
+            return self._llm_line(line)
+        args = parse_argstring(self.llm, line)
+        if args.prompt:
+            raise UsageError(
+                "%%llm takes its prompt from the cell body; put only options on the first line"
+            )
+        opts = self._llm_options(args)
+        if args.map_expr:
+            return self._llm_map(args, opts, cell)
+        if args.concurrency is not None:
+            raise UsageError("--concurrency only applies with --map")
+        prompt = self._interpolate(cell.strip("\n"))
+        if not prompt.strip():
+            raise UsageError("%%llm: the cell is empty; write the prompt below the %%llm line")
+        rt = self.runtime
+        result = llm.ask(
+            rt,
+            prompt,
+            opts,
+            default_model=self.cfg.default_model,
+            chats=self.chats,
+            interval=self.cfg.stream_interval,
+            show=True,
+            hosts=list(self.cfg.ollama_hosts),
+        )
+        if not opts.stream:
+            llm.show_result(opts, result)
+        llm.print_footer(result)
+        llm.store(self._ns(), opts.out, result.value)
+        if opts.fmt == "code":
+            key = self._cell_key(line, cell)
+            if key not in self.offered:
+                self.offered.add(key)
+                self.shell.set_next_input(result.value, replace=False)
+        return None
+
+    def _llm_line(self, line: str) -> Any:
+        optstr, prompt = split_line_options(line, self.llm.parser)
+        args = parse_argstring(self.llm, optstr)
+        if args.map_expr:
+            raise UsageError("--map needs the cell form: %%llm --map EXPR, template in the cell")
+        rt = self.runtime
+        if prompt.strip() == "models" and not optstr:
+            return llm.models_frame(rt)
+        if not prompt.strip():
+            raise UsageError("%llm PROMPT: nothing to ask (usage: %llm [options] PROMPT)")
+        opts = self._llm_options(args)
+        result = llm.ask(
+            rt,
+            self._interpolate(prompt),
+            opts,
+            default_model=self.cfg.default_model,
+            chats=self.chats,
+            show=False,
+            hosts=list(self.cfg.ollama_hosts),
+        )
+        llm.store(self._ns(), opts.out, result.value)
+        return result.value
+
+    def _llm_map(self, args: Any, opts: llm.LlmOptions, cell: str) -> None:
+        if opts.chat:
+            raise UsageError("--map and --chat do not mix: each row is its own conversation")
+        template = cell.strip("\n")
+        if not template.strip():
+            raise UsageError("%%llm --map: the cell is the per-row template, and it is empty")
+        try:
+            target = self.shell.ev(args.map_expr)
+        except Exception as exc:
+            raise CellError(
+                f"--map {args.map_expr}: {type(exc).__name__}: {exc}", kind="UsageError"
+            ) from None
+        concurrency = args.concurrency or self.cfg.map_concurrency
+        if concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+        rt = self.runtime
+        try:
+            index, rows = batch.map_rows(target)
+            prompts = batch.render_prompts(template, rows, self._ns())
+        except HubError as exc:
+            raise cell_error(exc, context="%%llm --map") from None
+        try:
+            provider = rt.ollama()
+        except Exception as exc:
+            raise cell_error(exc, context="%%llm --map") from None
+        default_model = self.cfg.default_model
+        row_opts = llm.LlmOptions(**{**opts.__dict__, "stream": False})
+
+        async def call(prompt: str) -> tuple[Any, str | None]:
+            method, params, kwargs = llm.build_request(row_opts, prompt, default_model, None)
+            if row_opts.timeout:
+                kwargs["timeout"] = row_opts.timeout
+            res = await provider.execute(method, params, **kwargs)
+            text = llm._text_of(res)
+            return llm.finish_value(row_opts, text), res.get("instance")
+
+        name = opts.out or None
+        try:
+            outcome = batch.run_batch(rt, prompts, index, call, concurrency=concurrency, name=name)
+        except batch.BatchInterrupted as exc:
+            llm.store(self._ns(), opts.out, exc.partial)
+            raise
+        print(outcome.summary())
+        llm.store(self._ns(), opts.out, outcome.series)
+        if not opts.out:
+            # Without -o the Series is the cell's result, shown like any other value.
+            self.shell.displayhook(outcome.series)
+
+    # ------------------------------------------------------------------ %%sandbox
+    @line_cell_magic
+    @magic_arguments()
+    @argument("--timeout", type=float, metavar="S", help="seconds before the run is killed")
+    @argument("--mem", metavar="SIZE", help="memory limit of the container, e.g. 512m, 2g")
+    @argument("--network", action="store_true", help="allow network access (off by default)")
+    @argument("--session", metavar="NAME", help="keep variables between cells of this session")
+    @argument("--in", dest="inputs", metavar="a,b", help="kernel variables sent in")
+    @argument("--out", dest="outputs", metavar="c,d", help="sandbox variables brought back")
+    @argument("-o", "--output", metavar="VAR", help="store the run's result dict here")
+    @argument("--image", metavar="IMG", help="sandbox image (a pool of its own)")
+    @argument("--reset", action="store_true", help="line form: forget --session NAME's state")
+    def sandbox(self, line: str, cell: str | None = None) -> Any:
+        """Run the cell in a warm, hardened Docker container from the sandbox pool.
+
+        stdout/stderr appear in the cell output, rich results (DataFrames, matplotlib
+        figures) display like a local cell, ``--in``/``--out`` move variables in safe formats
+        (JSON, Arrow, raw arrays; never pickle). An exception inside the sandbox prints its
+        traceback, marked as coming from the sandbox.
+        """
+        args = parse_argstring(self.sandbox, line)
+        rt = self.runtime
+        if cell is None:
+            if args.reset and args.session:
+                return sandbox_cell.reset_session(rt, args.session)
+            raise UsageError("%%sandbox is a cell magic (line form: %sandbox --reset --session N)")
+        return sandbox_cell.run_cell(
+            rt,
+            cell,
+            self._ns(),
+            timeout=args.timeout if args.timeout is not None else self.cfg.sandbox_timeout,
+            mem=args.mem,
+            network=args.network,
+            session=args.session,
+            inputs=_names(args.inputs),
+            outputs=_names(args.outputs),
+            out_var=args.output,
+            image=args.image,
+        )
+
+    # ------------------------------------------------------------------ %gleitzeit
+    @line_magic
+    @magic_arguments()
+    @argument("--export", metavar="PATH", help="metrics: write to PATH.csv or PATH.parquet")
+    @argument("--provider", metavar="NAME", help="strategy: only this pool (default: all)")
+    @argument(
+        "command",
+        nargs="*",
+        help="status | metrics | add ollama URL | add sandbox | remove ID | strategy NAME | reset",
+    )
+    def gleitzeit(self, line: str) -> Any:
+        """Inspect and manage the pools.
+
+        status: the pools and their instances; metrics: one row per instance (and --export);
+        add ollama URL / add sandbox: grow a pool; remove ID: drain and remove an instance;
+        strategy NAME: switch load balancing; reset: stop every pool (they restart on next
+        use, with the current %config) and forget chat sessions.
+        """
+        args = parse_argstring(self.gleitzeit, line)
+        words = list(args.command) or ["status"]
+        return admin.dispatch(self, words, export=args.export, provider=args.provider)
+
+
+def _names(text: str | None) -> list[str]:
+    if not text:
+        return []
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for n in names:
+        if not n.isidentifier():
+            raise UsageError(f"{n!r} is not a variable name (use --in a,b / --out c,d)")
+    return names

@@ -1,0 +1,224 @@
+"""What the magics put in a cell's output: one-line errors, streaming displays, footers."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import time
+import traceback
+from typing import Any
+
+from IPython.display import display
+
+from ..hub.errors import HubError, NoResourceAvailable
+
+__all__ = [
+    "CellError",
+    "CellInterrupted",
+    "SandboxException",
+    "StreamingDisplay",
+    "cell_error",
+    "footer_text",
+    "show_footer",
+]
+
+_RED = "\x1b[0;31m"
+_RESET = "\x1b[0m"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+class _NoContext:
+    """Hide ``__context__`` from IPython.
+
+    IPython prints a native traceback, ignoring ``_render_traceback_``, when an exception's
+    ``__context__`` chain holds an ExceptionGroup (asyncio.TaskGroup raises those); a one-line
+    error raised while handling a library error would then show the library's traceback.
+    The original error stays reachable as ``cause``.
+    """
+
+    @property  # type: ignore[misc]
+    def __context__(self) -> None:  # type: ignore[override]
+        return None
+
+    @__context__.setter
+    def __context__(self, value: object) -> None:
+        pass
+
+
+class CellError(_NoContext, HubError):
+    """What a magic raises for the notebook: shown as exactly one line, no traceback.
+
+    It is a :class:`HubError` so ``except HubError`` around ``x = %llm ...`` still works;
+    ``cause`` is the original error (``%tb`` is not useful here, GLEITZEIT_DEBUG=1 is).
+    """
+
+    def __init__(self, line: str, *, kind: str = "gleitzeit", cause: BaseException | None = None):
+        super().__init__(line)
+        self.kind = kind
+        self.cause = cause
+
+    def _render_traceback_(self) -> list[str]:
+        lines = [f"{_RED}{self.kind}{_RESET}: {self.message}"]
+        if self.cause is not None and os.environ.get("GLEITZEIT_DEBUG"):
+            lines += "".join(traceback.format_exception(self.cause)).splitlines()
+        return lines
+
+
+class CellInterrupted(_NoContext, KeyboardInterrupt):
+    """The cell was interrupted: one line, and the cell still counts as interrupted (it is a
+    KeyboardInterrupt, so a loop calling the magic stops too)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{_RED}Interrupted{_RESET}: {self.what}"]
+
+
+class SandboxException(_NoContext, HubError):
+    """An exception raised by the user's code inside the sandbox, shown like a local one."""
+
+    def __init__(self, ename: str, evalue: str, tb_lines: list[str], instance: str | None):
+        super().__init__(f"{ename}: {evalue}", instance=instance)
+        self.ename = ename
+        self.evalue = evalue
+        self.tb_lines = tb_lines
+
+    def _render_traceback_(self) -> list[str]:
+        where = f" {self.instance}" if self.instance else ""
+        head = f"{_RED}--- raised in the sandbox{where} ---{_RESET}"
+        body = list(self.tb_lines) or [f"{self.ename}: {self.evalue}"]
+        last = strip_ansi(body[-1]) if body else ""
+        if not last.startswith(self.ename):
+            body.append(f"{_RED}{self.ename}{_RESET}: {self.evalue}")
+        return [head, *body]
+
+
+def cell_error(exc: BaseException, *, context: str = "", hint: str | None = None) -> CellError:
+    """Turn any error from the runtime or a provider into one line for the user.
+
+    ``context`` says what was being done ("%%llm", "%%sandbox"); ``hint`` is appended when
+    the error carries none of its own.
+    """
+    if isinstance(exc, CellError):
+        return exc
+    if isinstance(exc, HubError):
+        text = str(exc)
+        if hint and not exc.hint:
+            text = f"{text}. {hint}"
+        kind = type(exc).__name__
+    else:
+        # Not one of ours: a bug or an unexpected library failure. Still one line, but say so.
+        text = f"internal error {type(exc).__name__}: {exc}"
+        text += " (set GLEITZEIT_DEBUG=1 to see the traceback, and please report it)"
+        kind = "gleitzeit"
+    text = " ".join(text.split())  # one line, whatever the message held
+    if context:
+        text = f"{context}: {text}"
+    return CellError(text, kind=kind, cause=exc)
+
+
+def no_ollama_hint(hosts: list[str]) -> str:
+    where = ", ".join(hosts) if hosts else "(no hosts configured)"
+    return (
+        f"looked at {where}; start Ollama there or set a host with"
+        " %config Gleitzeit.ollama_hosts = ['http://HOST:11434'] (or $OLLAMA_HOST,"
+        " $GLEITZEIT_OLLAMA_HOSTS), or %gleitzeit add ollama URL"
+    )
+
+
+def hint_for(exc: BaseException, *, hosts: list[str] | None = None) -> str | None:
+    if isinstance(exc, NoResourceAvailable) and hosts is not None:
+        return no_ollama_hint(hosts)
+    return None
+
+
+class StreamingDisplay:
+    """A display handle updated in place as text arrives, at most every ``interval`` s.
+
+    Updating per token would flood the front end (hundreds of messages a second); updates
+    are coalesced and the final text is always shown.
+    """
+
+    def __init__(self, fmt: str = "markdown", interval: float = 0.1) -> None:
+        self.fmt = fmt
+        self.interval = interval
+        self.text = ""
+        self.updates = 0
+        self._last = 0.0
+        self._dirty = False
+        self._handle = display(self._bundle(""), raw=True, display_id=True)
+
+    def _bundle(self, text: str) -> dict[str, str]:
+        if self.fmt == "text":
+            return {"text/plain": text}
+        if self.fmt == "code":
+            return {"text/markdown": f"```python\n{text}\n```", "text/plain": text}
+        if self.fmt == "json":
+            return {"text/plain": text}
+        return {"text/markdown": text, "text/plain": text}
+
+    def append(self, piece: str) -> None:
+        if not piece:
+            return
+        self.text += piece
+        self._dirty = True
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._dirty and self._handle is not None:
+            self._handle.update(self._bundle(self.text), raw=True)
+            self.updates += 1
+            self._last = time.monotonic()
+            self._dirty = False
+
+    def finish(self, bundle: dict[str, Any] | None = None) -> None:
+        """Final render: the given MIME bundle, or the text in this display's format."""
+        if self._handle is None:
+            return
+        self._handle.update(bundle if bundle is not None else self._bundle(self.text), raw=True)
+        self.updates += 1
+        self._dirty = False
+
+
+def tokens_per_second(result: dict[str, Any]) -> float | None:
+    tps = result.get("tokens_per_s")
+    if isinstance(tps, (int, float)) and tps > 0:
+        return float(tps)
+    count, dur = result.get("eval_count"), result.get("eval_duration")
+    if isinstance(count, (int, float)) and isinstance(dur, (int, float)) and dur > 0:
+        return float(count) / (float(dur) / 1e9)
+    return None
+
+
+def footer_text(
+    *,
+    model: str | None,
+    instance: str | None,
+    latency_ms: float | None,
+    tokens_per_s: float | None,
+) -> str:
+    parts = [model or "?", instance or "?"]
+    if latency_ms is not None:
+        parts.append(f"{latency_ms:,.0f} ms")
+    if tokens_per_s is not None:
+        parts.append(f"{tokens_per_s:.1f} tok/s")
+    return " · ".join(parts)
+
+
+def show_footer(text: str) -> None:
+    display(
+        {
+            "text/plain": text,
+            "text/html": f'<div style="font-size:smaller;opacity:0.6">{html.escape(text)}</div>',
+        },
+        raw=True,
+    )

@@ -1,0 +1,521 @@
+"""The kernel-resident runtime: one background asyncio loop per kernel that owns the providers.
+
+The notebook thread is synchronous; the providers are async and keep health checks and
+metrics running between cells. :class:`Runtime` bridges the two: work is submitted to the
+loop thread and the notebook thread waits for it in short slices, so a kernel interrupt
+(SIGINT -> ``KeyboardInterrupt`` in the main thread) lands promptly, cancels the coroutine on
+the loop (closing HTTP streams, killing sandbox workers) and waits briefly for that cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+from traitlets import Bool, Float, Int, List, Unicode, default, observe
+from traitlets.config import Configurable
+
+from ..hub.errors import ExecutionTimeout
+
+__all__ = ["DEFAULT_OLLAMA_HOST", "Gleitzeit", "Runtime", "get_runtime", "reset_runtime"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+
+#: How long the notebook thread waits for a cancelled coroutine to finish its cleanup.
+CANCEL_GRACE_S = 10.0
+#: Slice of every blocking wait: short so SIGINT's KeyboardInterrupt is raised promptly.
+WAIT_SLICE_S = 0.1
+
+
+def normalize_host(host: str) -> str:
+    """``OLLAMA_HOST`` style (``0.0.0.0``, ``host:port``, ``http://host``) to a base URL."""
+    host = host.strip().rstrip("/")
+    if not host:
+        return DEFAULT_OLLAMA_HOST
+    if "://" not in host:
+        host = f"http://{host}"
+    scheme, rest = host.split("://", 1)
+    hostport = rest.split("/", 1)[0]
+    if hostport.startswith("["):  # IPv6 literal
+        has_port = "]:" in hostport
+    else:
+        has_port = ":" in hostport
+    if not has_port:
+        rest = rest.replace(hostport, f"{hostport}:11434", 1)
+    # Ollama listens on 0.0.0.0 when OLLAMA_HOST says so; a client must dial a real address.
+    rest = rest.replace("0.0.0.0", "127.0.0.1", 1)
+    return f"{scheme}://{rest}"
+
+
+def hosts_from_env(environ: dict[str, str] | None = None) -> list[str]:
+    """Ollama hosts named by the environment: ``GLEITZEIT_OLLAMA_HOSTS`` (comma separated)
+    wins over ``OLLAMA_HOST``; neither set gives the laptop default."""
+    env = os.environ if environ is None else environ
+    many = env.get("GLEITZEIT_OLLAMA_HOSTS", "").strip()
+    if many:
+        return [normalize_host(h) for h in many.split(",") if h.strip()]
+    one = env.get("OLLAMA_HOST", "").strip()
+    return [normalize_host(one)] if one else [DEFAULT_OLLAMA_HOST]
+
+
+class Gleitzeit(Configurable):
+    """Configuration of the notebook runtime (``%config Gleitzeit.ollama_hosts = [...]``)."""
+
+    ollama_hosts = List(
+        Unicode(),
+        help="Ollama base URLs. Default: $GLEITZEIT_OLLAMA_HOSTS (comma separated), else"
+        " $OLLAMA_HOST, else http://127.0.0.1:11434.",
+    ).tag(config=True)
+    auto_discover = Bool(
+        False, help="Also probe for Ollama servers on the local machine and network."
+    ).tag(config=True)
+    strategy = Unicode("least_loaded", help="Load-balancing strategy of the Ollama pool.").tag(
+        config=True
+    )
+    default_model = Unicode(
+        help="Model used when %%llm gets no -m (default: $GLEITZEIT_MODEL or llama3.2)."
+    ).tag(config=True)
+    request_timeout = Float(0.0, help="Deadline in seconds for one %%llm call; 0 means none.").tag(
+        config=True
+    )
+    stream_interval = Float(
+        0.1, help="Minimum seconds between two updates of a streaming output."
+    ).tag(config=True)
+    map_concurrency = Int(8, help="Default --concurrency of %%llm --map.").tag(config=True)
+    docker_host = Unicode(
+        help="Docker engine URL for the sandbox (default: $DOCKER_HOST, else the local socket)."
+    ).tag(config=True)
+    sandbox_image = Unicode("", help="Sandbox image; empty: the provider's default.").tag(
+        config=True
+    )
+    sandbox_max_containers = Int(4, help="Upper bound of warm sandbox containers.").tag(config=True)
+    sandbox_timeout = Float(30.0, help="Default --timeout of %%sandbox, in seconds.").tag(
+        config=True
+    )
+
+    @default("ollama_hosts")
+    def _default_hosts(self) -> list[str]:
+        return hosts_from_env()
+
+    @default("default_model")
+    def _default_model(self) -> str:
+        return os.environ.get("GLEITZEIT_MODEL", "llama3.2")
+
+    @default("docker_host")
+    def _default_docker_host(self) -> str:
+        return os.environ.get("DOCKER_HOST", "")
+
+    @observe("ollama_hosts", "auto_discover", "strategy")
+    def _ollama_changed(self, change: Any) -> None:
+        # A pool built from the old settings would silently keep using them: drop it, the
+        # next call builds a new one from the current configuration.
+        rt = _runtime
+        if rt is None or rt.config_owner is not self:
+            return
+        current = rt.providers.get("ollama")
+        if change["name"] == "strategy" and getattr(current, "strategy", None) == change["new"]:
+            return  # %gleitzeit strategy already switched the running pool
+        rt.discard_provider("ollama")
+
+    @observe("docker_host", "sandbox_image", "sandbox_max_containers")
+    def _sandbox_changed(self, change: Any) -> None:
+        rt = _runtime
+        if rt is not None and rt.config_owner is self:
+            for name in [n for n in rt.providers if n.startswith("sandbox")]:
+                rt.discard_provider(name)
+
+
+Subscriber = Callable[[str, Any], Any]
+
+
+class Runtime:
+    """The background loop thread and the providers it owns."""
+
+    def __init__(self, config: Gleitzeit | None = None) -> None:
+        self.config_owner = config if config is not None else Gleitzeit()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run_loop, name="gleitzeit-runtime", daemon=True
+        )
+        self._providers: dict[str, Any] = {}
+        self._unsubscribe: dict[str, Callable[[], None]] = {}
+        self._subscribers: list[Subscriber] = []
+        # One lock for creating providers: two cells (or a widget callback) racing to create
+        # the same pool must end up with one pool.
+        self._create_lock = threading.RLock()
+        self._closed = False
+        self._thread.start()
+        self._ready.wait()
+
+    # ------------------------------------------------------------------ loop plumbing
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.call_soon(self._ready.set)
+        try:
+            self._loop.run_forever()
+        finally:
+            with contextlib.suppress(Exception):
+                self._cancel_leftovers()
+            self._loop.close()
+
+    def _cancel_leftovers(self) -> None:
+        tasks = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_caller(self) -> None:
+        if self._closed:
+            raise RuntimeError("the gleitzeit runtime is shut down")
+        if threading.current_thread() is self._thread:
+            # Blocking the loop thread on itself would deadlock forever.
+            raise RuntimeError("Runtime.run() called from the runtime's own loop thread")
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the loop; returns a concurrent future (non-blocking)."""
+        if self._closed:
+            coro.close()
+            raise RuntimeError("the gleitzeit runtime is shut down")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and block until it is done.
+
+        A ``KeyboardInterrupt`` while waiting cancels the coroutine, waits up to
+        :data:`CANCEL_GRACE_S` for its cleanup, then re-raises. ``timeout`` (seconds) cancels
+        it the same way and raises :class:`ExecutionTimeout`.
+        """
+        try:
+            self._check_caller()
+        except RuntimeError:
+            coro.close()
+            raise
+        holder: dict[str, asyncio.Task[T]] = {}
+
+        async def wrapper() -> T:
+            task = asyncio.ensure_future(coro)
+            holder["task"] = task
+            return await task
+
+        fut = asyncio.run_coroutine_threadsafe(wrapper(), self._loop)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                left = WAIT_SLICE_S
+                if deadline is not None:
+                    left = min(left, deadline - time.monotonic())
+                    if left <= 0:
+                        self._cancel_and_wait(fut, holder)
+                        raise ExecutionTimeout(
+                            f"call did not finish within {timeout:g} s and was cancelled",
+                            hint="raise the timeout or check the pool with %gleitzeit status",
+                        )
+                try:
+                    return fut.result(timeout=left)
+                except concurrent.futures.TimeoutError:
+                    continue
+        except KeyboardInterrupt:
+            self._cancel_and_wait(fut, holder)
+            raise
+
+    def _cancel_and_wait(
+        self, fut: concurrent.futures.Future[Any], holder: dict[str, asyncio.Task[Any]]
+    ) -> None:
+        # Cancel the inner task (not the concurrent future): the future then completes only
+        # once the task has run its cleanup, and we can wait for exactly that.
+        def cancel() -> None:
+            task = holder.get("task")
+            if task is not None:
+                task.cancel()
+            else:
+                fut.cancel()
+
+        self._loop.call_soon_threadsafe(cancel)
+        end = time.monotonic() + CANCEL_GRACE_S
+        while time.monotonic() < end:
+            try:
+                fut.result(timeout=WAIT_SLICE_S)
+                return
+            except concurrent.futures.TimeoutError:
+                continue
+            except (concurrent.futures.CancelledError, asyncio.CancelledError):
+                return
+            except Exception:
+                return
+        log.warning("gleitzeit: a cancelled call did not finish its cleanup in time")
+
+    def stream(
+        self, source: Callable[[], AsyncIterable[T]], timeout: float | None = None
+    ) -> Iterator[T]:
+        """Iterate, on the notebook thread, an async iterable run on the loop.
+
+        Items are handed over through a thread-safe queue so the consumer (display updates,
+        progress bars) stays on the notebook thread, where ipykernel routes output to the
+        right cell. Interrupt, timeout and closing the iterator early cancel the producer.
+        """
+        self._check_caller()
+        items: queue.Queue[tuple[str, Any]] = queue.Queue()
+        holder: dict[str, asyncio.Task[Any]] = {}
+
+        async def produce() -> None:
+            holder["task"] = asyncio.current_task()  # type: ignore[assignment]
+            iterable = source()
+            try:
+                async for item in iterable:
+                    items.put(("item", item))
+            except BaseException as exc:
+                items.put(("error", exc))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            else:
+                items.put(("end", None))
+            finally:
+                # Close the generator now, not at garbage collection: that is what closes an
+                # HTTP stream or stops a sandbox run when the cell is interrupted.
+                aclose = getattr(iterable, "aclose", None)
+                if aclose is not None:
+                    with contextlib.suppress(BaseException):
+                        await aclose()
+
+        fut = asyncio.run_coroutine_threadsafe(produce(), self._loop)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        finished = False
+        try:
+            while True:
+                left = WAIT_SLICE_S
+                if deadline is not None:
+                    left = min(left, deadline - time.monotonic())
+                    if left <= 0:
+                        raise ExecutionTimeout(
+                            f"call did not finish within {timeout:g} s and was cancelled",
+                            hint="raise the timeout or check the pool with %gleitzeit status",
+                        )
+                try:
+                    kind, value = items.get(timeout=left)
+                except queue.Empty:
+                    continue
+                if kind == "item":
+                    yield value
+                elif kind == "end":
+                    finished = True
+                    return
+                else:
+                    finished = True
+                    if isinstance(value, asyncio.CancelledError):
+                        raise KeyboardInterrupt
+                    raise value
+        finally:
+            if not finished:
+                # Interrupt, timeout, or the consumer stopped early (GeneratorExit).
+                self._cancel_and_wait(fut, holder)
+
+    # ------------------------------------------------------------------ providers
+    @property
+    def providers(self) -> dict[str, Any]:
+        """Providers already created, by name (a copy: safe to iterate)."""
+        return dict(self._providers)
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """``callback(provider_name, HubEvent)`` for every provider, now and later.
+
+        Runs on the loop thread; it must not block.
+        """
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _fan_out(self, name: str) -> Callable[[Any], None]:
+        def deliver(event: Any) -> None:
+            for cb in list(self._subscribers):
+                try:
+                    cb(name, event)
+                except Exception:
+                    # One broken subscriber (a closed comm) must not starve the others.
+                    log.exception("gleitzeit runtime subscriber %r failed", cb)
+
+        return deliver
+
+    def _announce(self, name: str, what: str) -> None:
+        # Membership of the runtime itself (a provider appeared or went away) as an event, so
+        # panels learn about new pools without polling.
+        try:
+            from ..hub.events import HubEvent
+        except ImportError:  # pragma: no cover - hub is part of the package
+            return
+        event = HubEvent(kind="membership", provider=name, old=None, new=what)
+        self._loop.call_soon_threadsafe(self._fan_out(name), event)
+
+    def get_or_create(self, name: str, factory: Callable[[], Any]) -> Any:
+        """The provider ``name``, created by ``factory()`` and initialized on first use."""
+        provider = self._providers.get(name)
+        if provider is not None:
+            return provider
+        with self._create_lock:
+            provider = self._providers.get(name)
+            if provider is not None:
+                return provider
+            self._check_caller()
+            provider = factory()
+            try:
+                self.run(provider.initialize())
+            except BaseException:
+                # A half-initialized pool may hold connections or containers already.
+                with contextlib.suppress(BaseException):
+                    self.run(provider.shutdown(), timeout=30)
+                raise
+            self._providers[name] = provider
+            self._unsubscribe[name] = provider.subscribe(self._fan_out(name))
+        self._announce(name, "added")
+        return provider
+
+    def ollama(self) -> Any:
+        """The Ollama pool, created from the configuration on first use."""
+        return self.get_or_create("ollama", self._make_ollama)
+
+    def _make_ollama(self) -> Any:
+        from ..providers.ollama import OllamaProvider
+
+        cfg = self.config_owner
+        return OllamaProvider(
+            hosts=list(cfg.ollama_hosts),
+            auto_discover=bool(cfg.auto_discover),
+            strategy=cfg.strategy,
+        )
+
+    def sandbox(
+        self, *, image: str | None = None, mem: str | None = None, network: bool = False
+    ) -> Any:
+        """The sandbox pool; non-default image / memory / network get a pool of their own
+        (a container's limits are fixed when it starts, so they cannot be per call)."""
+        image = image or self.config_owner.sandbox_image or None
+        parts = [f"image={image}"] if image and image != self.config_owner.sandbox_image else []
+        if mem:
+            parts.append(f"mem={mem}")
+        if network:
+            parts.append("network")
+        name = "sandbox" if not parts else f"sandbox[{','.join(parts)}]"
+        return self.get_or_create(
+            name, lambda: self._make_sandbox(image=image, mem=mem, network=network)
+        )
+
+    def _make_sandbox(self, *, image: str | None, mem: str | None, network: bool) -> Any:
+        from . import sandbox_glue
+
+        return sandbox_glue.make_provider(self.config_owner, image=image, mem=mem, network=network)
+
+    def discard_provider(self, name: str) -> None:
+        """Shut ``name`` down and forget it (no-op when it does not exist)."""
+        provider = self._providers.pop(name, None)
+        unsub = self._unsubscribe.pop(name, None)
+        if unsub is not None:
+            with contextlib.suppress(Exception):
+                unsub()
+        if provider is None:
+            return
+        try:
+            if threading.current_thread() is self._thread:
+                self._loop.create_task(provider.shutdown())
+            else:
+                self.run(provider.shutdown(), timeout=60)
+        except Exception:
+            log.exception("gleitzeit: shutting down provider %s failed", name)
+        self._announce(name, "removed")
+
+    # ------------------------------------------------------------------ lifecycle
+    def shutdown(self, timeout: float = 60.0) -> None:
+        """Stop every provider (containers removed, connections closed), the loop, the thread."""
+        if self._closed:
+            return
+        for name in list(self._providers):
+            self.discard_provider(name)
+        self._closed = True
+        self._subscribers.clear()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime(config: Gleitzeit | None = None) -> Runtime:
+    """The kernel's runtime, created (with its loop thread) on first call.
+
+    ``config`` is used only when the runtime is created; the extension loader passes the
+    shell-registered :class:`Gleitzeit` so ``%config`` reaches it.
+    """
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None or _runtime.closed:
+            if config is None:
+                config = _shell_config()
+            _runtime = Runtime(config)
+        return _runtime
+
+
+def current_runtime() -> Runtime | None:
+    """The runtime if one is running, without creating it."""
+    rt = _runtime
+    return rt if rt is not None and not rt.closed else None
+
+
+def reset_runtime() -> None:
+    """Shut the runtime down (if any); the next :func:`get_runtime` starts a fresh one."""
+    global _runtime
+    with _runtime_lock:
+        rt, _runtime = _runtime, None
+    if rt is not None:
+        rt.shutdown()
+
+
+def _shell_config() -> Gleitzeit:
+    """The :class:`Gleitzeit` registered on the running IPython shell, or a fresh one."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return Gleitzeit()
+    shell = get_ipython()
+    if shell is None:
+        return Gleitzeit()
+    for c in getattr(shell, "configurables", []):
+        if isinstance(c, Gleitzeit):
+            return c
+    cfg = Gleitzeit(parent=shell)
+    shell.configurables.append(cfg)
+    return cfg
+
+
+# The kernel exits (restart, shutdown): stop containers before the interpreter goes away.
+atexit.register(reset_runtime)
