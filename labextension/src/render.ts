@@ -1,0 +1,395 @@
+/**
+ * Pure rendering logic: kernel snapshots in, HTML strings and summaries out.
+ *
+ * Nothing here imports JupyterLab or touches the DOM, so it runs under vitest in plain Node.
+ * The widgets in sidebar.ts / statusbar.ts only assign the strings produced here.
+ */
+
+/** One instance row of `provider.status()` (see docs/architecture.md). */
+export interface IInstanceStatus {
+  id: string;
+  endpoint?: string;
+  status: string;
+  breaker: string;
+  in_flight: number;
+  enabled?: boolean;
+  origin?: string;
+  tags?: string[];
+  requests?: number;
+  successes?: number;
+  failures?: number;
+  success_rate?: number | null;
+  p50_ms?: number | null;
+  p95_ms?: number | null;
+  p99_ms?: number | null;
+  mean_ms?: number | null;
+  last_error?: string | null;
+  tokens_per_s?: number | null;
+  runs?: number | null;
+  recycled?: number | null;
+  [extra: string]: unknown;
+}
+
+/** `provider.status()` */
+export interface IProviderStatus {
+  name?: string;
+  kind?: string;
+  strategy?: string;
+  initialized?: boolean;
+  time?: number;
+  error?: string;
+  queue?: { waiting?: number; tenants?: number };
+  instances: IInstanceStatus[];
+  totals?: Record<string, unknown>;
+}
+
+/** Kernel -> front end `{"type": "snapshot", ...}` message. */
+export interface ISnapshot {
+  type: 'snapshot';
+  version?: number;
+  seq?: number;
+  time?: number;
+  providers: Record<string, IProviderStatus>;
+}
+
+/** What the sidebar shows for the active notebook. */
+export type ViewState =
+  | { kind: 'no-notebook' }
+  | { kind: 'no-kernel'; notebook: string }
+  | { kind: 'connecting'; notebook: string }
+  | { kind: 'not-loaded'; notebook: string }
+  | {
+      kind: 'live';
+      notebook: string;
+      snapshot: ISnapshot | null;
+      stale?: boolean;
+      message?: { ok: boolean; text: string } | null;
+    };
+
+export type Level = 'ok' | 'warn' | 'error' | 'idle';
+
+export interface IProviderSummary {
+  name: string;
+  label: string;
+  healthy: number;
+  total: number;
+  busy: number;
+  level: Level;
+}
+
+export interface ISummary {
+  text: string;
+  title: string;
+  level: Level;
+  providers: IProviderSummary[];
+}
+
+export const LOAD_HINT = '%load_ext gleitzeit_jupyter';
+
+const LABELS: Record<string, string> = {
+  ollama: 'LLM',
+  llm: 'LLM',
+  sandbox: 'Sandbox',
+  python: 'Sandbox'
+};
+
+/** Short label of a provider in the status bar: "LLM" for ollama, "Sandbox" for sandbox. */
+export function providerLabel(name: string, status?: IProviderStatus): string {
+  const key = name.toLowerCase();
+  if (LABELS[key]) {
+    return LABELS[key];
+  }
+  const kind = (status?.kind || '').toLowerCase();
+  if (kind.includes('ollama')) {
+    return 'LLM';
+  }
+  if (kind.includes('python') || kind.includes('sandbox')) {
+    return 'Sandbox';
+  }
+  return name;
+}
+
+const HEALTHY = new Set(['healthy', 'degraded']);
+const BAD = new Set(['unhealthy', 'stopped']);
+
+/** Severity of one instance: an open breaker is an error, anything not healthy a warning. */
+export function instanceLevel(inst: IInstanceStatus): Level {
+  if (inst.breaker === 'open') {
+    return 'error';
+  }
+  if (BAD.has(inst.status)) {
+    return 'warn';
+  }
+  if (inst.status === 'degraded' || inst.breaker === 'half_open') {
+    return 'warn';
+  }
+  return 'ok';
+}
+
+/** An instance counts as available when it is healthy (or degraded), enabled and not open. */
+export function isAvailable(inst: IInstanceStatus): boolean {
+  return HEALTHY.has(inst.status) && inst.breaker !== 'open' && inst.enabled !== false;
+}
+
+function worst(a: Level, b: Level): Level {
+  const rank: Record<Level, number> = { idle: 0, ok: 1, warn: 2, error: 3 };
+  return rank[b] > rank[a] ? b : a;
+}
+
+export function summarizeProvider(name: string, p: IProviderStatus): IProviderSummary {
+  const instances = p.instances || [];
+  let level: Level = instances.length ? 'ok' : 'idle';
+  let healthy = 0;
+  let busy = 0;
+  for (const inst of instances) {
+    level = worst(level, instanceLevel(inst));
+    if (isAvailable(inst)) {
+      healthy += 1;
+    }
+    if ((inst.in_flight || 0) > 0) {
+      busy += 1;
+    }
+  }
+  if (p.error) {
+    level = 'error';
+  } else if (instances.length > 0 && healthy === 0) {
+    level = 'error';
+  }
+  return { name, label: providerLabel(name, p), healthy, total: instances.length, busy, level };
+}
+
+/** Status-bar text, e.g. "LLM 3/3 · Sandbox 5/5, 2 busy", and its colour level. */
+export function summarize(snapshot: ISnapshot | null): ISummary {
+  if (!snapshot) {
+    return { text: 'Gleitzeit', title: 'Gleitzeit: no data yet', level: 'idle', providers: [] };
+  }
+  const providers = Object.keys(snapshot.providers)
+    .sort()
+    .map(name => summarizeProvider(name, snapshot.providers[name]));
+  if (!providers.length) {
+    return {
+      text: 'Gleitzeit: no pools',
+      title: 'Gleitzeit is loaded; no provider has been created yet (run %%llm or %%sandbox)',
+      level: 'idle',
+      providers
+    };
+  }
+  let level: Level = 'idle';
+  const parts: string[] = [];
+  const titles: string[] = [];
+  for (const s of providers) {
+    level = worst(level, s.level);
+    parts.push(`${s.label} ${s.healthy}/${s.total}` + (s.busy ? `, ${s.busy} busy` : ''));
+    titles.push(
+      `${s.name}: ${s.healthy} of ${s.total} instances available, ${s.busy} busy` +
+        (s.level === 'error' ? ' (breaker open or no healthy instance)' : '') +
+        (s.level === 'warn' ? ' (an instance is unhealthy)' : '')
+    );
+  }
+  return {
+    text: parts.join(' · '),
+    title: titles.join('\n') + '\nClick to open the Gleitzeit sidebar',
+    level,
+    providers
+  };
+}
+
+const ESCAPES: Record<string, string> = {
+  '&': '&amp;',
+  '<': '&lt;',
+  '>': '&gt;',
+  '"': '&quot;',
+  "'": '&#39;'
+};
+
+export function escapeHtml(value: unknown): string {
+  return String(value ?? '').replace(/[&<>"']/g, c => ESCAPES[c]);
+}
+
+function num(value: unknown): number | null {
+  return typeof value === 'number' && Number.isFinite(value) ? value : null;
+}
+
+/** "123 ms", "1.2 s", "–" */
+export function formatMs(value: unknown): string {
+  const v = num(value);
+  if (v === null) {
+    return '–';
+  }
+  if (v >= 10000) {
+    return `${(v / 1000).toFixed(0)} s`;
+  }
+  if (v >= 1000) {
+    return `${(v / 1000).toFixed(1)} s`;
+  }
+  return `${v >= 10 ? v.toFixed(0) : v.toFixed(1)} ms`;
+}
+
+/** success_rate is a fraction 0..1 (null before the first request). */
+export function formatRate(value: unknown): string {
+  const v = num(value);
+  if (v === null) {
+    return '–';
+  }
+  const pct = v <= 1 ? v * 100 : v;
+  return `${pct >= 99.95 || pct === 0 ? pct.toFixed(0) : pct.toFixed(1)}%`;
+}
+
+export function formatCount(value: unknown): string {
+  const v = num(value);
+  return v === null ? '0' : String(Math.round(v));
+}
+
+function field(name: string, label: string, value: string): string {
+  return (
+    `<span class="gz-field"><span class="gz-field-label">${escapeHtml(label)}</span> ` +
+    `<span class="gz-field-value" data-field="${escapeHtml(name)}">${escapeHtml(value)}</span></span>`
+  );
+}
+
+function button(action: string, provider: string, instance: string, text: string, title: string) {
+  return (
+    `<button type="button" class="gz-action jp-mod-styled" data-action="${escapeHtml(action)}" ` +
+    `data-provider="${escapeHtml(provider)}" data-instance="${escapeHtml(instance)}" ` +
+    `title="${escapeHtml(title)}">${escapeHtml(text)}</button>`
+  );
+}
+
+/** One instance card with its metrics and action buttons. */
+export function renderInstance(provider: string, inst: IInstanceStatus): string {
+  const level = instanceLevel(inst);
+  const enabled = inst.enabled !== false;
+  const hasTokens = 'tokens_per_s' in inst;
+  const hasRuns = 'runs' in inst;
+  const actions: string[] = [];
+  if (enabled && inst.status !== 'draining') {
+    actions.push(button('drain', provider, inst.id, 'Drain', 'Stop routing new calls here'));
+  } else {
+    actions.push(button('enable', provider, inst.id, 'Enable', 'Route calls here again'));
+  }
+  if (inst.breaker && inst.breaker !== 'closed') {
+    actions.push(
+      button('reset_breaker', provider, inst.id, 'Reset breaker', 'Close the circuit breaker')
+    );
+  }
+  const rows = [
+    field('in_flight', 'in flight', formatCount(inst.in_flight)),
+    field('requests', 'requests', formatCount(inst.requests)),
+    field('success_rate', 'ok', formatRate(inst.success_rate)),
+    field('failures', 'failed', formatCount(inst.failures))
+  ];
+  const latency = [
+    field('p50_ms', 'p50', formatMs(inst.p50_ms)),
+    field('p95_ms', 'p95', formatMs(inst.p95_ms)),
+    field('p99_ms', 'p99', formatMs(inst.p99_ms))
+  ];
+  if (hasTokens) {
+    const t = num(inst.tokens_per_s);
+    latency.push(field('tokens_per_s', 'tok/s', t === null ? '–' : t.toFixed(1)));
+  }
+  if (hasRuns) {
+    latency.push(field('runs', 'runs', formatCount(inst.runs)));
+    if ('recycled' in inst) {
+      latency.push(field('recycled', 'recycled', formatCount(inst.recycled)));
+    }
+  }
+  const error = inst.last_error
+    ? `<div class="gz-last-error" data-field="last_error" title="${escapeHtml(inst.last_error)}">` +
+      `${escapeHtml(inst.last_error)}</div>`
+    : '';
+  return (
+    `<li class="gz-instance gz-level-${level}" data-instance="${escapeHtml(inst.id)}" ` +
+    `data-status="${escapeHtml(inst.status)}" data-breaker="${escapeHtml(inst.breaker)}" ` +
+    `data-enabled="${enabled}">` +
+    `<div class="gz-instance-head">` +
+    `<span class="gz-badge gz-status-${escapeHtml(inst.status)}" data-field="status">${escapeHtml(inst.status)}</span>` +
+    `<span class="gz-instance-id" title="${escapeHtml(inst.endpoint || inst.id)}">${escapeHtml(inst.id)}</span>` +
+    `<span class="gz-badge gz-breaker-${escapeHtml(inst.breaker)}" data-field="breaker" ` +
+    `title="circuit breaker">${escapeHtml(inst.breaker === 'closed' ? 'breaker closed' : 'breaker ' + inst.breaker.replace('_', '-'))}</span>` +
+    (enabled ? '' : `<span class="gz-badge gz-disabled" data-field="enabled">disabled</span>`) +
+    `</div>` +
+    (inst.endpoint ? `<div class="gz-endpoint">${escapeHtml(inst.endpoint)}</div>` : '') +
+    `<div class="gz-metrics">${rows.join('')}</div>` +
+    `<div class="gz-metrics">${latency.join('')}</div>` +
+    error +
+    `<div class="gz-actions">${actions.join('')}</div>` +
+    `</li>`
+  );
+}
+
+/** One provider: header line with totals, then its instances. */
+export function renderProvider(name: string, p: IProviderStatus): string {
+  const s = summarizeProvider(name, p);
+  const queue = p.queue?.waiting ? ` · ${p.queue.waiting} queued` : '';
+  const header =
+    `<div class="gz-provider-head">` +
+    `<span class="gz-provider-name">${escapeHtml(name)}</span>` +
+    `<span class="gz-provider-kind">${escapeHtml(p.kind || '')}</span>` +
+    `<span class="gz-provider-counts gz-level-${s.level}" data-field="available">` +
+    `${s.healthy}/${s.total} available${s.busy ? `, ${s.busy} busy` : ''}${escapeHtml(queue)}</span>` +
+    `</div>` +
+    (p.strategy
+      ? `<div class="gz-provider-meta">strategy <span data-field="strategy">${escapeHtml(p.strategy)}</span></div>`
+      : '');
+  const error = p.error ? `<div class="gz-last-error">${escapeHtml(p.error)}</div>` : '';
+  const instances = (p.instances || []).length
+    ? `<ul class="gz-instances">${p.instances.map(i => renderInstance(name, i)).join('')}</ul>`
+    : `<div class="gz-empty">No instances in this pool.</div>`;
+  return (
+    `<section class="gz-provider gz-level-${s.level}" data-provider="${escapeHtml(name)}">` +
+    header +
+    error +
+    instances +
+    `</section>`
+  );
+}
+
+function hint(text: string, code?: string): string {
+  return (
+    `<div class="gz-hint" data-state="hint">${escapeHtml(text)}` +
+    (code ? ` <code class="gz-load-hint">${escapeHtml(code)}</code>` : '') +
+    `</div>`
+  );
+}
+
+/** The whole sidebar body for a view state. */
+export function renderView(state: ViewState): string {
+  switch (state.kind) {
+    case 'no-notebook':
+      return `<div class="gz-body" data-state="no-notebook">${hint('Open a notebook to see its Gleitzeit pools.')}</div>`;
+    case 'no-kernel':
+      return `<div class="gz-body" data-state="no-kernel">${hint(`${state.notebook}: no kernel running.`)}</div>`;
+    case 'connecting':
+      return `<div class="gz-body" data-state="connecting">${hint(`${state.notebook}: connecting to the kernel…`)}</div>`;
+    case 'not-loaded':
+      return (
+        `<div class="gz-body" data-state="not-loaded">` +
+        `<div class="gz-notebook">${escapeHtml(state.notebook)}</div>` +
+        hint('Gleitzeit is not loaded in this kernel. Run', LOAD_HINT) +
+        `</div>`
+      );
+    case 'live': {
+      const snap = state.snapshot;
+      const names = snap ? Object.keys(snap.providers).sort() : [];
+      const message = state.message
+        ? `<div class="gz-message ${state.message.ok ? 'gz-ok' : 'gz-failed'}" data-field="message">${escapeHtml(state.message.text)}</div>`
+        : '';
+      const stale = state.stale
+        ? `<div class="gz-stale" data-field="stale">No update from the kernel for a while (is it busy in C code?).</div>`
+        : '';
+      const body = !snap
+        ? hint('Waiting for the first snapshot…')
+        : names.length
+          ? names.map(n => renderProvider(n, snap.providers[n])).join('')
+          : hint('Gleitzeit is loaded. No pool yet: run a %%llm or %%sandbox cell.');
+      return (
+        `<div class="gz-body" data-state="live">` +
+        `<div class="gz-notebook">${escapeHtml(state.notebook)}</div>` +
+        stale +
+        message +
+        body +
+        `</div>`
+      );
+    }
+  }
+}
