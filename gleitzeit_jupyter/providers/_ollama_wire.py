@@ -1,0 +1,234 @@
+"""Translation between gleitzeit calls and Ollama's HTTP API (docs/api.md of ollama/ollama).
+
+Kept apart from the provider so the mapping (request bodies, result fields, error classes) can
+be read, and tested, in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..hub import ExecutionTimeout, HubError, ResourceFailed, UserError
+
+__all__ = [
+    "CONVENIENCE_OPTIONS",
+    "METHODS",
+    "MODEL_METHODS",
+    "build_body",
+    "check_params",
+    "http_error",
+    "normalize_host",
+    "normalize_model",
+    "shape_chunk",
+    "shape_result",
+    "transport_error",
+]
+
+GENERATE, CHAT, EMBED, MODELS = "llm/generate", "llm/chat", "llm/embed", "llm/models"
+METHODS = (GENERATE, CHAT, EMBED, MODELS)
+MODEL_METHODS = frozenset({GENERATE, CHAT, EMBED})
+PATHS = {GENERATE: "/api/generate", CHAT: "/api/chat", EMBED: "/api/embed"}
+
+#: Ollama's own top-level request fields, forwarded as they are.
+FIELDS = {
+    GENERATE: ("model", "prompt", "suffix", "system", "template", "context", "images", "format",
+               "options", "keep_alive", "think", "raw"),
+    CHAT: ("model", "messages", "tools", "format", "options", "keep_alive", "think"),
+    EMBED: ("model", "input", "truncate", "options", "keep_alive", "dimensions"),
+}
+#: Convenience parameters that belong *inside* ``options`` (Ollama silently ignores them at
+#: the top level, so forwarding them there would drop them without a word).
+CONVENIENCE_OPTIONS = {
+    "temperature": "temperature",
+    "max_tokens": "num_predict",
+    "num_predict": "num_predict",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "seed": "seed",
+    "stop": "stop",
+    "num_ctx": "num_ctx",
+}
+#: Read by the hub (fair queuing, priority, affinity); never sent to Ollama.
+HUB_PARAMS = frozenset({"tenant", "priority", "affinity_key", "session"})
+
+
+def normalize_model(name: str) -> str:
+    """``llama3.2`` and ``llama3.2:latest`` are the same model: Ollama's tag defaults to
+    ``latest``. A ``:`` inside a registry host (``host:5000/m``) is not a tag."""
+    name = name.strip()
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def normalize_host(host: str) -> str:
+    """``OLLAMA_HOST`` style (``0.0.0.0``, ``host:port``, ``https://h``) to a base URL."""
+    host = host.strip().rstrip("/")
+    if "://" not in host:
+        host = f"http://{host}"
+    parts = urlsplit(host)
+    hostname = parts.hostname or "127.0.0.1"
+    if hostname in ("0.0.0.0", "::"):  # a bind-all address: reach it on loopback
+        hostname = "127.0.0.1"
+    port = parts.port or (443 if parts.scheme == "https" else 11434)
+    if ":" in hostname:
+        hostname = f"[{hostname}]"
+    return f"{parts.scheme}://{hostname}:{port}{parts.path}"
+
+
+def env_hosts() -> list[str]:
+    """Hosts named by ``OLLAMA_HOST`` and ``GLEITZEIT_OLLAMA_HOSTS`` (comma-separated)."""
+    names = [os.environ.get("OLLAMA_HOST", "")]
+    names += os.environ.get("GLEITZEIT_OLLAMA_HOSTS", "").split(",")
+    return [normalize_host(n) for n in names if n.strip()]
+
+
+def check_params(method: str, params: dict[str, Any], default_model: str | None) -> None:
+    """Raise UserError for a call Ollama would reject or silently misread."""
+    if method not in METHODS:
+        raise UserError(f"unknown method {method!r}", hint=f"use one of {', '.join(METHODS)}")
+    if method == MODELS:
+        return
+    allowed = set(FIELDS[method]) | set(CONVENIENCE_OPTIONS) | HUB_PARAMS
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise UserError(
+            f"{method} does not take {', '.join(map(repr, unknown))}",
+            hint=f"known parameters: {', '.join(sorted(allowed - HUB_PARAMS))}",
+        )
+    model = params.get("model") or default_model
+    if not isinstance(model, str) or not model.strip():
+        raise UserError(f"{method} needs a model", hint="pass model='llama3.2' (or default_model)")
+    if method == GENERATE and not isinstance(params.get("prompt"), str):
+        raise UserError("llm/generate needs a prompt (a string)")
+    if method == CHAT:
+        msgs = params.get("messages")
+        if not isinstance(msgs, list) or not all(
+            isinstance(m, dict) and "role" in m for m in msgs
+        ):
+            raise UserError("llm/chat needs messages: a list of {'role': ..., 'content': ...}")
+    if method == EMBED:
+        inp = params.get("input")
+        if not (isinstance(inp, str) or (
+            isinstance(inp, list) and all(isinstance(s, str) for s in inp)
+        )):
+            raise UserError("llm/embed needs input: a string or a list of strings")
+    opts = params.get("options")
+    if opts is not None and not isinstance(opts, dict):
+        raise UserError("options must be a dict of Ollama model parameters")
+
+
+def build_body(
+    method: str, params: dict[str, Any], default_model: str | None, stream: bool
+) -> tuple[str, dict[str, Any], str]:
+    """Return (path, JSON body, normalized model) for Ollama."""
+    body: dict[str, Any] = {k: params[k] for k in FIELDS[method] if k in params}
+    model = str(params.get("model") or default_model)
+    body["model"] = model
+    options = dict(body.get("options") or {})
+    for key, target in CONVENIENCE_OPTIONS.items():
+        if key in params and params[key] is not None:
+            options[target] = params[key]
+    if options:
+        body["options"] = options
+    if method != EMBED:
+        body["stream"] = stream  # Ollama streams unless told otherwise
+    return PATHS[method], body, normalize_model(model)
+
+
+def _ms(ns: Any) -> float | None:
+    return round(ns / 1e6, 3) if isinstance(ns, (int, float)) else None
+
+
+def shape_result(
+    method: str, data: dict[str, Any], latency_ms: float, ttft_ms: float | None, instance: str
+) -> dict[str, Any]:
+    """A final Ollama object as a gleitzeit result (usage fields under readable names)."""
+    eval_count = data.get("eval_count")
+    eval_ns = data.get("eval_duration")
+    tps = None
+    if isinstance(eval_count, int) and isinstance(eval_ns, (int, float)) and eval_ns > 0:
+        tps = round(eval_count / (eval_ns / 1e9), 2)
+    if ttft_ms is None and isinstance(eval_ns, (int, float)):
+        # Not streamed: the first token came about eval_duration before the end.
+        ttft_ms = max(0.0, latency_ms - eval_ns / 1e6)
+    out: dict[str, Any] = {}
+    if method == CHAT:
+        msg = data.get("message") or {}
+        out["message"] = msg
+        out["response"] = msg.get("content", "")
+    elif method == EMBED:
+        out["embeddings"] = data.get("embeddings", [])
+    else:
+        out["response"] = data.get("response", "")
+        if data.get("thinking"):
+            out["thinking"] = data["thinking"]
+    out.update(
+        model=data.get("model"),
+        instance=instance,
+        latency_ms=round(latency_ms, 3),
+        time_to_first_token_ms=None if ttft_ms is None else round(ttft_ms, 3),
+        prompt_tokens=data.get("prompt_eval_count"),
+        completion_tokens=eval_count,
+        tokens_per_s=tps,
+        load_ms=_ms(data.get("load_duration")),
+        total_ms=_ms(data.get("total_duration")),
+        done_reason=data.get("done_reason"),
+    )
+    return out
+
+
+def shape_chunk(method: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A streamed, not-final NDJSON object as a chunk; ``response`` is always the new text."""
+    if method == CHAT:
+        msg = data.get("message") or {}
+        out = {"message": msg, "response": msg.get("content", "")}
+    else:
+        out = {"response": data.get("response", "")}
+        if data.get("thinking"):
+            out["thinking"] = data["thinking"]
+    out["model"] = data.get("model")
+    out["done"] = False
+    return out
+
+
+def _message(resp_text: str) -> str:
+    try:
+        data = json.loads(resp_text)
+        if isinstance(data, dict) and "error" in data:
+            return str(data["error"])
+    except ValueError:
+        pass
+    return resp_text.strip()[:200] or "(empty body)"
+
+
+def http_error(status: int, text: str, instance: str, model: str) -> HubError:
+    """Map an Ollama error status: 400/404 are the caller's, 503/5xx the server's."""
+    msg = _message(text)
+    if status == 404:
+        return UserError(
+            f"model '{model}' not found on {instance}: {msg}", instance=instance,
+            hint=f"pull it there (`ollama pull {model}`) or pick another model",
+        )
+    if status == 503:
+        return ResourceFailed(f"Ollama at {instance} is busy: {msg}", instance=instance)
+    if status in (408, 429) or status >= 500:
+        return ResourceFailed(f"Ollama at {instance} answered {status}: {msg}", instance=instance)
+    return UserError(f"Ollama at {instance} rejected the call ({status}): {msg}",
+                     instance=instance)
+
+
+def transport_error(exc: httpx.HTTPError, instance: str, url: str, timeout: float) -> HubError:
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return ResourceFailed(f"cannot connect to Ollama at {url}", instance=instance,
+                              hint="is `ollama serve` running there?")
+    if isinstance(exc, httpx.ReadTimeout):
+        return ExecutionTimeout(f"Ollama at {url} sent nothing for {timeout:g} s",
+                                instance=instance)
+    if isinstance(exc, httpx.PoolTimeout):
+        return ResourceFailed(f"all connections to {url} stayed busy", instance=instance)
+    detail = str(exc) or type(exc).__name__
+    return ResourceFailed(f"connection to Ollama at {url} failed: {detail}", instance=instance)

@@ -1,0 +1,382 @@
+"""OllamaProvider: a pool of Ollama servers behind one HubProvider, spoken to over httpx.
+
+Routing is model-aware: an instance takes a call only if ``/api/tags`` lists the model
+(refreshed during health checks); instances with it already loaded (``/api/ps``) and not just
+busy (503) are preferred; then the hub's strategy picks. See docs/ollama.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..hub import (
+    ExecutionTimeout,
+    HubError,
+    HubProvider,
+    NoResourceAvailable,
+    ResourceFailed,
+    ResourceInstance,
+    ResourceStatus,
+    UserError,
+)
+from . import _ollama_wire as wire
+
+__all__ = ["OllamaConfig", "OllamaProvider", "OllamaProviderStreamlined"]
+
+DEFAULT_SCAN_PORTS = tuple(range(11434, 11440))
+_PROBE_TIMEOUT = 0.5
+_TPS_SAMPLES = 64  # recent calls behind an instance's tokens_per_s (bounded memory)
+_timeout_cm = getattr(asyncio, "timeout", None)  # Python 3.11+; 3.10 falls back to wait_for
+
+
+@dataclass(frozen=True)
+class OllamaConfig:
+    """One Ollama server. ``max_concurrency``: calls the hub sends it at once (its
+    OLLAMA_NUM_PARALLEL, if you want the hub rather than Ollama to queue); ``None``: no limit."""
+
+    host: str = "http://127.0.0.1:11434"
+    max_concurrency: int | None = None
+    max_connections: int = 32
+    weight: float = 1.0
+    tags: frozenset[str] = frozenset()
+
+    @property
+    def url(self) -> str:
+        return wire.normalize_host(self.host)
+
+
+@dataclass
+class _State:
+    """What the provider knows about one server (lives in ``instance.handle``)."""
+
+    client: httpx.AsyncClient
+    url: str
+    models: set[str] | None = None  # None: /api/tags never answered yet
+    loaded: set[str] = field(default_factory=set)
+    catalog: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refreshed_at: float = float("-inf")
+    busy_until: float = 0.0
+    samples: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=_TPS_SAMPLES))
+
+
+def _state(instance: ResourceInstance) -> _State:
+    return instance.handle  # type: ignore[no-any-return]
+
+
+class OllamaProvider(HubProvider[OllamaConfig]):
+    """Pool of Ollama servers: ``llm/generate``, ``llm/chat``, ``llm/embed``, ``llm/models``.
+
+    ``hosts``: URLs (or :class:`OllamaConfig`) always in the pool. ``auto_discover``: also add
+    servers named by ``OLLAMA_HOST`` / ``GLEITZEIT_OLLAMA_HOSTS`` and any answering on
+    ``scan_host`` ports ``scan_ports`` (11434-11439), re-scanned every ``discovery_interval``.
+    ``request_timeout`` bounds a silent read, ``connect_timeout`` a connect,
+    ``first_token_timeout`` the wait for a stream's first line. Other keyword arguments go to
+    :class:`HubProvider` (``retries``, ``health_check_interval``, ...).
+    """
+
+    def __init__(
+        self,
+        hosts: Iterable[str | OllamaConfig] | None = None,
+        auto_discover: bool = True,
+        strategy: str = "least_loaded",
+        request_timeout: float = 300.0,
+        connect_timeout: float = 2.0,
+        first_token_timeout: float | None = None,
+        *,
+        default_model: str | None = None,
+        scan_host: str = "127.0.0.1",
+        scan_ports: Sequence[int] = DEFAULT_SCAN_PORTS,
+        model_refresh_interval: float = 10.0,
+        busy_backoff: float = 2.0,
+        **hub_options: Any,
+    ) -> None:
+        hub_options.setdefault("name", "ollama")
+        super().__init__(
+            resource_config_class=OllamaConfig,
+            strategy=strategy,
+            enable_auto_discovery=auto_discover,
+            **hub_options,
+        )
+        self.hosts = [h if isinstance(h, OllamaConfig) else OllamaConfig(host=h)
+                      for h in (hosts or [])]
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.first_token_timeout = first_token_timeout
+        self.default_model = default_model
+        self.scan_host = scan_host
+        self.scan_ports = tuple(scan_ports)
+        self.model_refresh_interval = model_refresh_interval
+        self.busy_backoff = busy_backoff
+
+    # ---- pool membership -------------------------------------------------------------
+    def resource_key(self, config: OllamaConfig) -> str:
+        return config.url
+
+    async def initial_resources(self) -> list[OllamaConfig]:
+        if self.hosts or self.enable_auto_discovery:
+            return list(self.hosts)
+        # Nothing named and no discovery: the one place Ollama usually is.
+        return [OllamaConfig(host=(wire.env_hosts() or ["http://127.0.0.1:11434"])[0])]
+
+    async def discover_resources(self) -> list[OllamaConfig]:
+        named = wire.env_hosts()  # the user named these: kept even while they are down
+        scanned = [f"http://{self.scan_host}:{p}" for p in self.scan_ports]
+        scanned = [u for u in scanned if wire.normalize_host(u) not in named]
+        async with httpx.AsyncClient(timeout=_PROBE_TIMEOUT) as probe:
+            answers = await asyncio.gather(*(self._probe(probe, u) for u in scanned))
+        urls = dict.fromkeys(named + [u for u, ok in zip(scanned, answers, strict=True) if ok])
+        return [OllamaConfig(host=u) for u in urls]
+
+    @staticmethod
+    async def _probe(client: httpx.AsyncClient, url: str) -> bool:
+        try:
+            r = await client.get(f"{url}/api/version")
+            return r.status_code == 200 and "version" in r.json()
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    async def create_resource(self, config: OllamaConfig) -> ResourceInstance:
+        url = config.url
+        limits = httpx.Limits(max_connections=config.max_connections,
+                              max_keepalive_connections=config.max_connections)
+        timeout = httpx.Timeout(self.request_timeout, connect=self.connect_timeout)
+        client = httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits)
+        return ResourceInstance(
+            id=urlsplit(url).netloc, config=config, endpoint=url, handle=_State(client, url),
+            max_concurrency=config.max_concurrency, weight=config.weight, tags=set(config.tags),
+        )
+
+    async def destroy_resource(self, instance: ResourceInstance) -> None:
+        await _state(instance).client.aclose()
+
+    async def check_resource_health(self, instance: ResourceInstance) -> bool:
+        st = _state(instance)
+        r = await st.client.get("/api/version")
+        if r.status_code != 200:
+            return False
+        instance.metadata["version"] = r.json().get("version")
+        if time.monotonic() - st.refreshed_at >= self.model_refresh_interval:
+            await self._refresh_models(instance)
+        return True
+
+    async def _refresh_models(self, instance: ResourceInstance) -> None:
+        st = _state(instance)
+        tags, ps = await asyncio.gather(st.client.get("/api/tags"), st.client.get("/api/ps"))
+        tags.raise_for_status()
+        ps.raise_for_status()
+        catalog = {wire.normalize_model(m.get("model") or m["name"]): m
+                   for m in tags.json().get("models") or []}
+        st.catalog = catalog
+        st.models = set(catalog)
+        st.loaded = {wire.normalize_model(m.get("model") or m["name"])
+                     for m in ps.json().get("models") or []}
+        st.refreshed_at = time.monotonic()
+        instance.metadata["models"] = sorted(st.models)
+        instance.metadata["loaded"] = sorted(st.loaded)
+
+    # ---- routing ---------------------------------------------------------------------
+    def validate(self, method: str, params: dict[str, Any]) -> None:
+        wire.check_params(method, params, self.default_model)
+
+    def _model(self, params: dict[str, Any]) -> str:
+        return wire.normalize_model(str(params.get("model") or self.default_model))
+
+    def instance_accepts(self, instance: ResourceInstance, method: str, params: dict) -> bool:
+        if method not in wire.MODEL_METHODS:
+            return True
+        models = _state(instance).models
+        return models is not None and self._model(params) in models
+
+    def instance_preference(self, instance: ResourceInstance, method: str, params: dict) -> int:
+        st = _state(instance)
+        # Not recently "server busy" (503) beats everything; then "model already loaded".
+        not_busy = 2 if st.busy_until <= time.monotonic() else 0
+        return not_busy + (self._model(params) in st.loaded)
+
+    def no_instance_error(
+        self, method: str, params: dict, instances: list[ResourceInstance]
+    ) -> HubError | None:
+        if method not in wire.MODEL_METHODS or not instances:
+            return None
+        model = str(params.get("model") or self.default_model)  # as the caller wrote it
+        asked = ", ".join(i.id for i in instances)
+        unknown = [i.id for i in instances if _state(i).models is None]
+        if unknown:
+            return NoResourceAvailable(
+                f"no reachable Ollama instance has model '{model}' (asked: {asked})",
+                hint=f"{', '.join(unknown)} did not list their models yet; check they are up",
+            )
+        have = sorted(set().union(*(_state(i).models or set() for i in instances)))
+        return UserError(
+            f"model '{model}' is not on any Ollama instance (asked: {asked})",
+            hint=f"pull it first (`ollama pull {model}`); available: {', '.join(have) or 'none'}",
+        )
+
+    def instance_extras(self, instance: ResourceInstance) -> dict[str, Any]:
+        samples = _state(instance).samples
+        ns = sum(s[1] for s in samples)
+        return {"tokens_per_s": round(sum(s[0] for s in samples) / (ns / 1e9), 2) if ns else None}
+
+    # ---- calls -----------------------------------------------------------------------
+    async def execute(
+        self, method: str, params: dict[str, Any] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        if method == wire.MODELS:
+            return await self.list_models()
+        return await super().execute(method, params, **kwargs)
+
+    def _failed(self, instance: ResourceInstance, err: HubError, model: str) -> HubError:
+        st = _state(instance)
+        if isinstance(err, UserError) and "not found" in err.message and st.models is not None:
+            st.models.discard(model)  # deleted since the last refresh: stop routing it here
+        elif isinstance(err, ResourceFailed) and " is busy" in err.message:
+            st.busy_until = time.monotonic() + self.busy_backoff
+        return err
+
+    def _succeeded(self, instance: ResourceInstance, model: str, data: dict[str, Any]) -> None:
+        st = _state(instance)
+        st.loaded.add(model)
+        count, ns = data.get("eval_count"), data.get("eval_duration")
+        if isinstance(count, int) and isinstance(ns, int) and ns > 0:
+            st.samples.append((count, ns))
+
+    async def execute_on_resource(
+        self, instance: ResourceInstance, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        st = _state(instance)
+        path, body, model = wire.build_body(method, params, self.default_model, stream=False)
+        started = time.perf_counter()
+        try:
+            r = await st.client.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise wire.transport_error(exc, instance.id, st.url, self.request_timeout) from exc
+        if r.status_code != 200:
+            raise self._failed(instance, wire.http_error(r.status_code, r.text, instance.id,
+                                                         model), model)
+        try:
+            data = r.json()
+        except ValueError as exc:
+            raise ResourceFailed(f"Ollama at {instance.id} sent invalid JSON",
+                                 instance=instance.id) from exc
+        if "error" in data:
+            raise ResourceFailed(f"Ollama at {instance.id} failed: {data['error']}",
+                                 instance=instance.id)
+        self._succeeded(instance, model, data)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        return wire.shape_result(method, data, latency_ms, None, instance.id)
+
+    async def stream_on_resource(
+        self, instance: ResourceInstance, method: str, params: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        if method not in (wire.GENERATE, wire.CHAT):
+            raise UserError(f"{method} does not stream", hint="use execute()")
+        st = _state(instance)
+        path, body, model = wire.build_body(method, params, self.default_model, stream=True)
+        started = time.perf_counter()
+        resp: httpx.Response | None = None
+        try:
+            # Cancelling the consumer lands here; `finally` closes the response at once, which
+            # closes the connection (a half-read stream is never put back in the pool), so
+            # Ollama sees the hang-up and stops generating.
+            request = st.client.build_request("POST", path, json=body)
+            resp, lines, first = await self._first_line(st, request, instance.id)
+            if resp.status_code != 200:
+                await resp.aread()
+                raise self._failed(
+                    instance, wire.http_error(resp.status_code, resp.text, instance.id, model),
+                    model)
+            ttft_ms = (time.perf_counter() - started) * 1000.0
+            line: str | None = first
+            while line is not None:
+                if line:
+                    data = json.loads(line)
+                    if "error" in data:  # in-band failure inside a 200 stream
+                        raise ResourceFailed(f"Ollama at {instance.id} failed mid-stream: "
+                                             f"{data['error']}", instance=instance.id)
+                    if data.get("done"):
+                        self._succeeded(instance, model, data)
+                        latency = (time.perf_counter() - started) * 1000.0
+                        final = wire.shape_result(method, data, latency, ttft_ms, instance.id)
+                        final["done"] = True
+                        yield final
+                        return
+                    yield wire.shape_chunk(method, data)
+                line = await anext(lines, None)
+            raise ResourceFailed(f"Ollama at {instance.id} ended the stream without done",
+                                 instance=instance.id)
+        except httpx.HTTPError as exc:
+            raise wire.transport_error(exc, instance.id, st.url, self.request_timeout) from exc
+        except ValueError as exc:
+            raise ResourceFailed(f"Ollama at {instance.id} sent invalid JSON",
+                                 instance=instance.id) from exc
+        finally:
+            if resp is not None:
+                await resp.aclose()
+
+    async def _first_line(
+        self, st: _State, request: httpx.Request, ident: str
+    ) -> tuple[httpx.Response, AsyncIterator[str], str | None]:
+        """Send and read up to the first NDJSON line, bounded by ``first_token_timeout``.
+        Returns the line iterator too: a response's lines can be iterated only once."""
+
+        async def go() -> tuple[httpx.Response, AsyncIterator[str], str | None]:
+            resp = await st.client.send(request, stream=True)
+            try:
+                lines = resp.aiter_lines()
+                if resp.status_code != 200:
+                    return resp, lines, None
+                return resp, lines, await anext(lines, None)
+            except BaseException:
+                await resp.aclose()  # timed out or cancelled before the caller owns it
+                raise
+
+        if self.first_token_timeout is None:
+            return await go()
+        try:
+            if _timeout_cm is not None:
+                async with _timeout_cm(self.first_token_timeout):
+                    return await go()
+            return await asyncio.wait_for(go(), self.first_token_timeout)
+        except TimeoutError:
+            raise ExecutionTimeout(
+                f"no first token from {ident} within {self.first_token_timeout:g} s",
+                instance=ident) from None
+
+    # ---- pool-wide -------------------------------------------------------------------
+    async def list_models(self) -> dict[str, Any]:
+        """Union of ``/api/tags`` over the pool: which instances have, and have loaded, each
+        model. Refreshes every reachable instance first."""
+        if not self.initialized:
+            raise NoResourceAvailable("the ollama provider is not running",
+                                      hint="await provider.initialize()")
+        live = [i for i in self.instances
+                if i.status not in (ResourceStatus.DRAINING, ResourceStatus.STOPPED)]
+        outcomes = await asyncio.gather(*(self._refresh_models(i) for i in live),
+                                        return_exceptions=True)
+        models: dict[str, dict[str, Any]] = {}
+        reach: dict[str, Any] = {}
+        for inst, outcome in zip(live, outcomes, strict=True):
+            st = _state(inst)
+            reach[inst.id] = {"reachable": not isinstance(outcome, BaseException),
+                              "models": len(st.models or ())}
+            for name, meta in st.catalog.items():
+                entry = models.setdefault(name, {
+                    "name": name, "size": meta.get("size"), "details": meta.get("details"),
+                    "instances": [], "loaded_on": []})
+                entry["instances"].append(inst.id)
+                if name in st.loaded:
+                    entry["loaded_on"].append(inst.id)
+        return {"models": [models[k] for k in sorted(models)], "instances": reach}
+
+
+#: Seed-compatible name.
+OllamaProviderStreamlined = OllamaProvider
