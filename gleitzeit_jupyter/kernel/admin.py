@@ -221,7 +221,7 @@ def _add(magics: Any, rt: Any, rest: list[str]) -> None:
 
         url = normalize_host(rest[1])
         p = rt.ollama()
-        inst = rt.run(p.add_resource(OllamaConfig(url=url)))
+        inst = rt.run(p.add_resource(OllamaConfig(host=url)))
         print(f"added {inst.id} ({inst.endpoint}) to ollama: {inst.status.value}")
         return None
     if rest == ["sandbox"]:

@@ -60,6 +60,25 @@ def split_line_options(line: str, parser: Any) -> tuple[str, str]:
             pos = v.end()
 
 
+def _unquote(value: Any) -> Any:
+    # IPython splits magic lines with non-POSIX shlex, which keeps the quotes: -s 'Be terse.'
+    # arrives as "'Be terse.'".
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        inner = value[1:-1]
+        return inner.replace("\\" + value[0], value[0]) if value[0] == '"' else inner
+    if isinstance(value, list):
+        return [_unquote(v) for v in value]
+    return value
+
+
+def parse(magic: Any, line: str) -> Any:
+    """magic_arguments parsing, with quotes removed from string values."""
+    args = parse_argstring(magic, line)
+    for key, value in vars(args).items():
+        setattr(args, key, _unquote(value))
+    return args
+
+
 @magics_class
 class GleitzeitMagics(Magics):
     """Magics of gleitzeit-jupyter; state shared by the magics lives here."""
@@ -158,7 +177,7 @@ class GleitzeitMagics(Magics):
         """
         if cell is None:
             return self._llm_line(line)
-        args = parse_argstring(self.llm, line)
+        args = parse(self.llm, line)
         if args.prompt:
             raise UsageError(
                 "%%llm takes its prompt from the cell body; put only options on the first line"
@@ -195,7 +214,7 @@ class GleitzeitMagics(Magics):
 
     def _llm_line(self, line: str) -> Any:
         optstr, prompt = split_line_options(line, self.llm.parser)
-        args = parse_argstring(self.llm, optstr)
+        args = parse(self.llm, optstr)
         if args.map_expr:
             raise UsageError("--map needs the cell form: %%llm --map EXPR, template in the cell")
         rt = self.runtime
@@ -284,7 +303,7 @@ class GleitzeitMagics(Magics):
         (JSON, Arrow, raw arrays; never pickle). An exception inside the sandbox prints its
         traceback, marked as coming from the sandbox.
         """
-        args = parse_argstring(self.sandbox, line)
+        args = parse(self.sandbox, line)
         rt = self.runtime
         if cell is None:
             if args.reset and args.session:
@@ -322,7 +341,7 @@ class GleitzeitMagics(Magics):
         strategy NAME: switch load balancing; reset: stop every pool (they restart on next
         use, with the current %config) and forget chat sessions.
         """
-        args = parse_argstring(self.gleitzeit, line)
+        args = parse(self.gleitzeit, line)
         words = list(args.command) or ["status"]
         return admin.dispatch(self, words, export=args.export, provider=args.provider)
 

@@ -103,15 +103,15 @@ class SandboxException(_NoContext, HubError):
 def cell_error(exc: BaseException, *, context: str = "", hint: str | None = None) -> CellError:
     """Turn any error from the runtime or a provider into one line for the user.
 
-    ``context`` says what was being done ("%%llm", "%%sandbox"); ``hint`` is appended when
-    the error carries none of its own.
+    ``context`` says what was being done ("%%llm", "%%sandbox"); ``hint`` (what the kernel
+    knows and the provider does not, e.g. how to configure hosts) is appended.
     """
     if isinstance(exc, CellError):
         return exc
     if isinstance(exc, HubError):
         text = str(exc)
-        if hint and not exc.hint:
-            text = f"{text}. {hint}"
+        if hint:
+            text = f"{text}; {hint}"
         kind = type(exc).__name__
     else:
         # Not one of ours: a bug or an unexpected library failure. Still one line, but say so.

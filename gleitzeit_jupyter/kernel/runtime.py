@@ -412,6 +412,7 @@ class Runtime:
             hosts=list(cfg.ollama_hosts),
             auto_discover=bool(cfg.auto_discover),
             strategy=cfg.strategy,
+            default_model=cfg.default_model or None,
         )
 
     def sandbox(
