@@ -1,0 +1,220 @@
+"""The kernel's end of one sandbox container: an asyncio channel to its supervisor.
+
+Frames go to the supervisor's stdin and come back on docker's multiplexed attach stream, read
+by one reader task that resolves futures by request id. On a real socket (unix/tcp engines)
+asyncio reads it directly; other transports (ssh) are read by a thread that feeds the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from .engine import ContainerSpec, Engine
+from .protocol import DockerDemux, FrameDecoder, ProtocolError, encode_frame
+
+__all__ = ["ContainerDied", "SandboxContainer", "SupervisorUnresponsive"]
+
+
+class ContainerDied(Exception):
+    """The container or its supervisor went away (killed, OOM, engine gone)."""
+
+
+class SupervisorUnresponsive(Exception):
+    """The supervisor did not answer in time, even to a kill."""
+
+
+class SandboxContainer:
+    def __init__(self, engine: Engine, cid: str, sock: Any) -> None:
+        self.engine = engine
+        self.id = cid
+        self._sock = sock  # keeps the SDK's response (and so the connection) alive
+        self._ids = itertools.count(1)
+        self._pending: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self._hello: asyncio.Future[dict[str, Any]] | None = None
+        self._stderr: deque[bytes] = deque(maxlen=32)
+        self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._raw: socket.socket | None = None
+        self.dead: str | None = None  # why, once the channel is gone
+        self.hello: dict[str, Any] = {}
+        self.runs = 0
+        self.started_at = time.monotonic()
+
+    @classmethod
+    async def start(cls, engine: Engine, spec: ContainerSpec, *,
+                    ready_timeout: float = 60.0) -> SandboxContainer:
+        cid, sock = await engine.call(engine.create, spec)
+        self = cls(engine, cid, sock)
+        try:
+            await self._open()
+            assert self._hello is not None
+            self.hello = await asyncio.wait_for(self._hello, ready_timeout)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._hello = loop.create_future()
+        raw = getattr(self._sock, "_sock", self._sock)
+        if isinstance(raw, socket.socket):
+            self._raw = raw
+            reader, self._writer = await asyncio.open_connection(sock=raw)
+            self._reader = asyncio.create_task(self._read_stream(reader))
+        else:  # paramiko channel or similar: a thread does the blocking reads
+            queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+            def pump() -> None:
+                while True:
+                    try:
+                        data = raw.recv(1 << 16)
+                    except Exception:
+                        data = b""
+                    loop.call_soon_threadsafe(queue.put_nowait, data)
+                    if not data:
+                        return
+
+            threading.Thread(target=pump, daemon=True, name=f"sandbox-{self.id[:12]}").start()
+            self._reader = asyncio.create_task(self._read_queue(queue))
+
+    async def _read_stream(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                self._feed(data)
+            self._fail("the container's channel closed (container stopped or killed)")
+        except (OSError, ProtocolError) as exc:
+            self._fail(f"channel error: {exc}")
+
+    async def _read_queue(self, queue: asyncio.Queue[bytes]) -> None:
+        try:
+            while data := await queue.get():
+                self._feed(data)
+            self._fail("the container's channel closed (container stopped or killed)")
+        except ProtocolError as exc:
+            self._fail(f"channel error: {exc}")
+
+    _demux: DockerDemux | None = None
+    _frames: FrameDecoder | None = None
+
+    def _feed(self, data: bytes) -> None:
+        if self._demux is None:
+            self._demux, self._frames = DockerDemux(), FrameDecoder()
+        assert self._frames is not None
+        for stream, chunk in self._demux.feed(data):
+            if stream == 2:  # the supervisor's own stderr: kept for diagnostics only
+                self._stderr.append(chunk[-2048:])
+                continue
+            for message in self._frames.feed(chunk):
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("op") == "hello":
+            if self._hello is not None and not self._hello.done():
+                self._hello.set_result(message)
+            return
+        fut = self._pending.pop(message.get("id"), None)
+        if fut is not None and not fut.done():
+            fut.set_result(message)
+
+    def _fail(self, reason: str) -> None:
+        if self.dead is None:
+            self.dead = reason
+        err = ContainerDied(self.dead)
+        for fut in [*self._pending.values(), *([self._hello] if self._hello else [])]:
+            if not fut.done():
+                fut.set_exception(err)
+        self._pending.clear()
+
+    @property
+    def stderr_tail(self) -> str:
+        return b"".join(self._stderr).decode("utf-8", "replace")[-2048:]
+
+    # ---- requests ----------------------------------------------------------------------
+    async def _send(self, message: dict[str, Any]) -> None:
+        if self.dead is not None:
+            raise ContainerDied(self.dead)
+        frame = encode_frame(message)
+        try:
+            if self._writer is not None:
+                self._writer.write(frame)
+                await self._writer.drain()
+            else:
+                await self.engine.call(self._sock.sendall, frame)
+        except (OSError, RuntimeError) as exc:
+            self._fail(f"cannot write to the container: {exc}")
+            raise ContainerDied(self.dead or str(exc)) from None
+
+    async def request(self, message: dict[str, Any],
+                      timeout: float | None = None) -> dict[str, Any]:
+        rid = next(self._ids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            await self._send({**message, "id": rid})
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        finally:
+            self._pending.pop(rid, None)
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        try:
+            reply = await self.request({"op": "ping"}, timeout)
+        except (ContainerDied, asyncio.TimeoutError):
+            return False
+        return reply.get("op") == "pong"
+
+    async def run(self, message: dict[str, Any], timeout: float,
+                  grace: float = 1.0) -> dict[str, Any]:
+        """Run code; past ``timeout`` interrupt, then kill the worker, then give up.
+
+        Returns the supervisor's result (with ``timed_out`` set when a deadline hit) or
+        raises :class:`ContainerDied` / :class:`SupervisorUnresponsive`.
+        """
+        rid = next(self._ids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        self.runs += 1
+        try:
+            await self._send({**message, "op": "run", "id": rid})
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            except asyncio.TimeoutError:
+                pass
+            # Deadline: KeyboardInterrupt first (lets finally blocks run), then SIGKILL.
+            for op in ("interrupt", "kill"):
+                await self._send({"op": op})
+                try:
+                    result = await asyncio.wait_for(asyncio.shield(fut), grace)
+                except asyncio.TimeoutError:
+                    continue
+                return {**result, "timed_out": True}
+            raise SupervisorUnresponsive(
+                f"supervisor of {self.id[:12]} did not answer {grace:g} s after a kill")
+        finally:
+            self._pending.pop(rid, None)
+
+    async def reset(self, timeout: float = 5.0) -> None:
+        await self.request({"op": "reset"}, timeout)
+
+    async def close(self) -> None:
+        """Kill and remove the container and drop the channel (idempotent)."""
+        self._fail("the container was closed")
+        if self._writer is not None:
+            self._writer.close()
+        elif self._sock is not None:
+            try:
+                self._sock.close()
+            except Exception:
+                pass
+        if self._reader is not None:
+            self._reader.cancel()
+        try:
+            await self.engine.call(self.engine.remove, self.id)
+        except Exception:
+            pass  # auto_remove or a gone engine: nothing more we can do

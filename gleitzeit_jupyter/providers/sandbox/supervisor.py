@@ -1,0 +1,441 @@
+"""The in-container supervisor: PID 1 of every sandbox container (stdlib only).
+
+It speaks length-prefixed frames (``protocol``) on the container's stdin/stdout, which the
+kernel reaches through docker's attach socket, and forks one worker per run from its own
+pre-imported process, so a run starts in ~1 ms with numpy/pandas already loaded and never sees
+a previous run's state. A session instead keeps one worker alive between runs (a remote REPL).
+
+Why this layout is safe: the channel fds are dup'ed away from 0/1 and closed in workers, the
+supervisor marks itself non-dumpable (so a worker of the same uid cannot open
+``/proc/1/fd/*``), worker stdout/stderr are pipes read and capped here, and every frame on the
+channel is written by this process. PID 1 of a pid namespace also ignores signals it has no
+handler for, so user code cannot kill or interrupt it.
+
+Requests: ``run`` {id, code, inputs, returns, session, arrow, max_output}, ``interrupt``,
+``kill``, ``reset``, ``ping``. Replies: ``hello``, ``result``, ``pong``, ``reset``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import select
+import signal
+import sys
+import time
+from typing import Any
+
+try:  # on the host (tests, tooling) this is a normal package module
+    from . import protocol
+    from .worker import worker_main
+except ImportError:  # inside the container the bootstrap has installed these modules
+    import gleitzeit_protocol as protocol  # type: ignore[import-not-found,no-redef]
+    from gleitzeit_worker import worker_main  # type: ignore[import-not-found,no-redef]
+
+MiB = 1024 * 1024
+PRELOAD = ("numpy", "pandas")
+
+
+class Capture:
+    """Keeps the first ``cap`` bytes of a stream and counts the rest."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.buf = bytearray()
+        self.dropped = 0
+
+    def add(self, data: bytes) -> None:
+        room = self.cap - len(self.buf)
+        if room > 0:
+            self.buf += data[:room]
+        self.dropped += max(0, len(data) - max(room, 0))
+
+    def text(self) -> str:
+        out = self.buf.decode("utf-8", errors="replace")
+        if self.dropped:
+            out += f"\n[gleitzeit: output truncated, {self.dropped} more bytes not shown]\n"
+        return out
+
+
+class Worker:
+    """A forked worker process and the read ends of its pipes."""
+
+    def __init__(self, pid: int, res: int, out: int, err: int, cmd: int | None) -> None:
+        self.pid = pid
+        # None once a pipe reached EOF (strays may keep the write end open after that).
+        self.res: int | None = res
+        self.out: int | None = out
+        self.err: int | None = err
+        self.cmd = cmd
+        self.decoder = protocol.FrameDecoder()
+        self.alive = True
+
+    def close(self) -> None:
+        for fd in (self.res, self.out, self.err, self.cmd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def oom_kills() -> int | None:
+    """The container's OOM-kill counter (cgroup v2 or v1), to tell OOM from other SIGKILLs."""
+    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        try:
+            with open(path) as fh:
+                for line in fh:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except OSError:
+            continue
+    return None
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        # Move the channel off fds 0/1 so a worker's stdio can never be the channel.
+        self.chan_in = os.dup(0)
+        self.chan_out = os.dup(1)
+        os.set_inheritable(self.chan_in, False)
+        os.set_inheritable(self.chan_out, False)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(2, 1)
+        os.close(null)
+        self.decoder = protocol.FrameDecoder()
+        self.session: Worker | None = None
+        self.spare: Worker | None = None  # pre-forked, waiting for exactly one request
+        self.worker: Worker | None = None  # the worker of the current run
+        self.children: dict[int, Worker] = {}
+        self.run: dict[str, Any] | None = None
+        self.out = Capture(MiB)
+        self.err = Capture(MiB)
+        self.result: dict[str, Any] | None = None
+        self.killed = False
+        self.oom_before: int | None = None
+        self.started = 0.0
+        self.exited: dict[int, int] = {}
+        # Modules imported in the parent while idle (GLEITZEIT_PRELOAD, comma-separated):
+        # every run then has them for free, at the price of a costlier fork.
+        preload = os.environ.get("GLEITZEIT_PRELOAD")
+        self.preload = list(PRELOAD) if preload is None else [
+            m for m in preload.split(",") if m]
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        os.set_blocking(self.wake_r, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    # ---- channel -----------------------------------------------------------------------
+    def send(self, message: dict[str, Any]) -> None:
+        data = memoryview(protocol.encode_frame(message))
+        while data:
+            data = data[os.write(self.chan_out, data):]
+
+    def hello(self) -> None:
+        caps = {}
+        for mod in ("numpy", "pandas", "matplotlib", "pyarrow"):
+            caps[mod] = any(os.path.isdir(os.path.join(p, mod)) for p in sys.path if p)
+        self.send({"op": "hello", "pid": os.getpid(), "python": sys.version.split()[0],
+                   "caps": caps})
+
+    # ---- main loop ---------------------------------------------------------------------
+    def serve(self) -> None:
+        self.hello()
+        while True:
+            fds = [self.chan_in, self.wake_r]
+            if self.worker is not None:
+                fds += [fd for fd in (self.worker.res, self.worker.out, self.worker.err)
+                        if fd is not None]
+            idle = self.run is None and (self.preload or self.spare is None)
+            ready, _, _ = select.select(fds, [], [], 0.02 if idle else 1.0)
+            if not ready and idle:
+                self._idle_work()
+                continue
+            for fd in ready:
+                if fd == self.chan_in:
+                    data = os.read(fd, 1 << 16)
+                    if not data:  # the kernel went away: nothing left to serve
+                        self._shutdown()
+                        return
+                    for message in self.decoder.feed(data):
+                        self.handle(message)
+                elif fd == self.wake_r:
+                    try:
+                        os.read(fd, 4096)
+                    except BlockingIOError:
+                        pass
+                else:
+                    self._read_worker(fd)
+            self._reap()
+            self._maybe_finish()
+
+    def _idle_work(self) -> None:
+        if self.preload:
+            # Imported in the parent while idle, so every forked worker gets them for free.
+            try:
+                __import__(self.preload.pop(0))
+            except Exception:
+                pass
+            if not self.preload:
+                # Park everything imported so far outside the GC: a worker's collections
+                # then never touch (and copy-on-write) the parent's pages.
+                gc.freeze()
+        elif self.spare is None:
+            self.spare = self._fork(once=True)
+
+    def handle(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        if op == "ping":
+            self.send({"op": "pong", "id": msg.get("id"), "busy": self.run is not None,
+                       "session": self.session is not None})
+        elif op == "run":
+            self.start_run(msg)
+        elif op == "interrupt":
+            if self.worker is not None and self.run is not None:
+                self._signal(self.worker.pid, signal.SIGINT)
+        elif op == "kill":
+            if self.worker is not None and self.run is not None:
+                self.killed = True
+                self._kill_worker(self.worker)
+        elif op == "reset":
+            if self.session is not None:
+                self._kill_worker(self.session)
+                self._forget(self.session)
+            self.send({"op": "reset", "id": msg.get("id")})
+        elif op == "exit":
+            self._shutdown()
+            sys.exit(0)
+
+    # ---- runs --------------------------------------------------------------------------
+    def start_run(self, msg: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.send({"op": "result", "id": msg.get("id"), "exit_code": 1, "error": {
+                "ename": "RuntimeError", "evalue": "a run is in progress", "traceback": ""}})
+            return
+        cap = int(msg.get("max_output") or MiB)
+        self.run, self.out, self.err = msg, Capture(cap), Capture(cap)
+        self.result, self.killed = None, False
+        self.oom_before = oom_kills()
+        self.started = time.perf_counter()
+        try:
+            if msg.get("session"):
+                if self.session is None:
+                    self.session = self._fork(once=False)
+                self.worker = self.session
+            else:
+                self.worker, self.spare = self.spare or self._fork(once=True), None
+        except OSError as exc:  # e.g. the pids limit, still full of a fork bomb's leftovers
+            self.worker = None
+            self._finish({"exit_code": 1, "error": {
+                "ename": type(exc).__name__, "evalue": f"cannot start a worker: {exc}",
+                "traceback": ""}})
+            return
+        assert self.worker.cmd is not None
+        try:
+            data = memoryview(protocol.encode_frame(msg))
+            while data:
+                data = data[os.write(self.worker.cmd, data):]
+        except OSError:
+            pass  # the worker died already; _maybe_finish reports it
+
+    def _fork(self, *, once: bool) -> Worker:
+        for attempt in range(50):
+            try:
+                return self._fork_once(once)
+            except BlockingIOError:  # EAGAIN: pids limit; strays are being killed
+                self._kill_strays()
+                time.sleep(0.01 * (attempt + 1))
+                self._reap()
+        return self._fork_once(once)
+
+    def _fork_once(self, once: bool) -> Worker:
+        res_r, res_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        cmd_r, cmd_w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (res_r, res_w, out_r, out_w, err_r, err_w, cmd_r, cmd_w):
+                os.close(fd)
+            raise
+        if pid == 0:  # the worker: never returns
+            try:
+                for fd in (self.chan_in, self.chan_out, self.wake_r, self.wake_w, res_r,
+                           out_r, err_r, cmd_w):
+                    os.close(fd)
+                for w in self.children.values():
+                    w.close()
+                worker_main(res_w, out_w, err_w, cmd_r, once)
+            finally:
+                os._exit(0)
+        for fd in (res_w, out_w, err_w, cmd_r):
+            os.close(fd)
+        for fd in (res_r, out_r, err_r):
+            os.set_blocking(fd, False)
+        w = Worker(pid, res_r, out_r, err_r, cmd_w)
+        self.children[pid] = w
+        return w
+
+    def _read_worker(self, fd: int) -> None:
+        w = self.worker
+        if w is None:
+            return
+        for name in ("out", "err", "res"):
+            if getattr(w, name) == fd:
+                self._consume(w, name)
+
+    def _consume(self, w: Worker, name: str) -> bool:
+        """Read one chunk from a worker pipe; False when nothing more is there right now."""
+        fd = getattr(w, name)
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return False
+        if not data:  # EOF: stop selecting on it (strays may hold other ends open)
+            os.close(fd)
+            setattr(w, name, None)
+            return False
+        if name == "out":
+            self.out.add(data)
+        elif name == "err":
+            self.err.add(data)
+        else:
+            frames = w.decoder.feed(data)
+            if frames and self.result is None:
+                self.result = frames[0]
+        return True
+
+    def _drain(self, w: Worker) -> None:
+        for name in ("out", "err", "res"):
+            while getattr(w, name) is not None and self._consume(w, name):
+                pass
+
+    def _reap(self) -> None:
+        reaped_any = False
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            w = self.children.pop(pid, None)
+            if w is None:
+                continue  # a stray (orphans are re-parented to us, PID 1)
+            reaped_any = True
+            w.alive = False
+            if w is self.worker:  # only the current run's status is ever read
+                self.exited[pid] = status
+            if w is self.spare:
+                self.spare = None
+                w.close()
+            elif w is self.session and w is not self.worker:
+                self.session = None
+                w.close()
+        if reaped_any and self.run is None:
+            self._kill_strays()
+
+    def _maybe_finish(self) -> None:
+        w = self.worker
+        if self.run is None or w is None:
+            return
+        if self.result is None and w.alive:
+            return
+        self._drain(w)
+        result = dict(self.result or {})
+        if self.result is None:  # the worker died without a word
+            status = self.exited.pop(w.pid, 0)
+            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+            code = 128 + sig if sig else os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+            oom = sig == signal.SIGKILL and not self.killed and (
+                (oom_kills() or 0) > (self.oom_before or 0))
+            if self.killed:
+                err = ("Killed", "the run was stopped by the host")
+            elif oom:
+                err = ("MemoryError", "out of memory: the run exceeded the sandbox memory limit "
+                       "and was killed")
+            elif sig:
+                err = ("Killed", f"the worker was killed by signal {sig}")
+            else:
+                err = ("SystemExit", f"the worker exited with code {code} without a result")
+            result = {"exit_code": code, "oom": oom, "killed": self.killed,
+                      "error": {"ename": err[0], "evalue": err[1], "traceback": ""}}
+        is_session = w is self.session
+        result["session_lost"] = is_session and not w.alive
+        self._finish(result)
+        if not is_session or not w.alive:
+            # Answer first, clean up after: the kernel is not kept waiting for the exit.
+            self._kill_worker(w)
+            self._forget(w, wait=False)
+        if self.spare is None and not self.preload:
+            self.spare = self._fork(once=True)
+
+    def _finish(self, result: dict[str, Any]) -> None:
+        assert self.run is not None
+        result.update(op="result", id=self.run.get("id"), stdout=self.out.text(),
+                      stderr=self.err.text(), run_ms=(time.perf_counter() - self.started) * 1e3)
+        self.run, self.worker = None, None
+        self.send(result)
+
+    # ---- process hygiene ---------------------------------------------------------------
+    def _signal(self, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _kill_worker(self, w: Worker) -> None:
+        # The worker leads its own process group: this also takes its children.
+        try:
+            os.killpg(w.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._signal(w.pid, signal.SIGKILL)
+
+    def _forget(self, w: Worker, wait: bool = True) -> None:
+        if w.alive and wait:
+            try:
+                os.waitpid(w.pid, 0)
+                self.children.pop(w.pid, None)
+                w.alive = False
+            except ChildProcessError:
+                pass
+        w.close()
+        if w is self.session:
+            self.session = None
+
+    def _kill_strays(self) -> None:
+        """Kill processes a run left behind (fork bombs, daemons); keep our live workers."""
+        keep = {os.getpid()} | set(self.children)
+        for p in os.listdir("/proc"):
+            if p.isdigit() and int(p) not in keep:
+                self._signal(int(p), signal.SIGKILL)
+
+    def _shutdown(self) -> None:
+        for w in list(self.children.values()):
+            self._kill_worker(w)
+
+
+def _nondumpable() -> None:
+    # PR_SET_DUMPABLE=0: /proc/1/* becomes root-owned, so same-uid workers cannot open our fds.
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
+    except Exception:
+        pass
+
+
+def main() -> None:
+    _nondumpable()
+    os.environ.setdefault("MPLCONFIGDIR", "/tmp/.matplotlib")
+    Supervisor().serve()
+
+
+if __name__ == "__main__":
+    main()
