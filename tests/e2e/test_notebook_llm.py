@@ -1,0 +1,93 @@
+"""%%llm end to end: a real kernel (nbclient) against the Ollama stand-in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from nb_harness import Notebook
+
+from gleitzeit_jupyter.testing.ollama import OllamaStandIn
+
+
+async def test_llm_notebook(tmp_path: Path) -> None:
+    srv = OllamaStandIn(models=["llama3.2:latest"], tokens_per_s=100, default_tokens=30).start()
+    nb = Notebook(tmp_path)
+    await nb.start()
+    try:
+        load = await nb.run(
+            "%load_ext gleitzeit_jupyter\n"
+            f"%config Gleitzeit.ollama_hosts = ['{srv.url}']\n"
+            "import threading, os\n"
+            "kernel_pid = os.getpid()"
+        )
+        assert load.ok, load
+
+        # Streaming into one display, final Markdown, footer, -o.
+        cell = await nb.run("%%llm -o answer\nWrite a haiku about {kernel_pid}")
+        assert cell.ok, cell
+        md = cell.data("text/markdown")
+        assert len(md) == 1 and md[0].strip(), cell  # updates landed in place: one output
+        answer = await nb.run("print(repr(answer))")
+        assert answer.stream().strip() == repr(md[0])
+        footer = cell.data("text/plain")[-1]
+        assert footer.startswith("llama3.2 · ") and footer.endswith("tok/s")
+        prompt = srv.requests_to("/api/generate")[-1].body["prompt"]
+        assert prompt.startswith("Write a haiku about ") and prompt.split()[-1].isdigit()
+
+        # The line form returns the text.
+        cell = await nb.run("x = %llm Say hi\nprint(type(x).__name__, len(x) > 0)")
+        assert cell.stream().strip() == "str True", cell
+
+        # --map over a 200-row DataFrame: aligned Series, tqdm widget bar, summary line.
+        cell = await nb.run(
+            "import pandas as pd\n"
+            "df = pd.DataFrame({'name': [f'item {i}' for i in range(200)]},"
+            " index=range(1000, 1200))"
+        )
+        assert cell.ok, cell
+        cell = await nb.run("%%llm --map df --concurrency 16 -o out --max-tokens 3\nName {name}")
+        assert cell.ok, cell
+        assert "--map: 200 rows, 200 ok, 0 failed" in cell.stream(), cell
+        assert cell.data("application/vnd.jupyter.widget-view+json"), "no progress bar widget"
+        check = await nb.run(
+            "print(out.index.equals(df.index), out.map(type).eq(str).all(), len(out))"
+        )
+        assert check.stream().strip() == "True True 200", check
+
+        # %gleitzeit metrics: a DataFrame with the pool's numbers, exported to CSV.
+        cell = await nb.run("%gleitzeit metrics --export metrics.csv")
+        assert cell.ok, cell
+        metrics = pd.read_csv(tmp_path / "metrics.csv")
+        assert metrics.loc[0, "provider"] == "ollama" and metrics["requests"].max() >= 202
+        cell = await nb.run("%gleitzeit metrics")
+        assert cell.data("text/html"), cell
+
+        # Interrupt a long %%llm: one line, stream closed, kernel still usable.
+        srv.tokens_per_s = 2
+        disconnects = len(srv.disconnects)
+        cell, took = await nb.run_and_interrupt("%%llm\nTell me a long story", after=1.5)
+        srv.tokens_per_s = 100
+        assert took < 3, took
+        assert [e["ename"] for e in cell.errors] == ["CellInterrupted"], cell
+        assert cell.error_text() == (
+            "Interrupted: %%llm stopped; the request to the model was cancelled"
+        )
+        assert len(srv.disconnects) > disconnects
+        cell = await nb.run("%%llm -o again\nStill there?")
+        assert cell.ok, cell
+        cell = await nb.run("print(len(again) > 0, threading.active_count() < 20)")
+        assert cell.stream().strip() == "True True", cell
+
+        # Unload: no runtime thread left; reload works.
+        cell = await nb.run(
+            "%unload_ext gleitzeit_jupyter\n"
+            "print([t.name for t in threading.enumerate() if t.name == 'gleitzeit-runtime'])"
+        )
+        assert cell.stream().strip() == "[]", cell
+        cell = await nb.run("%load_ext gleitzeit_jupyter\ny = %llm back again\nprint(bool(y))")
+        assert cell.stream().strip() == "True", cell
+        nb.save("llm.ipynb")
+    finally:
+        await nb.stop()
+        srv.stop()
