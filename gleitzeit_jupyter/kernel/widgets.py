@@ -29,6 +29,7 @@ import asyncio
 import concurrent.futures
 import html
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -397,6 +398,11 @@ class _Feed:
 
 
 # ------------------------------------------------------------------ widgets
+def row_class(instance_id: str) -> str:
+    """CSS class on every cell of an instance's row (``gz-row-ALL`` for the aggregate)."""
+    return "gz-row-" + re.sub(r"[^A-Za-z0-9_-]", "_", instance_id)
+
+
 def _label(text: str = "", *classes: str, tooltip: str | None = None) -> w.Label:
     label = w.Label(text, layout=w.Layout(min_width="0", overflow="hidden"))
     for c in classes:
@@ -417,7 +423,7 @@ class _Row:
         for col, _, _ in _COLUMNS:
             if col == "actions":
                 continue
-            classes = [f"gz-cell-{col}", f"gz-{kind}"]
+            classes = [f"gz-cell-{col}", f"gz-{kind}", row_class(key)]
             if col in (
                 "in_flight",
                 "requests",
@@ -447,6 +453,7 @@ class _Row:
                 description="drain", tooltip="take out of rotation", layout=w.Layout(width="64px")
             )
             self.drain.add_class("gz-drain")
+            self.drain.add_class(row_class(key))
             self.reset = w.Button(
                 description="reset",
                 tooltip="reset the circuit breaker",
@@ -454,6 +461,7 @@ class _Row:
                 disabled=True,
             )
             self.reset.add_class("gz-reset")
+            self.reset.add_class(row_class(key))
             self.drain.on_click(lambda _b: panel._toggle(self.key))
             self.reset.on_click(lambda _b: panel._action("reset_breaker", self.key))
             self.actions = w.HBox([self.drain, self.reset])

@@ -1,0 +1,304 @@
+"""The live status panel, asserted through its widget models in a real IPython kernel.
+
+The kernel runs the real runtime (background loop thread) with an in-memory pool; the test
+reads the kernel's IOPub like a front end and rebuilds every widget model from the comm
+messages (see ``widget_client.py``), and clicks buttons by sending the front end's comm
+messages back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from widget_client import Kernel
+
+from gleitzeit_jupyter.hub.balancing import STRATEGIES
+from gleitzeit_jupyter.kernel.widgets import (
+    BREAKER_COLORS,
+    HEALTH_COLORS,
+    StatusPanel,
+    fmt_ms,
+    latency_svg,
+    row_class,
+)
+from gleitzeit_jupyter.testing.memory import MemoryConfig, MemoryProvider
+
+SETUP = textwrap.dedent(
+    """
+    import asyncio, time
+    from gleitzeit_jupyter.kernel.runtime import get_runtime
+    from gleitzeit_jupyter.kernel.widgets import show_status
+    from gleitzeit_jupyter.testing.memory import MemoryConfig, MemoryProvider
+    rt = get_runtime()
+    pool = rt.get_or_create("memory", lambda: MemoryProvider(
+        [MemoryConfig("a", latency=0.002), MemoryConfig("b", latency=0.004)],
+        health_check_interval=0.3, unhealthy_threshold=1, healthy_threshold=1,
+        breaker_failure_threshold=2, breaker_recovery_timeout=600, retries=0))
+    def calls(n, **params):
+        async def go():
+            return await asyncio.gather(*(pool.execute("e", dict(params)) for _ in range(n)),
+                                        return_exceptions=True)
+        return rt.run(go())
+    def on(instance, n):
+        async def go():
+            return await asyncio.gather(
+                *(pool.execute("e", {}, instance=instance) for _ in range(n)),
+                return_exceptions=True)
+        return rt.run(go())
+    async def sequential(n, latency):
+        for _ in range(n):
+            await pool.execute("e", {"latency": latency})
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[Kernel]:
+    k = Kernel()
+    try:
+        k.execute(SETUP)
+        yield k
+    finally:
+        k.close()
+
+
+def _cell(k: Kernel, row: str, col: str):
+    return k.widgets.one(f"gz-cell-{col}", row_class(row))
+
+
+def _wait(k: Kernel, predicate, timeout: float = 8.0, what: str = "") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        k.settle(0.2)
+    raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+def test_rows_colours_and_aggregate(kernel: Kernel) -> None:
+    k = kernel
+    k.execute("panel = show_status(pool)")
+    w = k.widgets
+    # One row per instance plus ALL; the grid holds header + rows in order.
+    grid = w.one("gz-grid")
+    kids = [w.get(r) for r in grid.state["children"]]
+    instances = [m.state["value"] for m in kids if "gz-cell-instance" in m.classes]
+    assert instances == ["a", "b", "ALL"]
+    assert w.color(_cell(k, "a", "dot")) == HEALTH_COLORS["healthy"]
+    assert _cell(k, "a", "status").state["value"] == "healthy"
+    assert _cell(k, "a", "breaker").state["value"] == "closed"
+    assert _cell(k, "ALL", "status").state["value"] == "2/2 ok"
+
+    k.execute("calls(40)")
+    _wait(k, lambda: _cell(k, "ALL", "requests").state["value"] == "40", what="40 requests")
+    a = int(_cell(k, "a", "requests").state["value"])
+    b = int(_cell(k, "b", "requests").state["value"])
+    assert a + b == 40 and a > 0 and b > 0
+    assert _cell(k, "ALL", "success_rate").state["value"] == "100 %"
+    p50 = _cell(k, "b", "p50_ms").state["value"]
+    assert p50.endswith("ms") and float(p50.split()[0]) >= 4.0  # b sleeps 4 ms per call
+    # the latency plot drew one line per instance
+    svg = w.one("gz-latency-plot").state["value"]
+    assert svg.count("<polyline") + svg.count("<circle") == 2
+
+    # b fails its health checks: the panel turns its dot red without any cell running.
+    k.execute("pool.resources['b'].healthy = False")
+    _wait(
+        k,
+        lambda: w.color(_cell(k, "b", "dot")) == HEALTH_COLORS["unhealthy"],
+        what="b red",
+    )
+    assert _cell(k, "b", "status").state["value"] == "unhealthy"
+    assert _cell(k, "ALL", "status").state["value"] == "1/2 ok"
+    k.execute("pool.resources['b'].healthy = True")
+    _wait(k, lambda: w.color(_cell(k, "b", "dot")) == HEALTH_COLORS["healthy"], what="b ok")
+
+
+def test_controls_drain_reset_strategy(kernel: Kernel) -> None:
+    k = kernel
+    w = k.widgets
+    if not w.find("gz-grid"):
+        k.execute("panel = show_status(pool)")
+    drain_a = w.one("gz-drain", row_class("a"))
+    assert drain_a.state["description"] == "drain"
+    k.click(drain_a)
+    _wait(k, lambda: _cell(k, "a", "status").state["value"] == "drained", what="a drained")
+    assert w.color(_cell(k, "a", "dot")) == HEALTH_COLORS["drained"]
+    assert drain_a.state["description"] == "enable"
+    assert k.value("pool.get_instance('a').enabled") is False
+    assert "a drained" in w.one("gz-message").state["value"]
+    k.click(drain_a)
+    _wait(k, lambda: _cell(k, "a", "status").state["value"] == "healthy", what="a enabled")
+    assert k.value("pool.get_instance('a').enabled") is True
+
+    # Two infrastructure failures open a's breaker; the panel shows it and arms "reset".
+    k.execute("pool.resources['a'].fail = True")
+    k.execute("on('a', 1); on('a', 1)")
+    reset_a = w.one("gz-reset", row_class("a"))
+    _wait(k, lambda: _cell(k, "a", "breaker").state["value"] == "open", what="breaker open")
+    assert w.color(_cell(k, "a", "breaker")) == BREAKER_COLORS["open"]
+    assert reset_a.state["disabled"] is False
+    assert "a is down" in _cell(k, "a", "last_error").state["value"]
+    k.execute("pool.resources['a'].fail = False")
+    k.click(reset_a)
+    _wait(k, lambda: _cell(k, "a", "breaker").state["value"] == "closed", what="reset")
+    assert reset_a.state["disabled"] is True
+    assert k.value("pool.get_instance('a').breaker_state.value") == "closed"
+
+    # Strategy: the front end picks one (Dropdown syncs its index) ...
+    dropdown = w.one("gz-strategy")
+    k.set_state(dropdown, {"index": STRATEGIES.index("round_robin")})
+    _wait(k, lambda: k.value("pool.strategy") == "round_robin", what="strategy set")
+    # ... and a change made in code shows in the panel.
+    k.execute(
+        "rt.run(asyncio.sleep(0)); rt.loop.call_soon_threadsafe(pool.set_strategy, 'least_latency')"
+    )
+    _wait(
+        k,
+        lambda: dropdown.state["index"] == STRATEGIES.index("least_latency"),
+        what="dropdown follows",
+    )
+
+
+def test_live_updates_during_a_running_batch(kernel: Kernel) -> None:
+    """While one cell blocks the notebook thread on a 4-second batch, the panel keeps
+    updating about once a second; counted from the model updates the front end received."""
+    k = kernel
+    w = k.widgets
+    if not w.find("gz-grid"):
+        k.execute("panel = show_status(pool)")
+    k.settle(1.5)
+    total = _cell(k, "ALL", "requests")
+    start_requests = int(total.state["value"].replace(",", ""))
+    mark = len(total.updates)
+    msgs = k.execute("rt.run(sequential(200, 0.02))")  # ~4 s on the loop thread
+    idle_at = next(
+        t
+        for t, m in reversed(k.log)
+        if m["header"]["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
+    )
+    assert msgs[-1]["header"]["msg_type"] == "status"
+    during = [(t, s["value"]) for t, s in total.updates[mark:] if "value" in s and t < idle_at]
+    values = [int(v.replace(",", "")) for _, v in during]
+    assert len(values) >= 3, during  # ~1/s over ~4 s
+    assert values == sorted(values) and len(set(values)) == len(values)
+    assert start_requests < values[0] and values[-1] < start_requests + 200
+    # then the final count arrives (the coalesced metrics event after the batch)
+    _wait(
+        k,
+        lambda: int(total.state["value"].replace(",", "")) == start_requests + 200,
+        what="final count",
+    )
+
+
+def test_several_panels_agree_and_closing_unsubscribes(kernel: Kernel) -> None:
+    k = kernel
+    w = k.widgets
+    k.execute("if 'panel' in globals(): panel.close()")
+    assert k.value("len(pool._events)") == 1  # the runtime's own fan-out
+    k.execute("p1 = show_status(pool); p2 = show_status(pool)")
+    assert k.value("len(pool._events)") == 2  # one shared subscription for both panels
+    k.execute("calls(25)")
+    k.settle(2.0)
+    totals = w.find("gz-cell-requests", row_class("ALL"))
+    assert len(totals) >= 2
+    assert len({m.state["value"] for m in totals}) == 1  # every open panel shows the same
+    k.execute("p1.close()")
+    assert k.value("len(pool._events)") == 2  # p2 still open
+    k.execute("p2.close()")
+    assert k.value("len(pool._events)") == 1
+    assert k.value("(p1.subscribed, p2.subscribed)") == (False, False)
+    closed = [m for m in w.models.values() if m.closed and "gz-cell-requests" in m.classes]
+    assert len(closed) >= 2
+    # No update reaches a closed panel's models any more.
+    counts = {m.id: len(m.updates) for m in closed}
+    k.execute("calls(10)")
+    k.settle(2.0)
+    assert {m.id: len(m.updates) for m in closed} == counts
+
+
+def test_panel_does_not_slow_a_batch(kernel: Kernel) -> None:
+    """The same CPU-bound batch on the runtime loop, with and without three live panels
+    open, alternated; the fastest runs must be within 15 %."""
+    k = kernel
+    k.execute(
+        textwrap.dedent(
+            """
+            async def burst(n):
+                for _ in range(n // 100):
+                    await asyncio.gather(*(pool.execute("e", {"latency": 0}) for _ in range(100)))
+            def timed(n):
+                t = time.perf_counter(); rt.run(burst(n)); return time.perf_counter() - t
+            n = 1000
+            while timed(n) < 1.5:
+                n *= 2
+            plain, panels, ticks = [], [], []
+            for _ in range(3):
+                plain.append(timed(n))
+                ps = [show_status(pool) for _ in range(3)]
+                before = sum(p.updates for p in ps)
+                panels.append(timed(n))
+                ticks.append(sum(p.updates for p in ps) - before)
+                for p in ps:
+                    p.close()
+            """
+        ),
+        timeout=300,
+    )
+    plain, panels, ticks = k.value("(plain, panels, ticks)")
+    assert min(ticks) >= 3, ticks  # the panels really were updating during the batch
+    assert min(panels) <= 1.15 * min(plain), (plain, panels)
+
+
+# ------------------------------------------------------------------ in-process
+@pytest.fixture
+def loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    t = threading.Thread(target=loop.run_forever, daemon=True)
+    t.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    t.join(5)
+    loop.close()
+
+
+def test_panel_follows_membership_and_frees_its_feed(loop_thread) -> None:
+    loop = loop_thread
+    pool = MemoryProvider([MemoryConfig("a")], health_check_interval=60)
+    asyncio.run_coroutine_threadsafe(pool.initialize(), loop).result(10)
+    panel = StatusPanel(pool, loop=loop, interval=0.1)
+    assert list(panel.rows) == ["a", "ALL"]
+    asyncio.run_coroutine_threadsafe(pool.add_resource(MemoryConfig("c")), loop).result(10)
+    end = time.monotonic() + 5
+    while "c" not in panel.rows and time.monotonic() < end:
+        time.sleep(0.05)
+    assert list(panel.rows) == ["a", "c", "ALL"]
+    asyncio.run_coroutine_threadsafe(pool.remove_resource("a"), loop).result(10)
+    end = time.monotonic() + 5
+    while "a" in panel.rows and time.monotonic() < end:
+        time.sleep(0.05)
+    assert list(panel.rows) == ["c", "ALL"]
+    assert len(pool._events) == 1
+    panel.close()
+    assert len(pool._events) == 0 and not panel.subscribed
+    asyncio.run_coroutine_threadsafe(pool.shutdown(), loop).result(10)
+
+
+def test_formatting_and_plot() -> None:
+    assert fmt_ms(None) == "\u2013"
+    assert fmt_ms(3.14159) == "3.14 ms"
+    assert fmt_ms(42.0) == "42.0 ms"
+    assert fmt_ms(420.4) == "420 ms"
+    assert fmt_ms(1234.0) == "1.23 s"
+    now = 1000.0
+    svg = latency_svg(
+        {"a": [(now - 20, 10.0), (now - 10, 30.0)], "b": [(now - 400, 5.0)]}, now=now, window=300
+    )
+    assert svg.count("<polyline") == 1  # b's only point is outside the window
+    assert "50.0 ms" in svg  # nice ceiling above the 30 ms peak
+    assert "no calls" in latency_svg({}, now=now)
