@@ -125,8 +125,14 @@ def _show_status(rt: Any) -> None:
 
 
 def _status_panel(rt: Any) -> Any:
-    # The widgets panel belongs to another module of the package; it may not be importable
-    # in every install (e.g. while it is being developed), and then the text table stands in.
+    # A widget needs a front end: in terminal IPython the text table is the useful answer.
+    try:
+        from IPython import get_ipython
+
+        if type(get_ipython()).__name__ != "ZMQInteractiveShell":
+            return None
+    except ImportError:  # pragma: no cover
+        return None
     try:
         from . import widgets
     except ImportError:

@@ -62,6 +62,9 @@ async def test_llm_notebook(tmp_path: Path) -> None:
         assert metrics.loc[0, "provider"] == "ollama" and metrics["requests"].max() >= 202
         cell = await nb.run("%gleitzeit metrics")
         assert cell.data("text/html"), cell
+        # In a kernel, status is the live widget panel.
+        cell = await nb.run("%gleitzeit status")
+        assert cell.ok and cell.data("application/vnd.jupyter.widget-view+json"), cell
 
         # Interrupt a long %%llm: one line, stream closed, kernel still usable.
         srv.tokens_per_s = 2

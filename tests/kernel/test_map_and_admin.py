@@ -150,7 +150,10 @@ def test_gleitzeit_status_metrics_export(shell: InteractiveShell, tmp_path: Path
     assert text.startswith("ollama (OllamaProvider, strategy least_loaded): 1/1 healthy")
     cell = run(shell, "%gleitzeit status")
     assert cell.error is None, cell.text
-    assert cell.outputs or "ollama (OllamaProvider" in cell.stdout
+    # Terminal IPython: the text table (the widget panel is for kernels, see tests/e2e).
+    assert cell.stdout.startswith("ollama (OllamaProvider, strategy least_loaded): 1/1 healthy")
+    assert "instance" not in cell.stdout.splitlines()[0]
+    assert current_runtime().providers["ollama"].instances[0].id in cell.stdout
 
 
 def test_gleitzeit_add_remove_strategy_reset(
