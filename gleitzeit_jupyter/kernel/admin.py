@@ -176,6 +176,13 @@ def _dispatch(
             print(NO_POOLS)
             return None
         return frame
+    if cmd in ("save", "load"):  # pools to / from a SQLite file (kernel/saving.py)
+        if len(rest) != 1:
+            raise UsageError(f"usage: %gleitzeit {cmd} PATH (a SQLite file)")
+        from . import saving
+
+        print((saving.save_runtime if cmd == "save" else saving.load_runtime)(rt, rest[0]))
+        return None
     if cmd == "add":
         return _add(magics, rt, rest)
     if cmd == "remove":
