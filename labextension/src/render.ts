@@ -7,9 +7,13 @@
 
 /** One instance row of `provider.status()` (see docs/architecture.md). */
 export interface IInstanceStatus {
-  id: string;
+  /** `instance` in the hub's status() rows; `id` in docs/architecture.md: both accepted. */
+  id?: string;
+  instance?: string;
+  /** "drained" while disabled; the underlying health is then in `health`. */
   endpoint?: string;
   status: string;
+  health?: string;
   breaker: string;
   in_flight: number;
   enabled?: boolean;
@@ -110,6 +114,15 @@ export function providerLabel(name: string, status?: IProviderStatus): string {
 }
 
 const HEALTHY = new Set(['healthy', 'degraded']);
+
+export function instanceId(inst: IInstanceStatus): string {
+  return String(inst.id ?? inst.instance ?? '?');
+}
+
+/** Health of an instance, also while it is drained (status "drained"). */
+export function healthOf(inst: IInstanceStatus): string {
+  return inst.status === 'drained' && inst.health ? inst.health : inst.status;
+}
 const BAD = new Set(['unhealthy', 'stopped']);
 
 /** Severity of one instance: an open breaker is an error, anything not healthy a warning. */
@@ -117,10 +130,11 @@ export function instanceLevel(inst: IInstanceStatus): Level {
   if (inst.breaker === 'open') {
     return 'error';
   }
-  if (BAD.has(inst.status)) {
+  const health = healthOf(inst);
+  if (BAD.has(health)) {
     return 'warn';
   }
-  if (inst.status === 'degraded' || inst.breaker === 'half_open') {
+  if (health === 'degraded' || inst.breaker === 'half_open') {
     return 'warn';
   }
   return 'ok';
@@ -128,7 +142,11 @@ export function instanceLevel(inst: IInstanceStatus): Level {
 
 /** An instance counts as available when it is healthy (or degraded), enabled and not open. */
 export function isAvailable(inst: IInstanceStatus): boolean {
-  return HEALTHY.has(inst.status) && inst.breaker !== 'open' && inst.enabled !== false;
+  return (
+    HEALTHY.has(inst.status) &&
+    inst.breaker !== 'open' &&
+    inst.enabled !== false
+  );
 }
 
 function worst(a: Level, b: Level): Level {
@@ -258,18 +276,19 @@ function button(action: string, provider: string, instance: string, text: string
 /** One instance card with its metrics and action buttons. */
 export function renderInstance(provider: string, inst: IInstanceStatus): string {
   const level = instanceLevel(inst);
-  const enabled = inst.enabled !== false;
+  const id = instanceId(inst);
+  const enabled = inst.enabled !== false && inst.status !== 'drained';
   const hasTokens = 'tokens_per_s' in inst;
   const hasRuns = 'runs' in inst;
   const actions: string[] = [];
   if (enabled && inst.status !== 'draining') {
-    actions.push(button('drain', provider, inst.id, 'Drain', 'Stop routing new calls here'));
+    actions.push(button('drain', provider, id, 'Drain', 'Stop routing new calls here'));
   } else {
-    actions.push(button('enable', provider, inst.id, 'Enable', 'Route calls here again'));
+    actions.push(button('enable', provider, id, 'Enable', 'Route calls here again'));
   }
   if (inst.breaker && inst.breaker !== 'closed') {
     actions.push(
-      button('reset_breaker', provider, inst.id, 'Reset breaker', 'Close the circuit breaker')
+      button('reset_breaker', provider, id, 'Reset breaker', 'Close the circuit breaker')
     );
   }
   const rows = [
@@ -298,15 +317,18 @@ export function renderInstance(provider: string, inst: IInstanceStatus): string 
       `${escapeHtml(inst.last_error)}</div>`
     : '';
   return (
-    `<li class="gz-instance gz-level-${level}" data-instance="${escapeHtml(inst.id)}" ` +
-    `data-status="${escapeHtml(inst.status)}" data-breaker="${escapeHtml(inst.breaker)}" ` +
+    `<li class="gz-instance gz-level-${level}" data-instance="${escapeHtml(id)}" ` +
+    `data-status="${escapeHtml(inst.status)}" data-health="${escapeHtml(healthOf(inst))}" ` +
+    `data-breaker="${escapeHtml(inst.breaker)}" ` +
     `data-enabled="${enabled}">` +
     `<div class="gz-instance-head">` +
     `<span class="gz-badge gz-status-${escapeHtml(inst.status)}" data-field="status">${escapeHtml(inst.status)}</span>` +
-    `<span class="gz-instance-id" title="${escapeHtml(inst.endpoint || inst.id)}">${escapeHtml(inst.id)}</span>` +
+    `<span class="gz-instance-id" title="${escapeHtml(inst.endpoint || id)}">${escapeHtml(id)}</span>` +
     `<span class="gz-badge gz-breaker-${escapeHtml(inst.breaker)}" data-field="breaker" ` +
     `title="circuit breaker">${escapeHtml(inst.breaker === 'closed' ? 'breaker closed' : 'breaker ' + inst.breaker.replace('_', '-'))}</span>` +
-    (enabled ? '' : `<span class="gz-badge gz-disabled" data-field="enabled">disabled</span>`) +
+    (enabled || inst.status === 'drained'
+      ? ''
+      : `<span class="gz-badge gz-disabled" data-field="enabled">disabled</span>`) +
     `</div>` +
     (inst.endpoint ? `<div class="gz-endpoint">${escapeHtml(inst.endpoint)}</div>` : '') +
     `<div class="gz-metrics">${rows.join('')}</div>` +

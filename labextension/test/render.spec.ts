@@ -142,6 +142,18 @@ describe('renderView (sidebar)', () => {
     expect(html).toContain('data-field="available">1/2 available');
   });
 
+  it('reads the hub status() shape: `instance` key, drained status with health', () => {
+    const row = { ...inst('x'), id: undefined, instance: 'ollama-7', status: 'drained', health: 'unhealthy', enabled: false };
+    const html = renderInstance('ollama', row);
+    expect(html).toContain('data-instance="ollama-7"');
+    expect(html).toContain('data-health="unhealthy"');
+    expect(html).toContain('data-action="enable"');
+    expect(html).toContain('gz-level-warn');
+    const s = summarize(snap({ ollama: provider('ollama', 'OllamaProvider', [inst('a'), row]) }));
+    expect(s.text).toBe('LLM 1/2');
+    expect(s.level).toBe('warn');
+  });
+
   it('shows runs for sandbox instances and no tokens/s', () => {
     const html = renderInstance('sandbox', inst('box-1', { runs: 7, recycled: 2 }));
     expect(fields(html)['box-1']).toMatchObject({ runs: '7', recycled: '2' });
