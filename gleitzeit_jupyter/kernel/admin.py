@@ -15,16 +15,18 @@ __all__ = ["dispatch", "export_metrics", "metrics_frame", "status_frame"]
 
 _STATUS_COLUMNS = [
     "provider",
-    "id",
+    "instance",
     "endpoint",
     "status",
     "breaker",
     "in_flight",
-    "enabled",
     "requests",
     "success_rate",
     "p50_ms",
     "p95_ms",
+    "tokens_per_s",
+    "runs",
+    "recycled",
     "last_error",
 ]
 
@@ -47,7 +49,10 @@ def status_frame(snaps: dict[str, dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for name, snap in snaps.items():
         for inst in snap.get("instances", []):
-            rows.append({"provider": name, **inst})
+            row = {"provider": name, **inst}
+            if "instance" not in row and "id" in row:  # the contract's older spelling
+                row["instance"] = row.pop("id")
+            rows.append(row)
     frame = pd.DataFrame(rows)
     cols = [c for c in _STATUS_COLUMNS if c in frame.columns]
     return frame[cols] if cols else frame

@@ -420,8 +420,11 @@ class Runtime:
     ) -> Any:
         """The sandbox pool; non-default image / memory / network get a pool of their own
         (a container's limits are fixed when it starts, so they cannot be per call)."""
-        image = image or self.config_owner.sandbox_image or None
-        parts = [f"image={image}"] if image and image != self.config_owner.sandbox_image else []
+        from ..providers.sandbox.image import DEFAULT_IMAGE
+
+        default_image = self.config_owner.sandbox_image or DEFAULT_IMAGE
+        image = image or default_image
+        parts = [f"image={image}"] if image != default_image else []
         if mem:
             parts.append(f"mem={mem}")
         if network:
@@ -432,9 +435,20 @@ class Runtime:
         )
 
     def _make_sandbox(self, *, image: str | None, mem: str | None, network: bool) -> Any:
-        from . import sandbox_glue
+        from ..providers.sandbox import PythonProvider
 
-        return sandbox_glue.make_provider(self.config_owner, image=image, mem=mem, network=network)
+        cfg = self.config_owner
+        options: dict[str, Any] = {}
+        if mem:
+            options["mem_limit"] = mem
+        return PythonProvider(
+            max_containers=cfg.sandbox_max_containers,
+            image=image or None,
+            network=network,
+            timeout=cfg.sandbox_timeout,
+            docker_hosts=[cfg.docker_host] if cfg.docker_host else None,
+            **options,
+        )
 
     def discard_provider(self, name: str) -> None:
         """Shut ``name`` down and forget it (no-op when it does not exist)."""

@@ -1,13 +1,135 @@
-"""The work behind ``%%sandbox`` (filled in against the sandbox provider)."""
+"""The work behind ``%%sandbox``: send the cell (and variables) to the pool, show the run.
+
+Plain functions over a runtime and the user namespace, so they are testable without magics.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import MutableMapping
 from typing import Any
 
+from IPython.display import publish_display_data
 
-def run_cell(rt: Any, code: str, ns: dict[str, Any], **kwargs: Any) -> None:
-    raise NotImplementedError
+from ..hub.errors import NoResourceAvailable, ResourceFailed
+from .render import CellError, CellInterrupted, SandboxException, cell_error
+
+__all__ = ["build_params", "reset_session", "run_cell", "show_result"]
+
+DOCKER_HINT = (
+    "is a Docker engine running? Set %config Gleitzeit.docker_host = 'unix:///path/docker.sock'"
+    " (or $DOCKER_HOST)"
+)
+
+
+def build_params(
+    code: str,
+    ns: MutableMapping[str, Any],
+    *,
+    timeout: float | None,
+    session: str | None,
+    inputs: list[str],
+    outputs: list[str],
+) -> dict[str, Any]:
+    missing = [n for n in inputs if n not in ns]
+    if missing:
+        raise CellError(
+            f"%%sandbox --in: no variable {', '.join(map(repr, missing))} in the notebook",
+            kind="UsageError",
+        )
+    params: dict[str, Any] = {"code": code, "inputs": {n: ns[n] for n in inputs}}
+    if outputs:
+        params["returns"] = list(outputs)
+    if timeout is not None:
+        params["timeout"] = timeout
+    if session:
+        params["session"] = session
+    return params
+
+
+def _hint(exc: BaseException) -> str | None:
+    if isinstance(exc, (ResourceFailed, NoResourceAvailable)) and "docker" in str(exc).lower():
+        return DOCKER_HINT
+    return None
+
+
+def run_cell(
+    rt: Any,
+    code: str,
+    ns: MutableMapping[str, Any],
+    *,
+    timeout: float | None = None,
+    mem: str | None = None,
+    network: bool = False,
+    session: str | None = None,
+    inputs: list[str] | None = None,
+    outputs: list[str] | None = None,
+    out_var: str | None = None,
+    image: str | None = None,
+) -> None:
+    if out_var is not None and not out_var.isidentifier():
+        raise CellError(f"-o {out_var!r} is not a valid Python variable name", kind="UsageError")
+    params = build_params(
+        code, ns, timeout=timeout, session=session, inputs=inputs or [], outputs=outputs or []
+    )
+    error: BaseException | None = None
+    interrupted = False
+    result: dict[str, Any] = {}
+    try:
+        provider = rt.sandbox(image=image, mem=mem, network=network)
+        result = rt.run(provider.execute("python/execute", params))
+    except KeyboardInterrupt:
+        interrupted = True
+    except Exception as exc:
+        error = exc
+    # Raised outside the except blocks so no library exception rides along as __context__.
+    if interrupted:
+        raise CellInterrupted("%%sandbox stopped; the sandbox run was killed") from None
+    if error is not None:
+        raise cell_error(error, context="%%sandbox", hint=_hint(error)) from None
+    show_result(result)
+    # Variables come back even when the run failed later on: what exists is returned.
+    for name, value in (result.get("values") or {}).items():
+        ns[name] = value
+    if out_var:
+        ns[out_var] = result
+    err = result.get("error")
+    if err:
+        instance = result.get("instance")
+        if result.get("timed_out"):
+            raise CellError(f"%%sandbox: {err.get('evalue')} (instance {instance})", kind="Timeout")
+        tb = str(err.get("traceback") or "").rstrip("\n")
+        raise SandboxException(
+            str(err.get("ename") or "Error"),
+            str(err.get("evalue") or ""),
+            tb.splitlines() if tb else [],
+            instance,
+        )
+
+
+def show_result(result: dict[str, Any]) -> None:
+    """stdout/stderr into the cell's streams, then rich outputs, as a local cell would."""
+    if result.get("stdout"):
+        sys.stdout.write(result["stdout"])
+        sys.stdout.flush()
+    if result.get("stderr"):
+        sys.stderr.write(result["stderr"])
+        sys.stderr.flush()
+    for out in result.get("outputs") or []:
+        data = out.get("data") if isinstance(out, dict) else None
+        if data:
+            publish_display_data(data=data, metadata=out.get("metadata") or {})
 
 
 def reset_session(rt: Any, session: str) -> None:
-    raise NotImplementedError
+    error: BaseException | None = None
+    try:
+        provider = rt.sandbox()
+        rt.run(provider.execute("python/reset", {"session": session}))
+    except KeyboardInterrupt:
+        raise CellInterrupted("%sandbox --reset was cancelled") from None
+    except Exception as exc:
+        error = exc
+    if error is not None:
+        raise cell_error(error, context="%sandbox --reset", hint=_hint(error)) from None
+    print(f"sandbox session {session!r} reset")
