@@ -40,10 +40,16 @@ _timeout_cm = getattr(asyncio, "timeout", None)  # Python 3.11+; 3.10 falls back
 
 @dataclass(frozen=True)
 class OllamaConfig:
-    """One Ollama server. ``max_concurrency``: calls the hub sends it at once (its
-    OLLAMA_NUM_PARALLEL, if you want the hub rather than Ollama to queue); ``None``: no limit."""
+    """One Ollama server.
+
+    ``num_parallel``: the calls it runs at once (its OLLAMA_NUM_PARALLEL; the API does not
+    report it). While fewer are in flight, an instance with the model loaded is preferred;
+    beyond, the others share the load (and load the model). ``max_concurrency``: a hard cap
+    on calls the hub sends it at once, so the hub rather than Ollama queues; ``None``: none.
+    """
 
     host: str = "http://127.0.0.1:11434"
+    num_parallel: int = 4
     max_concurrency: int | None = None
     max_connections: int = 32
     weight: float = 1.0
@@ -198,9 +204,13 @@ class OllamaProvider(HubProvider[OllamaConfig]):
 
     def instance_preference(self, instance: ResourceInstance, method: str, params: dict) -> int:
         st = _state(instance)
-        # Not recently "server busy" (503) beats everything; then "model already loaded".
+        # Not recently "server busy" (503) beats everything; then "model already loaded", but
+        # only while it has free slots: else every call would pile onto the first instance
+        # that loaded the model and the others would never load it.
         not_busy = 2 if st.busy_until <= time.monotonic() else 0
-        return not_busy + (self._model(params) in st.loaded)
+        warm = (instance.in_flight < instance.config.num_parallel
+                and self._model(params) in st.loaded)
+        return not_busy + warm
 
     def no_instance_error(
         self, method: str, params: dict, instances: list[ResourceInstance]

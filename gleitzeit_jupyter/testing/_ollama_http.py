@@ -284,7 +284,13 @@ class HttpServer:
             # Race the handler against the client hanging up, so a cancelled call upstream
             # stops the (slow) generation here at once, as a real Ollama runner does.
             watch = asyncio.ensure_future(conn.wait_eof())
-            done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:  # server going down: take the handler with us
+                work.cancel()
+                watch.cancel()
+                await asyncio.gather(work, watch, return_exceptions=True)
+                raise
             if work in done:
                 watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

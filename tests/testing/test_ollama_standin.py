@@ -174,7 +174,7 @@ def test_down_drops_inflight_calls() -> None:
 
 
 def test_parallel_slots_and_queue_limit() -> None:
-    with OllamaStandIn(latency=0.15, num_parallel=2, max_queue=1) as s:
+    with OllamaStandIn(latency=0.5, num_parallel=2, max_queue=1) as s:
         results: list[int] = []
 
         def call() -> None:
@@ -184,15 +184,18 @@ def test_parallel_slots_and_queue_limit() -> None:
 
         threads = [threading.Thread(target=call) for _ in range(4)]
         t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-            time.sleep(0.02)
-        for t in threads:
+        threads[0].start()
+        threads[1].start()
+        _wait(lambda: s.active == 2)  # both slots busy
+        threads[2].start()
+        _wait(lambda: s.waiting == 1)  # the queue is full
+        threads[3].start()
+        threads[3].join()
+        assert results == [503]  # over the queue limit: turned away at once
+        for t in threads[:3]:
             t.join()
-        wall = time.perf_counter() - t0
-        assert s.peak_active == 2
-        assert sorted(results) == [200, 200, 200, 503]  # 2 running, 1 queued, 1 over the limit
-        assert wall >= 0.3  # the queued one waited for a slot
+        assert s.peak_active == 2 and sorted(results) == [200, 200, 200, 503]
+        assert time.perf_counter() - t0 >= 1.0  # the queued call waited for a slot
 
 
 def test_cold_load_token_rate_and_unload() -> None:
