@@ -10,6 +10,9 @@ _LAZY = {
     "OllamaProvider": "gleitzeit_jupyter.providers.ollama",
     "OllamaProviderStreamlined": "gleitzeit_jupyter.providers.ollama",
     "OllamaConfig": "gleitzeit_jupyter.providers.ollama",
+    "PythonProvider": "gleitzeit_jupyter.providers.sandbox",
+    "PythonProviderStreamlined": "gleitzeit_jupyter.providers.sandbox",
+    "DockerConfig": "gleitzeit_jupyter.providers.sandbox",
 }
 
 __all__ = sorted(_LAZY)

@@ -31,7 +31,7 @@ class CodecError(ValueError):
 
 def has_pyarrow() -> bool:
     try:
-        import pyarrow  # noqa: F401
+        import pyarrow
         import pyarrow.ipc  # noqa: F401
     except Exception:
         return False

@@ -25,8 +25,8 @@ import docker.errors
 
 __all__ = [
     "DEFAULT_IMAGE",
-    "MINIMAL_IMAGE",
     "IMAGE_LABEL",
+    "MINIMAL_IMAGE",
     "Mirror",
     "apt_mirror",
     "build_image",

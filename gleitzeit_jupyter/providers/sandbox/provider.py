@@ -1,0 +1,374 @@
+"""PythonProvider: a HubProvider over warm, hardened Docker containers that run Python.
+
+Each pool instance is a *slot* holding one container (``instance.handle``); a container that
+dies, runs out of memory, stops answering or reaches ``max_runs_per_container`` is replaced
+inside its slot, so the slot keeps its id, metrics and breaker and counts ``recycled``.
+A slot takes one call at a time (``max_concurrency=1``): extra calls queue in the hub, which
+also scales the pool up to ``max_containers`` on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...hub import ExecutionTimeout, HubProvider, ResourceFailed, ResourceInstance, UserError
+from .codec import CodecError, decode_value, encode_value, has_pyarrow
+from .container import ContainerDied, SandboxContainer, SupervisorUnresponsive
+from .engine import POOL_LABEL, ContainerSpec, Engine
+from .image import DEFAULT_IMAGE
+from .sessions import SessionLeases
+
+__all__ = ["DockerConfig", "PythonProvider", "PythonProviderStreamlined"]
+
+log = logging.getLogger(__name__)
+MiB = 1024 * 1024
+METHODS = ("python/execute", "python/reset")
+
+
+@dataclass(frozen=True)
+class DockerConfig:
+    """One container slot: which engine, which image, which limits."""
+
+    image: str = DEFAULT_IMAGE
+    docker_host: str | None = None
+    mem_limit: str = "512m"
+    cpus: float = 1.0
+    pids_limit: int = 128
+    network: bool = False
+    tmpfs_size: str = "64m"
+    preload: tuple[str, ...] = ("numpy", "pandas")
+    slot: int = 0  # makes every slot's config distinct (the hub keys resources by config)
+
+
+@dataclass(eq=False)
+class Slot:
+    engine: Engine
+    config: DockerConfig
+    container: SandboxContainer | None = None
+    replacing: asyncio.Task[None] | None = None
+    runs: int = 0
+    recycled: int = 0
+    last_failure: str | None = field(default=None)
+
+
+class PythonProvider(HubProvider[DockerConfig]):
+    """A pool of sandbox containers; see ``docs/sandbox.md`` for defaults and limits."""
+
+    def __init__(
+        self,
+        max_containers: int = 5,
+        min_warm: int | None = None,
+        image: str | None = None,
+        mem_limit: str = "512m",
+        cpus: float = 1.0,
+        pids_limit: int = 128,
+        network: bool = False,
+        timeout: float = 30.0,
+        docker_hosts: list[str] | None = None,
+        *,
+        max_runs_per_container: int = 500,
+        max_output: int = MiB,
+        tmpfs_size: str = "64m",
+        preload: tuple[str, ...] = ("numpy", "pandas"),
+        start_timeout: float = 60.0,
+        **hub_options: Any,
+    ) -> None:
+        min_warm = min(1, max_containers) if min_warm is None else min_warm
+        hub_options.setdefault("name", "sandbox")
+        super().__init__(resource_config_class=DockerConfig, max_instances=max_containers,
+                         min_instances=min_warm, **hub_options)
+        self.timeout = timeout
+        self.max_runs_per_container = max_runs_per_container
+        self.max_output = max_output
+        self.start_timeout = start_timeout
+        self.engines = [Engine(h) for h in docker_hosts] if docker_hosts else [Engine(None)]
+        self._template = DockerConfig(image=image or DEFAULT_IMAGE, mem_limit=mem_limit,
+                                      cpus=cpus, pids_limit=pids_limit, network=network,
+                                      tmpfs_size=tmpfs_size, preload=tuple(preload))
+        self._serial = itertools.count(1)
+        self._pool_id = f"{id(self):x}"
+        self._arrow = has_pyarrow()
+        self.sessions = SessionLeases(self._reserve)
+
+    # ---- pool shape -------------------------------------------------------------------
+    def _next_config(self) -> DockerConfig:
+        # Spread over engines: the next slot goes to the engine with the fewest slots.
+        counts = {e.name: 0 for e in self.engines}
+        for inst in self.instances:
+            counts[inst.config.docker_host or self.engines[0].name] = counts.get(
+                inst.config.docker_host or self.engines[0].name, 0) + 1
+        engine = min(self.engines, key=lambda e: counts.get(e.name, 0))
+        return DockerConfig(**{**self._template.__dict__, "docker_host": engine.base_url,
+                               "slot": next(self._serial)})
+
+    def _engine_for(self, config: DockerConfig) -> Engine:
+        for engine in self.engines:
+            if engine.base_url == config.docker_host:
+                return engine
+        return self.engines[0]
+
+    async def initialize(self) -> None:
+        if self.initialized:
+            return
+        source: Engine | None = None
+        for engine in self.engines:
+            try:
+                removed = await engine.call(engine.remove_stale)
+            except Exception as exc:
+                raise ResourceFailed(f"docker engine {engine.name} does not answer: {exc}",
+                                     hint="start dockerd or set DOCKER_HOST") from None
+            if removed:
+                log.info("sandbox: removed %d stale containers on %s", removed, engine.name)
+            if source is None and await engine.call(self._has_image, engine):
+                source = engine
+        if source is None:
+            raise UserError(f"sandbox image {self._template.image!r} not found",
+                            hint="build it with: gleitzeit-sandbox image build")
+        for engine in self.engines:  # no registry: copy the image to engines that lack it
+            await engine.call(engine.ensure_image, self._template.image, source)
+        await super().initialize()
+
+    def _has_image(self, engine: Engine) -> bool:
+        try:
+            engine.client.images.get(self._template.image)
+        except Exception:
+            return False
+        return True
+
+    async def shutdown(self) -> None:
+        await super().shutdown()
+        self.sessions.clear()
+
+    async def close(self) -> None:
+        """Shut down and release the docker clients (the provider cannot restart after)."""
+        await self.shutdown()
+        for engine in self.engines:
+            engine.close()
+
+    async def initial_resources(self) -> list[DockerConfig]:
+        return [self._next_config() for _ in range(self.min_instances)]
+
+    async def config_for_new_resource(self) -> DockerConfig | None:
+        return self._next_config()
+
+    def resource_key(self, config: DockerConfig) -> str:
+        return f"{config.docker_host or 'default'}#{config.slot}"
+
+    # ---- resources --------------------------------------------------------------------
+    async def _start_container(self, slot: Slot) -> SandboxContainer:
+        c = slot.config
+        spec = ContainerSpec(
+            image=c.image, mem_limit=c.mem_limit, cpus=c.cpus, pids_limit=c.pids_limit,
+            network=c.network, tmpfs_size=c.tmpfs_size,
+            environment={"GLEITZEIT_PRELOAD": ",".join(c.preload)},
+            labels={POOL_LABEL: self._pool_id},
+        )
+        return await SandboxContainer.start(slot.engine, spec,
+                                            ready_timeout=self.start_timeout)
+
+    async def create_resource(self, config: DockerConfig) -> ResourceInstance:
+        slot = Slot(self._engine_for(config), config)
+        slot.container = await self._start_container(slot)
+        inst: ResourceInstance = ResourceInstance(
+            id=f"sandbox-{config.slot}", config=config, handle=slot, max_concurrency=1)
+        self._describe(inst)
+        return inst
+
+    def _describe(self, inst: ResourceInstance) -> None:
+        slot: Slot = inst.handle
+        cid = slot.container.id[:12] if slot.container else "-"
+        inst.endpoint = f"{slot.engine.name}/{cid}"
+        inst.metadata.update(container=cid, engine=slot.engine.name, image=slot.config.image,
+                             mem_limit=slot.config.mem_limit, network=slot.config.network)
+
+    async def destroy_resource(self, instance: ResourceInstance) -> None:
+        slot: Slot = instance.handle
+        self.sessions.drop_instance(instance.id)
+        if slot.replacing is not None:
+            slot.replacing.cancel()
+        if slot.container is not None:
+            await slot.container.close()
+            slot.container = None
+
+    def _recycle(self, inst: ResourceInstance, reason: str) -> asyncio.Task[None]:
+        """Replace the slot's container (in the background unless awaited)."""
+        slot: Slot = inst.handle
+        if slot.replacing is not None and not slot.replacing.done():
+            return slot.replacing
+        self.sessions.drop_instance(inst.id)
+        slot.last_failure = reason
+
+        async def replace() -> None:
+            old, slot.container = slot.container, None
+            if old is not None:
+                await old.close()
+            slot.container = await self._start_container(slot)
+            slot.recycled += 1
+            self._describe(inst)
+
+        slot.replacing = asyncio.create_task(replace(), name=f"recycle-{inst.id}")
+        return slot.replacing
+
+    async def _ready(self, inst: ResourceInstance) -> SandboxContainer:
+        slot: Slot = inst.handle
+        if slot.replacing is not None and not slot.replacing.done():
+            await asyncio.shield(slot.replacing)
+        if slot.container is None or slot.container.dead:
+            await self._recycle(inst, slot.container.dead if slot.container else "no container")
+        if slot.container is None:
+            raise ResourceFailed("no container could be started", instance=inst.id)
+        return slot.container
+
+    async def check_resource_health(self, instance: ResourceInstance) -> bool:
+        slot: Slot = instance.handle
+        if slot.replacing is not None and not slot.replacing.done():
+            return True  # being replaced right now; the next round will see the new one
+        if slot.container is None or slot.container.dead:
+            self._recycle(instance, "found dead by the health check")
+            return False
+        return await slot.container.ping(self.health_check_timeout)
+
+    def instance_extras(self, instance: ResourceInstance) -> dict[str, Any]:
+        slot: Slot = instance.handle
+        return {"runs": slot.runs, "recycled": slot.recycled,
+                "session": self.sessions.owner_of(instance.id)}
+
+    # ---- calls ------------------------------------------------------------------------
+    def validate(self, method: str, params: dict[str, Any]) -> None:
+        if method not in METHODS:
+            raise UserError(f"the sandbox has no method {method!r}",
+                            hint=f"use one of {', '.join(METHODS)}")
+        if method == "python/execute" and not isinstance(params.get("code"), str):
+            raise UserError("python/execute needs 'code' (a string)")
+        if method == "python/reset" and not params.get("session"):
+            raise UserError("python/reset needs 'session'")
+        timeout = params.get("timeout")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise UserError(f"timeout must be a positive number of seconds, not {timeout!r}")
+
+    def _reserve(self, instance_id: str, leased: bool) -> None:
+        # A leased container serves its session only, reached by pinning. Workaround: the
+        # hub's queue counts free slots of instances that instance_accepts() refuses, and then
+        # spins; taking the container out of rotation (enabled=False) keeps it out of both.
+        inst = next((i for i in self.instances if i.id == instance_id), None)
+        if inst is not None:
+            inst.enabled = not leased
+            if not leased:
+                self.enable(instance_id)  # wakes queued calls for the freed container
+
+    async def execute(self, method: str, params: dict[str, Any] | None = None, *,
+                      strategy: str | None = None, instance: str | None = None,
+                      timeout: float | None = None) -> dict[str, Any]:
+        params = {} if params is None else params
+        session = params.get("session")
+        if session is None or instance is not None:
+            return await super().execute(method, params, strategy=strategy, instance=instance,
+                                         timeout=timeout)
+        return await self.sessions.call(self._hub_execute, str(session), method, params,
+                                        strategy, timeout)
+
+    async def _hub_execute(self, method: str, params: dict[str, Any], strategy: str | None,
+                           instance: str | None, timeout: float | None) -> dict[str, Any]:
+        return await super().execute(method, params, strategy=strategy, instance=instance,
+                                     timeout=timeout)
+
+    async def execute_on_resource(self, instance: ResourceInstance, method: str,
+                                  params: dict[str, Any]) -> dict[str, Any]:
+        container = await self._ready(instance)
+        if method == "python/reset":
+            try:
+                await container.reset()
+            except (ContainerDied, asyncio.TimeoutError) as exc:
+                await self._recycle(instance, f"reset failed: {exc}")
+            return {"reset": True, "session": params.get("session")}
+        session = params.get("session")
+        new = self.sessions.bind(str(session), instance.id) if session is not None else False
+        result = await self._run(instance, container, params)
+        if session is not None:
+            result.update(session=str(session), session_new=new)
+        return result
+
+    async def _run(self, inst: ResourceInstance, container: SandboxContainer,
+                   params: dict[str, Any]) -> dict[str, Any]:
+        slot: Slot = inst.handle
+        timeout = float(params.get("timeout") or self.timeout)
+        arrow = self._arrow and bool(container.hello.get("caps", {}).get("pyarrow"))
+        try:
+            inputs = {k: encode_value(v, arrow=arrow, name=k)
+                      for k, v in (params.get("inputs") or {}).items()}
+        except CodecError as exc:
+            raise UserError(str(exc)) from None
+        returns = params.get("returns") or []
+        if isinstance(returns, str):
+            returns = [n.strip() for n in returns.split(",") if n.strip()]
+        request = {"code": params["code"], "inputs": inputs, "returns": list(returns),
+                   "session": params.get("session") is not None, "arrow": self._arrow,
+                   "max_output": int(params.get("max_output") or self.max_output)}
+        started = time.perf_counter()
+        slot.runs += 1
+        try:
+            raw = await container.run(request, timeout)
+        except asyncio.CancelledError:
+            # The caller gave up (hub timeout, KeyboardInterrupt): the worker must not run on.
+            self._recycle(inst, "run cancelled by the caller")
+            raise
+        except ContainerDied as exc:
+            await self._replace_after_failure(inst, container, str(exc))
+            raise ResourceFailed(f"the sandbox container died during the run ({exc})",
+                                 instance=inst.id, hint="it was replaced; run again") from None
+        except SupervisorUnresponsive as exc:
+            await self._replace_after_failure(inst, container, str(exc))
+            raise ExecutionTimeout(f"the sandbox stopped answering ({exc})", instance=inst.id,
+                                   hint="its container was replaced; run again") from None
+        result = self._result(raw, timeout, started)
+        result["container"] = container.id[:12]
+        anomaly = (raw.get("oom") or raw.get("killed") or raw.get("session_lost"))
+        if anomaly or (container.runs >= self.max_runs_per_container
+                       and not params.get("session")):
+            self._recycle(inst, "out of memory" if raw.get("oom") else
+                          "worker killed" if anomaly else "max_runs_per_container reached")
+        return result
+
+    async def _replace_after_failure(self, inst: ResourceInstance,
+                                     container: SandboxContainer, reason: str) -> None:
+        state = await container.engine.call(container.engine.inspect_state, container.id)
+        if state and state.get("OOMKilled"):
+            reason = f"out of memory: {reason}"
+        try:
+            await self._recycle(inst, reason)
+        except Exception as exc:  # engine trouble: the health check keeps trying
+            log.warning("sandbox: replacing %s failed: %s", inst.id, exc)
+
+    def _result(self, raw: dict[str, Any], timeout: float, started: float) -> dict[str, Any]:
+        timed_out = bool(raw.get("timed_out"))
+        error = raw.get("error")
+        if timed_out:
+            error = {"ename": "TimeoutError",
+                     "evalue": f"the run exceeded its {timeout:g} s timeout and was stopped",
+                     "traceback": (error or {}).get("traceback", "")}
+        values: dict[str, Any] = {}
+        for name, enc in (raw.get("values") or {}).items():
+            try:
+                values[name] = decode_value(enc)
+            except Exception as exc:
+                error = error or {"ename": "CodecError", "evalue": f"{name}: {exc}",
+                                  "traceback": ""}
+        return {
+            "stdout": raw.get("stdout", ""),
+            "stderr": raw.get("stderr", ""),
+            "exit_code": int(raw.get("exit_code", 1 if error else 0)),
+            "error": error,
+            "timed_out": timed_out,
+            "oom": bool(raw.get("oom")),
+            "outputs": raw.get("outputs") or [],
+            "values": values,
+            "duration_ms": (time.perf_counter() - started) * 1000.0,
+        }
+
+
+PythonProviderStreamlined = PythonProvider
