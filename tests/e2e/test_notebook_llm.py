@@ -94,3 +94,54 @@ async def test_llm_notebook(tmp_path: Path) -> None:
     finally:
         await nb.stop()
         srv.stop()
+
+
+async def _execute_with_cell_id(nb: Notebook, source: str, cell_id: str) -> dict:
+    """An execute_request as JupyterLab sends it (metadata.cellId); returns the reply."""
+    kc = nb.client.kc
+    msg = kc.session.msg(
+        "execute_request",
+        {
+            "code": source,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
+        metadata={"cellId": cell_id},
+    )
+    kc.shell_channel.send(msg)
+    while True:
+        reply = await kc.get_shell_msg(timeout=60)
+        if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+            return reply
+
+
+async def test_code_answer_offered_once_per_cell(tmp_path: Path) -> None:
+    srv = OllamaStandIn(models=["llama3.2:latest"]).start()
+    nb = Notebook(tmp_path)
+    await nb.start()
+    try:
+        cell = await nb.run(
+            f"%load_ext gleitzeit_jupyter\n%config Gleitzeit.ollama_hosts = ['{srv.url}']"
+        )
+        assert cell.ok, cell
+        src = "%%llm -f code -o code\nWrite a function"
+
+        def offers(reply: dict) -> list[dict]:
+            assert reply["content"]["status"] == "ok", reply["content"]
+            return [p for p in reply["content"]["payload"] if p["source"] == "set_next_input"]
+
+        first = offers(await _execute_with_cell_id(nb, src, "cell-a"))
+        assert len(first) == 1 and first[0]["replace"] is False
+        check = await nb.run("print(repr(code))")
+        assert check.stream().strip() == repr(first[0]["text"])
+        # Rerunning the same cell (same cellId) must not add one more cell each time...
+        assert offers(await _execute_with_cell_id(nb, src, "cell-a")) == []
+        assert offers(await _execute_with_cell_id(nb, src + " again", "cell-a")) == []
+        # ...while another cell with the same text gets its own offer.
+        assert len(offers(await _execute_with_cell_id(nb, src, "cell-b"))) == 1
+    finally:
+        await nb.stop()
+        srv.stop()
