@@ -194,3 +194,45 @@ def test_unload_leaves_nothing_and_reload_works(shell: InteractiveShell) -> None
     assert shell.run_cell("%load_ext gleitzeit_jupyter").success
     assert run(shell, "%%llm\nHi again").error is None
     assert json.dumps(current_runtime().providers["ollama"].status())
+
+
+def test_instance_strategy_and_timeout(
+    shell: InteractiveShell, standin: OllamaStandIn, standin2: OllamaStandIn
+) -> None:
+    shell.run_cell(f"%config Gleitzeit.ollama_hosts = ['{standin.url}', '{standin2.url}']")
+    assert run(shell, "%%llm\nwarm up").error is None
+    provider = current_runtime().providers["ollama"]
+    target = next(i for i in provider.instances if i.endpoint.rstrip("/") == standin2.url)
+    before = len(standin2.requests_to("/api/generate"))
+    for _ in range(3):
+        cell = run(shell, f"%%llm --instance {target.id}\nPinned")
+        assert cell.error is None, cell.text
+        assert cell.data("text/plain")[-1].split(" · ")[1] == target.id
+    assert len(standin2.requests_to("/api/generate")) == before + 3
+
+    used = set()
+    for _ in range(4):
+        cell = run(shell, "%%llm --strategy round_robin\nSpread")
+        assert cell.error is None, cell.text
+        used.add(cell.data("text/plain")[-1].split(" · ")[1])
+    assert len(used) == 2, used
+    assert provider.strategy == "least_loaded"  # per call only
+
+    cell = run(shell, "%%llm --instance nope\nHi")
+    assert isinstance(cell.error, CellError) and "nope" in cell.text
+
+    shell.run_cell("%config Gleitzeit.request_timeout = 0.5")
+    standin.faults.update(hang=True)
+    standin2.faults.update(hang=True)
+    try:
+        start = time.monotonic()
+        cell = run(shell, "%%llm\nNever answered")
+        took = time.monotonic() - start
+    finally:
+        standin.faults.update(hang=False)
+        standin2.faults.update(hang=False)
+        shell.run_cell("%config Gleitzeit.request_timeout = 0.0")
+    assert took < 5, took
+    assert isinstance(cell.error, CellError)
+    (line,) = [ln for ln in cell.text.splitlines() if ln.strip()]
+    assert line.startswith("ExecutionTimeout: %%llm:"), line
