@@ -25,7 +25,8 @@ def save_runtime(rt: Any, path: str | Path) -> str:
     parts = []
     for name, provider in providers.items():
         rt.run(persistence.save_pool(provider, target), timeout=60)
-        parts.append(f"{name} ({len(provider.instances)} instances)")
+        n = len(provider.instances)
+        parts.append(f"{name} ({n} instance{'' if n == 1 else 's'})")
     return f"saved {', '.join(parts)} to {target}"
 
 

@@ -82,15 +82,17 @@ _COLUMNS = (
     ("last_error", "last error", "minmax(120px, 2fr)"),
     ("actions", "", "150px"),
 )
+_NUMERIC = ("in_flight", "requests", "success_rate", "p50_ms", "p95_ms", "p99_ms", "extra")
 _GRID = " ".join(width for _, _, width in _COLUMNS)
 _STYLE = """<style>
 .gz-panel { border: 1px solid #d0d7de; border-radius: 6px; padding: 6px 10px; }
 .gz-panel .widget-label { margin: 0; }
-.gz-head .widget-label { font-weight: bold; color: #57606a; }
-.gz-total .widget-label { font-weight: bold; }
-.gz-num .widget-label, .gz-num { text-align: right; font-variant-numeric: tabular-nums; }
-.gz-dot .widget-label { font-size: 16px; line-height: 16px; }
-.gz-err .widget-label { color: #b3261e; }
+.gz-panel .gz-head { font-weight: bold; color: #57606a; border-bottom: 1px solid #d0d7de; }
+.gz-panel .gz-total { font-weight: bold; border-top: 1px solid #d0d7de; }
+.gz-panel .gz-num { justify-content: flex-end; font-variant-numeric: tabular-nums; }
+.gz-panel .gz-dot { font-size: 18px; justify-content: center; }
+.gz-panel .gz-err { color: #b3261e; }
+.gz-panel .gz-info, .gz-panel .gz-message { color: #57606a; }
 .gz-panel .jupyter-button { height: 24px; line-height: 22px; padding: 0 6px; }
 </style>"""
 
@@ -137,6 +139,21 @@ def _fmt_extra(kind: str | None, row: dict[str, Any]) -> str:
     return ""
 
 
+def _aggregate_extras(
+    kind: str | None, rows: list[dict[str, Any]], totals: dict[str, Any]
+) -> dict[str, Any]:
+    """The pool's totals plus the provider extras summed (runs, recycled) or averaged
+    (tokens/s, a per-instance speed)."""
+    out = dict(totals)
+    if kind == "runs":
+        out["runs"] = sum(r.get("runs") or 0 for r in rows)
+        out["recycled"] = sum(r.get("recycled") or 0 for r in rows)
+    elif kind == "tokens":
+        speeds = [r["tokens_per_s"] for r in rows if r.get("tokens_per_s") is not None]
+        out["tokens_per_s"] = sum(speeds) / len(speeds) if speeds else None
+    return out
+
+
 def _shorten(text: str | None, limit: int = 60) -> str:
     if not text:
         return ""
@@ -162,6 +179,10 @@ def latency_svg(
         for k, pts in series.items()
     }
     peak = max((v for pts in points.values() for _, v in pts), default=0.0)
+    # The x axis spans the data (at least a minute), up to the whole window.
+    oldest = min((t for pts in points.values() for t, _ in pts), default=now)
+    span = min(window, max(60.0, now - oldest + 5.0))
+    span_text = f"-{span:.0f} s" if span < 120 else f"-{span / 60:.0f} min"
     ymax = _nice_ceiling(peak) if peak > 0 else 1.0
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="gz-plot" width="{width}"'
@@ -171,7 +192,7 @@ def latency_svg(
         f'<text x="{left - 4}" y="{top + 8}" text-anchor="end" fill="#57606a">'
         f"{html.escape(fmt_ms(ymax))}</text>",
         f'<text x="{left - 4}" y="{top + ph}" text-anchor="end" fill="#57606a">0</text>',
-        f'<text x="{left}" y="{height - 4}" fill="#57606a">-{int(window // 60)} min</text>',
+        f'<text x="{left}" y="{height - 4}" fill="#57606a">{span_text}</text>',
         f'<text x="{left + pw}" y="{height - 4}" text-anchor="end" fill="#57606a">'
         "now \u00b7 p95 latency</text>",
     ]
@@ -181,7 +202,7 @@ def latency_svg(
             continue
         color = PALETTE[k % len(PALETTE)]
         coords = " ".join(
-            f"{left + pw * (1 - (now - t) / window):.1f},{top + ph * (1 - v / ymax):.1f}"
+            f"{left + pw * (1 - (now - t) / span):.1f},{top + ph * (1 - v / ymax):.1f}"
             for t, v in sorted(pts)
         )
         title = f"<title>{html.escape(name)}</title>"
@@ -424,15 +445,7 @@ class _Row:
             if col == "actions":
                 continue
             classes = [f"gz-cell-{col}", f"gz-{kind}", row_class(key)]
-            if col in (
-                "in_flight",
-                "requests",
-                "success_rate",
-                "p50_ms",
-                "p95_ms",
-                "p99_ms",
-                "extra",
-            ):
+            if col in _NUMERIC:
                 classes.append("gz-num")
             if col == "dot":
                 classes.append("gz-dot")
@@ -556,7 +569,7 @@ class StatusPanel:
         self.message = w.Label("")
         self.message.add_class("gz-message")
         self.close_button = w.Button(
-            icon="times",
+            description="\u00d7",
             tooltip="close this panel (stops updates)",
             layout=w.Layout(width="30px", display="" if closable else "none"),
         )
@@ -571,7 +584,10 @@ class StatusPanel:
             layout=w.Layout(grid_template_columns=_GRID, grid_gap="2px 8px", align_items="center"),
         )
         self.grid.add_class("gz-grid")
-        self._header = [_label(h, "gz-head", f"gz-head-{c}") for c, h, _ in _COLUMNS]
+        self._header = [
+            _label(h, "gz-head", f"gz-head-{c}", *(["gz-num"] if c in _NUMERIC else []))
+            for c, h, _ in _COLUMNS
+        ]
         self.total = _Row(self, "ALL", total=True)
         self.plot = w.HTML(latency_svg({}, window=window))
         self.plot.add_class("gz-latency-plot")
@@ -649,7 +665,7 @@ class StatusPanel:
                 self._rows[ident] = _Row(self, ident)
         for row in rows:
             self._rows[row["instance"]].set(row, kind)
-        self.total.set(snap.get("totals", {}), kind, totals=True)
+        self.total.set(_aggregate_extras(kind, rows, snap.get("totals", {})), kind, totals=True)
         if order != self._order:
             for gone in set(self._rows) - set(order):
                 old = self._rows.pop(gone)
