@@ -8,12 +8,14 @@
 #   gz_docker_install              apt-get install docker.io debootstrap when dockerd/debootstrap are missing
 #   gz_docker_ping [HOST]          true when an engine answers at HOST (default: $DOCKER_HOST or the local socket)
 #   gz_docker_start                start dockerd in the background unless an engine answers; waits for the socket
-#   gz_docker_stop                 stop the dockerd that gz_docker_start started (no-op otherwise); trap-able
+#   gz_docker_stop                 stop the dockerd that gz_docker_start started in this shell (no-op
+#                                  otherwise); trap-able
 #   gz_docker_start_extra NAME     start a second dockerd on its own socket and data root; echoes its DOCKER_HOST
-#   gz_docker_stop_extra NAME      stop that second engine (only if we started it)
+#   gz_docker_stop_extra NAME      stop that second engine (only if gz_docker_start_extra started it;
+#                                  may be called from another shell, e.g. a test's teardown)
 #   gz_docker_image [--minimal]    build the sandbox image via `gleitzeit-sandbox image build` (cached)
 #   gz_docker_cleanup_containers   remove containers labelled gleitzeit.sandbox=1
-#   gz_docker_up [--minimal]       install + start + image, in one call
+#   gz_docker_up                   install + start + both images (default and --minimal), in one call
 #
 # Typical use:
 #   source scripts/lib/docker.sh
@@ -60,13 +62,17 @@ _gz_dockerd_launch() {
     local log="$GZ_DOCKER_STATE/$name.log"
     _gz_log "starting dockerd ($name) on unix://$socket, log $log"
     # setsid: the engine must survive the shell's job control and not get our terminal's signals.
-    _gz_sudo setsid dockerd --host "unix://$socket" --data-root "$data_root" \
+    # shellcheck disable=SC2086  # GZ_DOCKERD_WRAP is a command prefix, split on purpose
+    _gz_sudo setsid ${GZ_DOCKERD_WRAP:-} dockerd --host "unix://$socket" --data-root "$data_root" \
         --exec-root "$exec_root" --pidfile "$pidfile" "$@" >"$log" 2>&1 </dev/null &
     echo $! >"$GZ_DOCKER_STATE/$name.launcher"
     local i
     for i in $(seq 1 60); do
         if [ -S "$socket" ] && gz_docker_ping "unix://$socket"; then
             echo started >"$GZ_DOCKER_STATE/$name.ours"
+            # Remembered in this shell too: only the shell that started the main engine may
+            # stop it (another ./scripts/test running meanwhile must leave it alone).
+            eval "_GZ_STARTED_$name=1"
             return 0
         fi
         sleep 1
@@ -110,7 +116,9 @@ gz_docker_start() {
 }
 
 gz_docker_stop() {
+    [ "${_GZ_STARTED_main:-}" = 1 ] || return 0
     _gz_dockerd_stop main /var/run/docker.pid
+    _GZ_STARTED_main=
 }
 
 gz_docker_start_extra() {
@@ -122,9 +130,10 @@ gz_docker_start_extra() {
         echo "unix://$socket"
         return 0
     fi
-    # Its own bridge name and no iptables: it must not fight the main engine over docker0.
-    _gz_dockerd_launch "$name" "$socket" "$base/data" "$base/exec" "$base/docker.pid" \
-        --bridge none --iptables=false --ip-masq=false || return 1
+    # Its own network namespace: a second dockerd in ours would fight the main engine over
+    # docker0 and iptables (and --bridge=none would even delete docker0).
+    GZ_DOCKERD_WRAP="unshare --net" _gz_dockerd_launch "$name" "$socket" "$base/data" \
+        "$base/exec" "$base/docker.pid" || return 1
     echo "unix://$socket"
 }
 
@@ -153,5 +162,7 @@ gz_docker_cleanup_containers() {
 }
 
 gz_docker_up() {
-    gz_docker_install && gz_docker_start && gz_docker_image "$@"
+    # Both variants: the several-engines test copies the small minimal image to its second
+    # engine (no registry to pull from); everything else uses the default one.
+    gz_docker_install && gz_docker_start && gz_docker_image && gz_docker_image --minimal
 }

@@ -1,0 +1,50 @@
+"""Fixtures for the sandbox tests: a real docker engine and a real pool, no stand-ins.
+
+A missing engine or image fails these tests (``./scripts/test`` starts dockerd and builds the
+image first); nothing here skips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import docker
+import pytest
+import pytest_asyncio
+
+from gleitzeit_jupyter.providers.sandbox import PythonProvider
+from gleitzeit_jupyter.providers.sandbox.engine import LABEL, OWNER_LABEL, owner_label
+from gleitzeit_jupyter.providers.sandbox.image import DEFAULT_IMAGE
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    client.ping()  # no engine: fail loudly, never skip
+    client.images.get(DEFAULT_IMAGE)  # built by `gleitzeit-sandbox image build`
+    yield client
+    # Whatever a failing test left behind: only containers this test process created.
+    for c in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
+        if c.labels.get(OWNER_LABEL) == owner_label():
+            c.remove(force=True)
+    client.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def pool(docker_client: docker.DockerClient) -> AsyncIterator[PythonProvider]:
+    provider = PythonProvider(max_containers=5, min_warm=2, timeout=20,
+                              health_check_interval=2.0)
+    await provider.initialize()
+    yield provider
+    await provider.close()
+
+
+async def run(provider: PythonProvider, code: str, **params: Any) -> dict[str, Any]:
+    instance = params.pop("instance", None)
+    return await provider.execute("python/execute", {"code": code, **params},
+                                  instance=instance)
+
+
+def container_of(provider: PythonProvider, instance_id: str) -> str:
+    return str(provider.get_instance(instance_id).metadata["container"])

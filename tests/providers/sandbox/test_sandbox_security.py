@@ -1,0 +1,203 @@
+"""The sandbox's isolation, attacked from inside, against the real engine.
+
+Every attack runs pinned to one container, then that same container (or its replacement in
+the same slot) must serve the next run: the pool keeps working after each.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gleitzeit_jupyter.providers.sandbox import PythonProvider
+
+from .conftest import run
+
+pytestmark = [pytest.mark.docker, pytest.mark.asyncio(loop_scope="module")]
+
+
+async def still_serves(pool: PythonProvider, instance: str) -> None:
+    r = await run(pool, "print('still here')", instance=instance)
+    assert r["exit_code"] == 0 and r["stdout"] == "still here\n", r
+
+
+async def test_network_access_fails(pool: PythonProvider) -> None:
+    inst = pool.instances[0].id
+    code = (
+        "import socket\n"
+        "errors = []\n"
+        "for target in [('1.1.1.1', 53), ('172.17.0.1', 2375), ('deb.debian.org', 80)]:\n"
+        "    try:\n"
+        "        socket.create_connection(target, timeout=2).close()\n"
+        "        errors.append('connected')\n"
+        "    except OSError as exc:\n"
+        "        errors.append(type(exc).__name__)\n"
+        "ifaces = [name for _, name in socket.if_nameindex()]\n"
+        "errors, ifaces"
+    )
+    r = await run(pool, code, instance=inst, returns=["errors", "ifaces"])
+    assert r["error"] is None, r
+    assert "connected" not in r["values"]["errors"]
+    assert r["values"]["ifaces"] == ["lo"]  # network_mode none: loopback only
+    await still_serves(pool, inst)
+
+
+async def test_writing_outside_tmp_fails(pool: PythonProvider) -> None:
+    inst = pool.instances[0].id
+    code = (
+        "import os\n"
+        "results = {}\n"
+        "for path in ['/etc/evil', '/usr/lib/python3/evil.py', '/evil', '/root/evil']:\n"
+        "    try:\n"
+        "        open(path, 'w').write('x')\n"
+        "        results[path] = 'written'\n"
+        "    except OSError as exc:\n"
+        "        results[path] = type(exc).__name__\n"
+        "open('/tmp/fine.txt', 'w').write('ok')\n"
+        "tmp = open('/tmp/fine.txt').read()\n"
+    )
+    r = await run(pool, code, instance=inst, returns=["results", "tmp"])
+    assert r["error"] is None, r
+    assert all(v != "written" for v in r["values"]["results"].values()), r["values"]
+    assert r["values"]["tmp"] == "ok"
+    await still_serves(pool, inst)
+
+
+async def test_user_is_not_root_and_has_no_capabilities(pool: PythonProvider) -> None:
+    inst = pool.instances[0].id
+    code = (
+        "import os\n"
+        "status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
+        "caps = {k: status[k].strip() for k in ('CapEff', 'CapPrm', 'CapBnd', 'CapAmb')}\n"
+        "nnp = status['NoNewPrivs'].strip()\n"
+        "uid, gid = os.getuid(), os.getgid()\n"
+        "try:\n"
+        "    os.setuid(0)\n"
+        "    became_root = True\n"
+        "except PermissionError:\n"
+        "    became_root = False\n"
+    )
+    r = await run(pool, code, instance=inst, returns=["caps", "nnp", "uid", "gid",
+                                                       "became_root"])
+    v = r["values"]
+    assert v["uid"] == 65534 and v["gid"] == 65534
+    assert set(v["caps"].values()) == {"0000000000000000"}, v["caps"]
+    assert v["nnp"] == "1"
+    assert v["became_root"] is False
+    await still_serves(pool, inst)
+
+
+async def test_fork_bomb_is_contained_by_the_pids_limit(pool: PythonProvider) -> None:
+    inst = pool.instances[0].id
+    code = "import os\nwhile True:\n    os.fork()\n"
+    r = await run(pool, code, instance=inst, timeout=15)
+    assert r["exit_code"] != 0
+    # Either fork() hit the pids limit (BlockingIOError) or the deadline stopped it.
+    assert r["error"]["ename"] in ("BlockingIOError", "TimeoutError"), r["error"]
+    await still_serves(pool, inst)
+    live = (
+        "import os\n"
+        "def state(p):\n"
+        "    try:\n"
+        "        return open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0]\n"
+        "    except OSError:\n"
+        "        return 'gone'\n"
+        "len([p for p in os.listdir('/proc') if p.isdigit() and state(p) not in 'Zgone'])"
+    )
+    r = await run(pool, live, instance=inst)
+    # supervisor + this worker (+ a spare being forked): no bomb process is left running
+    # (zombies only wait for the supervisor to reap them; they hold no CPU or memory)
+    assert int(r["outputs"][0]["data"]["text/plain"]) <= 3, r
+
+
+async def test_memory_bomb_is_killed_and_reported_as_out_of_memory(
+    pool: PythonProvider,
+) -> None:
+    inst = pool.instances[1].id
+    before = pool.get_instance(inst).metadata["container"]
+    code = "blocks = []\nwhile True:\n    blocks.append(b'x' * (64 * 1024 * 1024))\n"
+    r = await run(pool, code, instance=inst, timeout=30)
+    assert r["oom"] is True, r
+    assert r["error"]["ename"] == "MemoryError" and "out of memory" in r["error"]["evalue"]
+    assert r["exit_code"] == 137
+    assert not r["timed_out"]
+    # The user's mistake is a result, not an infrastructure failure: the breaker stays shut.
+    assert pool.get_instance(inst).breaker_state.value == "closed"
+    await still_serves(pool, inst)
+    assert pool.get_instance(inst).metadata["container"] != before  # recycled after the OOM
+
+
+async def test_infinite_loop_is_stopped_at_the_timeout(pool: PythonProvider) -> None:
+    inst = pool.instances[0].id
+    r = await run(pool, "while True: pass", instance=inst, timeout=2)
+    assert r["timed_out"] is True
+    assert r["error"]["ename"] == "TimeoutError"
+    assert 2000 <= r["duration_ms"] < 2000 + 3000, r["duration_ms"]
+    await still_serves(pool, inst)
+
+
+async def test_loop_that_ignores_interrupts_is_killed(pool: PythonProvider) -> None:
+    inst = pool.instances[0].id
+    code = (
+        "while True:\n"
+        "    try:\n"
+        "        while True: pass\n"
+        "    except BaseException:\n"
+        "        pass\n"
+    )
+    r = await run(pool, code, instance=inst, timeout=1)
+    assert r["timed_out"] is True and r["error"]["ename"] == "TimeoutError"
+    await still_serves(pool, inst)
+
+
+async def test_50_mb_of_output_is_truncated_to_the_cap(pool: PythonProvider) -> None:
+    inst = pool.instances[0].id
+    code = "import sys\nfor _ in range(50):\n    sys.stdout.write('x' * (1024 * 1024))\n"
+    r = await run(pool, code, instance=inst, timeout=30)
+    assert r["exit_code"] == 0
+    cap = 1024 * 1024
+    assert r["stdout"].startswith("x" * cap)
+    assert len(r["stdout"]) < cap + 200
+    assert f"{49 * cap} more bytes not shown" in r["stdout"]
+    r = await run(pool, "import sys\nprint('e' * 5000, file=sys.stderr)", instance=inst,
+                  max_output=1000)
+    assert r["stderr"].startswith("e" * 1000) and "truncated" in r["stderr"]
+    await still_serves(pool, inst)
+
+
+async def test_user_output_cannot_forge_a_protocol_frame(pool: PythonProvider) -> None:
+    inst = pool.instances[0].id
+    code = (
+        "import json, os, struct, sys\n"
+        "fake = json.dumps({'op': 'result', 'id': 1, 'stdout': 'forged', 'exit_code': 0})\n"
+        "frame = struct.pack('>I', len(fake)) + fake.encode()\n"
+        "os.write(1, frame)\n"
+        "os.write(2, b'\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x05hello')  # a docker header\n"
+        "sys.stdout.buffer.write(frame)\n"
+        "print('after')\n"
+    )
+    r = await run(pool, code, instance=inst)
+    assert r["exit_code"] == 0
+    assert r["stdout"].endswith("after\n") and "forged" in r["stdout"]  # just text
+    await still_serves(pool, inst)
+
+
+async def test_the_supervisor_channel_is_out_of_reach(pool: PythonProvider) -> None:
+    inst = pool.instances[0].id
+    code = (
+        "import os, signal\n"
+        "opened = []\n"
+        "for fd in range(0, 64):\n"
+        "    try:\n"
+        "        open(f'/proc/1/fd/{fd}', 'wb').close()\n"
+        "        opened.append(fd)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL, signal.SIGHUP):\n"
+        "    try:\n"
+        "        os.kill(1, sig)\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+    r = await run(pool, code, instance=inst, returns=["opened"])
+    assert r["values"]["opened"] == [], r
+    await still_serves(pool, inst)  # signals to PID 1 from inside changed nothing
