@@ -213,7 +213,7 @@ def _dispatch(
         return None
     raise UsageError(
         f"unknown %gleitzeit command {cmd!r}: status | metrics [--export PATH] |"
-        " add ollama URL | add sandbox | remove ID | strategy NAME | reset"
+        " add ollama URL | add sandbox | remove ID | strategy NAME | reset | save PATH | load PATH"
     )
 
 

@@ -22,6 +22,11 @@ async def test_llm_notebook(tmp_path: Path) -> None:
             "kernel_pid = os.getpid()"
         )
         assert load.ok, load
+        # The sidebar's comm target is registered by the extension in a kernel.
+        cell = await nb.run(
+            "from gleitzeit_jupyter.kernel import comm\nprint(comm.get_bridge() is not None)"
+        )
+        assert cell.stream().strip() == "True", cell
 
         # Streaming into one display, final Markdown, footer, -o.
         cell = await nb.run("%%llm -o answer\nWrite a haiku about {kernel_pid}")
@@ -88,6 +93,8 @@ async def test_llm_notebook(tmp_path: Path) -> None:
             "print([t.name for t in threading.enumerate() if t.name == 'gleitzeit-runtime'])"
         )
         assert cell.stream().strip() == "[]", cell
+        cell = await nb.run("print(comm.get_bridge())")
+        assert cell.stream().strip() == "None", cell
         cell = await nb.run("%load_ext gleitzeit_jupyter\ny = %llm back again\nprint(bool(y))")
         assert cell.stream().strip() == "True", cell
         nb.save("llm.ipynb")

@@ -236,3 +236,15 @@ def test_instance_strategy_and_timeout(
     assert isinstance(cell.error, CellError)
     (line,) = [ln for ln in cell.text.splitlines() if ln.strip()]
     assert line.startswith("ExecutionTimeout: %%llm:"), line
+
+
+def test_help_comes_from_magic_arguments(shell: InteractiveShell) -> None:
+    for magic, options in [
+        ("%%llm?", ["--map EXPR", "--chat SESSION", "-f", "--no-stream", "--concurrency N"]),
+        ("%%sandbox?", ["--in a,b", "--out c,d", "--timeout S", "--mem SIZE", "--session NAME"]),
+        ("%gleitzeit?", ["--export PATH", "status | metrics"]),
+    ]:
+        cell = run(shell, magic)
+        assert cell.error is None, cell.text
+        for opt in options:
+            assert opt in cell.text, (magic, opt)

@@ -170,3 +170,16 @@ def test_unload_removes_containers(shell: InteractiveShell, dock: docker.DockerC
     assert my_containers(dock) == []
     assert not [t for t in threading.enumerate() if t.name == "gleitzeit-runtime"]
     assert shell.run_cell("%load_ext gleitzeit_jupyter").success
+
+
+def test_gleitzeit_add_and_remove_sandbox(shell: InteractiveShell) -> None:
+    assert run(shell, "%%sandbox\n1").error is None
+    provider = current_runtime().providers["sandbox"]
+    before = {i.id for i in provider.instances}
+    cell = run(shell, "%gleitzeit add sandbox")
+    assert cell.error is None, cell.text
+    (added,) = {i.id for i in provider.instances} - before
+    assert f"added {added} to sandbox" in cell.stdout
+    cell = run(shell, f"%gleitzeit remove {added}")
+    assert cell.error is None, cell.text
+    assert {i.id for i in provider.instances} == before
