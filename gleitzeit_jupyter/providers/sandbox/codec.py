@@ -163,8 +163,11 @@ def _decode_frame(enc: dict[str, Any]) -> Any:
         return reader.read_all().to_pandas()
     if enc.get("fmt") != "split":
         raise CodecError(f"unknown DataFrame format {enc.get('fmt')!r}")
+    # No guessing: dtypes come from the sender's map below. (pandas 3 deprecates
+    # convert_dates and needs only dtype=False; older pandas, e.g. Debian's, needs both.)
+    legacy = int(pd.__version__.split(".")[0]) < 3
     df = pd.read_json(io.StringIO(enc["data"]), orient="split", dtype=False,
-                      convert_dates=False)
+                      **({"convert_dates": False} if legacy else {}))
     for col, dtype in (enc.get("dtypes") or {}).items():
         key = next((c for c in df.columns if str(c) == col), None)
         if key is None:
