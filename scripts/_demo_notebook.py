@@ -67,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.lab:
         print("demo: to run it live in JupyterLab (the status panel updates there):")
         print(f"       {lab}")
-        print("       headless / remote: add --no-browser --ip 127.0.0.1 --port 8888 and open"
-              " the printed URL")
+        print(
+            "       headless / remote: add --no-browser --ip 127.0.0.1 --port 8888 and open"
+            " the printed URL"
+        )
     else:
         print(f"demo: live in JupyterLab: {lab}")
     return 0

@@ -45,7 +45,10 @@ def vendor() -> dict[str, Path]:
                 raise SystemExit("screenshot: npm is needed once to fetch " + spec)
             res = subprocess.run(
                 [npm, "pack", spec, "--pack-destination", str(VENDOR), "--silent"],
-                capture_output=True, text=True, check=True, timeout=300,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=300,
             )
             tgz = VENDOR / res.stdout.strip().splitlines()[-1]
             shutil.rmtree(target, ignore_errors=True)
@@ -85,8 +88,7 @@ def render(html: Path, out: Path, selector: str = ".gz-board", timeout_ms: int =
             executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
         )
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900},
-                                    device_scale_factor=1)
+            page = browser.new_page(viewport={"width": 1400, "height": 900}, device_scale_factor=1)
             page.route("**/*", route)
             page.goto(html.resolve().as_uri())
             panel = page.locator(selector).first
@@ -107,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--selector", default=".gz-board")
     args = parser.parse_args(argv)
     if not args.html.exists():
-        print(f"screenshot: {args.html} is missing; run scripts/_demo_notebook.py first",
-              file=sys.stderr)
+        print(
+            f"screenshot: {args.html} is missing; run scripts/_demo_notebook.py first",
+            file=sys.stderr,
+        )
         return 1
     out = render(args.html, args.out, args.selector)
     print(f"screenshot: {out}")

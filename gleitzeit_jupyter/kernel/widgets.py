@@ -305,6 +305,38 @@ def _call_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any], timeou
     return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout)
 
 
+_hook_lock = threading.Lock()
+_hooked_shell: Any = None
+
+
+def _after_cell(*_args: Any) -> None:
+    """IPython ``post_run_cell``: bring every open panel up to date with what the cell did,
+    before the kernel reports idle (so a saved or exported notebook shows the final state)."""
+    with _Feed._lock:
+        feeds = list(_Feed._feeds.values())
+    for feed in feeds:
+        if not feed.panels or feed.loop.is_closed():
+            continue
+        try:
+            _call_on_loop(feed.loop, feed.refresh_now, timeout=2.0)
+        except Exception:
+            log.debug("gleitzeit panel: refresh after a cell failed", exc_info=True)
+
+
+def _hook_shell() -> None:
+    global _hooked_shell
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return
+    shell = get_ipython()
+    with _hook_lock:
+        if shell is None or shell is _hooked_shell:
+            return
+        shell.events.register("post_run_cell", _after_cell)
+        _hooked_shell = shell
+
+
 class _Feed:
     """One subscription per provider, shared by its open panels (state touched on the loop)."""
 
@@ -596,6 +628,7 @@ class StatusPanel:
         self.widget.add_class("gz-panel")
         self.widget.add_class(f"gz-provider-{name}")
 
+        _hook_shell()
         self._feed = _Feed.for_provider(
             provider, self.loop, interval=interval, heartbeat=heartbeat, window=window
         )
