@@ -36,7 +36,11 @@ class MemoryResource:
     fail: bool = False  # raise ResourceFailed on every call
     fail_every: int = 0  # raise ResourceFailed on every n-th call
     hang: bool = False  # never answer
+    error: BaseException | None = None  # raise this (any exception type) on every call
+    health_latency: float = 0.0  # seconds each health check takes
+    health_hang: bool = False  # health checks never answer (calls still work)
     calls: int = 0
+    stream_calls: int = 0
     health_checks: int = 0
     active: int = 0
     max_active: int = 0
@@ -52,6 +56,8 @@ class MemoryResource:
                 raise UserError("bad method")
             if not self.alive or self.fail:
                 raise ResourceFailed(f"{self.config.name} is down")
+            if self.error is not None:
+                raise self.error
             if self.fail_every and self.calls % self.fail_every == 0:
                 raise ResourceFailed(f"{self.config.name} flaked")
             if self.hang:
@@ -88,6 +94,8 @@ class MemoryProvider(HubProvider[MemoryConfig]):
         self.resources: dict[str, MemoryResource] = {}
         self.created = 0
         self.destroyed = 0
+        self.health_active = 0  # health checks running right now (across the pool)
+        self.health_max_active = 0  # most health checks ever running at once
         self._ids = itertools.count(1)
 
     def resource_key(self, config: MemoryConfig) -> str:
@@ -133,6 +141,7 @@ class MemoryProvider(HubProvider[MemoryConfig]):
         self, instance: ResourceInstance, method: str, params: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
         resource: MemoryResource = instance.handle
+        resource.stream_calls += 1
         for k in range(int(params.get("chunks", 3))):
             if not resource.alive:
                 raise ResourceFailed(f"{resource.config.name} died mid-stream")
@@ -145,9 +154,16 @@ class MemoryProvider(HubProvider[MemoryConfig]):
     async def check_resource_health(self, instance: ResourceInstance) -> bool:
         resource: MemoryResource = instance.handle
         resource.health_checks += 1
-        if resource.hang:
-            await asyncio.Event().wait()
-        return resource.alive and resource.healthy
+        self.health_active += 1
+        self.health_max_active = max(self.health_max_active, self.health_active)
+        try:
+            if resource.hang or resource.health_hang:
+                await asyncio.Event().wait()
+            if resource.health_latency:
+                await asyncio.sleep(resource.health_latency)
+            return resource.alive and resource.healthy
+        finally:
+            self.health_active -= 1
 
     def instance_accepts(self, instance: ResourceInstance, method: str, params: dict) -> bool:
         model = params.get("model")
