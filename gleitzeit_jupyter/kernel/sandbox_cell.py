@@ -75,9 +75,13 @@ def run_cell(
     error: BaseException | None = None
     interrupted = False
     result: dict[str, Any] = {}
+    streamed: set[str] = set()
     try:
         provider = rt.sandbox(image=image, mem=mem, network=network)
-        result = rt.run(provider.execute("python/execute", params))
+        if getattr(provider, "streams_output", False):
+            result = _stream_run(rt, provider, params, streamed)
+        else:
+            result = rt.run(provider.execute("python/execute", params))
     except KeyboardInterrupt:
         interrupted = True
     except Exception as exc:
@@ -87,7 +91,7 @@ def run_cell(
         raise CellInterrupted("%%sandbox stopped; the sandbox run was killed") from None
     if error is not None:
         raise cell_error(error, context="%%sandbox", hint=_hint(error)) from None
-    show_result(result)
+    show_result(result, skip=streamed)
     # Variables come back even when the run failed later on: what exists is returned.
     for name, value in (result.get("values") or {}).items():
         ns[name] = value
@@ -107,12 +111,38 @@ def run_cell(
         )
 
 
-def show_result(result: dict[str, Any]) -> None:
-    """stdout/stderr into the cell's streams, then rich outputs, as a local cell would."""
-    if result.get("stdout"):
+def _stream_run(
+    rt: Any, provider: Any, params: dict[str, Any], streamed: set[str]
+) -> dict[str, Any]:
+    """Run with output as it happens, for a provider that streams ``python/execute``.
+
+    Protocol (``provider.streams_output = True``): chunks ``{"stdout": text}`` /
+    ``{"stderr": text}`` while the code runs, then one ``{"done": True, **result}`` whose
+    ``stdout``/``stderr`` repeat the whole text (not printed again here).
+    """
+    result: dict[str, Any] = {}
+    for chunk in rt.stream(lambda: provider.stream("python/execute", params)):
+        if chunk.get("done"):
+            result = chunk
+            continue
+        for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+            text = chunk.get(name)
+            if text:
+                stream.write(text)
+                stream.flush()
+                streamed.add(name)
+    return result
+
+
+def show_result(result: dict[str, Any], skip: set[str] | frozenset[str] = frozenset()) -> None:
+    """stdout/stderr into the cell's streams, then rich outputs, as a local cell would.
+
+    ``skip`` names streams already shown while the code ran.
+    """
+    if result.get("stdout") and "stdout" not in skip:
         sys.stdout.write(result["stdout"])
         sys.stdout.flush()
-    if result.get("stderr"):
+    if result.get("stderr") and "stderr" not in skip:
         sys.stderr.write(result["stderr"])
         sys.stderr.flush()
     for out in result.get("outputs") or []:
