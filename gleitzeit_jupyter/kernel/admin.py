@@ -235,7 +235,7 @@ def _owner_of(rt: Any, instance_id: str) -> tuple[str, Any]:
 def _add(magics: Any, rt: Any, rest: list[str]) -> None:
     if rest[:1] == ["ollama"] and len(rest) == 2:
         from ..providers.ollama import OllamaConfig
-        from .runtime import normalize_host
+        from .config import normalize_host
 
         url = normalize_host(rest[1])
         p = rt.ollama()

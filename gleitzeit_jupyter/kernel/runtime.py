@@ -14,17 +14,14 @@ import atexit
 import concurrent.futures
 import contextlib
 import logging
-import os
 import queue
 import threading
 import time
 from collections.abc import AsyncIterable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from traitlets import Bool, Float, Int, List, Unicode, default, observe
-from traitlets.config import Configurable
-
 from ..hub.errors import ExecutionTimeout
+from .config import DEFAULT_OLLAMA_HOST, Gleitzeit
 
 __all__ = ["DEFAULT_OLLAMA_HOST", "Gleitzeit", "Runtime", "get_runtime", "reset_runtime"]
 
@@ -32,110 +29,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
-
 #: How long the notebook thread waits for a cancelled coroutine to finish its cleanup.
 CANCEL_GRACE_S = 10.0
 #: Slice of every blocking wait: short so SIGINT's KeyboardInterrupt is raised promptly.
 WAIT_SLICE_S = 0.1
-
-
-def normalize_host(host: str) -> str:
-    """``OLLAMA_HOST`` style (``0.0.0.0``, ``host:port``, ``http://host``) to a base URL."""
-    host = host.strip().rstrip("/")
-    if not host:
-        return DEFAULT_OLLAMA_HOST
-    if "://" not in host:
-        host = f"http://{host}"
-    scheme, rest = host.split("://", 1)
-    hostport = rest.split("/", 1)[0]
-    if hostport.startswith("["):  # IPv6 literal
-        has_port = "]:" in hostport
-    else:
-        has_port = ":" in hostport
-    if not has_port:
-        rest = rest.replace(hostport, f"{hostport}:11434", 1)
-    # Ollama listens on 0.0.0.0 when OLLAMA_HOST says so; a client must dial a real address.
-    rest = rest.replace("0.0.0.0", "127.0.0.1", 1)
-    return f"{scheme}://{rest}"
-
-
-def hosts_from_env(environ: dict[str, str] | None = None) -> list[str]:
-    """Ollama hosts named by the environment: ``GLEITZEIT_OLLAMA_HOSTS`` (comma separated)
-    wins over ``OLLAMA_HOST``; neither set gives the laptop default."""
-    env = os.environ if environ is None else environ
-    many = env.get("GLEITZEIT_OLLAMA_HOSTS", "").strip()
-    if many:
-        return [normalize_host(h) for h in many.split(",") if h.strip()]
-    one = env.get("OLLAMA_HOST", "").strip()
-    return [normalize_host(one)] if one else [DEFAULT_OLLAMA_HOST]
-
-
-class Gleitzeit(Configurable):
-    """Configuration of the notebook runtime (``%config Gleitzeit.ollama_hosts = [...]``)."""
-
-    ollama_hosts = List(
-        Unicode(),
-        help="Ollama base URLs. Default: $GLEITZEIT_OLLAMA_HOSTS (comma separated), else"
-        " $OLLAMA_HOST, else http://127.0.0.1:11434.",
-    ).tag(config=True)
-    auto_discover = Bool(
-        False, help="Also probe for Ollama servers on the local machine and network."
-    ).tag(config=True)
-    strategy = Unicode("least_loaded", help="Load-balancing strategy of the Ollama pool.").tag(
-        config=True
-    )
-    default_model = Unicode(
-        help="Model used when %%llm gets no -m (default: $GLEITZEIT_MODEL or llama3.2)."
-    ).tag(config=True)
-    request_timeout = Float(0.0, help="Deadline in seconds for one %%llm call; 0 means none.").tag(
-        config=True
-    )
-    stream_interval = Float(
-        0.1, help="Minimum seconds between two updates of a streaming output."
-    ).tag(config=True)
-    map_concurrency = Int(8, help="Default --concurrency of %%llm --map.").tag(config=True)
-    docker_host = Unicode(
-        help="Docker engine URL for the sandbox (default: $DOCKER_HOST, else the local socket)."
-    ).tag(config=True)
-    sandbox_image = Unicode("", help="Sandbox image; empty: the provider's default.").tag(
-        config=True
-    )
-    sandbox_max_containers = Int(4, help="Upper bound of warm sandbox containers.").tag(config=True)
-    sandbox_timeout = Float(30.0, help="Default --timeout of %%sandbox, in seconds.").tag(
-        config=True
-    )
-
-    @default("ollama_hosts")
-    def _default_hosts(self) -> list[str]:
-        return hosts_from_env()
-
-    @default("default_model")
-    def _default_model(self) -> str:
-        return os.environ.get("GLEITZEIT_MODEL", "llama3.2")
-
-    @default("docker_host")
-    def _default_docker_host(self) -> str:
-        return os.environ.get("DOCKER_HOST", "")
-
-    @observe("ollama_hosts", "auto_discover", "strategy")
-    def _ollama_changed(self, change: Any) -> None:
-        # A pool built from the old settings would silently keep using them: drop it, the
-        # next call builds a new one from the current configuration.
-        rt = _runtime
-        if rt is None or rt.config_owner is not self:
-            return
-        current = rt.providers.get("ollama")
-        if change["name"] == "strategy" and getattr(current, "strategy", None) == change["new"]:
-            return  # %gleitzeit strategy already switched the running pool
-        rt.discard_provider("ollama")
-
-    @observe("docker_host", "sandbox_image", "sandbox_max_containers")
-    def _sandbox_changed(self, change: Any) -> None:
-        rt = _runtime
-        if rt is not None and rt.config_owner is self:
-            for name in [n for n in rt.providers if n.startswith("sandbox")]:
-                rt.discard_provider(name)
 
 
 Subscriber = Callable[[str, Any], Any]

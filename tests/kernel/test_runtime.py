@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from gleitzeit_jupyter.hub.errors import ExecutionTimeout, UserError
-from gleitzeit_jupyter.kernel.runtime import (
+from gleitzeit_jupyter.kernel.config import (
     DEFAULT_OLLAMA_HOST,
     Gleitzeit,
-    Runtime,
     hosts_from_env,
     normalize_host,
 )
+from gleitzeit_jupyter.kernel.runtime import Runtime
 from gleitzeit_jupyter.testing.memory import MemoryConfig, MemoryProvider
 
 
