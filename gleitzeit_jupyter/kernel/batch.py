@@ -105,36 +105,37 @@ Call = Callable[[str], Awaitable[tuple[Any, str | None]]]
 async def _produce(
     prompts: list[str | BaseException], call: Call, concurrency: int
 ) -> AsyncIterator[tuple[int, Any, str | None, BaseException | None]]:
-    sem = asyncio.Semaphore(max(1, concurrency))
-    done: asyncio.Queue[tuple[int, Any, str | None, BaseException | None]] = asyncio.Queue()
+    """Yield (position, value, instance, error) as rows finish.
 
-    async def one(pos: int, prompt: str) -> None:
-        async with sem:
+    ``concurrency`` workers pull rows from a shared iterator, so a 100,000-row batch holds
+    ``concurrency`` tasks, not one per row, and never floods the hub's queue.
+    """
+    done: asyncio.Queue[tuple[int, Any, str | None, BaseException | None]] = asyncio.Queue()
+    todo = iter([(pos, p) for pos, p in enumerate(prompts) if isinstance(p, str)])
+    for pos, prompt in enumerate(prompts):
+        if isinstance(prompt, BaseException):
+            done.put_nowait((pos, None, None, prompt))
+
+    async def worker() -> None:
+        for pos, prompt in todo:  # shared iterator: each row is taken by one worker
             try:
                 value, instance = await call(prompt)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                await done.put((pos, None, None, exc))
+                done.put_nowait((pos, None, None, exc))
             else:
-                await done.put((pos, value, instance, None))
+                done.put_nowait((pos, value, instance, None))
 
-    tasks = []
-    pending = 0
-    for pos, prompt in enumerate(prompts):
-        if isinstance(prompt, BaseException):
-            await done.put((pos, None, None, prompt))
-        else:
-            tasks.append(asyncio.create_task(one(pos, prompt)))
-        pending += 1
+    workers = [asyncio.create_task(worker()) for _ in range(max(1, concurrency))]
     try:
-        for _ in range(pending):
+        for _ in range(len(prompts)):
             yield await done.get()
     finally:
-        # Interrupted or abandoned: stop every row still waiting or running.
-        for t in tasks:
+        # Interrupted or abandoned: stop every row still running; queued ones never start.
+        for t in workers:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*workers, return_exceptions=True)
 
 
 def _progress_bar(total: int, desc: str) -> Any:

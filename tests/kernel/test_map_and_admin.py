@@ -202,3 +202,16 @@ def test_hub_errors_are_catchable(shell: InteractiveShell) -> None:
     )
     assert cell.error is None, cell.text
     assert isinstance(shell.user_ns["caught"], HubError)
+
+
+def test_map_respects_concurrency(shell: InteractiveShell, standin: OllamaStandIn) -> None:
+    shell.user_ns["rows"] = list(range(24))
+    standin.latency = 0.1
+    standin.api.peak_active = 0
+    try:
+        cell = run(shell, "%%llm --map rows --concurrency 3 -o r\nRow {item}")
+    finally:
+        standin.latency = 0.0
+    assert cell.error is None, cell.text
+    assert standin.api.peak_active == 3
+    assert list(shell.user_ns["r"].index) == list(range(24))
