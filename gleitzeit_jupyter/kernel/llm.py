@@ -188,8 +188,12 @@ def ask(
     interval: float = 0.1,
     show: bool = True,
     hosts: list[str] | None = None,
+    context: str = "%%llm",
 ) -> LlmResult:
-    """One prompt: streamed into a display handle (``show``), or a single call."""
+    """One prompt: streamed into a display handle (``show``), or a single call.
+
+    ``context`` names the magic in error lines (``%%llm`` or ``%llm``).
+    """
     method, params, kwargs = build_request(opts, prompt, default_model, chats)
     if opts.timeout:
         kwargs["timeout"] = opts.timeout
@@ -222,12 +226,14 @@ def ask(
     if interrupted:
         if view is not None:
             view.flush()
-        raise CellInterrupted("%%llm stopped; the request to the model was cancelled") from None
+        raise CellInterrupted(
+            f"{context} stopped; the request to the model was cancelled"
+        ) from None
     if error is not None:
         if view is not None and not view.text:
             view.finish({"text/plain": ""})
         hint = no_ollama_hint(hosts or []) if _is_unreachable(error) else None
-        raise cell_error(error, context="%%llm", hint=hint) from None
+        raise cell_error(error, context=context, hint=hint) from None
     latency_ms = (time.perf_counter() - start) * 1000.0
     instance = instance or raw.get("instance")
     try:
@@ -235,7 +241,7 @@ def ask(
     except HubError as exc:
         if view is not None:
             view.finish()
-        raise cell_error(exc, context="%%llm") from None
+        raise cell_error(exc, context=context) from None
     if opts.chat and chats is not None:
         history = chats.messages(opts.chat, None)
         history.append({"role": "user", "content": prompt})
@@ -267,9 +273,9 @@ def show_result(opts: LlmOptions, result: LlmResult) -> None:
 
 def models_frame(runtime: Any) -> pd.DataFrame:
     """The pool's models: which instances have each, and where it is loaded."""
-    provider = runtime.ollama()
     error: BaseException | None = None
     try:
+        provider = runtime.ollama()
         res = runtime.run(provider.execute("llm/models", {}))
     except KeyboardInterrupt:
         raise CellInterrupted("%llm models was cancelled") from None

@@ -99,11 +99,11 @@ class GleitzeitMagics(Magics):
     def _ns(self) -> dict[str, Any]:
         return self.shell.user_ns  # type: ignore[no-any-return]
 
-    def _interpolate(self, text: str) -> str:
+    def _interpolate(self, text: str, context: str = "%%llm") -> str:
         try:
             return interpolate(text, self._ns())
         except HubError as exc:
-            raise cell_error(exc, context="%%llm") from None
+            raise cell_error(exc, context=context) from None
 
     def _cell_key(self, line: str, cell: str) -> str:
         # JupyterLab sends the cell's id with each execute request; elsewhere the source
@@ -118,6 +118,9 @@ class GleitzeitMagics(Magics):
         return hashlib.sha1(basis.encode()).hexdigest()
 
     def _llm_options(self, args: Any) -> llm.LlmOptions:
+        if args.output is not None and not args.output.isidentifier():
+            # Checked before the call: a typo should not cost a generation.
+            raise UsageError(f"-o {args.output!r} is not a valid Python variable name")
         timeout = self.cfg.request_timeout or None
         return llm.LlmOptions(
             model=args.model,
@@ -225,12 +228,13 @@ class GleitzeitMagics(Magics):
         opts = self._llm_options(args)
         result = llm.ask(
             rt,
-            self._interpolate(prompt),
+            self._interpolate(prompt, "%llm"),
             opts,
             default_model=self.cfg.default_model,
             chats=self.chats,
             show=False,
             hosts=list(self.cfg.ollama_hosts),
+            context="%llm",
         )
         llm.store(self._ns(), opts.out, result.value)
         return result.value

@@ -248,3 +248,17 @@ def test_help_comes_from_magic_arguments(shell: InteractiveShell) -> None:
         assert cell.error is None, cell.text
         for opt in options:
             assert opt in cell.text, (magic, opt)
+
+
+def test_line_form_errors_name_the_line_magic(
+    shell: InteractiveShell, standin: OllamaStandIn
+) -> None:
+    cell = run(shell, "x = %llm -m no-such-model hi")
+    assert isinstance(cell.error, CellError)
+    assert cell.text.startswith("UserError: %llm: model 'no-such-model'"), cell.text
+    cell = run(shell, "x = %llm hi {undefined_thing}")
+    assert cell.text.startswith("InterpolationError: %llm: unknown name 'undefined_thing'")
+    before = len(standin.requests_to("/api/generate"))
+    cell = run(shell, "%%llm -o 2bad\nHello")
+    assert "UsageError" in cell.text and "'2bad'" in cell.text
+    assert len(standin.requests_to("/api/generate")) == before  # refused before the call
