@@ -32,6 +32,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -889,20 +890,55 @@ class StatusBoard:
 def status_panel(target: Any = None, **opts: Any) -> StatusPanel | StatusBoard:
     """A panel for ``target``: a kernel runtime (every pool, now and later; default: the
     kernel's runtime), one provider, or a list/dict of providers. Not displayed yet: return
-    it from a cell or pass it to ``display``."""
+    it from a cell or pass it to ``display``.
+
+    Re-running the cell that made a panel (same JupyterLab cell id) closes the old panel, so
+    re-runs do not leave invisible panels updating in the background."""
     if target is None:
         from .runtime import get_runtime
 
         target = get_runtime()
+    panel: StatusPanel | StatusBoard
     if hasattr(target, "providers") and hasattr(target, "subscribe") and hasattr(target, "loop"):
-        return StatusBoard(target, **opts)
-    if isinstance(target, dict):
-        target = list(target.values())
-    if isinstance(target, (list, tuple)):
-        if len(target) == 1:
-            return StatusPanel(target[0], **opts)
-        return _ProviderList([StatusPanel(p, **opts) for p in target])
-    return StatusPanel(target, **opts)
+        panel = StatusBoard(target, **opts)
+    else:
+        if isinstance(target, dict):
+            target = list(target.values())
+        if isinstance(target, (list, tuple)):
+            if len(target) == 1:
+                panel = StatusPanel(target[0], **opts)
+            else:
+                panel = _ProviderList([StatusPanel(p, **opts) for p in target])
+        else:
+            panel = StatusPanel(target, **opts)
+    cell = _cell_id()
+    if cell is not None:
+        with _cell_lock:
+            old = _by_cell.pop(cell, [])
+            _by_cell[cell] = [weakref.ref(panel)]
+        for ref in old:
+            previous = ref()
+            if previous is not None and previous is not panel:
+                previous.close()
+    return panel
+
+
+_by_cell: dict[str, list[weakref.ref]] = {}
+_cell_lock = threading.Lock()
+
+
+def _cell_id() -> str | None:
+    """The front end's id of the cell being executed (JupyterLab and nbclient send it)."""
+    try:
+        from ipykernel.kernelbase import Kernel
+
+        if not Kernel.initialized():
+            return None
+        parent = Kernel.instance().get_parent()
+    except Exception:
+        return None
+    cell = (parent or {}).get("metadata", {}).get("cellId")
+    return cell if isinstance(cell, str) and cell else None
 
 
 class _ProviderList(StatusBoard):

@@ -223,9 +223,22 @@ def test_several_panels_agree_and_closing_unsubscribes(kernel: Kernel) -> None:
     assert {m.id: len(m.updates) for m in closed} == counts
 
 
+def test_rerunning_a_cell_replaces_its_panel(kernel: Kernel) -> None:
+    k = kernel
+    k.execute("first = show_status(pool)", cell_id="cell-1")
+    k.execute("second = show_status(pool)", cell_id="cell-1")
+    assert k.value("(first.closed, second.closed, first.subscribed)") == (True, False, False)
+    k.execute("third = show_status(pool)", cell_id="cell-2")
+    assert k.value("(second.closed, third.closed)") == (False, False)
+    k.execute("second.close(); third.close()")
+    assert k.value("len(pool._events)") == 1
+
+
 def test_panel_does_not_slow_a_batch(kernel: Kernel) -> None:
     """The same CPU-bound batch on the runtime loop, with and without three live panels
-    open, alternated; the fastest runs must be within 15 %."""
+    open, alternated five times. The kernel process's CPU time (which includes all the panels'
+    work, on any thread, and is not inflated by other processes on a shared machine) of the
+    best runs must be within 15 %; wall time, noisier, within 30 %."""
     k = kernel
     k.execute(
         textwrap.dedent(
@@ -234,12 +247,14 @@ def test_panel_does_not_slow_a_batch(kernel: Kernel) -> None:
                 for _ in range(n // 100):
                     await asyncio.gather(*(pool.execute("e", {"latency": 0}) for _ in range(100)))
             def timed(n):
-                t = time.perf_counter(); rt.run(burst(n)); return time.perf_counter() - t
+                w, c = time.perf_counter(), time.process_time()
+                rt.run(burst(n))
+                return time.perf_counter() - w, time.process_time() - c
             n = 1000
-            while timed(n) < 1.5:
+            while timed(n)[0] < 2.0:
                 n *= 2
             plain, panels, ticks = [], [], []
-            for _ in range(3):
+            for _ in range(5):
                 plain.append(timed(n))
                 ps = [show_status(pool) for _ in range(3)]
                 before = sum(p.updates for p in ps)
@@ -249,11 +264,14 @@ def test_panel_does_not_slow_a_batch(kernel: Kernel) -> None:
                     p.close()
             """
         ),
-        timeout=300,
+        timeout=600,
     )
     plain, panels, ticks = k.value("(plain, panels, ticks)")
-    assert min(ticks) >= 3, ticks  # the panels really were updating during the batch
-    assert min(panels) <= 1.15 * min(plain), (plain, panels)
+    assert min(ticks) >= 3, ticks  # the panels really were updating during every batch
+    wall = min(w for w, _ in panels) / min(w for w, _ in plain)
+    cpu = min(c for _, c in panels) / min(c for _, c in plain)
+    assert cpu <= 1.15, (cpu, plain, panels)
+    assert wall <= 1.30, (wall, plain, panels)
 
 
 # ------------------------------------------------------------------ in-process

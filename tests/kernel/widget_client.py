@@ -98,11 +98,30 @@ class Kernel:
         self.widgets.handle(msg)
 
     def execute(
-        self, code: str, timeout: float = 120, allow_error: bool = False
+        self,
+        code: str,
+        timeout: float = 120,
+        allow_error: bool = False,
+        cell_id: str | None = None,
     ) -> list[dict[str, Any]]:
         """Run ``code``; return the IOPub messages of that request (all are also logged).
-        Raises on an error in the cell unless ``allow_error``."""
-        msg_id = self.kc.execute(code)
+        Raises on an error in the cell unless ``allow_error``. ``cell_id`` is sent in the
+        request's metadata, as JupyterLab does."""
+        if cell_id is None:
+            msg_id = self.kc.execute(code)
+        else:
+            content = {
+                "code": code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            }
+            msg = self.kc.session.msg("execute_request", content)
+            msg["metadata"]["cellId"] = cell_id
+            self.kc.shell_channel.send(msg)
+            msg_id = msg["header"]["msg_id"]
         mine: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while True:
