@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import os
 import re
+import sys
 import time
 import traceback
 from typing import Any
@@ -144,16 +145,24 @@ class StreamingDisplay:
 
     Updating per token would flood the front end (hundreds of messages a second); updates
     are coalesced and the final text is always shown.
+
+    In terminal IPython a display cannot be updated in place (each update would print the
+    whole text again), so there the pieces are written to stdout as they arrive instead.
     """
 
-    def __init__(self, fmt: str = "markdown", interval: float = 0.1) -> None:
+    def __init__(
+        self, fmt: str = "markdown", interval: float = 0.1, terminal: bool | None = None
+    ) -> None:
         self.fmt = fmt
         self.interval = interval
         self.text = ""
         self.updates = 0
         self._last = 0.0
         self._dirty = False
-        self._handle = display(self._bundle(""), raw=True, display_id=True)
+        self.terminal = _plain_terminal() if terminal is None else terminal
+        self._handle = (
+            None if self.terminal else display(self._bundle(""), raw=True, display_id=True)
+        )
 
     def _bundle(self, text: str) -> dict[str, str]:
         if self.fmt == "text":
@@ -168,6 +177,10 @@ class StreamingDisplay:
         if not piece:
             return
         self.text += piece
+        if self.terminal:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            return
         self._dirty = True
         now = time.monotonic()
         if now - self._last >= self.interval:
@@ -182,11 +195,27 @@ class StreamingDisplay:
 
     def finish(self, bundle: dict[str, Any] | None = None) -> None:
         """Final render: the given MIME bundle, or the text in this display's format."""
+        if self.terminal:
+            if self.text and not self.text.endswith("\n"):
+                sys.stdout.write("\n")
+            return
         if self._handle is None:
             return
         self._handle.update(bundle if bundle is not None else self._bundle(self.text), raw=True)
         self.updates += 1
         self._dirty = False
+
+
+def _plain_terminal() -> bool:
+    try:
+        from IPython import get_ipython
+        from IPython.core.displaypub import DisplayPublisher
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return False
+    shell = get_ipython()
+    # Kernels and output capturing replace the publisher with one that keeps outputs apart;
+    # only the terminal's plain publisher prints every update in full.
+    return shell is not None and type(shell.display_pub) is DisplayPublisher
 
 
 def tokens_per_second(result: dict[str, Any]) -> float | None:

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pandas as pd
+import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from kernel_helpers import closed_port, run
 
@@ -262,3 +263,16 @@ def test_line_form_errors_name_the_line_magic(
     cell = run(shell, "%%llm -o 2bad\nHello")
     assert "UsageError" in cell.text and "'2bad'" in cell.text
     assert len(standin.requests_to("/api/generate")) == before  # refused before the call
+
+
+def test_terminal_streams_text_once(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No capture_output: the shell's own terminal publisher, as in terminal IPython.
+    res = shell.run_cell("%%llm -o said\nHello terminal")
+    assert res.success, res.error_in_exec
+    out = capsys.readouterr().out
+    said = shell.user_ns["said"]
+    assert out.count(said) == 1, out
+    assert out.startswith(said + "\n")
+    assert "llama3.2 · " in out
