@@ -66,6 +66,9 @@ class _State:
 
     client: httpx.AsyncClient
     url: str
+    # Absolute URLs built once: httpx joins a relative path to base_url on every call, which
+    # costs about as much as the rest of the hub's per-call work together.
+    urls: dict[str, httpx.URL] = field(default_factory=dict)
     models: set[str] | None = None  # None: /api/tags never answered yet
     loaded: set[str] = field(default_factory=set)
     catalog: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -157,7 +160,8 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         timeout = httpx.Timeout(self.request_timeout, connect=self.connect_timeout)
         client = httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits)
         return ResourceInstance(
-            id=urlsplit(url).netloc, config=config, endpoint=url, handle=_State(client, url),
+            id=urlsplit(url).netloc, config=config, endpoint=url,
+            handle=_State(client, url, {p: httpx.URL(url + p) for p in wire.PATHS.values()}),
             max_concurrency=config.max_concurrency, weight=config.weight, tags=set(config.tags),
         )
 
@@ -217,6 +221,8 @@ class OllamaProvider(HubProvider[OllamaConfig]):
     ) -> HubError | None:
         if method not in wire.MODEL_METHODS or not instances:
             return None
+        if any(self._model(params) in (_state(i).models or ()) for i in instances):
+            return None  # it exists, on drained or removed instances: the hub's error says so
         model = str(params.get("model") or self.default_model)  # as the caller wrote it
         asked = ", ".join(i.id for i in instances)
         unknown = [i.id for i in instances if _state(i).models is None]
@@ -244,13 +250,13 @@ class OllamaProvider(HubProvider[OllamaConfig]):
             return await self.list_models()
         return await super().execute(method, params, **kwargs)
 
-    def _failed(self, instance: ResourceInstance, err: HubError, model: str) -> HubError:
+    def _failed(self, instance: ResourceInstance, status: int, text: str, model: str) -> HubError:
         st = _state(instance)
-        if isinstance(err, UserError) and "not found" in err.message and st.models is not None:
+        if status == 404 and st.models is not None:
             st.models.discard(model)  # deleted since the last refresh: stop routing it here
-        elif isinstance(err, ResourceFailed) and " is busy" in err.message:
+        elif status == 503:  # Ollama's queue is full: send elsewhere for a while
             st.busy_until = time.monotonic() + self.busy_backoff
-        return err
+        return wire.http_error(status, text, instance.id, model)
 
     def _succeeded(self, instance: ResourceInstance, model: str, data: dict[str, Any]) -> None:
         st = _state(instance)
@@ -266,12 +272,11 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         path, body, model = wire.build_body(method, params, self.default_model, stream=False)
         started = time.perf_counter()
         try:
-            r = await st.client.post(path, json=body)
+            r = await st.client.post(st.urls[path], json=body)
         except httpx.HTTPError as exc:
             raise wire.transport_error(exc, instance.id, st.url, self.request_timeout) from exc
         if r.status_code != 200:
-            raise self._failed(instance, wire.http_error(r.status_code, r.text, instance.id,
-                                                         model), model)
+            raise self._failed(instance, r.status_code, r.text, model)
         try:
             data = r.json()
         except ValueError as exc:
@@ -297,13 +302,11 @@ class OllamaProvider(HubProvider[OllamaConfig]):
             # Cancelling the consumer lands here; `finally` closes the response at once, which
             # closes the connection (a half-read stream is never put back in the pool), so
             # Ollama sees the hang-up and stops generating.
-            request = st.client.build_request("POST", path, json=body)
+            request = st.client.build_request("POST", st.urls[path], json=body)
             resp, lines, first = await self._first_line(st, request, instance.id)
             if resp.status_code != 200:
                 await resp.aread()
-                raise self._failed(
-                    instance, wire.http_error(resp.status_code, resp.text, instance.id, model),
-                    model)
+                raise self._failed(instance, resp.status_code, resp.text, model)
             ttft_ms = (time.perf_counter() - started) * 1000.0
             line: str | None = first
             while line is not None:

@@ -124,23 +124,36 @@ Handler = Callable[[HttpRequest, Responder], Awaitable[None]]
 
 
 class _Conn:
-    """Buffered reader over one connection, so a watcher can read ahead for EOF without losing
-    bytes of a following request."""
+    """Buffered reader over one connection. A pump task reads ahead all the time, so a client
+    hanging up is seen at once, even while a slow answer is being generated: the pump then
+    cancels the task serving the connection (``busy``), as a real Ollama stops its runner."""
 
     def __init__(self, reader: asyncio.StreamReader) -> None:
         self.reader = reader
         self.buf = bytearray()
         self.eof = False
+        self.busy: asyncio.Task[None] | None = None  # set while a handler runs
+        self.hung_up_mid_request = False
+        self._more = asyncio.Event()
+
+    async def pump(self) -> None:
+        try:
+            while data := await self.reader.read(65536):
+                self.buf += data
+                self._more.set()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.eof = True
+            self._more.set()
+            if self.busy is not None:
+                self.hung_up_mid_request = True
+                self.busy.cancel()
 
     async def _fill(self) -> None:
-        try:
-            data = await self.reader.read(65536)
-        except (ConnectionError, OSError):
-            data = b""
-        if data:
-            self.buf += data
-        else:
-            self.eof = True
+        if not self.eof:
+            self._more.clear()
+            await self._more.wait()
 
     async def read_until(self, sep: bytes, limit: int) -> bytes | None:
         while True:
@@ -161,11 +174,6 @@ class _Conn:
         out = bytes(self.buf[:n])
         del self.buf[:n]
         return out
-
-    async def wait_eof(self) -> None:
-        """Return when the peer has closed the connection (anything it sends is buffered)."""
-        while not self.eof:
-            await self._fill()
 
     async def read_request(self) -> HttpRequest | None:
         head = await self.read_until(b"\r\n\r\n", _MAX_HEADER_BYTES)
@@ -272,44 +280,38 @@ class HttpServer:
                 writer.close()
 
     async def _serve_conn(self, conn: _Conn, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                req = await conn.read_request()
-            except (ValueError, UnicodeDecodeError):
-                return
-            if req is None:
-                return
-            resp = Responder(writer, req.keep_alive)
-            work = asyncio.ensure_future(self.handler(req, resp))
-            # Race the handler against the client hanging up, so a cancelled call upstream
-            # stops the (slow) generation here at once, as a real Ollama runner does.
-            watch = asyncio.ensure_future(conn.wait_eof())
-            try:
-                done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-            except asyncio.CancelledError:  # server going down: take the handler with us
-                work.cancel()
-                watch.cancel()
-                await asyncio.gather(work, watch, return_exceptions=True)
-                raise
-            if work in done:
-                watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watch
-                exc = work.exception()
-                if isinstance(exc, ClientGone):
-                    if self.on_disconnect is not None:
-                        self.on_disconnect(req)
+        pump = asyncio.ensure_future(conn.pump())
+        try:
+            while True:
+                try:
+                    req = await conn.read_request()
+                except (ValueError, UnicodeDecodeError):
                     return
-                if exc is not None:
+                if req is None:
+                    return
+                resp = Responder(writer, req.keep_alive)
+                conn.busy = asyncio.current_task()
+                try:
+                    await self.handler(req, resp)
+                except asyncio.CancelledError:
+                    if not conn.hung_up_mid_request:
+                        raise  # the server is going down
+                    self._disconnected(req)
+                    return
+                except ClientGone:
+                    self._disconnected(req)
+                    return
+                except Exception as exc:
                     if not resp.started:
                         await resp.send_json(500, {"error": f"stand-in bug: {exc!r}"})
                     return
+                finally:
+                    conn.busy = None
                 if resp.reset_done or not req.keep_alive or conn.eof:
                     return
-            else:
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ClientGone):
-                    await work
-                if self.on_disconnect is not None:
-                    self.on_disconnect(req)
-                return
+        finally:
+            pump.cancel()
+
+    def _disconnected(self, req: HttpRequest) -> None:
+        if self.on_disconnect is not None:
+            self.on_disconnect(req)

@@ -238,3 +238,18 @@ async def test_no_hosts_and_no_discovery_uses_default_host(
         async with OllamaProvider(auto_discover=False, health_check_interval=60) as p:
             assert [i.endpoint for i in p.instances] == [srv.url]
             assert p.instances[0].status is ResourceStatus.HEALTHY
+
+
+async def test_model_only_on_a_drained_instance_is_not_a_user_error(
+    pair: tuple[OllamaStandIn, OllamaStandIn],
+) -> None:
+    a, b = pair
+    b.models = ["llama3.2", "phi3"]
+    async with pool(a.url, b.url) as p:
+        p.drain(p.instances[1].id)
+        with pytest.raises(NoResourceAvailable) as ei:
+            await p.execute("llm/generate", {"model": "phi3", "prompt": "x"})
+        assert not isinstance(ei.value, UserError)
+        p.enable(p.instances[1].id)
+        r = await p.execute("llm/generate", {"model": "phi3", "prompt": "x"})
+        assert r["instance"] == p.instances[1].id
