@@ -16,10 +16,7 @@ from .render import CellError, CellInterrupted, SandboxException, cell_error
 
 __all__ = ["build_params", "reset_session", "run_cell", "show_result"]
 
-DOCKER_HINT = (
-    "is a Docker engine running? Set %config Gleitzeit.docker_host = 'unix:///path/docker.sock'"
-    " (or $DOCKER_HOST)"
-)
+DOCKER_HINT = "from the notebook: %config Gleitzeit.docker_host = 'unix:///path/docker.sock'"
 
 
 def build_params(
