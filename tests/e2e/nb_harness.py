@@ -62,9 +62,12 @@ class Notebook:
             resources={"metadata": {"path": str(workdir)}},
         )
 
-    async def start(self) -> None:
+    async def start(self, env: dict[str, str] | None = None) -> None:
         self.client.km = self.client.create_kernel_manager()
-        await self.client.async_start_new_kernel()
+        if env is not None:
+            await self.client.async_start_new_kernel(env=env)
+        else:
+            await self.client.async_start_new_kernel()
         await self.client.async_start_new_kernel_client()
 
     async def run(self, source: str) -> Cell:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -149,6 +150,42 @@ async def test_code_answer_offered_once_per_cell(tmp_path: Path) -> None:
         assert offers(await _execute_with_cell_id(nb, src + " again", "cell-a")) == []
         # ...while another cell with the same text gets its own offer.
         assert len(offers(await _execute_with_cell_id(nb, src, "cell-b"))) == 1
+    finally:
+        await nb.stop()
+        srv.stop()
+
+
+async def test_configuration_from_ipython_config_and_env(tmp_path: Path) -> None:
+    srv = OllamaStandIn(models=["llama3.2:latest", "qwen2.5:0.5b"]).start()
+    profile = tmp_path / "ipython" / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "ipython_config.py").write_text(
+        "c.Gleitzeit.default_model = 'qwen2.5:0.5b'\nc.Gleitzeit.stream_interval = 0.05\n"
+    )
+    env = {
+        **os.environ,
+        "IPYTHONDIR": str(tmp_path / "ipython"),
+        "GLEITZEIT_OLLAMA_HOSTS": f"{srv.url},",
+        "OLLAMA_HOST": "127.0.0.1:1",  # GLEITZEIT_OLLAMA_HOSTS wins
+    }
+    nb = Notebook(tmp_path)
+    await nb.start(env=env)
+    try:
+        cell = await nb.run(
+            "%load_ext gleitzeit_jupyter\n"
+            "from gleitzeit_jupyter.kernel.config import Gleitzeit\n"
+            "cfg = [c for c in get_ipython().configurables if isinstance(c, Gleitzeit)][0]\n"
+            "print(cfg.ollama_hosts, cfg.default_model, cfg.stream_interval)"
+        )
+        assert cell.stream().strip() == f"['{srv.url}'] qwen2.5:0.5b 0.05", cell
+        cell = await nb.run("%%llm\nWhich model?")
+        assert cell.ok, cell
+        assert cell.data("text/plain")[-1].startswith("qwen2.5:0.5b · "), cell
+        assert srv.requests_to("/api/generate")[-1].body["model"] == "qwen2.5:0.5b"
+        # %config changes it for the next call.
+        cell = await nb.run("%config Gleitzeit.default_model = 'llama3.2'\nx = %llm again")
+        assert cell.ok, cell
+        assert srv.requests_to("/api/generate")[-1].body["model"] == "llama3.2"
     finally:
         await nb.stop()
         srv.stop()
