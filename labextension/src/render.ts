@@ -323,14 +323,18 @@ export function renderInstance(provider: string, inst: IInstanceStatus): string 
     `data-enabled="${enabled}">` +
     `<div class="gz-instance-head">` +
     `<span class="gz-badge gz-status-${escapeHtml(inst.status)}" data-field="status">${escapeHtml(inst.status)}</span>` +
-    `<span class="gz-instance-id" title="${escapeHtml(inst.endpoint || id)}">${escapeHtml(id)}</span>` +
+    `<span class="gz-instance-id" title="${escapeHtml(id)}">${escapeHtml(id)}</span>` +
+    `</div>` +
+    `<div class="gz-instance-sub">` +
+    (inst.endpoint
+      ? `<span class="gz-endpoint" title="${escapeHtml(inst.endpoint)}">${escapeHtml(inst.endpoint)}</span>`
+      : '') +
     `<span class="gz-badge gz-breaker-${escapeHtml(inst.breaker)}" data-field="breaker" ` +
     `title="circuit breaker">${escapeHtml(inst.breaker === 'closed' ? 'breaker closed' : 'breaker ' + inst.breaker.replace('_', '-'))}</span>` +
     (enabled || inst.status === 'drained'
       ? ''
       : `<span class="gz-badge gz-disabled" data-field="enabled">disabled</span>`) +
     `</div>` +
-    (inst.endpoint ? `<div class="gz-endpoint">${escapeHtml(inst.endpoint)}</div>` : '') +
     `<div class="gz-metrics">${rows.join('')}</div>` +
     `<div class="gz-metrics">${latency.join('')}</div>` +
     error +

@@ -53,6 +53,14 @@ class LabServer:
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
+        # no "official Jupyter news?" toast over the screenshots
+        labconfig = home / "config" / "labconfig"
+        labconfig.mkdir(parents=True, exist_ok=True)
+        (labconfig / "page_config.json").write_text(
+            json.dumps(
+                {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}
+            )
+        )
         self.log_path = root / "jupyterlab.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -17,7 +17,7 @@ from gleitzeit_jupyter.testing.ollama import OllamaStandIn
 
 from .lab import LabServer, publish_screenshot, save_screenshot, write_notebook
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SIDEBAR = "#gleitzeit-sidebar"
 STATUS = "#gleitzeit-status"
@@ -154,6 +154,13 @@ def test_sidebar_and_status_bar_follow_the_kernel(
     ex(sidebar.locator(".gz-notebook")).to_have_text("gleitzeit.ipynb")
     ex(sidebar.locator(".gz-body")).to_have_attribute("data-state", "live")
     ex(cards(page)).to_have_count(2)
+
+    # after a kernel restart the extension is gone: hint again, live again once reloaded
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:restart-kernel'); }")
+    page.locator(".jp-Dialog button.jp-mod-accept").click()
+    ex(sidebar.locator(".gz-body")).to_have_attribute("data-state", "not-loaded", timeout=60_000)
+    run_cell(page, 0)
+    ex(sidebar.locator(".gz-body")).to_have_attribute("data-state", "live", timeout=30_000)
 
     own_errors = [e for e in page.errors if "gleitzeit" in e.lower()]
     assert not own_errors, own_errors
