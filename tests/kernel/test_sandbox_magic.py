@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import docker
+import docker.errors
 import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -119,15 +120,40 @@ def test_sessions_keep_state_and_reset(shell: InteractiveShell) -> None:
     assert isinstance(cell.error, SandboxException) and "NameError" in cell.text
 
 
+def sleepers(dock: docker.DockerClient) -> list:
+    """Processes named gz-sleeper in this process's sandbox containers."""
+    found = []
+    for c in dock.containers.list(filters={"label": f"{OWNER_LABEL}={owner_label()}"}):
+        try:
+            top = dock.api.top(c.id, ps_args="-eo pid,comm")
+        except docker.errors.APIError:  # removed or stopping while we looked: nothing runs
+            continue
+        found += [p for p in top.get("Processes") or [] if "gz-sleeper" in p[-1]]
+    return found
+
+
 def test_interrupt_kills_the_run(shell: InteractiveShell, dock: docker.DockerClient) -> None:
     assert run(shell, "%%sandbox\n1").error is None
-    threading.Timer(1.5, _thread.interrupt_main).start()
+    during: list = []
+    # The sandboxed code names itself so `docker top` can see whether it still runs.
+    threading.Timer(2.0, lambda: during.append(sleepers(dock))).start()
+    threading.Timer(3.0, _thread.interrupt_main).start()
     start = time.monotonic()
-    cell = run(shell, "%%sandbox --timeout 120\nimport time\nprint('start')\ntime.sleep(60)")
+    cell = run(
+        shell,
+        "%%sandbox --timeout 120\nimport ctypes, time\n"
+        "ctypes.CDLL(None).prctl(15, b'gz-sleeper', 0, 0, 0)\ntime.sleep(60)",
+    )
     took = time.monotonic() - start
     assert isinstance(cell.error, CellInterrupted)
-    assert took < 6, took
+    assert took < 8, took
     assert lines(cell.text) == ["Interrupted: %%sandbox stopped; the sandbox run was killed"]
+    assert during and len(during[0]) == 1, during  # it was running...
+    # ...and is gone right after: the provider kills it while replacing the container.
+    ended = time.monotonic()
+    while sleepers(dock) and time.monotonic() - ended < 5:
+        time.sleep(0.1)
+    assert sleepers(dock) == [], "the interrupted run is still running in the sandbox"
     # The kernel and the pool go on.
     cell = run(shell, "%%sandbox\nprint('after')")
     assert cell.stdout == "after\n", cell.text
