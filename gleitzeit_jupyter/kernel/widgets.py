@@ -45,6 +45,7 @@ __all__ = [
     "HEALTH_COLORS",
     "StatusBoard",
     "StatusPanel",
+    "close_all",
     "latency_svg",
     "show_status",
     "status_panel",
@@ -313,15 +314,31 @@ _hooked_shell: Any = None
 def _after_cell(*_args: Any) -> None:
     """IPython ``post_run_cell``: bring every open panel up to date with what the cell did,
     before the kernel reports idle (so a saved or exported notebook shows the final state)."""
+    for panel in list(_open_panels):
+        if panel.loop.is_closed():
+            # The runtime was shut down (%unload_ext, %gleitzeit reset): let its panels go.
+            panel.close()
     with _Feed._lock:
         feeds = list(_Feed._feeds.values())
     for feed in feeds:
-        if not feed.panels or feed.loop.is_closed():
+        if not feed.panels or feed.loop.is_closed() or not feed.loop.is_running():
             continue
         try:
             _call_on_loop(feed.loop, feed.refresh_now, timeout=2.0)
         except Exception:
             log.debug("gleitzeit panel: refresh after a cell failed", exc_info=True)
+
+
+def close_all() -> int:
+    """Close every open panel (e.g. when the extension is unloaded); returns how many."""
+    panels = list(_open_panels)
+    for panel in panels:
+        panel.close()
+    return len(panels)
+
+
+#: Every panel not closed yet (weakly: a panel nobody holds may go).
+_open_panels: weakref.WeakSet = weakref.WeakSet()
 
 
 def _hook_shell() -> None:
@@ -630,6 +647,7 @@ class StatusPanel:
         self.widget.add_class(f"gz-provider-{name}")
 
         _hook_shell()
+        _open_panels.add(self)
         self._feed = _Feed.for_provider(
             provider, self.loop, interval=interval, heartbeat=heartbeat, window=window
         )
@@ -786,6 +804,7 @@ class StatusPanel:
         if self.closed:
             return
         self.closed = True
+        _open_panels.discard(self)
         done = concurrent.futures.Future()
 
         def detach() -> None:
@@ -794,8 +813,8 @@ class StatusPanel:
             finally:
                 done.set_result(None)
 
-        if self.loop.is_closed():
-            detach()
+        if self.loop.is_closed() or not self.loop.is_running():
+            detach()  # the runtime is gone (or stopping): nothing runs there any more
         else:
             self._on_loop(detach)
             if not _on_loop_thread(self.loop):

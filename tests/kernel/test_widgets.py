@@ -321,3 +321,26 @@ def test_formatting_and_plot() -> None:
     assert svg.count("<polyline") == 1  # b's only point is outside the window
     assert "50.0 ms" in svg  # nice ceiling above the 30 ms peak
     assert "no calls" in latency_svg({}, now=now)
+
+
+def test_panels_let_go_when_the_runtime_stops() -> None:
+    from gleitzeit_jupyter.kernel import widgets
+
+    loop = asyncio.new_event_loop()
+    t = threading.Thread(target=loop.run_forever, daemon=True)
+    t.start()
+    pools = [
+        MemoryProvider([MemoryConfig("a")], name=f"p{k}", health_check_interval=60)
+        for k in range(2)
+    ]
+    for pool in pools:
+        asyncio.run_coroutine_threadsafe(pool.initialize(), loop).result(10)
+    first, second = (StatusPanel(pool, loop=loop) for pool in pools)
+    assert widgets.close_all() == 2
+    assert first.closed and second.closed and len(pools[0]._events) == 0
+    third = StatusPanel(pools[0], loop=loop)
+    loop.call_soon_threadsafe(loop.stop)
+    t.join(5)
+    loop.close()
+    widgets._after_cell()  # the next cell after the runtime went away
+    assert third.closed and not third.subscribed
