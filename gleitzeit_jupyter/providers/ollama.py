@@ -130,6 +130,11 @@ class OllamaProvider(HubProvider[OllamaConfig]):
     def resource_key(self, config: OllamaConfig) -> str:
         return config.url
 
+    async def add_resource(self, config: str | OllamaConfig) -> ResourceInstance:  # type: ignore[override]
+        """Add a server at run time: a URL (``"gpu-box:11434"``) or an OllamaConfig."""
+        return await super().add_resource(
+            config if isinstance(config, OllamaConfig) else OllamaConfig(host=config))
+
     async def initial_resources(self) -> list[OllamaConfig]:
         if self.hosts or self.enable_auto_discovery:
             return list(self.hosts)
@@ -150,7 +155,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         try:
             r = await client.get(f"{url}/api/version")
             return r.status_code == 200 and "version" in r.json()
-        except (httpx.HTTPError, ValueError):
+        except (httpx.HTTPError, ValueError, TypeError):  # not an Ollama there
             return False
 
     async def create_resource(self, config: OllamaConfig) -> ResourceInstance:

@@ -253,3 +253,21 @@ async def test_model_only_on_a_drained_instance_is_not_a_user_error(
         p.enable(p.instances[1].id)
         r = await p.execute("llm/generate", {"model": "phi3", "prompt": "x"})
         assert r["instance"] == p.instances[1].id
+
+
+async def test_add_and_remove_a_server_at_run_time(
+    pair: tuple[OllamaStandIn, OllamaStandIn],
+) -> None:
+    a, b = pair
+    b.models = ["llama3.2", "phi3"]
+    async with pool(a.url) as p:
+        with pytest.raises(UserError):
+            await p.execute("llm/generate", {"model": "phi3", "prompt": "x"})
+        inst = await p.add_resource(f"127.0.0.1:{b.port}")  # a bare host:port is fine
+        assert inst.id == f"127.0.0.1:{b.port}" and inst.metadata["models"] == [
+            "llama3.2:latest", "phi3:latest"]
+        assert (await p.execute("llm/generate", {"model": "phi3", "prompt": "x"}))[
+            "instance"] == inst.id
+        client = inst.handle.client
+        await p.remove_resource(inst.id)
+        assert client.is_closed and [i.id for i in p.instances] == [f"127.0.0.1:{a.port}"]
