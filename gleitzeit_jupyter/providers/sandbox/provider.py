@@ -41,7 +41,7 @@ class DockerConfig:
     pids_limit: int = 128
     network: bool = False
     tmpfs_size: str = "64m"
-    preload: tuple[str, ...] = ("numpy", "pandas")
+    preload: tuple[str, ...] = ()
     slot: int = 0  # makes every slot's config distinct (the hub keys resources by config)
 
 
@@ -74,7 +74,7 @@ class PythonProvider(HubProvider[DockerConfig]):
         max_runs_per_container: int = 500,
         max_output: int = MiB,
         tmpfs_size: str = "64m",
-        preload: tuple[str, ...] = ("numpy", "pandas"),
+        preload: tuple[str, ...] = (),
         start_timeout: float = 60.0,
         **hub_options: Any,
     ) -> None:

@@ -6,6 +6,8 @@ the same slot) must serve the next run: the pool keeps working after each.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gleitzeit_jupyter.providers.sandbox import PythonProvider
@@ -103,10 +105,17 @@ async def test_fork_bomb_is_contained_by_the_pids_limit(pool: PythonProvider) ->
         "        return 'gone'\n"
         "len([p for p in os.listdir('/proc') if p.isdigit() and state(p) not in 'Zgone'])"
     )
-    r = await run(pool, live, instance=inst)
-    # supervisor + this worker (+ a spare being forked): no bomb process is left running
-    # (zombies only wait for the supervisor to reap them; they hold no CPU or memory)
-    assert int(r["outputs"][0]["data"]["text/plain"]) <= 3, r
+    # supervisor + this worker + spares: no bomb process is left running. The kill is sent
+    # as the result goes out, and a hundred processes take a moment to exit, so poll.
+    # (Zombies only wait for the supervisor to reap them; they hold no CPU or memory.)
+    counts = []
+    for _ in range(20):
+        r = await run(pool, live, instance=inst)
+        counts.append(int(r["outputs"][0]["data"]["text/plain"]))
+        if counts[-1] <= 4:
+            break
+        await asyncio.sleep(0.25)
+    assert counts[-1] <= 4, counts
 
 
 async def test_memory_bomb_is_killed_and_reported_as_out_of_memory(
