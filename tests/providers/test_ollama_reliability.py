@@ -133,7 +133,8 @@ async def test_interrupt_leaves_no_connection_and_no_task(streaming: bool) -> No
             with pytest.raises(asyncio.CancelledError):
                 await task
             await _until(lambda: len(srv.disconnects) == 1 and srv.active == 0, 1.0)
-            assert time.monotonic() - t0 < 0.5  # the server saw the hang-up at once
+            # at once: the answer would have taken 20 s (with generous slack for a busy box)
+            assert time.monotonic() - t0 < 1.0
             assert srv.disconnects[0].path == "/api/generate"
             await _until(lambda: srv.open_connections <= conns_before, 1.0)
             pool = p.instances[0].handle.client._transport._pool

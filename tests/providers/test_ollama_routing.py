@@ -175,7 +175,7 @@ async def test_first_token_timeout_fails_over(pair: tuple[OllamaStandIn, OllamaS
         t0 = time.perf_counter()
         chunks = [c async for c in p.stream("llm/generate", GEN)]
         assert chunks[-1]["instance"] == p.instances[1].id
-        assert time.perf_counter() - t0 < 2
+        assert time.perf_counter() - t0 < 3  # 0.3 s on A, then B; A would hang forever
         assert "no first token" in str(p.instances[0].metrics.last_error)
     a.faults.hang = False
 
