@@ -57,7 +57,8 @@ def bootstrap_command() -> list[str]:
     The supervisor travels on the command line rather than inside the image, so it always
     matches the installed package and the image never needs a rebuild for it.
     """
-    modules = [(f"gleitzeit_{m}", _module_source(m)) for m in ("protocol", "codec", "worker")]
+    modules = [(f"gleitzeit_{m}", _module_source(m)) for m in ("protocol", "codec", "procs",
+                                                             "worker")]
     program = (
         "import sys, types\n"
         "def _load(name, src, run=False):\n"

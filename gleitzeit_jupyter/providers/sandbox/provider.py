@@ -94,17 +94,19 @@ class PythonProvider(HubProvider[DockerConfig]):
         self._pool_id = f"{id(self):x}"
         self._arrow = has_pyarrow()
         self.sessions = SessionLeases(self._reserve)
+        self._per_engine: dict[str | None, int] = {}
 
     # ---- pool shape -------------------------------------------------------------------
     def _next_config(self) -> DockerConfig:
-        # Spread over engines: the next slot goes to the engine with the fewest slots.
-        counts = {e.name: 0 for e in self.engines}
-        for inst in self.instances:
-            counts[inst.config.docker_host or self.engines[0].name] = counts.get(
-                inst.config.docker_host or self.engines[0].name, 0) + 1
-        engine = min(self.engines, key=lambda e: counts.get(e.name, 0))
+        # Spread over engines: the next slot goes to the engine with the fewest slots,
+        # counting slots still being created (initialize asks for several at once).
+        engine = min(self.engines, key=lambda e: self._per_engine.get(e.base_url, 0))
+        self._per_engine[engine.base_url] = self._per_engine.get(engine.base_url, 0) + 1
         return DockerConfig(**{**self._template.__dict__, "docker_host": engine.base_url,
                                "slot": next(self._serial)})
+
+    def _slot_gone(self, config: DockerConfig) -> None:
+        self._per_engine[config.docker_host] = self._per_engine.get(config.docker_host, 1) - 1
 
     def _engine_for(self, config: DockerConfig) -> Engine:
         for engine in self.engines:
@@ -173,7 +175,11 @@ class PythonProvider(HubProvider[DockerConfig]):
 
     async def create_resource(self, config: DockerConfig) -> ResourceInstance:
         slot = Slot(self._engine_for(config), config)
-        slot.container = await self._start_container(slot)
+        try:
+            slot.container = await self._start_container(slot)
+        except BaseException:
+            self._slot_gone(config)
+            raise
         inst: ResourceInstance = ResourceInstance(
             id=f"sandbox-{config.slot}", config=config, handle=slot, max_concurrency=1)
         self._describe(inst)
@@ -188,6 +194,7 @@ class PythonProvider(HubProvider[DockerConfig]):
 
     async def destroy_resource(self, instance: ResourceInstance) -> None:
         slot: Slot = instance.handle
+        self._slot_gone(slot.config)
         self.sessions.drop_instance(instance.id)
         if slot.replacing is not None:
             slot.replacing.cancel()
