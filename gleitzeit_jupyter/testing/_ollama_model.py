@@ -97,6 +97,8 @@ def generate_tokens(
     stops = options.get("stop") or []
     if isinstance(stops, str):
         stops = [stops]
+    if not stops:
+        return toks, reason
     out: list[str] = []
     acc = ""
     for tok in toks:
