@@ -220,16 +220,17 @@ class CallPath:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             accepting = self._accepting(method, params, tried, pin)
-            if accepting and (ticket or not self._queue):
-                inst = self._pick(accepting, method, params, strategy)
-                if inst is not None:
-                    inst.breaker.admit()  # type: ignore[union-attr]
-                    inst.in_flight += 1
-                    if ticket:
-                        self._pump()  # pass spare capacity on to the next waiter
-                    return inst
+            inst = self._take(accepting, method, params, strategy, ticket)
+            if inst is not None:
+                return inst
             if pin is None and await self._scale_up() is not None:
                 continue
+            # Fix (tests/hub/test_pool.py, test_sharing.py): look again before sleeping, as the
+            # pool may have changed while _scale_up awaited; a slot freed then woke nobody.
+            accepting = self._accepting(method, params, tried, pin)
+            inst = self._take(accepting, method, params, strategy, ticket)
+            if inst is not None:
+                return inst
             if not accepting and not self._creating:
                 if error is not None:
                     raise error
@@ -237,7 +238,12 @@ class CallPath:
             waiter = self._queue.push(
                 str(params.get("tenant", "")), int(params.get("priority", 0)), front=ticket
             )
-            self._pump()
+            # Fix: a woken waiter that still cannot route (the free slot is on an instance
+            # that is ejected, does not accept this call, or was tried already) must not pump:
+            # it would wake itself again at once and spin the event loop forever. It sleeps
+            # until the next release / status / membership change pumps the queue.
+            if not ticket:
+                self._pump()
             try:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 await asyncio.wait_for(waiter, remaining)
@@ -254,13 +260,29 @@ class CallPath:
                 raise
             ticket = True
 
+    def _take(self, accepting, method, params, strategy, ticket) -> ResourceInstance | None:
+        """Pick and reserve an instance, unless the call must queue behind waiters."""
+        if not accepting or not (ticket or not self._queue):
+            return None
+        inst = self._pick(accepting, method, params, strategy)
+        if inst is None:
+            return None
+        inst.breaker.admit()  # type: ignore[union-attr]
+        inst.in_flight += 1
+        if ticket:
+            self._pump()  # pass spare capacity on to the next waiter
+        return inst
+
     def _pump(self) -> None:
         """Wake as many waiters (in fair order) as there are free slots; each re-tries
         routing. An empty pool wakes everyone, so they fail at once with a clear error."""
         waiting = len(self._queue)
         if not waiting:
             return
-        slots = 0 if self._instances else waiting
+        # Fix (tests/hub/test_pool.py): while the first resources are still being created an
+        # empty pool must not wake everyone (they would re-queue and be woken again without
+        # ever yielding); _scale_up pumps when a creation ends.
+        slots = 0 if self._instances or self._creating else waiting
         for i in self._instances.values():
             if i.enabled and i.status not in _GONE:
                 if i.max_concurrency is None:

@@ -307,6 +307,7 @@ class HubProvider(CallPath, Generic[ConfigT]):
             return await self._add(config, "scaled", check=False, raise_errors=True)
         finally:
             self._creating -= 1
+            self._pump()  # fix: waiters held back while we created must learn the outcome
 
     # ---- operator controls ------------------------------------------------------------
     def drain(self, instance_id: str) -> None:
