@@ -210,3 +210,12 @@ async def test_the_supervisor_channel_is_out_of_reach(pool: PythonProvider) -> N
     r = await run(pool, code, instance=inst, returns=["opened"])
     assert r["values"]["opened"] == [], r
     await still_serves(pool, inst)  # signals to PID 1 from inside changed nothing
+
+
+async def test_network_is_an_explicit_opt_in(pool: PythonProvider) -> None:
+    code = "import socket\nsorted(n for _, n in socket.if_nameindex())"
+    async with PythonProvider(max_containers=1, min_warm=1, network=True) as networked:
+        r = await run(networked, code)
+        assert r["outputs"][0]["data"]["text/plain"] == "['eth0', 'lo']"
+        assert networked.instances[0].metadata["network"] is True
+    assert pool.instances[0].metadata["network"] is False
