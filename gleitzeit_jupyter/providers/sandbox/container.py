@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from .engine import ContainerSpec, Engine
@@ -36,6 +37,7 @@ class SandboxContainer:
         self._sock = sock  # keeps the SDK's response (and so the connection) alive
         self._ids = itertools.count(1)
         self._pending: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self._chunks: dict[Any, Callable[[dict[str, Any]], None]] = {}
         self._hello: asyncio.Future[dict[str, Any]] | None = None
         self._stderr: deque[bytes] = deque(maxlen=32)
         self._reader: asyncio.Task[None] | None = None
@@ -119,6 +121,11 @@ class SandboxContainer:
             if self._hello is not None and not self._hello.done():
                 self._hello.set_result(message)
             return
+        if message.get("op") == "chunk":
+            handler = self._chunks.get(message.get("id"))
+            if handler is not None:
+                handler(message)
+            return
         fut = self._pending.pop(message.get("id"), None)
         if fut is not None and not fut.done():
             fut.set_result(message)
@@ -169,19 +176,23 @@ class SandboxContainer:
             return False
         return reply.get("op") == "pong"
 
-    async def run(self, message: dict[str, Any], timeout: float,
-                  grace: float = 1.0) -> dict[str, Any]:
+    async def run(self, message: dict[str, Any], timeout: float, grace: float = 1.0,
+                  on_chunk: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Run code; past ``timeout`` interrupt, then kill the worker, then give up.
 
         Returns the supervisor's result (with ``timed_out`` set when a deadline hit) or
-        raises :class:`ContainerDied` / :class:`SupervisorUnresponsive`.
+        raises :class:`ContainerDied` / :class:`SupervisorUnresponsive`. With ``on_chunk``
+        the run streams: output arrives as ``{"stdout"|"stderr": text}`` while it runs.
         """
         rid = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
+        if on_chunk is not None:
+            self._chunks[rid] = on_chunk
         self.runs += 1
         try:
-            await self._send({**message, "op": "run", "id": rid})
+            await self._send({**message, "op": "run", "id": rid,
+                              "stream": on_chunk is not None})
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), timeout)
             except asyncio.TimeoutError:
@@ -198,6 +209,7 @@ class SandboxContainer:
                 f"supervisor of {self.id[:12]} did not answer {grace:g} s after a kill")
         finally:
             self._pending.pop(rid, None)
+            self._chunks.pop(rid, None)
 
     async def reset(self, timeout: float = 5.0) -> None:
         await self.request({"op": "reset"}, timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 
 try:  # on the host this is a normal package module
@@ -13,24 +14,42 @@ __all__ = ["Capture", "Worker", "nondumpable", "oom_kills"]
 
 
 class Capture:
-    """Keeps the first ``cap`` bytes of a stream and counts the rest."""
+    """Keeps the first ``cap`` bytes of a stream and counts the rest.
 
-    def __init__(self, cap: int) -> None:
+    When the run streams, the kept bytes not yet sent wait in ``pending`` (decoded
+    incrementally, so a UTF-8 sequence split across reads is not mangled).
+    """
+
+    def __init__(self, cap: int, stream: bool = False) -> None:
         self.cap = cap
         self.buf = bytearray()
         self.dropped = 0
+        self.stream = stream
+        self.pending = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def add(self, data: bytes) -> None:
         room = self.cap - len(self.buf)
-        if room > 0:
-            self.buf += data[:room]
-        self.dropped += max(0, len(data) - max(room, 0))
+        kept = data[:room] if room > 0 else b""
+        self.buf += kept
+        self.dropped += len(data) - len(kept)
+        if self.stream and kept:
+            self.pending += self._decoder.decode(kept)
+
+    def take(self, final: bool = False) -> str:
+        """Text to stream now (with the truncation marker once, at the end)."""
+        out, self.pending = self.pending, ""
+        if final:
+            out += self._decoder.decode(b"", final=True) + self.marker()
+        return out
+
+    def marker(self) -> str:
+        if not self.dropped:
+            return ""
+        return f"\n[gleitzeit: output truncated, {self.dropped} more bytes not shown]\n"
 
     def text(self) -> str:
-        out = self.buf.decode("utf-8", errors="replace")
-        if self.dropped:
-            out += f"\n[gleitzeit: output truncated, {self.dropped} more bytes not shown]\n"
-        return out
+        return self.buf.decode("utf-8", errors="replace") + self.marker()
 
 
 class Worker:

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from .container import ContainerDied, SandboxContainer, SupervisorUnresponsive
 from .engine import POOL_LABEL, ContainerSpec, Engine
 from .image import DEFAULT_IMAGE
 from .sessions import SessionLeases
+from .streaming import StreamingMixin
 
 __all__ = ["DockerConfig", "PythonProvider", "PythonProviderStreamlined"]
 
@@ -56,7 +58,7 @@ class Slot:
     last_failure: str | None = field(default=None)
 
 
-class PythonProvider(HubProvider[DockerConfig]):
+class PythonProvider(StreamingMixin, HubProvider[DockerConfig]):
     """A pool of sandbox containers; see ``docs/sandbox.md`` for defaults and limits."""
 
     def __init__(
@@ -285,7 +287,9 @@ class PythonProvider(HubProvider[DockerConfig]):
                                      timeout=timeout)
 
     async def execute_on_resource(self, instance: ResourceInstance, method: str,
-                                  params: dict[str, Any]) -> dict[str, Any]:
+                                  params: dict[str, Any],
+                                  on_chunk: Callable[[dict[str, Any]], None] | None = None,
+                                  ) -> dict[str, Any]:
         container = await self._ready(instance)
         if method == "python/reset":
             try:
@@ -295,13 +299,14 @@ class PythonProvider(HubProvider[DockerConfig]):
             return {"reset": True, "session": params.get("session")}
         session = params.get("session")
         new = self.sessions.bind(str(session), instance.id) if session is not None else False
-        result = await self._run(instance, container, params)
+        result = await self._run(instance, container, params, on_chunk)
         if session is not None:
             result.update(session=str(session), session_new=new)
         return result
 
     async def _run(self, inst: ResourceInstance, container: SandboxContainer,
-                   params: dict[str, Any]) -> dict[str, Any]:
+                   params: dict[str, Any],
+                   on_chunk: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         slot: Slot = inst.handle
         timeout = float(params.get("timeout") or self.timeout)
         arrow = self._arrow and bool(container.hello.get("caps", {}).get("pyarrow"))
@@ -319,7 +324,7 @@ class PythonProvider(HubProvider[DockerConfig]):
         started = time.perf_counter()
         slot.runs += 1
         try:
-            raw = await container.run(request, timeout)
+            raw = await container.run(request, timeout, on_chunk=on_chunk)
         except asyncio.CancelledError:
             # The caller gave up (hub timeout, KeyboardInterrupt): the worker must not run on.
             self._recycle(inst, "run cancelled by the caller")

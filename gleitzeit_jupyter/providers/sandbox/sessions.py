@@ -62,12 +62,14 @@ class SessionLeases:
         self._by_instance.clear()
         self._locks.clear()
 
+    def lock(self, session: str) -> asyncio.Lock:
+        """One call per session at a time: a second cell must not race the first for a lease."""
+        return self._locks.setdefault(session, asyncio.Lock())
+
     async def call(self, execute: HubExecute, session: str, method: str,
                    params: dict[str, Any], strategy: str | None,
                    timeout: float | None) -> dict[str, Any]:
-        # One call per session at a time: a second cell must not race the first for a lease.
-        lock = self._locks.setdefault(session, asyncio.Lock())
-        async with lock:
+        async with self.lock(session):
             pinned = self._by_session.get(session)
             if pinned is None and method == "python/reset":
                 return {"reset": False, "session": session}  # nothing to restart

@@ -11,8 +11,9 @@ supervisor marks itself non-dumpable (so a worker of the same uid cannot open
 channel is written by this process. PID 1 of a pid namespace also ignores signals it has no
 handler for, so user code cannot kill or interrupt it.
 
-Requests: ``run`` {id, code, inputs, returns, session, arrow, max_output}, ``interrupt``,
-``kill``, ``reset``, ``ping``. Replies: ``hello``, ``result``, ``pong``, ``reset``.
+Requests: ``run`` {id, code, inputs, returns, session, arrow, max_output, stream},
+``interrupt``, ``kill``, ``reset``, ``ping``. Replies: ``hello``, ``result``, ``pong``,
+``reset``, and for streaming runs ``chunk`` {id, stdout?, stderr?} before the result.
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ class Supervisor:
                         pass
                 else:
                     self._read_worker(fd)
+            self._flush_stream()
             self._reap()
             self._maybe_finish()
 
@@ -184,8 +186,8 @@ class Supervisor:
             self.send({"op": "result", "id": msg.get("id"), "exit_code": 1, "error": {
                 "ename": "RuntimeError", "evalue": "a run is in progress", "traceback": ""}})
             return
-        cap = int(msg.get("max_output") or MiB)
-        self.run, self.out, self.err = msg, Capture(cap), Capture(cap)
+        cap, stream = int(msg.get("max_output") or MiB), bool(msg.get("stream"))
+        self.run, self.out, self.err = msg, Capture(cap, stream), Capture(cap, stream)
         self.result, self.killed = None, False
         self.oom_before = oom_kills()
         self.started = time.perf_counter()
@@ -345,8 +347,19 @@ class Supervisor:
         if len(self.spares) < SPARES and not self.preload:
             self.spares.append(self._fork(once=True))  # one now; the idle loop tops up
 
+    def _flush_stream(self, final: bool = False) -> None:
+        """Send output captured since the last flush as one ``chunk`` frame (streaming runs;
+        once per loop pass, so a busy printer yields few, larger frames)."""
+        if self.run is None or not self.run.get("stream"):
+            return
+        chunk = {"stdout": self.out.take(final), "stderr": self.err.take(final)}
+        chunk = {k: v for k, v in chunk.items() if v}
+        if chunk:
+            self.send({"op": "chunk", "id": self.run.get("id"), **chunk})
+
     def _finish(self, result: dict[str, Any]) -> None:
         assert self.run is not None
+        self._flush_stream(final=True)
         result.update(op="result", id=self.run.get("id"), stdout=self.out.text(),
                       stderr=self.err.text(), run_ms=(time.perf_counter() - self.started) * 1e3)
         self.run, self.worker = None, None
