@@ -7,8 +7,10 @@ messages, pushed
 * when a hub event arrives (status, breaker, membership, strategy, metrics), throttled to at
   most one snapshot per ``min_interval`` seconds,
 * after every cell (IPython's ``post_run_cell``), throttled the same way,
-* on a heartbeat: every ``heartbeat`` seconds, or every ``busy_heartbeat`` seconds while any
-  instance has calls in flight or calls are queued.
+* when the pool changed without an event (a call started, so ``in_flight`` rose; a call
+  queued): every ``tick`` seconds the bridge builds the snapshot on the runtime loop and
+  pushes it if it differs from the last one sent,
+* on a heartbeat: at least every ``heartbeat`` seconds, changed or not.
 
 Front end to kernel: ``{"type": "refresh"}`` asks for a snapshot now; ``{"type": "action",
 "provider": name, "action": "drain" | "enable" | "reset_breaker" | "strategy", "instance": id,
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import threading
 import time
@@ -80,13 +83,13 @@ class CommBridge:
         *,
         min_interval: float = 1.0,
         heartbeat: float = 5.0,
-        busy_heartbeat: float = 1.0,
+        tick: float = 1.0,
         max_comms: int = 16,
     ) -> None:
         self.runtime = runtime
         self.min_interval = min_interval
         self.heartbeat = heartbeat
-        self.busy_heartbeat = busy_heartbeat
+        self.tick = tick
         self.max_comms = max_comms
         self._comms: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -95,7 +98,7 @@ class CommBridge:
         self._last_sent = -float("inf")
         self._pending: asyncio.TimerHandle | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._busy = False
+        self._last_fingerprint: str | None = None
         self._unsubscribe: Callable[[], Any] | None = None
         self._ipython: Any = None
         self._started = False
@@ -304,21 +307,29 @@ class CommBridge:
         self._pending = None
         self._flush()
 
-    def snapshot(self) -> dict[str, Any]:
-        """The message sent to the front end (call it on the runtime loop)."""
+    def _collect(self) -> dict[str, Any]:
         providers: dict[str, Any] = {}
-        busy = False
         for name, provider in list(dict(self.runtime.providers).items()):
             try:
-                status = provider.status()
+                providers[name] = provider.status()
             except Exception as exc:
-                status = {"name": name, "error": f"status() failed: {exc}", "instances": []}
-            providers[name] = status
-            totals = status.get("totals") or {}
-            queue = status.get("queue") or {}
-            if (totals.get("in_flight") or 0) > 0 or (queue.get("waiting") or 0) > 0:
-                busy = True
-        self._busy = busy
+                providers[name] = {
+                    "name": name,
+                    "error": f"status() failed: {exc}",
+                    "instances": [],
+                }
+        return providers
+
+    @staticmethod
+    def _fingerprint(providers: dict[str, Any]) -> str:
+        # everything but the providers' own timestamps
+        stripped = {
+            name: {k: v for k, v in status.items() if k != "time"}
+            for name, status in providers.items()
+        }
+        return json.dumps(stripped, sort_keys=True, default=str)
+
+    def _message(self, providers: dict[str, Any]) -> dict[str, Any]:
         self._seq += 1
         return {
             "type": "snapshot",
@@ -328,12 +339,19 @@ class CommBridge:
             "providers": providers,
         }
 
-    def _flush(self) -> None:
+    def snapshot(self) -> dict[str, Any]:
+        """The message sent to the front end (call it on the runtime loop)."""
+        return self._message(self._collect())
+
+    def _flush(self, providers: dict[str, Any] | None = None) -> None:
         self._last_sent = time.monotonic()
         if not self.comm_count:
             return
         try:
-            message = self.snapshot()
+            if providers is None:
+                providers = self._collect()
+            self._last_fingerprint = self._fingerprint(providers)
+            message = self._message(providers)
         except Exception:
             log.exception("gleitzeit comm: building the snapshot failed")
             return
@@ -345,9 +363,20 @@ class CommBridge:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.busy_heartbeat if self._busy else self.heartbeat)
-            if self.comm_count:
+            await asyncio.sleep(self.tick)
+            if not self.comm_count or self._pending is not None:
+                continue
+            if time.monotonic() - self._last_sent >= self.heartbeat:
                 self._request()
+                continue
+            try:
+                providers = self._collect()
+                changed = self._fingerprint(providers) != self._last_fingerprint
+            except Exception:
+                log.exception("gleitzeit comm: building the snapshot failed")
+                continue
+            if changed:
+                self._request()  # now, or at the throttle boundary
 
 
 # -------------------------------------------------------------------- module API

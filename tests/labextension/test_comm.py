@@ -202,3 +202,39 @@ def test_unload_closes_comms_and_unregisters(loaded: KernelHarness) -> None:
         "import threading\n"
         "assert not [t for t in threading.enumerate() if t.name == 'gleitzeit-runtime']"
     )
+
+
+def test_a_call_in_flight_is_pushed_while_the_cell_runs(loaded: KernelHarness) -> None:
+    comm_id = loaded.comm_open({"type": "refresh"})
+    loaded.wait_for(is_comm_msg(comm_id, "snapshot"))
+    # the cell blocks the kernel's main thread for 3 s on a call in flight; starting a call
+    # emits no hub event, the bridge notices the change on its own
+    msg_id = loaded.kc.execute("rt.run(pool.execute('echo', {'value': 1, 'latency': 3.0}))")
+    loaded.wait_for(
+        lambda m: (
+            m["msg_type"] == "status"
+            and m["content"]["execution_state"] == "busy"
+            and m["parent_header"].get("msg_id") == msg_id
+        )
+    )
+    start = time.monotonic()
+
+    def in_flight(m) -> bool:
+        if not is_comm_msg(comm_id, "snapshot")(m):
+            return False
+        return any(r["in_flight"] for r in instances(snapshot_of(m)).values())
+
+    loaded.wait_for(in_flight, timeout=3)
+    assert time.monotonic() - start < 2.5
+    done = loaded.wait_for(
+        lambda m: (
+            m["msg_type"] == "status"
+            and m["content"]["execution_state"] == "idle"
+            and m["parent_header"].get("msg_id") == msg_id
+        ),
+        timeout=10,
+    )
+    assert done
+    # and the finished call is pushed too
+    snap = snapshot_of(loaded.wait_for(is_comm_msg(comm_id, "snapshot"), timeout=3))
+    assert sum(r["requests"] for r in instances(snap).values()) >= 1
