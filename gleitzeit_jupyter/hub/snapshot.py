@@ -72,7 +72,9 @@ def status(provider: HubProvider) -> dict[str, Any]:
     instances = provider.instances
     rows = []
     for inst in instances:
-        row = _instance_row(provider, inst, window=False)
+        # Fix (tests/hub/test_metrics.py): docs/architecture.md promises an "id" per row;
+        # the rows only had "instance". Both now (consumers read either).
+        row = {"id": inst.id, **_instance_row(provider, inst, window=False)}
         row.update(
             health=inst.status.value,
             enabled=inst.enabled,
