@@ -32,8 +32,10 @@ def pct(values: list[float], q: float) -> float:
 
 
 def line(name: str, values: list[float]) -> str:
-    return (f"{name:<22} n={len(values):<4} p50={pct(values, 50):8.2f} ms  "
-            f"p95={pct(values, 95):8.2f} ms  mean={statistics.fmean(values):8.2f} ms")
+    return (
+        f"{name:<22} n={len(values):<4} p50={pct(values, 50):8.2f} ms  "
+        f"p95={pct(values, 95):8.2f} ms  mean={statistics.fmean(values):8.2f} ms"
+    )
 
 
 async def main() -> int:
@@ -52,8 +54,9 @@ async def main() -> int:
     warm: list[float] = []
     execs: list[float] = []
     cold: list[float] = []
-    async with PythonProvider(max_containers=args.concurrency, min_warm=args.concurrency,
-                              image=args.image) as pool:
+    async with PythonProvider(
+        max_containers=args.concurrency, min_warm=args.concurrency, image=args.image
+    ) as pool:
         await asyncio.sleep(2.0)  # let the supervisors finish their idle pre-imports
         target = client.containers.get(pool.instances[0].metadata["container"])
         for _ in range(3):  # warm-up of every path
@@ -71,8 +74,13 @@ async def main() -> int:
                 assert out.output == b"1\n", out
             t = time.perf_counter()
             out = await asyncio.to_thread(
-                client.containers.run, args.image, ["python3", "-c", code], remove=True,
-                network_mode="none", labels={LABEL: "1", "gleitzeit.sandbox.bench": "cold"})
+                client.containers.run,
+                args.image,
+                ["python3", "-c", code],
+                remove=True,
+                network_mode="none",
+                labels={LABEL: "1", "gleitzeit.sandbox.bench": "cold"},
+            )
             cold.append((time.perf_counter() - t) * 1e3)
             assert out == b"1\n", out
 
@@ -90,16 +98,20 @@ async def main() -> int:
 
     throughput = args.throughput_runs / elapsed
     w50, e50, c50 = pct(warm, 50), pct(execs, 50), pct(cold, 50)
-    print(f"sandbox latency for {code!r} (image {args.image}), interleaved in "
-          f"{args.rounds} rounds")
+    print(f"sandbox latency for {code!r} (image {args.image}), interleaved in {args.rounds} rounds")
     print(line("warm pool run", warm))
     print(line("exec_run (running)", execs))
     print(line("cold containers.run", cold))
     print(f"ratios (p50): exec_run / warm = {e50 / w50:.1f}x   cold / warm = {c50 / w50:.1f}x")
-    print(f"throughput: {args.throughput_runs} runs at concurrency {args.concurrency} in "
-          f"{elapsed:.2f} s = {throughput:.0f} runs/s")
-    checks = [("warm p50 <= 5 ms", w50 <= 5.0), ("exec_run/warm >= 10x", e50 / w50 >= 10),
-              ("throughput >= 100 runs/s", throughput >= 100)]
+    print(
+        f"throughput: {args.throughput_runs} runs at concurrency {args.concurrency} in "
+        f"{elapsed:.2f} s = {throughput:.0f} runs/s"
+    )
+    checks = [
+        ("warm p50 <= 5 ms", w50 <= 5.0),
+        ("exec_run/warm >= 10x", e50 / w50 >= 10),
+        ("throughput >= 100 runs/s", throughput >= 100),
+    ]
     for name, ok in checks:
         print(f"  {'PASS' if ok else 'MISS'}  {name}")
     return 0 if (all(ok for _, ok in checks) or not args.check) else 1

@@ -14,12 +14,18 @@ def main(argv: list[str] | None = None) -> int:
     image = sub.add_parser("image", help="manage the sandbox image")
     image_sub = image.add_subparsers(dest="action", required=True)
     build = image_sub.add_parser("build", help="build the sandbox image (cached)")
-    build.add_argument("--minimal", action="store_true",
-                       help="python3 only, without numpy/pandas/matplotlib")
-    build.add_argument("--name", default=None,
-                       help="image name (default gleitzeit-sandbox:latest or :minimal)")
-    build.add_argument("--base", choices=["debootstrap", "registry"], default="debootstrap",
-                       help="debootstrap from the apt mirror (default) or python:3.12-slim")
+    build.add_argument(
+        "--minimal", action="store_true", help="python3 only, without numpy/pandas/matplotlib"
+    )
+    build.add_argument(
+        "--name", default=None, help="image name (default gleitzeit-sandbox:latest or :minimal)"
+    )
+    build.add_argument(
+        "--base",
+        choices=["debootstrap", "registry"],
+        default="debootstrap",
+        help="debootstrap from the apt mirror (default) or python:3.12-slim",
+    )
     build.add_argument("--mirror", default=None, help="Debian mirror (default: apt's)")
     build.add_argument("--suite", default=None, help="Debian release (default: apt's)")
     build.add_argument("--force", action="store_true", help="rebuild even if the image exists")
@@ -29,8 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     from .image import build_image
 
     try:
-        build_image(args.name, minimal=args.minimal, base=args.base, mirror=args.mirror,
-                    suite=args.suite, force=args.force)
+        build_image(
+            args.name,
+            minimal=args.minimal,
+            base=args.base,
+            mirror=args.mirror,
+            suite=args.suite,
+            force=args.force,
+        )
     except Exception as exc:  # one clear line for the shell, not a traceback
         print(f"gleitzeit-sandbox: image build failed: {exc}", file=sys.stderr)
         return 1

@@ -106,8 +106,11 @@ def _encode_frame(df: Any, *, arrow: bool, name: str) -> dict[str, Any]:
         sink = io.BytesIO()
         with pyarrow.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
-        return {"t": "dataframe", "fmt": "arrow",
-                "b64": base64.b64encode(sink.getvalue()).decode("ascii")}
+        return {
+            "t": "dataframe",
+            "fmt": "arrow",
+            "b64": base64.b64encode(sink.getvalue()).decode("ascii"),
+        }
     for col in df.columns:
         if df[col].dtype == object and not all(_is_plain(v) for v in df[col]):
             raise CodecError(f"cannot send {name!r}: column {col!r} holds non-JSON objects")
@@ -166,8 +169,12 @@ def _decode_frame(enc: dict[str, Any]) -> Any:
     # No guessing: dtypes come from the sender's map below. (pandas 3 deprecates
     # convert_dates and needs only dtype=False; older pandas, e.g. Debian's, needs both.)
     legacy = int(pd.__version__.split(".")[0]) < 3
-    df = pd.read_json(io.StringIO(enc["data"]), orient="split", dtype=False,
-                      **({"convert_dates": False} if legacy else {}))
+    df = pd.read_json(
+        io.StringIO(enc["data"]),
+        orient="split",
+        dtype=False,
+        **({"convert_dates": False} if legacy else {}),
+    )
     for col, dtype in (enc.get("dtypes") or {}).items():
         key = next((c for c in df.columns if str(c) == col), None)
         if key is None:
@@ -182,4 +189,3 @@ def _decode_frame(enc: dict[str, Any]) -> Any:
         except (TypeError, ValueError):
             continue  # keep the JSON-typed column rather than fail the whole value
     return df
-

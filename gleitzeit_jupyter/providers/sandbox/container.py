@@ -49,8 +49,9 @@ class SandboxContainer:
         self.started_at = time.monotonic()
 
     @classmethod
-    async def start(cls, engine: Engine, spec: ContainerSpec, *,
-                    ready_timeout: float = 60.0) -> SandboxContainer:
+    async def start(
+        cls, engine: Engine, spec: ContainerSpec, *, ready_timeout: float = 60.0
+    ) -> SandboxContainer:
         cid, sock = await engine.call(engine.create, spec)
         self = cls(engine, cid, sock)
         try:
@@ -158,8 +159,9 @@ class SandboxContainer:
             self._fail(f"cannot write to the container: {exc}")
             raise ContainerDied(self.dead or str(exc)) from None
 
-    async def request(self, message: dict[str, Any],
-                      timeout: float | None = None) -> dict[str, Any]:
+    async def request(
+        self, message: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
         rid = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
@@ -176,8 +178,13 @@ class SandboxContainer:
             return False
         return reply.get("op") == "pong"
 
-    async def run(self, message: dict[str, Any], timeout: float, grace: float = 1.0,
-                  on_chunk: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    async def run(
+        self,
+        message: dict[str, Any],
+        timeout: float,
+        grace: float = 1.0,
+        on_chunk: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         """Run code; past ``timeout`` interrupt, then kill the worker, then give up.
 
         Returns the supervisor's result (with ``timed_out`` set when a deadline hit) or
@@ -191,8 +198,7 @@ class SandboxContainer:
             self._chunks[rid] = on_chunk
         self.runs += 1
         try:
-            await self._send({**message, "op": "run", "id": rid,
-                              "stream": on_chunk is not None})
+            await self._send({**message, "op": "run", "id": rid, "stream": on_chunk is not None})
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), timeout)
             except asyncio.TimeoutError:
@@ -206,7 +212,8 @@ class SandboxContainer:
                     continue
                 return {**result, "timed_out": True}
             raise SupervisorUnresponsive(
-                f"supervisor of {self.id[:12]} did not answer {grace:g} s after a kill")
+                f"supervisor of {self.id[:12]} did not answer {grace:g} s after a kill"
+            )
         finally:
             self._pending.pop(rid, None)
             self._chunks.pop(rid, None)

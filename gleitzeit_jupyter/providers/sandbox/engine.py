@@ -57,11 +57,12 @@ def bootstrap_command() -> list[str]:
     The supervisor travels on the command line rather than inside the image, so it always
     matches the installed package and the image never needs a rebuild for it.
     """
-    modules = [(f"gleitzeit_{m}", _module_source(m)) for m in ("protocol", "codec", "procs",
-                                                             "worker")]
+    modules = [
+        (f"gleitzeit_{m}", _module_source(m)) for m in ("protocol", "codec", "worker", "procs")
+    ]
     program = (
         "import sys, types\n"
-        "def _load(name, src, run=False):\n"
+        "def _load(name, src):\n"
         "    m = types.ModuleType(name); m.__file__ = '<' + name + '>'\n"
         "    sys.modules[name] = m\n"
         "    exec(compile(src, m.__file__, 'exec'), m.__dict__)\n"
@@ -104,8 +105,9 @@ class Engine:
     def __init__(self, base_url: str | None = None, *, threads: int = 8) -> None:
         self.base_url = base_url
         self._client: docker.DockerClient | None = None
-        self._executor = ThreadPoolExecutor(max_workers=threads,
-                                            thread_name_prefix="gleitzeit-docker")
+        self._executor = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="gleitzeit-docker"
+        )
 
     @property
     def client(self) -> docker.DockerClient:
@@ -123,8 +125,7 @@ class Engine:
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor,
-                                          functools.partial(fn, *args, **kwargs))
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     # ---- blocking helpers (run them through call()) ------------------------------------
     def create(self, spec: ContainerSpec, name: str | None = None) -> tuple[str, Any]:
@@ -140,31 +141,49 @@ class Engine:
             mem_limit=spec.mem_limit,
             memswap_limit=spec.mem_limit,  # memory+swap = memory: no swapping around the limit
             nano_cpus=int(spec.cpus * 1e9),
-            ulimits=[Ulimit(name="nofile", soft=spec.nofile, hard=spec.nofile),
-                     Ulimit(name="fsize", soft=spec.fsize, hard=spec.fsize),
-                     Ulimit(name="core", soft=0, hard=0)],
+            ulimits=[
+                Ulimit(name="nofile", soft=spec.nofile, hard=spec.nofile),
+                Ulimit(name="fsize", soft=spec.fsize, hard=spec.fsize),
+                Ulimit(name="core", soft=0, hard=0),
+            ],
             log_config=LogConfig(type="none"),
             auto_remove=True,
             ipc_mode="private",
             init=False,  # the supervisor is PID 1 on purpose (signal immunity, reaping)
         )
-        env = {"HOME": "/tmp", "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
-               "MPLCONFIGDIR": "/tmp/.matplotlib", "PYTHONDONTWRITEBYTECODE": "1",
-               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "PATH": "/usr/local/bin:/usr/bin:/bin", **spec.environment}
+        env = {
+            "HOME": "/tmp",
+            "LANG": "C.UTF-8",
+            "MPLBACKEND": "Agg",
+            "MPLCONFIGDIR": "/tmp/.matplotlib",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            **spec.environment,
+        }
         labels = {LABEL: "1", OWNER_LABEL: owner_label(), **spec.labels}
         config = api.create_container_config(
-            spec.image, bootstrap_command(), user=SANDBOX_USER, environment=env,
-            stdin_open=True, tty=False, labels=labels, working_dir="/tmp",
-            host_config=host_config, network_disabled=not spec.network,
+            spec.image,
+            bootstrap_command(),
+            user=SANDBOX_USER,
+            environment=env,
+            stdin_open=True,
+            tty=False,
+            labels=labels,
+            working_dir="/tmp",
+            host_config=host_config,
+            network_disabled=not spec.network,
         )
         # StdinOnce: when the kernel's attach socket closes (kernel died), the supervisor's
         # stdin reaches EOF, it exits, and auto_remove deletes the container.
         config["StdinOnce"] = True
         cid = api.create_container_from_config(config, name)["Id"]
         try:
-            sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1,
-                                                  "stream": 1})
+            sock = api.attach_socket(
+                cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            )
             api.start(cid)
         except Exception:
             self.remove(cid)

@@ -156,8 +156,13 @@ def _build_with_debootstrap(
         log(f"$ {' '.join(cmd)}")
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         # Shrink the image: package caches and docs are never used inside the sandbox.
-        for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc",
-                     "usr/share/man", "usr/share/locale"):
+        for junk in (
+            "var/cache/apt/archives",
+            "var/lib/apt/lists",
+            "usr/share/doc",
+            "usr/share/man",
+            "usr/share/locale",
+        ):
             path = os.path.join(root, junk)
             if os.path.isdir(path):
                 shutil.rmtree(path)
@@ -170,8 +175,9 @@ def _build_with_debootstrap(
         ]
         repo, _, tag = name.rpartition(":")
         log(f"$ tar -C {root} -c . | docker import - {name}")
-        tar = subprocess.Popen(["tar", "-C", root, "--numeric-owner", "-c", "."],
-                               stdout=subprocess.PIPE)
+        tar = subprocess.Popen(
+            ["tar", "-C", root, "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
+        )
         assert tar.stdout is not None
         try:
             client.api.import_image_from_stream(
@@ -194,9 +200,7 @@ def _chunks(stream: io.BufferedReader, size: int = 1 << 20):  # type: ignore[no-
 def _build_from_registry(
     client: docker.DockerClient, name: str, minimal: bool, variant: str, log: Log
 ) -> None:
-    pip = "" if minimal else (
-        "RUN pip install --no-cache-dir numpy pandas matplotlib pyarrow\n"
-    )
+    pip = "" if minimal else ("RUN pip install --no-cache-dir numpy pandas matplotlib pyarrow\n")
     dockerfile = (
         f"FROM {REGISTRY_BASE}\n{pip}"
         f"LABEL {IMAGE_LABEL}=1 gleitzeit.sandbox.variant={variant}\n"

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import codecs
 import os
+import signal
+import time
 
 try:  # on the host this is a normal package module
     from . import protocol
-except ImportError:  # inside the container the bootstrap has installed it
+    from .worker import worker_main
+except ImportError:  # inside the container the bootstrap has installed them
     import gleitzeit_protocol as protocol  # type: ignore[import-not-found,no-redef]
+    from gleitzeit_worker import worker_main  # type: ignore[import-not-found,no-redef]
 
-__all__ = ["Capture", "Worker", "nondumpable", "oom_kills"]
+__all__ = ["Capture", "ProcessHygiene", "Worker", "nondumpable", "oom_kills"]
 
 
 class Capture:
@@ -100,3 +104,108 @@ def nondumpable() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
     except Exception:
         pass
+
+
+class ProcessHygiene:
+    """Forking, killing and reaping for the supervisor (a mixin: it owns the state)."""
+
+    chan_in: int
+    chan_out: int
+    wake_r: int
+    wake_w: int
+    children: dict[int, Worker]
+    session: Worker | None
+
+    def _reap(self) -> None:  # provided by the supervisor
+        raise NotImplementedError
+
+    def _fork(self, *, once: bool) -> Worker:
+        for attempt in range(50):
+            try:
+                return self._fork_once(once)
+            except BlockingIOError:  # EAGAIN: pids limit; strays are being killed
+                self._kill_strays()
+                time.sleep(0.01 * (attempt + 1))
+                self._reap()
+        return self._fork_once(once)
+
+    def _fork_once(self, once: bool) -> Worker:
+        res_r, res_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        cmd_r, cmd_w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (res_r, res_w, out_r, out_w, err_r, err_w, cmd_r, cmd_w):
+                os.close(fd)
+            raise
+        if pid == 0:  # the worker: never returns
+            try:
+                for fd in (
+                    self.chan_in,
+                    self.chan_out,
+                    self.wake_r,
+                    self.wake_w,
+                    res_r,
+                    out_r,
+                    err_r,
+                    cmd_w,
+                ):
+                    os.close(fd)
+                mine = frozenset((res_w, out_w, err_w, cmd_r))
+                for w in self.children.values():
+                    w.close(keep=mine)
+                worker_main(res_w, out_w, err_w, cmd_r, once)
+            finally:
+                os._exit(0)
+        for fd in (res_w, out_w, err_w, cmd_r):
+            os.close(fd)
+        for fd in (res_r, out_r, err_r):
+            os.set_blocking(fd, False)
+        w = Worker(pid, res_r, out_r, err_r, cmd_w)
+        self.children[pid] = w
+        return w
+
+    def _signal(self, pid: int, sig: int) -> None:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _kill_worker(self, w: Worker) -> None:
+        # Tearing a process down costs CPU; at the lowest priority that work yields to the
+        # next run instead of delaying it (raising one's own children's nice needs no caps).
+        try:
+            os.setpriority(os.PRIO_PGRP, w.pid, 19)
+        except OSError:
+            pass
+        # The worker leads its own process group: this also takes its children.
+        try:
+            os.killpg(w.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._signal(w.pid, signal.SIGKILL)
+
+    def _forget(self, w: Worker, wait: bool = True) -> None:
+        if w.alive and wait:
+            try:
+                os.waitpid(w.pid, 0)
+                self.children.pop(w.pid, None)
+                w.alive = False
+            except ChildProcessError:
+                pass
+        w.close()
+        if w is self.session:
+            self.session = None
+
+    def _kill_strays(self) -> None:
+        """Kill processes a run left behind (fork bombs, daemons); keep our live workers."""
+        keep = {os.getpid()} | set(self.children)
+        for p in os.listdir("/proc"):
+            if p.isdigit() and int(p) not in keep:
+                self._signal(int(p), signal.SIGKILL)
+
+    def _shutdown(self) -> None:
+        for w in list(self.children.values()):
+            self._kill_worker(w)

@@ -14,15 +14,15 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ...hub import ExecutionTimeout, HubProvider, ResourceFailed, ResourceInstance, UserError
 from .codec import CodecError, decode_value, encode_value, has_pyarrow
 from .container import ContainerDied, SandboxContainer, SupervisorUnresponsive
-from .engine import POOL_LABEL, ContainerSpec, Engine
+from .engine import Engine
 from .image import DEFAULT_IMAGE
 from .sessions import SessionLeases
+from .slots import DockerConfig, Slot, SlotsMixin
 from .streaming import StreamingMixin
 
 __all__ = ["DockerConfig", "PythonProvider", "PythonProviderStreamlined"]
@@ -32,33 +32,7 @@ MiB = 1024 * 1024
 METHODS = ("python/execute", "python/reset")
 
 
-@dataclass(frozen=True)
-class DockerConfig:
-    """One container slot: which engine, which image, which limits."""
-
-    image: str = DEFAULT_IMAGE
-    docker_host: str | None = None
-    mem_limit: str = "512m"
-    cpus: float = 1.0
-    pids_limit: int = 128
-    network: bool = False
-    tmpfs_size: str = "64m"
-    preload: tuple[str, ...] = ()
-    slot: int = 0  # makes every slot's config distinct (the hub keys resources by config)
-
-
-@dataclass(eq=False)
-class Slot:
-    engine: Engine
-    config: DockerConfig
-    container: SandboxContainer | None = None
-    replacing: asyncio.Task[None] | None = None
-    runs: int = 0
-    recycled: int = 0
-    last_failure: str | None = field(default=None)
-
-
-class PythonProvider(StreamingMixin, HubProvider[DockerConfig]):
+class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
     """A pool of sandbox containers; see ``docs/sandbox.md`` for defaults and limits."""
 
     def __init__(
@@ -82,16 +56,26 @@ class PythonProvider(StreamingMixin, HubProvider[DockerConfig]):
     ) -> None:
         min_warm = min(1, max_containers) if min_warm is None else min_warm
         hub_options.setdefault("name", "sandbox")
-        super().__init__(resource_config_class=DockerConfig, max_instances=max_containers,
-                         min_instances=min_warm, **hub_options)
+        super().__init__(
+            resource_config_class=DockerConfig,
+            max_instances=max_containers,
+            min_instances=min_warm,
+            **hub_options,
+        )
         self.timeout = timeout
         self.max_runs_per_container = max_runs_per_container
         self.max_output = max_output
         self.start_timeout = start_timeout
         self.engines = [Engine(h) for h in docker_hosts] if docker_hosts else [Engine(None)]
-        self._template = DockerConfig(image=image or DEFAULT_IMAGE, mem_limit=mem_limit,
-                                      cpus=cpus, pids_limit=pids_limit, network=network,
-                                      tmpfs_size=tmpfs_size, preload=tuple(preload))
+        self._template = DockerConfig(
+            image=image or DEFAULT_IMAGE,
+            mem_limit=mem_limit,
+            cpus=cpus,
+            pids_limit=pids_limit,
+            network=network,
+            tmpfs_size=tmpfs_size,
+            preload=tuple(preload),
+        )
         self._serial = itertools.count(1)
         self._pool_id = f"{id(self):x}"
         self._arrow = has_pyarrow()
@@ -104,8 +88,13 @@ class PythonProvider(StreamingMixin, HubProvider[DockerConfig]):
         # counting slots still being created (initialize asks for several at once).
         engine = min(self.engines, key=lambda e: self._per_engine.get(e.base_url, 0))
         self._per_engine[engine.base_url] = self._per_engine.get(engine.base_url, 0) + 1
-        return DockerConfig(**{**self._template.__dict__, "docker_host": engine.base_url,
-                               "slot": next(self._serial)})
+        return DockerConfig(
+            **{
+                **self._template.__dict__,
+                "docker_host": engine.base_url,
+                "slot": next(self._serial),
+            }
+        )
 
     def _slot_gone(self, config: DockerConfig) -> None:
         self._per_engine[config.docker_host] = self._per_engine.get(config.docker_host, 1) - 1
@@ -124,15 +113,19 @@ class PythonProvider(StreamingMixin, HubProvider[DockerConfig]):
             try:
                 removed = await engine.call(engine.remove_stale)
             except Exception as exc:
-                raise ResourceFailed(f"docker engine {engine.name} does not answer: {exc}",
-                                     hint="start dockerd or set DOCKER_HOST") from None
+                raise ResourceFailed(
+                    f"docker engine {engine.name} does not answer: {exc}",
+                    hint="start dockerd or set DOCKER_HOST",
+                ) from None
             if removed:
                 log.info("sandbox: removed %d stale containers on %s", removed, engine.name)
             if source is None and await engine.call(self._has_image, engine):
                 source = engine
         if source is None:
-            raise UserError(f"sandbox image {self._template.image!r} not found",
-                            hint="build it with: gleitzeit-sandbox image build")
+            raise UserError(
+                f"sandbox image {self._template.image!r} not found",
+                hint="build it with: gleitzeit-sandbox image build",
+            )
         for engine in self.engines:  # no registry: copy the image to engines that lack it
             await engine.call(engine.ensure_image, self._template.image, source)
         await super().initialize()
@@ -164,17 +157,6 @@ class PythonProvider(StreamingMixin, HubProvider[DockerConfig]):
         return f"{config.docker_host or 'default'}#{config.slot}"
 
     # ---- resources --------------------------------------------------------------------
-    async def _start_container(self, slot: Slot) -> SandboxContainer:
-        c = slot.config
-        spec = ContainerSpec(
-            image=c.image, mem_limit=c.mem_limit, cpus=c.cpus, pids_limit=c.pids_limit,
-            network=c.network, tmpfs_size=c.tmpfs_size,
-            environment={"GLEITZEIT_PRELOAD": ",".join(c.preload)},
-            labels={POOL_LABEL: self._pool_id},
-        )
-        return await SandboxContainer.start(slot.engine, spec,
-                                            ready_timeout=self.start_timeout)
-
     async def create_resource(self, config: DockerConfig) -> ResourceInstance:
         slot = Slot(self._engine_for(config), config)
         try:
@@ -183,16 +165,10 @@ class PythonProvider(StreamingMixin, HubProvider[DockerConfig]):
             self._slot_gone(config)
             raise
         inst: ResourceInstance = ResourceInstance(
-            id=f"sandbox-{config.slot}", config=config, handle=slot, max_concurrency=1)
+            id=f"sandbox-{config.slot}", config=config, handle=slot, max_concurrency=1
+        )
         self._describe(inst)
         return inst
-
-    def _describe(self, inst: ResourceInstance) -> None:
-        slot: Slot = inst.handle
-        cid = slot.container.id[:12] if slot.container else "-"
-        inst.endpoint = f"{slot.engine.name}/{cid}"
-        inst.metadata.update(container=cid, engine=slot.engine.name, image=slot.config.image,
-                             mem_limit=slot.config.mem_limit, network=slot.config.network)
 
     async def destroy_resource(self, instance: ResourceInstance) -> None:
         slot: Slot = instance.handle
@@ -203,35 +179,6 @@ class PythonProvider(StreamingMixin, HubProvider[DockerConfig]):
         if slot.container is not None:
             await slot.container.close()
             slot.container = None
-
-    def _recycle(self, inst: ResourceInstance, reason: str) -> asyncio.Task[None]:
-        """Replace the slot's container (in the background unless awaited)."""
-        slot: Slot = inst.handle
-        if slot.replacing is not None and not slot.replacing.done():
-            return slot.replacing
-        self.sessions.drop_instance(inst.id)
-        slot.last_failure = reason
-
-        async def replace() -> None:
-            old, slot.container = slot.container, None
-            if old is not None:
-                await old.close()
-            slot.container = await self._start_container(slot)
-            slot.recycled += 1
-            self._describe(inst)
-
-        slot.replacing = asyncio.create_task(replace(), name=f"recycle-{inst.id}")
-        return slot.replacing
-
-    async def _ready(self, inst: ResourceInstance) -> SandboxContainer:
-        slot: Slot = inst.handle
-        if slot.replacing is not None and not slot.replacing.done():
-            await asyncio.shield(slot.replacing)
-        if slot.container is None or slot.container.dead:
-            await self._recycle(inst, slot.container.dead if slot.container else "no container")
-        if slot.container is None:
-            raise ResourceFailed("no container could be started", instance=inst.id)
-        return slot.container
 
     async def check_resource_health(self, instance: ResourceInstance) -> bool:
         slot: Slot = instance.handle
@@ -244,14 +191,18 @@ class PythonProvider(StreamingMixin, HubProvider[DockerConfig]):
 
     def instance_extras(self, instance: ResourceInstance) -> dict[str, Any]:
         slot: Slot = instance.handle
-        return {"runs": slot.runs, "recycled": slot.recycled,
-                "session": self.sessions.owner_of(instance.id)}
+        return {
+            "runs": slot.runs,
+            "recycled": slot.recycled,
+            "session": self.sessions.owner_of(instance.id),
+        }
 
     # ---- calls ------------------------------------------------------------------------
     def validate(self, method: str, params: dict[str, Any]) -> None:
         if method not in METHODS:
-            raise UserError(f"the sandbox has no method {method!r}",
-                            hint=f"use one of {', '.join(METHODS)}")
+            raise UserError(
+                f"the sandbox has no method {method!r}", hint=f"use one of {', '.join(METHODS)}"
+            )
         if method == "python/execute" and not isinstance(params.get("code"), str):
             raise UserError("python/execute needs 'code' (a string)")
         if method == "python/reset" and not params.get("session"):
@@ -270,26 +221,44 @@ class PythonProvider(StreamingMixin, HubProvider[DockerConfig]):
             if not leased:
                 self.enable(instance_id)  # wakes queued calls for the freed container
 
-    async def execute(self, method: str, params: dict[str, Any] | None = None, *,
-                      strategy: str | None = None, instance: str | None = None,
-                      timeout: float | None = None) -> dict[str, Any]:
+    async def execute(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        strategy: str | None = None,
+        instance: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
         params = {} if params is None else params
         session = params.get("session")
         if session is None or instance is not None:
-            return await super().execute(method, params, strategy=strategy, instance=instance,
-                                         timeout=timeout)
-        return await self.sessions.call(self._hub_execute, str(session), method, params,
-                                        strategy, timeout)
+            return await super().execute(
+                method, params, strategy=strategy, instance=instance, timeout=timeout
+            )
+        return await self.sessions.call(
+            self._hub_execute, str(session), method, params, strategy, timeout
+        )
 
-    async def _hub_execute(self, method: str, params: dict[str, Any], strategy: str | None,
-                           instance: str | None, timeout: float | None) -> dict[str, Any]:
-        return await super().execute(method, params, strategy=strategy, instance=instance,
-                                     timeout=timeout)
+    async def _hub_execute(
+        self,
+        method: str,
+        params: dict[str, Any],
+        strategy: str | None,
+        instance: str | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
+        return await super().execute(
+            method, params, strategy=strategy, instance=instance, timeout=timeout
+        )
 
-    async def execute_on_resource(self, instance: ResourceInstance, method: str,
-                                  params: dict[str, Any],
-                                  on_chunk: Callable[[dict[str, Any]], None] | None = None,
-                                  ) -> dict[str, Any]:
+    async def execute_on_resource(
+        self,
+        instance: ResourceInstance,
+        method: str,
+        params: dict[str, Any],
+        on_chunk: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         container = await self._ready(instance)
         if method == "python/reset":
             try:
@@ -304,23 +273,34 @@ class PythonProvider(StreamingMixin, HubProvider[DockerConfig]):
             result.update(session=str(session), session_new=new)
         return result
 
-    async def _run(self, inst: ResourceInstance, container: SandboxContainer,
-                   params: dict[str, Any],
-                   on_chunk: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    async def _run(
+        self,
+        inst: ResourceInstance,
+        container: SandboxContainer,
+        params: dict[str, Any],
+        on_chunk: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         slot: Slot = inst.handle
         timeout = float(params.get("timeout") or self.timeout)
         arrow = self._arrow and bool(container.hello.get("caps", {}).get("pyarrow"))
         try:
-            inputs = {k: encode_value(v, arrow=arrow, name=k)
-                      for k, v in (params.get("inputs") or {}).items()}
+            inputs = {
+                k: encode_value(v, arrow=arrow, name=k)
+                for k, v in (params.get("inputs") or {}).items()
+            }
         except CodecError as exc:
             raise UserError(str(exc)) from None
         returns = params.get("returns") or []
         if isinstance(returns, str):
             returns = [n.strip() for n in returns.split(",") if n.strip()]
-        request = {"code": params["code"], "inputs": inputs, "returns": list(returns),
-                   "session": params.get("session") is not None, "arrow": self._arrow,
-                   "max_output": int(params.get("max_output") or self.max_output)}
+        request = {
+            "code": params["code"],
+            "inputs": inputs,
+            "returns": list(returns),
+            "session": params.get("session") is not None,
+            "arrow": self._arrow,
+            "max_output": int(params.get("max_output") or self.max_output),
+        }
         started = time.perf_counter()
         slot.runs += 1
         try:
@@ -331,23 +311,35 @@ class PythonProvider(StreamingMixin, HubProvider[DockerConfig]):
             raise
         except ContainerDied as exc:
             await self._replace_after_failure(inst, container, str(exc))
-            raise ResourceFailed(f"the sandbox container died during the run ({exc})",
-                                 instance=inst.id, hint="it was replaced; run again") from None
+            raise ResourceFailed(
+                f"the sandbox container died during the run ({exc})",
+                instance=inst.id,
+                hint="it was replaced; run again",
+            ) from None
         except SupervisorUnresponsive as exc:
             await self._replace_after_failure(inst, container, str(exc))
-            raise ExecutionTimeout(f"the sandbox stopped answering ({exc})", instance=inst.id,
-                                   hint="its container was replaced; run again") from None
+            raise ExecutionTimeout(
+                f"the sandbox stopped answering ({exc})",
+                instance=inst.id,
+                hint="its container was replaced; run again",
+            ) from None
         result = self._result(raw, timeout, started)
         result["container"] = container.id[:12]
-        anomaly = (raw.get("oom") or raw.get("killed") or raw.get("session_lost"))
-        if anomaly or (container.runs >= self.max_runs_per_container
-                       and not params.get("session")):
-            self._recycle(inst, "out of memory" if raw.get("oom") else
-                          "worker killed" if anomaly else "max_runs_per_container reached")
+        anomaly = raw.get("oom") or raw.get("killed") or raw.get("session_lost")
+        if anomaly or (container.runs >= self.max_runs_per_container and not params.get("session")):
+            self._recycle(
+                inst,
+                "out of memory"
+                if raw.get("oom")
+                else "worker killed"
+                if anomaly
+                else "max_runs_per_container reached",
+            )
         return result
 
-    async def _replace_after_failure(self, inst: ResourceInstance,
-                                     container: SandboxContainer, reason: str) -> None:
+    async def _replace_after_failure(
+        self, inst: ResourceInstance, container: SandboxContainer, reason: str
+    ) -> None:
         state = await container.engine.call(container.engine.inspect_state, container.id)
         if state and state.get("OOMKilled"):
             reason = f"out of memory: {reason}"
@@ -360,16 +352,21 @@ class PythonProvider(StreamingMixin, HubProvider[DockerConfig]):
         timed_out = bool(raw.get("timed_out"))
         error = raw.get("error")
         if timed_out:
-            error = {"ename": "TimeoutError",
-                     "evalue": f"the run exceeded its {timeout:g} s timeout and was stopped",
-                     "traceback": (error or {}).get("traceback", "")}
+            error = {
+                "ename": "TimeoutError",
+                "evalue": f"the run exceeded its {timeout:g} s timeout and was stopped",
+                "traceback": (error or {}).get("traceback", ""),
+            }
         values: dict[str, Any] = {}
         for name, enc in (raw.get("values") or {}).items():
             try:
                 values[name] = decode_value(enc)
             except Exception as exc:
-                error = error or {"ename": "CodecError", "evalue": f"{name}: {exc}",
-                                  "traceback": ""}
+                error = error or {
+                    "ename": "CodecError",
+                    "evalue": f"{name}: {exc}",
+                    "traceback": "",
+                }
         return {
             "stdout": raw.get("stdout", ""),
             "stderr": raw.get("stderr", ""),

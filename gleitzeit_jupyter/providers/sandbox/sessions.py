@@ -16,8 +16,9 @@ from ...hub import NoResourceAvailable
 __all__ = ["SessionLeases"]
 
 #: execute(method, params, strategy, instance, timeout) on the hub's call path
-HubExecute = Callable[[str, dict[str, Any], "str | None", "str | None", "float | None"],
-                      Awaitable[dict[str, Any]]]
+HubExecute = Callable[
+    [str, dict[str, Any], "str | None", "str | None", "float | None"], Awaitable[dict[str, Any]]
+]
 
 
 class SessionLeases:
@@ -66,9 +67,15 @@ class SessionLeases:
         """One call per session at a time: a second cell must not race the first for a lease."""
         return self._locks.setdefault(session, asyncio.Lock())
 
-    async def call(self, execute: HubExecute, session: str, method: str,
-                   params: dict[str, Any], strategy: str | None,
-                   timeout: float | None) -> dict[str, Any]:
+    async def call(
+        self,
+        execute: HubExecute,
+        session: str,
+        method: str,
+        params: dict[str, Any],
+        strategy: str | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
         async with self.lock(session):
             pinned = self._by_session.get(session)
             if pinned is None and method == "python/reset":

@@ -23,9 +23,15 @@ class StreamingMixin:
     #: ``{"stdout"|"stderr": text}`` chunks, then ``{"done": True, **result}``.
     streams_output = True
 
-    async def stream(self, method: str, params: dict[str, Any] | None = None, *,
-                     strategy: str | None = None, instance: str | None = None,
-                     timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        strategy: str | None = None,
+        instance: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
         params = {} if params is None else params
         session = params.get("session")
         pin_session = session is not None and instance is None
@@ -36,8 +42,13 @@ class StreamingMixin:
                 if instance is not None and instance not in {i.id for i in self.instances}:
                     self.sessions.release(str(session))  # its container left: start afresh
                     instance = None
-            inner = super().stream(method, params, strategy=strategy,  # type: ignore[misc]
-                                   instance=instance, timeout=timeout)
+            inner = super().stream(
+                method,
+                params,
+                strategy=strategy,  # type: ignore[misc]
+                instance=instance,
+                timeout=timeout,
+            )
             try:
                 async for chunk in inner:
                     yield chunk
@@ -46,11 +57,13 @@ class StreamingMixin:
                 # the container and stops the run before the caller's next call lands on it.
                 await inner.aclose()
 
-    async def stream_on_resource(self, instance: ResourceInstance, method: str,
-                                 params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream_on_resource(
+        self, instance: ResourceInstance, method: str, params: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         task = asyncio.create_task(
-            self.execute_on_resource(instance, method, params, on_chunk=queue.put_nowait))
+            self.execute_on_resource(instance, method, params, on_chunk=queue.put_nowait)
+        )
         task.add_done_callback(lambda _: queue.put_nowait(None))
         try:
             while (chunk := await queue.get()) is not None:

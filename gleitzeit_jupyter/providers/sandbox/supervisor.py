@@ -28,17 +28,16 @@ from typing import Any
 
 try:  # on the host (tests, tooling) this is a normal package module
     from . import protocol
-    from .procs import Capture, Worker, nondumpable, oom_kills
-    from .worker import worker_main
+    from .procs import Capture, ProcessHygiene, Worker, nondumpable, oom_kills
 except ImportError:  # inside the container the bootstrap has installed these modules
     import gleitzeit_protocol as protocol  # type: ignore[import-not-found,no-redef]
     from gleitzeit_procs import (  # type: ignore[import-not-found,no-redef]
         Capture,
+        ProcessHygiene,
         Worker,
         nondumpable,
         oom_kills,
     )
-    from gleitzeit_worker import worker_main  # type: ignore[import-not-found,no-redef]
 
 MiB = 1024 * 1024
 # Pre-forked workers kept ready. Two, not one: a spare forked right after a run may not have
@@ -52,7 +51,7 @@ SPARES = 2
 PRELOADABLE = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot", "scipy", "PIL")
 
 
-class Supervisor:
+class Supervisor(ProcessHygiene):
     def __init__(self) -> None:
         # Move the channel off fds 0/1 so a worker's stdio can never be the channel.
         self.chan_in = os.dup(0)
@@ -91,14 +90,15 @@ class Supervisor:
     def send(self, message: dict[str, Any]) -> None:
         data = memoryview(protocol.encode_frame(message))
         while data:
-            data = data[os.write(self.chan_out, data):]
+            data = data[os.write(self.chan_out, data) :]
 
     def hello(self) -> None:
         caps = {}
         for mod in ("numpy", "pandas", "matplotlib", "pyarrow"):
             caps[mod] = any(os.path.isdir(os.path.join(p, mod)) for p in sys.path if p)
-        self.send({"op": "hello", "pid": os.getpid(), "python": sys.version.split()[0],
-                   "caps": caps})
+        self.send(
+            {"op": "hello", "pid": os.getpid(), "python": sys.version.split()[0], "caps": caps}
+        )
 
     # ---- main loop ---------------------------------------------------------------------
     def serve(self) -> None:
@@ -107,8 +107,11 @@ class Supervisor:
         while True:
             fds = [self.chan_in, self.wake_r]
             if self.worker is not None:
-                fds += [fd for fd in (self.worker.res, self.worker.out, self.worker.err)
-                        if fd is not None]
+                fds += [
+                    fd
+                    for fd in (self.worker.res, self.worker.out, self.worker.err)
+                    if fd is not None
+                ]
             idle = self.run is None and (self.preload or len(self.spares) < SPARES)
             ready, _, _ = select.select(fds, [], [], 0.02 if idle else 1.0)
             if not ready and idle:
@@ -160,8 +163,14 @@ class Supervisor:
     def handle(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
         if op == "ping":
-            self.send({"op": "pong", "id": msg.get("id"), "busy": self.run is not None,
-                       "session": self.session is not None})
+            self.send(
+                {
+                    "op": "pong",
+                    "id": msg.get("id"),
+                    "busy": self.run is not None,
+                    "session": self.session is not None,
+                }
+            )
         elif op == "run":
             self.start_run(msg)
         elif op == "interrupt":
@@ -183,8 +192,18 @@ class Supervisor:
     # ---- runs --------------------------------------------------------------------------
     def start_run(self, msg: dict[str, Any]) -> None:
         if self.run is not None:
-            self.send({"op": "result", "id": msg.get("id"), "exit_code": 1, "error": {
-                "ename": "RuntimeError", "evalue": "a run is in progress", "traceback": ""}})
+            self.send(
+                {
+                    "op": "result",
+                    "id": msg.get("id"),
+                    "exit_code": 1,
+                    "error": {
+                        "ename": "RuntimeError",
+                        "evalue": "a run is in progress",
+                        "traceback": "",
+                    },
+                }
+            )
             return
         cap, stream = int(msg.get("max_output") or MiB), bool(msg.get("stream"))
         self.run, self.out, self.err = msg, Capture(cap, stream), Capture(cap, stream)
@@ -200,57 +219,24 @@ class Supervisor:
                 self.worker = self.spares.pop(0) if self.spares else self._fork(once=True)
         except OSError as exc:  # e.g. the pids limit, still full of a fork bomb's leftovers
             self.worker = None
-            self._finish({"exit_code": 1, "error": {
-                "ename": type(exc).__name__, "evalue": f"cannot start a worker: {exc}",
-                "traceback": ""}})
+            self._finish(
+                {
+                    "exit_code": 1,
+                    "error": {
+                        "ename": type(exc).__name__,
+                        "evalue": f"cannot start a worker: {exc}",
+                        "traceback": "",
+                    },
+                }
+            )
             return
         assert self.worker.cmd is not None
         try:
             data = memoryview(protocol.encode_frame(msg))
             while data:
-                data = data[os.write(self.worker.cmd, data):]
+                data = data[os.write(self.worker.cmd, data) :]
         except OSError:
             pass  # the worker died already; _maybe_finish reports it
-
-    def _fork(self, *, once: bool) -> Worker:
-        for attempt in range(50):
-            try:
-                return self._fork_once(once)
-            except BlockingIOError:  # EAGAIN: pids limit; strays are being killed
-                self._kill_strays()
-                time.sleep(0.01 * (attempt + 1))
-                self._reap()
-        return self._fork_once(once)
-
-    def _fork_once(self, once: bool) -> Worker:
-        res_r, res_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        cmd_r, cmd_w = os.pipe()
-        try:
-            pid = os.fork()
-        except OSError:
-            for fd in (res_r, res_w, out_r, out_w, err_r, err_w, cmd_r, cmd_w):
-                os.close(fd)
-            raise
-        if pid == 0:  # the worker: never returns
-            try:
-                for fd in (self.chan_in, self.chan_out, self.wake_r, self.wake_w, res_r,
-                           out_r, err_r, cmd_w):
-                    os.close(fd)
-                mine = frozenset((res_w, out_w, err_w, cmd_r))
-                for w in self.children.values():
-                    w.close(keep=mine)
-                worker_main(res_w, out_w, err_w, cmd_r, once)
-            finally:
-                os._exit(0)
-        for fd in (res_w, out_w, err_w, cmd_r):
-            os.close(fd)
-        for fd in (res_r, out_r, err_r):
-            os.set_blocking(fd, False)
-        w = Worker(pid, res_r, out_r, err_r, cmd_w)
-        self.children[pid] = w
-        return w
 
     def _read_worker(self, fd: int) -> None:
         w = self.worker
@@ -323,19 +309,28 @@ class Supervisor:
             status = self.exited.pop(w.pid, 0)
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
             code = 128 + sig if sig else os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
-            oom = sig == signal.SIGKILL and not self.killed and (
-                (oom_kills() or 0) > (self.oom_before or 0))
+            oom = (
+                sig == signal.SIGKILL
+                and not self.killed
+                and ((oom_kills() or 0) > (self.oom_before or 0))
+            )
             if self.killed:
                 err = ("Killed", "the run was stopped by the host")
             elif oom:
-                err = ("MemoryError", "out of memory: the run exceeded the sandbox memory limit "
-                       "and was killed")
+                err = (
+                    "MemoryError",
+                    "out of memory: the run exceeded the sandbox memory limit and was killed",
+                )
             elif sig:
                 err = ("Killed", f"the worker was killed by signal {sig}")
             else:
                 err = ("SystemExit", f"the worker exited with code {code} without a result")
-            result = {"exit_code": code, "oom": oom, "killed": self.killed,
-                      "error": {"ename": err[0], "evalue": err[1], "traceback": ""}}
+            result = {
+                "exit_code": code,
+                "oom": oom,
+                "killed": self.killed,
+                "error": {"ename": err[0], "evalue": err[1], "traceback": ""},
+            }
         self._want(result.pop("imported", None))
         is_session = w is self.session
         result["session_lost"] = is_session and not w.alive
@@ -360,54 +355,15 @@ class Supervisor:
     def _finish(self, result: dict[str, Any]) -> None:
         assert self.run is not None
         self._flush_stream(final=True)
-        result.update(op="result", id=self.run.get("id"), stdout=self.out.text(),
-                      stderr=self.err.text(), run_ms=(time.perf_counter() - self.started) * 1e3)
+        result.update(
+            op="result",
+            id=self.run.get("id"),
+            stdout=self.out.text(),
+            stderr=self.err.text(),
+            run_ms=(time.perf_counter() - self.started) * 1e3,
+        )
         self.run, self.worker = None, None
         self.send(result)
-
-    # ---- process hygiene ---------------------------------------------------------------
-    def _signal(self, pid: int, sig: int) -> None:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def _kill_worker(self, w: Worker) -> None:
-        # Tearing a process down costs CPU; at the lowest priority that work yields to the
-        # next run instead of delaying it (raising one's own children's nice needs no caps).
-        try:
-            os.setpriority(os.PRIO_PGRP, w.pid, 19)
-        except OSError:
-            pass
-        # The worker leads its own process group: this also takes its children.
-        try:
-            os.killpg(w.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._signal(w.pid, signal.SIGKILL)
-
-    def _forget(self, w: Worker, wait: bool = True) -> None:
-        if w.alive and wait:
-            try:
-                os.waitpid(w.pid, 0)
-                self.children.pop(w.pid, None)
-                w.alive = False
-            except ChildProcessError:
-                pass
-        w.close()
-        if w is self.session:
-            self.session = None
-
-    def _kill_strays(self) -> None:
-        """Kill processes a run left behind (fork bombs, daemons); keep our live workers."""
-        keep = {os.getpid()} | set(self.children)
-        for p in os.listdir("/proc"):
-            if p.isdigit() and int(p) not in keep:
-                self._signal(int(p), signal.SIGKILL)
-
-    def _shutdown(self) -> None:
-        for w in list(self.children.values()):
-            self._kill_worker(w)
 
 
 def main() -> None:

@@ -45,8 +45,9 @@ def worker_main(res: int, out: int, err: int, cmd: int, once: bool) -> None:
     except OSError:
         pass
     sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False,
-                      buffering=1)
+    sys.stderr = open(
+        2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1
+    )
     me = os.getpid()
     namespace = _fresh_namespace()
     decoder = protocol.FrameDecoder()
@@ -72,8 +73,7 @@ def _warm_up(decoder: Any) -> None:
     A fresh worker shares its memory copy-on-write with the supervisor; the first touch of
     each page (refcounts!) costs a page fault and a copy. Doing that here, while the worker
     waits as a spare, keeps those faults out of the next run's latency."""
-    frame = protocol.encode_frame({"op": "run", "code": "_ = repr(1)", "inputs": {},
-                                   "returns": []})
+    frame = protocol.encode_frame({"op": "run", "code": "_ = repr(1)", "inputs": {}, "returns": []})
     for req in decoder.feed(frame):
         result = _run(req, _fresh_namespace(), os.getpid(), "<warm-up>")
         protocol.encode_frame(result)
@@ -84,17 +84,27 @@ def _send(fd: int, message: dict[str, Any]) -> None:
     try:
         data = memoryview(protocol.encode_frame(message))
     except Exception as exc:  # e.g. a value too large for one frame
-        data = memoryview(protocol.encode_frame({
-            "exit_code": 1, "outputs": [], "values": {},
-            "error": {"ename": type(exc).__name__, "evalue": str(exc), "traceback": ""}}))
+        data = memoryview(
+            protocol.encode_frame(
+                {
+                    "exit_code": 1,
+                    "outputs": [],
+                    "values": {},
+                    "error": {"ename": type(exc).__name__, "evalue": str(exc), "traceback": ""},
+                }
+            )
+        )
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def _fresh_namespace() -> dict[str, Any]:
     outputs: list[dict[str, Any]] = []
-    ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins,
-                          "__gleitzeit_outputs__": outputs}
+    ns: dict[str, Any] = {
+        "__name__": "__main__",
+        "__builtins__": builtins,
+        "__gleitzeit_outputs__": outputs,
+    }
 
     def display(*objs: Any) -> None:
         for obj in objs:
@@ -104,8 +114,9 @@ def _fresh_namespace() -> dict[str, Any]:
     return ns
 
 
-def _run(req: dict[str, Any], ns: dict[str, Any], me: int,
-         filename: str = "<sandbox>") -> dict[str, Any]:
+def _run(
+    req: dict[str, Any], ns: dict[str, Any], me: int, filename: str = "<sandbox>"
+) -> dict[str, Any]:
     outputs: list[dict[str, Any]] = ns["__gleitzeit_outputs__"]
     outputs.clear()
     _SHOWN.clear()
@@ -135,8 +146,11 @@ def _run(req: dict[str, Any], ns: dict[str, Any], me: int,
     values: dict[str, Any] = {}
     for name in req.get("returns") or []:
         if name not in ns:
-            error = error or {"ename": "NameError", "evalue": f"name {name!r} is not defined",
-                              "traceback": ""}
+            error = error or {
+                "ename": "NameError",
+                "evalue": f"name {name!r} is not defined",
+                "traceback": "",
+            }
             continue
         try:
             values[name] = codec.encode_value(ns[name], arrow=bool(req.get("arrow")), name=name)
@@ -151,8 +165,13 @@ def _run(req: dict[str, Any], ns: dict[str, Any], me: int,
             pass
     # Which heavy libraries this run imported: the supervisor may preload them for later runs.
     imported = [m for m in _HEAVY if m in sys.modules]
-    return {"exit_code": exit_code, "error": error, "outputs": list(outputs), "values": values,
-            "imported": imported}
+    return {
+        "exit_code": exit_code,
+        "error": error,
+        "outputs": list(outputs),
+        "values": values,
+        "imported": imported,
+    }
 
 
 def _error(exc: BaseException, filename: str) -> dict[str, Any]:
@@ -171,8 +190,11 @@ def mime_bundle(obj: Any) -> dict[str, str]:
     except Exception as exc:
         text = f"<unprintable {type(obj).__name__}: {exc}>"
     data = {"text/plain": text[:_MAX_REPR]}
-    for mime, method in (("text/html", "_repr_html_"), ("text/markdown", "_repr_markdown_"),
-                         ("image/svg+xml", "_repr_svg_")):
+    for mime, method in (
+        ("text/html", "_repr_html_"),
+        ("text/markdown", "_repr_markdown_"),
+        ("image/svg+xml", "_repr_svg_"),
+    ):
         fn = getattr(obj, method, None)
         if callable(fn):
             try:
@@ -213,6 +235,7 @@ def _collect_figures(outputs: list[dict[str, Any]]) -> None:
         except Exception:
             continue
         if png is not None:
-            outputs.append({"type": "display_data",
-                            "data": {"text/plain": repr(fig), "image/png": png}})
+            outputs.append(
+                {"type": "display_data", "data": {"text/plain": repr(fig), "image/png": png}}
+            )
     plt.close("all")

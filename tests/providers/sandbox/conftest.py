@@ -33,8 +33,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pool(docker_client: docker.DockerClient) -> AsyncIterator[PythonProvider]:
-    provider = PythonProvider(max_containers=5, min_warm=2, timeout=20,
-                              health_check_interval=2.0)
+    provider = PythonProvider(max_containers=5, min_warm=2, timeout=20, health_check_interval=2.0)
     await provider.initialize()
     yield provider
     await provider.close()
@@ -42,8 +41,7 @@ async def pool(docker_client: docker.DockerClient) -> AsyncIterator[PythonProvid
 
 async def run(provider: PythonProvider, code: str, **params: Any) -> dict[str, Any]:
     instance = params.pop("instance", None)
-    return await provider.execute("python/execute", {"code": code, **params},
-                                  instance=instance)
+    return await provider.execute("python/execute", {"code": code, **params}, instance=instance)
 
 
 def container_of(provider: PythonProvider, instance_id: str) -> str:

@@ -23,8 +23,13 @@ ENGINE = "gztest"
 
 
 def docker_sh(command: str) -> str:
-    done = subprocess.run(["bash", "-c", f"source scripts/lib/docker.sh && {command}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        ["bash", "-c", f"source scripts/lib/docker.sh && {command}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -47,22 +52,23 @@ async def test_pool_spreads_over_two_engines(second_engine: str) -> None:
     other = docker.DockerClient(base_url=second_engine)
     try:
         assert other.info()["DockerRootDir"] != docker.from_env().info()["DockerRootDir"]
-        pool = PythonProvider(max_containers=4, min_warm=2, image=MINIMAL_IMAGE,
-                              docker_hosts=[default, second_engine])
+        pool = PythonProvider(
+            max_containers=4, min_warm=2, image=MINIMAL_IMAGE, docker_hosts=[default, second_engine]
+        )
         async with pool:
             engines = {i.metadata["engine"] for i in pool.instances}
             assert engines == {default, second_engine}
             # the containers really live on both engines
             on_second = other.containers.list(filters={"label": "gleitzeit.sandbox=1"})
             assert {c.id[:12] for c in on_second} & {
-                i.metadata["container"] for i in pool.instances}
+                i.metadata["container"] for i in pool.instances
+            }
             results = await asyncio.gather(*(run(pool, f"print({i})") for i in range(12)))
             assert sorted(int(r["stdout"]) for r in results) == list(range(12))
             used = {pool.get_instance(r["instance"]).metadata["engine"] for r in results}
             assert used == {default, second_engine}
             # scaling up keeps spreading: the next two slots go one to each engine
-            await asyncio.gather(*(run(pool, "import time\ntime.sleep(0.5)")
-                                   for _ in range(8)))
+            await asyncio.gather(*(run(pool, "import time\ntime.sleep(0.5)") for _ in range(8)))
             per_engine = [i.metadata["engine"] for i in pool.instances]
             assert per_engine.count(default) == per_engine.count(second_engine) == 2
         assert not other.containers.list(all=True, filters={"label": "gleitzeit.sandbox=1"})

@@ -108,8 +108,14 @@ async def test_leftovers_of_a_dead_kernel_are_removed_at_start(
             os._exit(0)
         asyncio.run(main())
     """)
-    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script],
-                                   capture_output=True, text=True, timeout=120, check=True)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     out = done.stdout.strip().split(",")
     assert len(out) == 2
 
@@ -120,8 +126,9 @@ async def test_leftovers_of_a_dead_kernel_are_removed_at_start(
     # Their supervisors exit on stdin EOF, so those usually go by themselves. A leftover
     # that still runs (its channel held open) must be removed by the next pool's start:
     engine = Engine()
-    spec = ContainerSpec(image=DEFAULT_IMAGE,
-                         labels={OWNER_LABEL: f"{socket.gethostname()}:999999999:1"})
+    spec = ContainerSpec(
+        image=DEFAULT_IMAGE, labels={OWNER_LABEL: f"{socket.gethostname()}:999999999:1"}
+    )
     orphan, sock = await asyncio.to_thread(engine.create, spec)
     try:
         assert orphan[:12] in ids()

@@ -78,8 +78,7 @@ async def test_user_is_not_root_and_has_no_capabilities(pool: PythonProvider) ->
         "except PermissionError:\n"
         "    became_root = False\n"
     )
-    r = await run(pool, code, instance=inst, returns=["caps", "nnp", "uid", "gid",
-                                                       "became_root"])
+    r = await run(pool, code, instance=inst, returns=["caps", "nnp", "uid", "gid", "became_root"])
     v = r["values"]
     assert v["uid"] == 65534 and v["gid"] == 65534
     assert set(v["caps"].values()) == {"0000000000000000"}, v["caps"]
@@ -147,11 +146,7 @@ async def test_infinite_loop_is_stopped_at_the_timeout(pool: PythonProvider) -> 
 async def test_loop_that_ignores_interrupts_is_killed(pool: PythonProvider) -> None:
     inst = pool.instances[0].id
     code = (
-        "while True:\n"
-        "    try:\n"
-        "        while True: pass\n"
-        "    except BaseException:\n"
-        "        pass\n"
+        "while True:\n    try:\n        while True: pass\n    except BaseException:\n        pass\n"
     )
     r = await run(pool, code, instance=inst, timeout=1)
     assert r["timed_out"] is True and r["error"]["ename"] == "TimeoutError"
@@ -167,8 +162,9 @@ async def test_50_mb_of_output_is_truncated_to_the_cap(pool: PythonProvider) -> 
     assert r["stdout"].startswith("x" * cap)
     assert len(r["stdout"]) < cap + 200
     assert f"{49 * cap} more bytes not shown" in r["stdout"]
-    r = await run(pool, "import sys\nprint('e' * 5000, file=sys.stderr)", instance=inst,
-                  max_output=1000)
+    r = await run(
+        pool, "import sys\nprint('e' * 5000, file=sys.stderr)", instance=inst, max_output=1000
+    )
     assert r["stderr"].startswith("e" * 1000) and "truncated" in r["stderr"]
     await still_serves(pool, inst)
 

@@ -32,8 +32,7 @@ async def test_output_arrives_while_the_code_runs(pool: PythonProvider) -> None:
 
 async def test_streamed_output_is_capped_with_the_marker(pool: PythonProvider) -> None:
     code = "import sys\nsys.stdout.write('y' * 5000)\nsys.stderr.write('e')"
-    chunks = [c async for c in pool.stream("python/execute",
-                                           {"code": code, "max_output": 1000})]
+    chunks = [c async for c in pool.stream("python/execute", {"code": code, "max_output": 1000})]
     streamed = "".join(c.get("stdout", "") for c in chunks[:-1])
     assert streamed.startswith("y" * 1000) and "4000 more bytes not shown" in streamed
     assert "y" * 1001 not in streamed

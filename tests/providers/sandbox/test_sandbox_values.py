@@ -22,8 +22,17 @@ pytestmark = [pytest.mark.docker, pytest.mark.asyncio(loop_scope="module")]
 
 async def test_result_shape_and_last_expression(pool: PythonProvider) -> None:
     r = await run(pool, "print('out')\nimport sys\nprint('err', file=sys.stderr)\n6 * 7")
-    for key in ("stdout", "stderr", "exit_code", "error", "timed_out", "outputs", "values",
-                "duration_ms", "instance"):
+    for key in (
+        "stdout",
+        "stderr",
+        "exit_code",
+        "error",
+        "timed_out",
+        "outputs",
+        "values",
+        "duration_ms",
+        "instance",
+    ):
         assert key in r, key
     assert (r["stdout"], r["stderr"], r["exit_code"], r["error"]) == ("out\n", "err\n", 0, None)
     assert r["outputs"] == [{"type": "execute_result", "data": {"text/plain": "42"}}]
@@ -46,21 +55,34 @@ async def test_user_errors_are_results_and_do_not_trip_the_breaker(
 async def test_runs_do_not_share_state(pool: PythonProvider) -> None:
     inst = pool.instances[0].id
     await run(pool, "leak = 1\nimport json\njson.secret = 2", instance=inst)
-    r = await run(pool, "import json\n(('leak' in globals()), hasattr(json, 'secret'))",
-                  instance=inst)
+    r = await run(
+        pool, "import json\n(('leak' in globals()), hasattr(json, 'secret'))", instance=inst
+    )
     assert r["outputs"][0]["data"]["text/plain"] == "(False, False)"
 
 
 async def test_inputs_and_values_round_trip(pool: PythonProvider) -> None:
-    df = pd.DataFrame({"a": [1, 2, 3], "b": [0.5, 1.5, 2.5], "c": ["x", "y", "z"],
-                       "t": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"])})
-    inputs = {"df": df, "arr": np.arange(6, dtype=np.int32).reshape(2, 3),
-              "blob": b"\x00\x01", "cfg": {"k": [1, 2.5, None, "s"]}}
-    code = ("df2 = df.assign(d=df.a * 2)\n"
-            "arr2 = arr.T * 1.5\n"
-            "blob2 = blob + b'!'\n"
-            "cfg2 = dict(cfg, n=len(cfg['k']))\n"
-            "s = df2['d']\n")
+    df = pd.DataFrame(
+        {
+            "a": [1, 2, 3],
+            "b": [0.5, 1.5, 2.5],
+            "c": ["x", "y", "z"],
+            "t": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]),
+        }
+    )
+    inputs = {
+        "df": df,
+        "arr": np.arange(6, dtype=np.int32).reshape(2, 3),
+        "blob": b"\x00\x01",
+        "cfg": {"k": [1, 2.5, None, "s"]},
+    }
+    code = (
+        "df2 = df.assign(d=df.a * 2)\n"
+        "arr2 = arr.T * 1.5\n"
+        "blob2 = blob + b'!'\n"
+        "cfg2 = dict(cfg, n=len(cfg['k']))\n"
+        "s = df2['d']\n"
+    )
     r = await run(pool, code, inputs=inputs, returns=["df2", "arr2", "blob2", "cfg2", "s"])
     assert r["error"] is None, r
     v = r["values"]
@@ -84,10 +106,12 @@ async def test_rich_outputs_are_mime_bundles(pool: PythonProvider) -> None:
     r = await run(pool, "import pandas as pd\npd.DataFrame({'a': [1, 2]})")
     data = r["outputs"][0]["data"]
     assert "<table" in data["text/html"] and "a" in data["text/plain"]
-    code = ("import matplotlib.pyplot as plt\n"
-            "plt.plot([1, 2, 3], [1, 4, 9])\n"
-            "plt.title('squares')\n"
-            "display({'shown': True})\n")
+    code = (
+        "import matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2, 3], [1, 4, 9])\n"
+        "plt.title('squares')\n"
+        "display({'shown': True})\n"
+    )
     r = await run(pool, code, timeout=60)
     assert r["error"] is None, r
     kinds = [o["data"] for o in r["outputs"]]
@@ -126,9 +150,12 @@ async def test_nothing_returned_can_execute_code_in_the_kernel(
     assert r["error"] is not None and r["error"]["ename"] == "CodecError", r
     assert r["values"] == {}
     # and the honest way: a pickled object is refused inside the sandbox already
-    r = await run(pool, f"import os\nclass E:\n    def __reduce__(self):\n"
-                        f"        return (os.system, ('touch {marker}',))\ne = E()",
-                  returns=["e"])
+    r = await run(
+        pool,
+        f"import os\nclass E:\n    def __reduce__(self):\n"
+        f"        return (os.system, ('touch {marker}',))\ne = E()",
+        returns=["e"],
+    )
     assert r["error"]["ename"] == "CodecError"
     assert not await asyncio.to_thread(os.path.exists, marker)
 

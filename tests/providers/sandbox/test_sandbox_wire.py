@@ -31,8 +31,10 @@ json_values = st.recursive(
 )
 
 
-@given(st.lists(st.dictionaries(st.text(max_size=5), json_values, max_size=3), max_size=5),
-       st.integers(min_value=1, max_value=7))
+@given(
+    st.lists(st.dictionaries(st.text(max_size=5), json_values, max_size=3), max_size=5),
+    st.integers(min_value=1, max_value=7),
+)
 def test_frames_survive_any_chunking(messages: list[dict], step: int) -> None:
     wire = b"".join(encode_frame(m) for m in messages)
     decoder = FrameDecoder()
@@ -73,8 +75,14 @@ def test_json_values_round_trip(value: object) -> None:
 
 @pytest.mark.parametrize("arrow", [False, True])
 def test_dataframes_and_arrays_round_trip(arrow: bool) -> None:
-    df = pd.DataFrame({"i": [1, 2], "f": [0.5, None], "s": ["a", "b"],
-                       "t": pd.to_datetime(["2024-01-01", "2024-06-01"])})
+    df = pd.DataFrame(
+        {
+            "i": [1, 2],
+            "f": [0.5, None],
+            "s": ["a", "b"],
+            "t": pd.to_datetime(["2024-01-01", "2024-06-01"]),
+        }
+    )
     enc = json.loads(json.dumps(encode_value(df, arrow=arrow)))
     assert enc["fmt"] == ("arrow" if arrow else "split")
     back = decode_value(enc)
@@ -95,10 +103,13 @@ def test_unsafe_values_are_refused_on_both_ends() -> None:
     with pytest.raises(CodecError, match="non-JSON"):
         encode_value(pd.DataFrame({"x": [Thing()]}))
     payload = base64.b64encode(pickle.dumps([1, 2])).decode()
-    for forged in ({"t": "pickle", "b64": payload},
-                   {"t": "ndarray", "dtype": "|O", "shape": [1], "b64": payload},
-                   {"t": "dataframe", "fmt": "pickle", "b64": payload},
-                   {"v": 1}, ["t", "json"]):
+    for forged in (
+        {"t": "pickle", "b64": payload},
+        {"t": "ndarray", "dtype": "|O", "shape": [1], "b64": payload},
+        {"t": "dataframe", "fmt": "pickle", "b64": payload},
+        {"v": 1},
+        ["t", "json"],
+    ):
         with pytest.raises(CodecError):
             decode_value(forged)
 
@@ -110,12 +121,14 @@ def test_apt_mirror_is_read_from_deb822_and_list_files(tmp_path: Path) -> None:
         "Types: deb\nURIs: http://mirror.example/debian\n"
         "Suites: trixie trixie-updates\nComponents: main\n\n"
         "Types: deb\nURIs: http://mirror.example/debian-security\n"
-        "Suites: trixie-security\nComponents: main\n")
+        "Suites: trixie-security\nComponents: main\n"
+    )
     m = apt_mirror(str(tmp_path))
     assert (m.uri, m.suite) == ("http://mirror.example/debian", "trixie")
     (d / "debian.sources").unlink()
     (tmp_path / "sources.list").write_text(
-        "# comment\ndeb [arch=amd64] http://other.example/debian bookworm main\n")
+        "# comment\ndeb [arch=amd64] http://other.example/debian bookworm main\n"
+    )
     m = apt_mirror(str(tmp_path))
     assert (m.uri, m.suite) == ("http://other.example/debian", "bookworm")
     (tmp_path / "sources.list").unlink()
