@@ -167,7 +167,7 @@ class HubProvider(CallPath, Generic[ConfigT]):
         try:
             configs = [(c, "explicit") for c in await self.initial_resources()]
             if self.enable_auto_discovery:
-                configs += [(c, "discovered") for c in await self._discover()]
+                configs += [(c, "discovered") for c in await self._discover() or []]
             await asyncio.gather(*(self._add(c, origin, check=True) for c, origin in configs))
             while len(self._instances) < self.min_instances:
                 if await self._scale_up() is None:
@@ -405,16 +405,22 @@ class HubProvider(CallPath, Generic[ConfigT]):
             ):
                 await self._destroy(inst)
 
-    async def _discover(self) -> list[ConfigT]:
+    async def _discover(self) -> list[ConfigT] | None:
+        """What discovery finds now; None when discovery itself failed."""
         try:
             return list(await self.discover_resources())
         except Exception as exc:
             log.warning("%s: discovery failed: %s", self.name, exc)
-            return []
+            return None
 
     async def discover_now(self) -> None:
         """One discovery pass: add new resources, retire discovered ones that vanished."""
-        found = {self.resource_key(c): c for c in await self._discover()}
+        configs = await self._discover()
+        if configs is None:
+            # Fix (tests/hub/test_discovery.py): a failed discovery used to read as "nothing
+            # found" and retired every discovered resource; now it changes nothing.
+            return
+        found = {self.resource_key(c): c for c in configs}
         known = set(self._keys.values())
         await asyncio.gather(
             *(self._add(c, "discovered", check=True) for k, c in found.items() if k not in known)
