@@ -143,3 +143,17 @@ async def test_interrupt_leaves_no_connection_and_no_task(streaming: bool) -> No
             assert asyncio.all_tasks() - tasks_before == set()  # nothing left running
             assert p.instances[0].in_flight == 0
             assert p.instances[0].breaker.consecutive_failures == 0  # not the server's fault
+
+
+async def test_consumer_leaving_a_stream_early_closes_it() -> None:
+    with OllamaStandIn(tokens_per_s=20, default_tokens=400) as srv:
+        async with OllamaProvider(hosts=[srv.url], auto_discover=False,
+                                  health_check_interval=60) as p:
+            async with contextlib.aclosing(p.stream("llm/generate", GEN)) as chunks:
+                async for chunk in chunks:
+                    assert chunk["done"] is False
+                    break  # the reader has seen enough
+            await _until(lambda: len(srv.disconnects) == 1 and srv.active == 0, 1.0)
+            assert p.instances[0].in_flight == 0
+            pool = p.instances[0].handle.client._transport._pool
+            assert [c for c in pool.connections if not c.is_idle()] == []
