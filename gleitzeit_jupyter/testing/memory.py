@@ -62,6 +62,9 @@ class MemoryResource:
                 raise ResourceFailed(f"{self.config.name} flaked")
             if self.hang:
                 await asyncio.Event().wait()
+            until = params.get("until")  # an asyncio.Event: the call holds its slot until set
+            if until is not None:
+                await until.wait()
             latency = params.get("latency", self.config.latency)
             if latency:
                 await asyncio.sleep(latency)
