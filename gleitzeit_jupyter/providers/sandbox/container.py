@@ -38,6 +38,7 @@ class SandboxContainer:
         self._ids = itertools.count(1)
         self._pending: dict[Any, asyncio.Future[dict[str, Any]]] = {}
         self._chunks: dict[Any, Callable[[dict[str, Any]], None]] = {}
+        self._settling: asyncio.Task[dict[str, Any] | None] | None = None
         self._hello: asyncio.Future[dict[str, Any]] | None = None
         self._stderr: deque[bytes] = deque(maxlen=32)
         self._reader: asyncio.Task[None] | None = None
@@ -203,20 +204,47 @@ class SandboxContainer:
                 return await asyncio.wait_for(asyncio.shield(fut), timeout)
             except asyncio.TimeoutError:
                 pass
-            # Deadline: KeyboardInterrupt first (lets finally blocks run), then SIGKILL.
-            for op in ("interrupt", "kill"):
-                await self._send({"op": op})
-                try:
-                    result = await asyncio.wait_for(asyncio.shield(fut), grace)
-                except asyncio.TimeoutError:
-                    continue
-                return {**result, "timed_out": True}
-            raise SupervisorUnresponsive(
-                f"supervisor of {self.id[:12]} did not answer {grace:g} s after a kill"
-            )
+            result = await self._stop(fut, grace)
+            if result is None:
+                raise SupervisorUnresponsive(
+                    f"supervisor of {self.id[:12]} did not answer {grace:g} s after a kill"
+                )
+            return {**result, "timed_out": True}
+        except asyncio.CancelledError:
+            # The caller gave up (Ctrl-C in the notebook, a hub deadline, a stream closed):
+            # stop the worker in the background; settle() lets the next call wait for it.
+            if not fut.done():
+                self._settling = asyncio.create_task(self._stop(fut, grace))
+                # the result must still find its future when it arrives
+                self._settling.add_done_callback(lambda _: self._pending.pop(rid, None))
+            raise
         finally:
-            self._pending.pop(rid, None)
+            if self._settling is None or self._settling.done():
+                self._pending.pop(rid, None)
             self._chunks.pop(rid, None)
+
+    async def _stop(
+        self, fut: asyncio.Future[dict[str, Any]], grace: float
+    ) -> dict[str, Any] | None:
+        """Interrupt (KeyboardInterrupt lets finally blocks run and keeps a session's
+        namespace), then SIGKILL; the run's result, or None if the supervisor is silent."""
+        for op in ("interrupt", "kill"):
+            try:
+                await self._send({"op": op})
+                return await asyncio.wait_for(asyncio.shield(fut), grace)
+            except asyncio.TimeoutError:
+                continue
+            except ContainerDied:
+                return None
+        return None
+
+    async def settle(self) -> dict[str, Any] | bool | None:
+        """Wait for a run abandoned by its caller to end. True: nothing was pending; its
+        result once it ended; None: the supervisor did not stop it (replace the container)."""
+        task, self._settling = self._settling, None
+        if task is None:
+            return True
+        return await task
 
     async def reset(self, timeout: float = 5.0) -> None:
         await self.request({"op": "reset"}, timeout)

@@ -305,10 +305,6 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
         slot.runs += 1
         try:
             raw = await container.run(request, timeout, on_chunk=on_chunk)
-        except asyncio.CancelledError:
-            # The caller gave up (hub timeout, KeyboardInterrupt): the worker must not run on.
-            self._recycle(inst, "run cancelled by the caller")
-            raise
         except ContainerDied as exc:
             await self._replace_after_failure(inst, container, str(exc))
             raise ResourceFailed(

@@ -111,6 +111,16 @@ class SlotsMixin:
         slot: Slot = inst.handle
         if slot.replacing is not None and not slot.replacing.done():
             await asyncio.shield(slot.replacing)
+        if slot.container is not None and not slot.container.dead:
+            # A run its caller abandoned (Ctrl-C) is being stopped: wait for that first.
+            settled = await slot.container.settle()
+            if settled is None:
+                await self._recycle(inst, "an abandoned run could not be stopped")
+            elif isinstance(settled, dict):
+                if settled.get("session_lost"):  # killed, not interrupted: namespace gone
+                    self.sessions.drop_instance(inst.id)
+                if settled.get("oom"):
+                    await self._recycle(inst, "an abandoned run ran out of memory")
         if slot.container is None or slot.container.dead:
             await self._recycle(inst, slot.container.dead if slot.container else "no container")
         if slot.container is None:

@@ -137,3 +137,35 @@ async def test_leftovers_of_a_dead_kernel_are_removed_at_start(
     finally:
         sock.close()
         engine.close()
+
+
+async def test_abandoned_run_is_stopped_and_the_session_survives_an_interrupt(
+    pool: PythonProvider,
+) -> None:
+    # Ctrl-C in the notebook cancels the call: the worker is interrupted (a session keeps its
+    # namespace, as in Jupyter) and the container serves the next call without replacement.
+    name = "cancel-me"
+    first = await run(pool, "kept = 'yes'", session=name)
+    before = container_of(pool, first["instance"])
+    call = asyncio.create_task(run(pool, "import time\ntime.sleep(60)", session=name))
+    await asyncio.sleep(0.5)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    started = time.perf_counter()
+    r = await run(pool, "print(kept)", session=name)
+    assert r["stdout"] == "yes\n" and r["session_new"] is False
+    assert time.perf_counter() - started < 5
+    assert container_of(pool, r["instance"]) == before
+    # a fresh run that ignores KeyboardInterrupt is killed instead, and the slot still serves
+    inst = pool.instances[0].id
+    stubborn = (
+        "while True:\n    try:\n        while True: pass\n    except BaseException:\n        pass"
+    )
+    call = asyncio.create_task(run(pool, stubborn, instance=inst))
+    await asyncio.sleep(0.5)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    r = await run(pool, "print('next')", instance=inst)
+    assert r["stdout"] == "next\n"
