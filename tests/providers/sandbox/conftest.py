@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import docker
+import docker.errors
 import pytest
 import pytest_asyncio
 
@@ -22,7 +23,12 @@ from gleitzeit_jupyter.providers.sandbox.image import DEFAULT_IMAGE
 def docker_client() -> Iterator[docker.DockerClient]:
     client = docker.from_env()
     client.ping()  # no engine: fail loudly, never skip
-    client.images.get(DEFAULT_IMAGE)  # built by `gleitzeit-sandbox image build`
+    try:
+        client.images.get(DEFAULT_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(
+            f"{DEFAULT_IMAGE} missing: run `gleitzeit-sandbox image build` (./scripts/test does)"
+        )
     yield client
     # Whatever a failing test left behind: only containers this test process created.
     for c in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
