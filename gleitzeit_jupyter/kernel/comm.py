@@ -330,12 +330,15 @@ class CommBridge:
         return json.dumps(stripped, sort_keys=True, default=str)
 
     def _message(self, providers: dict[str, Any]) -> dict[str, Any]:
+        from ..hub.balancing import STRATEGIES
+
         self._seq += 1
         return {
             "type": "snapshot",
             "version": PROTOCOL_VERSION,
             "seq": self._seq,
             "time": time.time(),
+            "strategies": list(STRATEGIES),
             "providers": providers,
         }
 

@@ -51,6 +51,8 @@ export interface IProviderStatus {
 export interface ISnapshot {
   type: 'snapshot';
   version?: number;
+  /** Balancing strategies the kernel's hub knows (for the strategy selector). */
+  strategies?: string[];
   seq?: number;
   time?: number;
   providers: Record<string, IProviderStatus>;
@@ -343,8 +345,27 @@ export function renderInstance(provider: string, inst: IInstanceStatus): string 
   );
 }
 
+function strategySelector(provider: string, current: string, strategies: string[]): string {
+  const options = strategies.includes(current) ? strategies : [current, ...strategies];
+  return (
+    `<select class="gz-strategy jp-mod-styled" data-action="strategy" ` +
+    `data-provider="${escapeHtml(provider)}" data-field="strategy" title="Load-balancing strategy">` +
+    options
+      .map(
+        o =>
+          `<option value="${escapeHtml(o)}"${o === current ? ' selected' : ''}>${escapeHtml(o)}</option>`
+      )
+      .join('') +
+    `</select>`
+  );
+}
+
 /** One provider: header line with totals, then its instances. */
-export function renderProvider(name: string, p: IProviderStatus): string {
+export function renderProvider(
+  name: string,
+  p: IProviderStatus,
+  strategies?: string[]
+): string {
   const s = summarizeProvider(name, p);
   const queue = p.queue?.waiting ? ` · ${p.queue.waiting} queued` : '';
   const header =
@@ -355,7 +376,11 @@ export function renderProvider(name: string, p: IProviderStatus): string {
     `${s.healthy}/${s.total} available${s.busy ? `, ${s.busy} busy` : ''}${escapeHtml(queue)}</span>` +
     `</div>` +
     (p.strategy
-      ? `<div class="gz-provider-meta">strategy <span data-field="strategy">${escapeHtml(p.strategy)}</span></div>`
+      ? `<div class="gz-provider-meta">strategy ` +
+        (strategies && strategies.length
+          ? strategySelector(name, p.strategy, strategies)
+          : `<span data-field="strategy">${escapeHtml(p.strategy)}</span>`) +
+        `</div>`
       : '');
   const error = p.error ? `<div class="gz-last-error">${escapeHtml(p.error)}</div>` : '';
   const instances = (p.instances || []).length
@@ -406,7 +431,7 @@ export function renderView(state: ViewState): string {
       const body = !snap
         ? hint('Waiting for the first snapshot…')
         : names.length
-          ? names.map(n => renderProvider(n, snap.providers[n])).join('')
+          ? names.map(n => renderProvider(n, snap.providers[n], snap.strategies)).join('')
           : hint('Gleitzeit is loaded. No pool yet: run a %%llm or %%sandbox cell.');
       return (
         `<div class="gz-body" data-state="live">` +

@@ -29,6 +29,7 @@ export class GleitzeitSidebar extends Widget {
     this.node.appendChild(header);
     this.node.appendChild(this._content);
     this.node.addEventListener('click', this._onClick);
+    this.node.addEventListener('change', this._onChange);
     model.changed.connect(this.update, this);
     this.update();
   }
@@ -46,11 +47,21 @@ export class GleitzeitSidebar extends Widget {
 
   dispose(): void {
     this.node.removeEventListener('click', this._onClick);
+    this.node.removeEventListener('change', this._onChange);
     super.dispose();
   }
 
+  private _onChange = (event: Event): void => {
+    const target = event.target as HTMLSelectElement;
+    if (target.dataset?.action === 'strategy' && target.dataset.provider) {
+      this.model.action(target.dataset.provider, 'strategy', undefined, target.value);
+    }
+  };
+
   private _onClick = (event: MouseEvent): void => {
-    const target = (event.target as HTMLElement).closest('button[data-action]') as HTMLButtonElement | null;
+    const target = (event.target as HTMLElement).closest(
+      'button[data-action]'
+    ) as HTMLButtonElement | null;
     if (!target) {
       return;
     }

@@ -186,6 +186,28 @@ describe('renderView (sidebar)', () => {
     expect(html).toContain('&lt;i&gt;boom&lt;/i&gt;');
   });
 
+  it('offers a strategy selector when the kernel lists the strategies', () => {
+    const html = renderView({
+      kind: 'live',
+      notebook: 'a.ipynb',
+      snapshot: {
+        ...snap({ ollama: provider('ollama', 'OllamaProvider', [inst('a')]) }),
+        strategies: ['round_robin', 'least_loaded']
+      }
+    });
+    expect(html).toContain('<select class="gz-strategy');
+    expect(html).toContain('data-action="strategy" data-provider="ollama"');
+    expect(html).toContain('<option value="least_loaded" selected>');
+    expect(html).toContain('<option value="round_robin">');
+    const plain = renderView({
+      kind: 'live',
+      notebook: 'a.ipynb',
+      snapshot: snap({ ollama: provider('ollama', 'OllamaProvider', [inst('a')]) })
+    });
+    expect(plain).not.toContain('<select');
+    expect(plain).toContain('<span data-field="strategy">least_loaded</span>');
+  });
+
   it('says so when the extension is loaded but no pool exists yet', () => {
     const html = renderView({ kind: 'live', notebook: 'a.ipynb', snapshot: snap({}) });
     expect(html).toContain('No pool yet');

@@ -141,6 +141,12 @@ def test_sidebar_and_status_bar_follow_the_kernel(
         card_for(page, up).locator("button[data-action='enable']").click()
         ex(card_for(page, up)).to_have_attribute("data-status", "healthy", timeout=10_000)
         ex(status.locator(".gz-status-text")).to_have_text("LLM 1/2", timeout=5_000)
+
+        # the strategy selector: the re-rendered snapshot comes back with the new strategy
+        select = sidebar.locator("section[data-provider='ollama'] select.gz-strategy")
+        select.select_option("round_robin")
+        ex(select.locator("option[value='round_robin'][selected]")).to_have_count(1, timeout=10_000)
+        ex(sidebar.locator("[data-field='message']")).to_contain_text("strategy")
     finally:
         down.up()
 

@@ -150,6 +150,13 @@ def test_actions_drain_enable_reset_breaker_and_errors(loaded: KernelHarness) ->
     assert result["ok"], result
     assert instances(snap)["m1"]["breaker"] == "closed"
 
+    result, snap = act(action="strategy", value="round_robin")
+    assert result["ok"], result
+    assert snap["providers"]["memory"]["strategy"] == "round_robin"
+    assert "least_loaded" in snap["strategies"]
+    result, _ = act(action="strategy", value="fastest-please")
+    assert result["ok"] is False and "unknown balancing strategy" in result["message"]
+
     result, _ = act(action="drain", instance="nope")
     assert result["ok"] is False and "drain failed" in result["message"]
     result, _ = act(action="explode", instance="m0")
