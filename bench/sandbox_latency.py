@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/sandbox_latency.py [--rounds 10] [--check]
 
-For ``print(1)``: a run on the warm pool (PythonProvider.execute, the whole hub path), a
+For ``print(1)``: a run on the warm pool (PythonProvider.execute, the whole hub path, a fresh
+worker per run; a session run, which reuses its worker, is shown for reference), a
 ``docker exec`` (``exec_run``) of ``python3 -c 'print(1)'`` in an already running container, and
 a cold ``containers.run`` of the same. The three are interleaved round by round so they share
 whatever load the machine has. Then 200 runs at concurrency 5 on a pool of 5 containers.
@@ -52,6 +53,7 @@ async def main() -> int:
     client = docker.from_env()
     code = "print(1)"
     warm: list[float] = []
+    session: list[float] = []
     execs: list[float] = []
     cold: list[float] = []
     async with PythonProvider(
@@ -66,6 +68,11 @@ async def main() -> int:
                 t = time.perf_counter()
                 r = await pool.execute("python/execute", {"code": code})
                 warm.append((time.perf_counter() - t) * 1e3)
+                assert r["stdout"] == "1\n", r
+            for _ in range(args.warm_per_round // 3):  # for reference: no fork at all
+                t = time.perf_counter()
+                r = await pool.execute("python/execute", {"code": code, "session": "bench"})
+                session.append((time.perf_counter() - t) * 1e3)
                 assert r["stdout"] == "1\n", r
             for _ in range(args.exec_per_round):
                 t = time.perf_counter()
@@ -100,6 +107,7 @@ async def main() -> int:
     w50, e50, c50 = pct(warm, 50), pct(execs, 50), pct(cold, 50)
     print(f"sandbox latency for {code!r} (image {args.image}), interleaved in {args.rounds} rounds")
     print(line("warm pool run", warm))
+    print(line("warm session run", session))
     print(line("exec_run (running)", execs))
     print(line("cold containers.run", cold))
     print(f"ratios (p50): exec_run / warm = {e50 / w50:.1f}x   cold / warm = {c50 / w50:.1f}x")
