@@ -348,7 +348,7 @@ export function renderInstance(provider: string, inst: IInstanceStatus): string 
 function strategySelector(provider: string, current: string, strategies: string[]): string {
   const options = strategies.includes(current) ? strategies : [current, ...strategies];
   return (
-    `<select class="gz-strategy jp-mod-styled" data-action="strategy" ` +
+    `<select class="gz-strategy" data-action="strategy" ` +
     `data-provider="${escapeHtml(provider)}" data-field="strategy" title="Load-balancing strategy">` +
     options
       .map(

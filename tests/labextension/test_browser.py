@@ -59,6 +59,17 @@ def total_requests(page: Any) -> int:
     return sum(int(t) for t in texts)
 
 
+def widen_right_panel(page: Any, pixels: int) -> None:
+    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle:visible").last
+    box = handle.bounding_box()
+    if box:
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x - pixels, y, steps=5)
+        page.mouse.up()
+
+
 def wait_until(predicate, timeout: float, message: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -92,6 +103,7 @@ def test_sidebar_and_status_bar_follow_the_kernel(
     ex(sidebar).to_be_visible()
     ex(sidebar.locator(".gz-body")).to_have_attribute("data-state", "not-loaded")
     ex(sidebar.locator("code.gz-load-hint")).to_have_text("%load_ext gleitzeit_jupyter")
+    widen_right_panel(page, 110)  # cosmetic: roomier screenshots
     save_screenshot(page, "01-not-loaded")
 
     # loading the extension later switches the view to live (the kernel announces itself)
