@@ -10,6 +10,7 @@ also scales the pool up to ``max_containers`` on demand.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import time
@@ -153,6 +154,16 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
     async def config_for_new_resource(self) -> DockerConfig | None:
         return self._next_config()
 
+    async def add_resource(self, config: DockerConfig | None = None) -> ResourceInstance:
+        """Add one container; ``config`` defaults to the pool's settings. A config written by
+        hand (``slot=0``) gets a slot number of its own, so several can be added."""
+        if config is None:
+            config = self._next_config()
+        elif config.slot == 0:
+            config = dataclasses.replace(config, slot=next(self._serial))
+            self._per_engine[config.docker_host] = self._per_engine.get(config.docker_host, 0) + 1
+        return await super().add_resource(config)
+
     def resource_key(self, config: DockerConfig) -> str:
         return f"{config.docker_host or 'default'}#{config.slot}"
 
@@ -216,10 +227,18 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
         # hub's queue counts free slots of instances that instance_accepts() refuses, and then
         # spins; taking the container out of rotation (enabled=False) keeps it out of both.
         inst = next((i for i in self.instances if i.id == instance_id), None)
-        if inst is not None:
-            inst.enabled = not leased
-            if not leased:
-                self.enable(instance_id)  # wakes queued calls for the freed container
+        if inst is None:
+            return
+        slot: Slot = inst.handle
+        inst.enabled = not leased
+        # The hub reaps idle containers it scaled up; a session's must live while its
+        # namespace does (a notebook user may pause for longer than idle_timeout).
+        if leased and inst.origin != "session":
+            slot.origin, inst.origin = inst.origin, "session"
+        elif not leased and inst.origin == "session":
+            inst.origin = slot.origin
+        if not leased:
+            self.enable(instance_id)  # wakes queued calls for the freed container
 
     async def execute(
         self,

@@ -45,6 +45,7 @@ class Slot:
     replacing: asyncio.Task[None] | None = None
     runs: int = 0
     recycled: int = 0
+    origin: str = "explicit"  # the hub's origin while a session holds the slot
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from gleitzeit_jupyter.hub import ExecutionTimeout, ResourceFailed
-from gleitzeit_jupyter.providers.sandbox import PythonProvider
+from gleitzeit_jupyter.providers.sandbox import DockerConfig, PythonProvider
 from gleitzeit_jupyter.providers.sandbox.engine import LABEL, OWNER_LABEL, ContainerSpec, Engine
 from gleitzeit_jupyter.providers.sandbox.image import DEFAULT_IMAGE
 
@@ -169,3 +169,21 @@ async def test_abandoned_run_is_stopped_and_the_session_survives_an_interrupt(
         await call
     r = await run(pool, "print('next')", instance=inst)
     assert r["stdout"] == "next\n"
+
+
+async def test_containers_are_added_and_removed_at_run_time(
+    docker_client: docker.DockerClient,
+) -> None:
+    async with PythonProvider(max_containers=4, min_warm=1) as pool:
+        added = await pool.add_resource()
+        by_hand = await pool.add_resource(DockerConfig(mem_limit="256m"))
+        assert len(pool.instances) == 3 and by_hand.metadata["mem_limit"] == "256m"
+        limit = docker_client.api.inspect_container(by_hand.metadata["container"])
+        assert limit["HostConfig"]["Memory"] == 256 * 1024 * 1024
+        r = await run(pool, "print('hi')", instance=added.id)
+        assert r["stdout"] == "hi\n"
+        gone = added.metadata["container"]
+        await pool.remove_resource(added.id)
+        assert len(pool.instances) == 2
+        cs = docker_client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
+        assert gone not in {c.id[:12] for c in cs}

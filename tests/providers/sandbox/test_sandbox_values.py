@@ -170,6 +170,8 @@ async def test_sessions_keep_state_and_reset(pool: PythonProvider) -> None:
     # the leased container is out of unpinned rotation while the session holds it
     others = {(await run(pool, "1"))["instance"] for _ in range(4)}
     assert r1["instance"] not in others
+    # held by the session: never reaped as an idle scaled-up container
+    assert pool.get_instance(r1["instance"]).origin == "session"
     reset = await pool.execute("python/reset", {"session": name})
     assert reset["reset"] is True
     r3 = await run(pool, "'counter' in globals()", session=name)
