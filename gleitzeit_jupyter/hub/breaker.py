@@ -5,6 +5,13 @@ admits nothing until ``recovery_timeout`` has passed; then it is HALF_OPEN and a
 ``half_open_max`` concurrent trial calls. A trial success closes it; a trial failure re-opens
 it with the timeout multiplied by ``backoff`` (capped), so a flapping instance is tried less
 and less often.
+
+Fix (tests/hub/test_breaker.py, state machine): trial slots used to be counted loosely — any
+outcome recorded while HALF_OPEN freed a slot, also the outcome of a call admitted while the
+breaker was still CLOSED, and the count restarted at 0 on every HALF_OPEN — so more than
+``half_open_max`` trials could run at once. Now :meth:`admit` says whether the call is a trial
+(``"trial"``) or an ordinary call (``"call"``), the caller passes ``trial=`` back with the
+outcome, and only trial outcomes free trial slots.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ class CircuitBreaker:
         self.consecutive_failures = 0
         self.recovery_timeout = recovery_timeout
         self.opened_at: float | None = None
-        self.trials = 0  # half-open calls admitted and not yet finished
+        self.trials = 0  # trial calls admitted and not yet finished (of any episode)
         self.times_opened = 0
 
     # state ------------------------------------------------------------------------------
@@ -54,7 +61,6 @@ class CircuitBreaker:
             and self._clock() - self.opened_at >= self.recovery_timeout
         ):
             self._set(CircuitState.HALF_OPEN)
-            self.trials = 0
         return self._state
 
     def _set(self, new: CircuitState) -> None:
@@ -74,31 +80,37 @@ class CircuitBreaker:
             return self.trials < self.half_open_max
         return False
 
-    def admit(self) -> bool:
-        """Reserve admission for one call. Every admitted call must end in exactly one of
-        :meth:`record_success`, :meth:`record_failure` or :meth:`record_neutral`."""
+    def admit(self) -> str | None:
+        """Reserve admission for one call: ``"call"`` (closed), ``"trial"`` (a half-open trial)
+        or None (rejected). Every admitted call must end in exactly one of
+        :meth:`record_success`, :meth:`record_failure` or :meth:`record_neutral`, with
+        ``trial=True`` when it was admitted as a trial."""
         state = self.state
         if state is CircuitState.CLOSED:
-            return True
+            return "call"
         if state is CircuitState.HALF_OPEN and self.trials < self.half_open_max:
             self.trials += 1
-            return True
-        return False
+            return "trial"
+        return None
+
+    def _end_trial(self, trial: bool) -> None:
+        if trial:
+            self.trials = max(0, self.trials - 1)
 
     # outcomes ---------------------------------------------------------------------------
-    def record_success(self) -> None:
+    def record_success(self, trial: bool = False) -> None:
         self.consecutive_failures = 0
+        self._end_trial(trial)
         if self._state is not CircuitState.CLOSED:
             # a trial succeeded (or, in panic routing, a call got through an open breaker)
-            self.trials = max(0, self.trials - 1)
             self.recovery_timeout = self.base_recovery_timeout
             self.opened_at = None
             self._set(CircuitState.CLOSED)
 
-    def record_failure(self) -> None:
+    def record_failure(self, trial: bool = False) -> None:
         self.consecutive_failures += 1
+        self._end_trial(trial)
         if self._state is CircuitState.HALF_OPEN:
-            self.trials = max(0, self.trials - 1)
             self.recovery_timeout = min(
                 self.recovery_timeout * self.backoff, self.max_recovery_timeout
             )
@@ -109,11 +121,10 @@ class CircuitBreaker:
         ):
             self._open()
 
-    def record_neutral(self) -> None:
+    def record_neutral(self, trial: bool = False) -> None:
         """The call ended without telling anything about the instance (a user error, a
-        cancellation): release a trial slot, change nothing else."""
-        if self._state is CircuitState.HALF_OPEN:
-            self.trials = max(0, self.trials - 1)
+        cancellation): release its trial slot, change nothing else."""
+        self._end_trial(trial)
 
     def _open(self) -> None:
         self.opened_at = self._clock()
@@ -123,7 +134,6 @@ class CircuitBreaker:
     def reset(self) -> None:
         """Force CLOSED (an operator's "reset breaker")."""
         self.consecutive_failures = 0
-        self.trials = 0
         self.opened_at = None
         self.recovery_timeout = self.base_recovery_timeout
         self._set(CircuitState.CLOSED)
@@ -131,5 +141,4 @@ class CircuitBreaker:
     def trip(self) -> None:
         """Force OPEN now, e.g. when the instance is known dead."""
         if self._state is not CircuitState.OPEN:
-            self.trials = 0
             self._open()

@@ -67,17 +67,19 @@ class CallPath:
         for attempt in range(self.retries + 1):
             if attempt and (instance is not None or not self._budget.try_withdraw()):
                 break
-            inst = await self._acquire(method, params, strategy, tried, instance, error, timeout)
+            inst, trial = await self._acquire(
+                method, params, strategy, tried, instance, error, timeout
+            )
             started = time.perf_counter()
             try:
                 call = self.execute_on_resource(inst, method, params)
                 result = await (call if timeout is None else asyncio.wait_for(call, timeout))
             except BaseException as exc:
-                error = self._finish_failed(inst, exc, started)
+                error = self._finish_failed(inst, exc, started, trial)
                 tried.add(inst.id)
                 continue
             latency_ms = (time.perf_counter() - started) * 1000.0
-            self._finish_ok(inst, latency_ms)
+            self._finish_ok(inst, latency_ms, trial)
             result.setdefault("instance", inst.id)
             result.setdefault("latency_ms", latency_ms)
             return result
@@ -105,7 +107,9 @@ class CallPath:
         for attempt in range(self.retries + 1):
             if attempt and (instance is not None or not self._budget.try_withdraw()):
                 break
-            inst = await self._acquire(method, params, strategy, tried, instance, error, timeout)
+            inst, trial = await self._acquire(
+                method, params, strategy, tried, instance, error, timeout
+            )
             started = time.perf_counter()
             chunks = None
             produced = False
@@ -119,14 +123,14 @@ class CallPath:
                     yield chunk
                     chunk = await chunks.__anext__()
             except StopAsyncIteration:
-                self._finish_ok(inst, (time.perf_counter() - started) * 1000.0)
+                self._finish_ok(inst, (time.perf_counter() - started) * 1000.0, trial)
                 return
             except GeneratorExit:
                 # the consumer stopped reading: says nothing about the instance
-                self._finish_neutral(inst)
+                self._finish_neutral(inst, trial)
                 raise
             except BaseException as exc:
-                error = self._finish_failed(inst, exc, started)
+                error = self._finish_failed(inst, exc, started, trial)
                 if produced:
                     raise error from None
                 tried.add(inst.id)
@@ -148,30 +152,30 @@ class CallPath:
         self._budget.deposit()
         return strategy, self.call_timeout if timeout is None else timeout
 
-    def _finish_ok(self, inst: ResourceInstance, latency_ms: float) -> None:
-        inst.breaker.record_success()  # type: ignore[union-attr]
+    def _finish_ok(self, inst: ResourceInstance, latency_ms: float, trial: bool = False) -> None:
+        inst.breaker.record_success(trial)  # type: ignore[union-attr]
         inst.metrics.record(latency_ms, True)  # type: ignore[union-attr]
         self._release(inst)
 
-    def _finish_neutral(self, inst: ResourceInstance) -> None:
-        inst.breaker.record_neutral()  # type: ignore[union-attr]
+    def _finish_neutral(self, inst: ResourceInstance, trial: bool = False) -> None:
+        inst.breaker.record_neutral(trial)  # type: ignore[union-attr]
         self._release(inst)
 
     def _finish_failed(
-        self, inst: ResourceInstance, exc: BaseException, started: float
+        self, inst: ResourceInstance, exc: BaseException, started: float, trial: bool = False
     ) -> ResourceFailed:
         """Account for a failed call; re-raise what must not be retried, else return it."""
         if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
-            self._finish_neutral(inst)
+            self._finish_neutral(inst, trial)
             raise exc
         if isinstance(exc, HubError) and not isinstance(exc, ResourceFailed):
             if exc.instance is None:
                 exc.instance = inst.id
             inst.metrics.record_user_error(str(exc))  # type: ignore[union-attr]
-            self._finish_neutral(inst)
+            self._finish_neutral(inst, trial)
             raise exc
         failure = as_failure(exc, inst)
-        inst.breaker.record_failure()  # type: ignore[union-attr]
+        inst.breaker.record_failure(trial)  # type: ignore[union-attr]
         latency_ms = (time.perf_counter() - started) * 1000.0
         inst.metrics.record(latency_ms, False, str(failure))  # type: ignore[union-attr]
         self._release(inst)
@@ -220,17 +224,17 @@ class CallPath:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             accepting = self._accepting(method, params, tried, pin)
-            inst = self._take(accepting, method, params, strategy, ticket)
-            if inst is not None:
-                return inst
+            taken = self._take(accepting, method, params, strategy, ticket)
+            if taken is not None:
+                return taken
             if pin is None and await self._scale_up() is not None:
                 continue
             # Fix (tests/hub/test_pool.py, test_sharing.py): look again before sleeping, as the
             # pool may have changed while _scale_up awaited; a slot freed then woke nobody.
             accepting = self._accepting(method, params, tried, pin)
-            inst = self._take(accepting, method, params, strategy, ticket)
-            if inst is not None:
-                return inst
+            taken = self._take(accepting, method, params, strategy, ticket)
+            if taken is not None:
+                return taken
             if not accepting and not self._creating:
                 if error is not None:
                     raise error
@@ -260,18 +264,22 @@ class CallPath:
                 raise
             ticket = True
 
-    def _take(self, accepting, method, params, strategy, ticket) -> ResourceInstance | None:
-        """Pick and reserve an instance, unless the call must queue behind waiters."""
+    def _take(
+        self, accepting, method, params, strategy, ticket
+    ) -> tuple[ResourceInstance, bool] | None:
+        """Pick and reserve an instance, unless the call must queue behind waiters. Returns
+        the instance and whether the call is a half-open trial of its breaker."""
         if not accepting or not (ticket or not self._queue):
             return None
         inst = self._pick(accepting, method, params, strategy)
         if inst is None:
             return None
-        inst.breaker.admit()  # type: ignore[union-attr]
+        # None (rejected) only in panic routing, where the call goes ahead regardless
+        trial = inst.breaker.admit() == "trial"  # type: ignore[union-attr]
         inst.in_flight += 1
         if ticket:
             self._pump()  # pass spare capacity on to the next waiter
-        return inst
+        return inst, trial
 
     def _pump(self) -> None:
         """Wake as many waiters (in fair order) as there are free slots; each re-tries

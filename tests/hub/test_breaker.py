@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from hub_helpers import Recorder, res
+from hub_helpers import Recorder, res, wait_until
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -62,21 +62,23 @@ def test_half_open_admits_at_most_half_open_max_concurrent_trials(half_open_max)
     b.record_failure()
     clock.now += 1
     admitted = [b.admit() for _ in range(half_open_max + 3)]
-    assert admitted == [True] * half_open_max + [False] * 3
+    assert admitted == ["trial"] * half_open_max + [None] * 3
     assert not b.can_admit()
-    b.record_neutral()  # a trial ended without a verdict: its slot is free again
-    assert b.state is HO and b.admit()
+    b.record_neutral()  # an ordinary call ending (admitted while closed) frees no slot
+    assert not b.can_admit()
+    b.record_neutral(trial=True)  # a trial ended without a verdict: its slot is free again
+    assert b.state is HO and b.admit() == "trial"
 
 
 def test_trial_success_closes_and_resets_the_timeout():
     b, clock, changes = make(failure_threshold=1, recovery_timeout=2)
     b.record_failure()
     clock.now += 2
-    assert b.admit()
-    b.record_failure()  # re-open: 4 s now
+    assert b.admit() == "trial"
+    b.record_failure(trial=True)  # re-open: 4 s now
     clock.now += 4
-    assert b.admit()
-    b.record_success()
+    assert b.admit() == "trial"
+    b.record_success(trial=True)
     assert b.state is C and b.recovery_timeout == 2
     assert changes == [(C, OP), (OP, HO), (HO, OP), (OP, HO), (HO, C)]
 
@@ -89,8 +91,8 @@ def test_trial_failure_reopens_with_a_growing_capped_timeout():
     timeouts = []
     for _ in range(6):
         clock.now += b.recovery_timeout
-        assert b.state is HO and b.admit()
-        b.record_failure()
+        assert b.state is HO and b.admit() == "trial"
+        b.record_failure(trial=True)
         assert b.state is OP
         timeouts.append(b.recovery_timeout)
         clock.now += b.recovery_timeout - 0.01
@@ -118,7 +120,7 @@ def test_reset_and_trip():
     b.trip()
     assert b.state is OP
     b.reset()
-    assert b.state is C and b.admit()
+    assert b.state is C and b.admit() == "call"
 
 
 def test_bad_settings_are_rejected():
@@ -150,14 +152,8 @@ class BreakerMachine(RuleBasedStateMachine):
             clock=self.clock,
             on_change=lambda old, new: self.transitions.append((old, new)),
         )
-        self.pending: list[str] = []  # admitted calls without an outcome: "closed"/"trial"
-        self.trials_this_episode = 0
+        self.pending: list[str] = []  # admitted calls without an outcome: "call" / "trial"
         self.run = 0  # consecutive failures since the last success / open
-
-    def _on_enter_half_open(self) -> None:
-        if self.transitions and self.transitions[-1] == (OP, HO):
-            self.transitions.append(("seen", "seen"))
-            self.trials_this_episode = 0
 
     @rule(dt=st.floats(min_value=0, max_value=60))
     def advance(self, dt):
@@ -166,36 +162,34 @@ class BreakerMachine(RuleBasedStateMachine):
     @rule()
     def admit(self):
         state = self.b.state
-        self._on_enter_half_open()
         trials_before = self.b.trials
-        ok = self.b.admit()
+        got = self.b.admit()
         if state is C:
-            assert ok
-            self.pending.append("closed")
+            assert got == "call"
         elif state is OP:
-            assert not ok  # rejected, and counts for nothing
-            assert self.b.state is OP
+            assert got is None  # rejected, and counts for nothing
+            assert self.b.state is OP and self.b.trials == trials_before
         else:
-            assert ok == (trials_before < self.half_open_max)
-            if ok:
-                self.pending.append("trial")
-                self.trials_this_episode += 1
-                assert self.trials_this_episode <= self.half_open_max
+            assert (got == "trial") == (trials_before < self.half_open_max)
+            assert got in ("trial", None)
+        if got is not None:
+            self.pending.append(got)
 
     @precondition(lambda self: self.pending)
     @rule(data=st.data(), outcome=st.sampled_from(["success", "failure", "neutral"]))
     def finish(self, data, outcome):
-        self.pending.pop(data.draw(st.integers(0, len(self.pending) - 1)))
+        kind = self.pending.pop(data.draw(st.integers(0, len(self.pending) - 1)))
+        trial = kind == "trial"
         before = self.b._state
         timeout_before = self.b.recovery_timeout
         if outcome == "success":
-            self.b.record_success()
+            self.b.record_success(trial)
             self.run = 0
             assert self.b.state is C
             assert self.b.recovery_timeout == self.base
         elif outcome == "failure":
             self.run += 1
-            self.b.record_failure()
+            self.b.record_failure(trial)
             if before is HO:
                 assert self.b._state is OP
                 assert self.b.recovery_timeout == min(timeout_before * 2, self.max_timeout)
@@ -204,16 +198,18 @@ class BreakerMachine(RuleBasedStateMachine):
             if self.b._state is OP and before is not OP:
                 self.run = 0
         else:
-            self.b.record_neutral()
+            self.b.record_neutral(trial)
             assert self.b._state is before  # neutral never changes the state
 
     @invariant()
     def consistent(self):
         b = self.b
-        assert 0 <= b.trials <= self.half_open_max
+        # exact accounting: the breaker's trial count is the trials still running, and
+        # never more than half_open_max of them run at once, whatever the interleaving
+        assert b.trials == self.pending.count("trial")
+        assert b.trials <= self.half_open_max
         assert self.base <= b.recovery_timeout <= self.max_timeout
         state = b.state
-        self._on_enter_half_open()
         if state is OP:
             assert b.opened_at is not None
             assert self.clock.now - b.opened_at < b.recovery_timeout
@@ -221,7 +217,7 @@ class BreakerMachine(RuleBasedStateMachine):
         if state is C:
             assert b.can_admit()
         # every transition is one the design allows
-        allowed = {(C, OP), (OP, HO), (HO, OP), (HO, C), (OP, C), ("seen", "seen")}
+        allowed = {(C, OP), (OP, HO), (HO, OP), (HO, C), (OP, C)}
         assert set(self.transitions) <= allowed
 
 
@@ -327,3 +323,28 @@ async def test_reset_breaker_operator_control(pool):
     p.reset_breaker("a")
     assert p.get_instance("a").breaker_state is C
     assert "a" in {(await p.execute("m", {}, strategy="round_robin"))["instance"] for _ in range(4)}
+
+
+async def test_a_straggler_from_before_the_breaker_opened_does_not_free_a_trial_slot(pool):
+    # Regression: a call admitted while CLOSED that ended (here: cancelled) during HALF_OPEN
+    # used to free the running trial's slot, letting a second trial in with half_open_max=1.
+    p = await pool(["a", "b"], strategy="round_robin", breaker_recovery_timeout=0.02)
+    hold_x, hold_trial = asyncio.Event(), asyncio.Event()
+    straggler = asyncio.create_task(p.execute("m", {"until": hold_x}, instance="a"))
+    await wait_until(lambda: p.get_instance("a").in_flight == 1)
+    breaker = p.get_instance("a").breaker
+    breaker.trip()
+    await asyncio.sleep(0.03)
+    assert breaker.state is HO
+    trial = asyncio.create_task(p.execute("m", {"until": hold_trial}, instance="a"))
+    await wait_until(lambda: p.get_instance("a").in_flight == 2)
+    assert breaker.trials == 1
+    straggler.cancel()
+    await asyncio.sleep(0)
+    assert breaker.trials == 1  # still one trial running
+    results = [await p.execute("m", {}) for _ in range(10)]
+    assert {r["instance"] for r in results} == {"b"}
+    assert res(p, "a").calls == 2
+    hold_trial.set()
+    await trial
+    assert breaker.state is C and breaker.trials == 0
