@@ -17,8 +17,9 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import IO
 
 import docker
 import docker.errors
@@ -191,7 +192,7 @@ def _build_with_debootstrap(
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _chunks(stream: io.BufferedReader, size: int = 1 << 20):  # type: ignore[no-untyped-def]
+def _chunks(stream: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
     # The docker SDK streams an iterable body with chunked transfer encoding.
     while chunk := stream.read(size):
         yield chunk

@@ -123,7 +123,8 @@ class SlotsMixin:
                 if settled.get("oom"):
                     await self._recycle(inst, "an abandoned run ran out of memory")
         if slot.container is None or slot.container.dead:
-            await self._recycle(inst, slot.container.dead if slot.container else "no container")
+            reason = slot.container.dead if slot.container else None
+            await self._recycle(inst, reason or "no container")
         if slot.container is None:
             raise ResourceFailed("no container could be started", instance=inst.id)
         return slot.container

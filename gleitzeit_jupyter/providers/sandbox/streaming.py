@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from ...hub import ResourceInstance
+from .sessions import SessionLeases
 
 __all__ = ["StreamingMixin"]
 
 
 class StreamingMixin:
     """Mixed into :class:`PythonProvider` (before ``HubProvider``, whose ``stream`` it wraps)."""
+
+    # provided by PythonProvider / HubProvider
+    sessions: SessionLeases
+    instances: list[ResourceInstance]
+    execute_on_resource: Callable[..., Coroutine[Any, Any, dict[str, Any]]]
 
     #: Tells the %%sandbox magic that ``stream("python/execute", ...)`` yields
     #: ``{"stdout"|"stderr": text}`` chunks, then ``{"done": True, **result}``.
@@ -42,10 +48,10 @@ class StreamingMixin:
                 if instance is not None and instance not in {i.id for i in self.instances}:
                     self.sessions.release(str(session))  # its container left: start afresh
                     instance = None
-            inner = super().stream(
+            inner = super().stream(  # type: ignore[misc]  # HubProvider's, by the MRO
                 method,
                 params,
-                strategy=strategy,  # type: ignore[misc]
+                strategy=strategy,
                 instance=instance,
                 timeout=timeout,
             )
