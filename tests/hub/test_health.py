@@ -149,3 +149,11 @@ def test_tracker_thresholds_directly():
     # draining / stopped are never overridden by a probe
     assert t.observe(ResourceStatus.DRAINING, True) is ResourceStatus.DRAINING
     assert t.observe(ResourceStatus.STOPPED, False) is ResourceStatus.STOPPED
+
+
+def test_documented_defaults():
+    from gleitzeit_jupyter.testing.memory import MemoryProvider
+
+    p = MemoryProvider()
+    assert p.health_check_interval == 5.0
+    assert (p.unhealthy_threshold, p.healthy_threshold) == (3, 2)

@@ -339,3 +339,34 @@ async def test_metrics_history_frame(pool):
         "mean_ms",
     ]
     assert hist["requests"].sum() == 3
+
+
+async def test_provider_extras_become_columns_and_status_keys():
+    from gleitzeit_jupyter.testing.memory import MemoryProvider
+
+    class WithExtras(MemoryProvider):
+        def instance_extras(self, instance):
+            return {"tokens_per_s": 12.5, "runs": instance.handle.calls}
+
+    async with WithExtras([MemoryConfig("a")], health_check_interval=60) as p:
+        await p.execute("m", {})
+        frame = p.metrics().set_index("instance")
+        assert frame.loc["a", "tokens_per_s"] == 12.5 and frame.loc["a", "runs"] == 1
+        row = p.status()["instances"][0]
+        assert row["tokens_per_s"] == 12.5 and row["runs"] == 1
+
+
+async def test_last_error_says_when(pool):
+    import time
+
+    p = await pool(["a"], retries=0)
+    res(p, "a").fail = True
+    before = time.time()
+    with pytest.raises(ResourceFailed):
+        await p.execute("m", {})
+    frame = p.metrics().set_index("instance")
+    when = frame.loc["a", "last_error_at"]
+    assert before - 1 <= when.timestamp() <= time.time() + 1
+    assert frame.loc["ALL", "last_error"] == frame.loc["a", "last_error"]
+    row = p.status()["instances"][0]
+    assert before - 1 <= row["last_error_at"] <= time.time() + 1
