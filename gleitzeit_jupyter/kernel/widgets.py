@@ -87,14 +87,19 @@ _COLUMNS = (
 _NUMERIC = ("in_flight", "requests", "success_rate", "p50_ms", "p95_ms", "p99_ms", "extra")
 _GRID = " ".join(width for _, _, width in _COLUMNS)
 _STYLE = """<style>
-.gz-panel { border: 1px solid #d0d7de; border-radius: 6px; padding: 6px 10px; }
+.gz-panel { border: 1px solid var(--jp-border-color1, #d0d7de); border-radius: 6px;
+  padding: 6px 10px; }
 .gz-panel .widget-label { margin: 0; }
-.gz-panel .gz-head { font-weight: bold; color: #57606a; border-bottom: 1px solid #d0d7de; }
-.gz-panel .gz-total { font-weight: bold; border-top: 1px solid #d0d7de; }
+.gz-panel .gz-head { font-weight: bold; color: var(--jp-ui-font-color2, #57606a);
+  border-bottom: 1px solid var(--jp-border-color1, #d0d7de); }
+.gz-panel .gz-total { font-weight: bold; border-top: 1px solid var(--jp-border-color1, #d0d7de); }
 .gz-panel .gz-num { justify-content: flex-end; font-variant-numeric: tabular-nums; }
 .gz-panel .gz-dot { font-size: 18px; justify-content: center; }
 .gz-panel .gz-err { color: #b3261e; }
-.gz-panel .gz-info, .gz-panel .gz-message { color: #57606a; }
+.gz-panel .gz-info, .gz-panel .gz-message { color: var(--jp-ui-font-color2, #57606a); }
+.gz-panel .gz-axis { fill: var(--jp-ui-font-color2, #57606a); }
+.gz-panel .gz-plot-bg { fill: var(--jp-layout-color2, #fafbfc);
+  stroke: var(--jp-border-color1, #d0d7de); }
 .gz-panel .jupyter-button { height: 24px; line-height: 22px; padding: 0 6px; }
 </style>"""
 
@@ -190,12 +195,14 @@ def latency_svg(
         f'<svg xmlns="http://www.w3.org/2000/svg" class="gz-plot" width="{width}"'
         f' height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif"'
         ' font-size="10">',
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fafbfc" stroke="#d0d7de"/>',
-        f'<text x="{left - 4}" y="{top + 8}" text-anchor="end" fill="#57606a">'
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" class="gz-plot-bg"'
+        ' fill="#fafbfc" stroke="#d0d7de"/>',
+        f'<text x="{left - 4}" y="{top + 8}" text-anchor="end" class="gz-axis" fill="#57606a">'
         f"{html.escape(fmt_ms(ymax))}</text>",
-        f'<text x="{left - 4}" y="{top + ph}" text-anchor="end" fill="#57606a">0</text>',
-        f'<text x="{left}" y="{height - 4}" fill="#57606a">{span_text}</text>',
-        f'<text x="{left + pw}" y="{height - 4}" text-anchor="end" fill="#57606a">'
+        f'<text x="{left - 4}" y="{top + ph}" text-anchor="end" class="gz-axis"'
+        ' fill="#57606a">0</text>',
+        f'<text x="{left}" y="{height - 4}" class="gz-axis" fill="#57606a">{span_text}</text>',
+        f'<text x="{left + pw}" y="{height - 4}" text-anchor="end" class="gz-axis" fill="#57606a">'
         "now \u00b7 p95 latency</text>",
     ]
     drawn = 0
@@ -380,6 +387,7 @@ class _Feed:
         self.timer_at = float("inf")
         self.last = -float("inf")
         self.ticks = 0
+        self.cpu_seconds = 0.0
         self.snapshot: dict[str, Any] | None = None
         self.series: dict[str, list[tuple[float, float]]] = {}
 
@@ -451,6 +459,7 @@ class _Feed:
         self.schedule(self.interval if busy else self.heartbeat)
 
     def refresh(self) -> None:
+        started = time.thread_time()
         self.snapshot = self.provider.status()
         self.series = latency_series(self.provider, self.window)
         self.ticks += 1
@@ -459,6 +468,8 @@ class _Feed:
                 panel._apply(self.snapshot, self.series)
             except Exception:
                 log.exception("gleitzeit panel: updating a panel failed")
+        # CPU time this loop thread spent on panels (snapshot, widget updates, their sends).
+        self.cpu_seconds += time.thread_time() - started
 
     def refresh_now(self) -> None:
         if self.timer is not None:
@@ -824,6 +835,11 @@ class StatusPanel:
                     log.warning("gleitzeit panel: detaching timed out")
         with self._lock:
             _close_tree(self.widget)
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time the runtime loop has spent refreshing this provider's panels so far."""
+        return self._feed.cpu_seconds
 
     @property
     def subscribed(self) -> bool:

@@ -223,6 +223,43 @@ def test_several_panels_agree_and_closing_unsubscribes(kernel: Kernel) -> None:
     assert {m.id: len(m.updates) for m in closed} == counts
 
 
+def test_board_follows_the_runtime_pools(kernel: Kernel) -> None:
+    """A board on a runtime with no pools says so; a pool started later gets a panel (the
+    runtime announces it as an event), a discarded one loses it."""
+    k = kernel
+    w = k.widgets
+    k.execute(
+        "from gleitzeit_jupyter.kernel.runtime import Runtime\n"
+        "rt2 = Runtime()\n"
+        "board = show_status(rt2)"
+    )
+    board = w.one("gz-board")
+    kids = [w.get(r) for r in board.state["children"]]
+    assert len(kids) == 1 and kids[0].state["value"].startswith("<i>no pools running yet")
+    k.execute(
+        "rt2.get_or_create('extra', lambda: MemoryProvider([MemoryConfig('x1'),"
+        " MemoryConfig('x2')], name='extra', health_check_interval=60))"
+    )
+    _wait(
+        k,
+        lambda: any("gz-provider-extra" in w.get(r).classes for r in board.state["children"]),
+        what="a panel for the new pool",
+    )
+    assert [
+        m.state["value"]
+        for m in w.find("gz-cell-instance", "gz-inst")
+        if m.state["value"].startswith("x")
+    ] == ["x1", "x2"]
+    k.execute("rt2.discard_provider('extra')")
+    _wait(
+        k,
+        lambda: not any("gz-provider-extra" in w.get(r).classes for r in board.state["children"]),
+        what="the panel of the discarded pool goes",
+    )
+    k.execute("board.close(); rt2.shutdown()")
+    assert not w.find("gz-board")
+
+
 def test_rerunning_a_cell_replaces_its_panel(kernel: Kernel) -> None:
     k = kernel
     k.execute("first = show_status(pool)", cell_id="cell-1")
@@ -235,10 +272,12 @@ def test_rerunning_a_cell_replaces_its_panel(kernel: Kernel) -> None:
 
 
 def test_panel_does_not_slow_a_batch(kernel: Kernel) -> None:
-    """The same CPU-bound batch on the runtime loop, with and without three live panels
-    open, alternated five times. The kernel process's CPU time (which includes all the panels'
-    work, on any thread, and is not inflated by other processes on a shared machine) of the
-    best runs must be within 15 %; wall time, noisier, within 30 %."""
+    """A CPU-bound batch of hub calls on the runtime loop, with three live panels open
+    (refreshing 5x a second here, to make their cost visible): the CPU time the loop spent on
+    the panels (snapshots, widget updates and their sends, measured per thread, so other
+    processes on a shared machine do not inflate it) stays under 5 % of the batch's. The same
+    batch without panels, alternated five times, checks the wall time coarsely (the machine's
+    noise is larger than the panels' cost)."""
     k = kernel
     k.execute(
         textwrap.dedent(
@@ -253,25 +292,26 @@ def test_panel_does_not_slow_a_batch(kernel: Kernel) -> None:
             n = 1000
             while timed(n)[0] < 2.0:
                 n *= 2
-            plain, panels, ticks = [], [], []
+            plain, panels, ticks, shares = [], [], [], []
             for _ in range(5):
                 plain.append(timed(n))
-                ps = [show_status(pool) for _ in range(3)]
-                before = sum(p.updates for p in ps)
+                ps = [show_status(pool, interval=0.2) for _ in range(3)]
+                before, spent = sum(p.updates for p in ps), ps[0].cpu_seconds
                 panels.append(timed(n))
                 ticks.append(sum(p.updates for p in ps) - before)
+                shares.append((ps[0].cpu_seconds - spent) / panels[-1][1])
                 for p in ps:
                     p.close()
             """
         ),
         timeout=600,
     )
-    plain, panels, ticks = k.value("(plain, panels, ticks)")
-    assert min(ticks) >= 3, ticks  # the panels really were updating during every batch
+    plain, panels, ticks, shares = k.value("(plain, panels, ticks, shares)")
+    # The panels really were updating during every batch (3 panels: +3 per refresh).
+    assert min(ticks) >= 6, ticks
+    assert max(shares) < 0.05, shares
     wall = min(w for w, _ in panels) / min(w for w, _ in plain)
-    cpu = min(c for _, c in panels) / min(c for _, c in plain)
-    assert cpu <= 1.15, (cpu, plain, panels)
-    assert wall <= 1.30, (wall, plain, panels)
+    assert wall <= 2.0, (wall, plain, panels)  # gross blocking only: noise is ~±50 % here
 
 
 # ------------------------------------------------------------------ in-process
