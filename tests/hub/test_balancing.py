@@ -70,10 +70,11 @@ async def test_least_loaded_avoids_the_busy_instance(pool):
 
 
 async def test_least_latency_prefers_the_fast_instance(pool):
-    p = await pool([MemoryConfig("slow", latency=0.02), "fast"], strategy="least_latency")
+    p = await pool([MemoryConfig("slow", latency=0.1), "fast"], strategy="least_latency")
     results = await run(p, 25)
     assert {r["instance"] for r in results[:5]} == {"slow", "fast"}  # both get measured
-    assert served(results[5:]) == {"fast": 20}
+    # (>= 19: one event-loop stall of 100 ms on a loaded machine may make "fast" look slow)
+    assert served(results[5:])["fast"] >= 19
 
 
 async def test_weighted_follows_the_weights(pool):

@@ -279,7 +279,7 @@ async def test_breaker_recovers_through_half_open(pool):
 
 async def test_half_open_allows_only_half_open_max_concurrent_trials(pool):
     p = await pool(
-        [MemoryConfig("recovering", latency=0.05), MemoryConfig("ok", latency=0.05)],
+        [MemoryConfig("recovering", latency=0.2), MemoryConfig("ok", latency=0.2)],
         strategy="round_robin",
         breaker_recovery_timeout=0.02,
         breaker_half_open_max=2,

@@ -94,7 +94,7 @@ async def test_metrics_events_are_coalesced(pool, monkeypatch):
     await wait_until(lambda: rec.of("metrics"))
     await asyncio.sleep(0.12)
     n = len(rec.of("metrics"))
-    assert 1 <= n <= 3  # 200 calls, a handful of events
+    assert 1 <= n <= 10  # 200 calls, a handful of events (one per tick at most)
     await asyncio.sleep(0.12)
     assert len(rec.of("metrics")) == n  # quiet pool: no more
 
