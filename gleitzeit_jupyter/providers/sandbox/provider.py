@@ -18,10 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ...hub import ExecutionTimeout, HubProvider, ResourceFailed, ResourceInstance, UserError
-from .codec import CodecError, decode_value, encode_value, has_pyarrow
+from .codec import CodecError, encode_value, has_pyarrow
 from .container import ContainerDied, SandboxContainer, SupervisorUnresponsive
 from .engine import Engine
 from .image import DEFAULT_IMAGE
+from .results import shape_result
 from .sessions import SessionLeases
 from .slots import DockerConfig, Slot, SlotsMixin
 from .streaming import StreamingMixin
@@ -338,7 +339,7 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
                 instance=inst.id,
                 hint="its container was replaced; run again",
             ) from None
-        result = self._result(raw, timeout, started)
+        result = shape_result(raw, timeout, started)
         result["container"] = container.id[:12]
         anomaly = raw.get("oom") or raw.get("killed") or raw.get("session_lost")
         if anomaly or (container.runs >= self.max_runs_per_container and not params.get("session")):
@@ -362,37 +363,6 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
             await self._recycle(inst, reason)
         except Exception as exc:  # engine trouble: the health check keeps trying
             log.warning("sandbox: replacing %s failed: %s", inst.id, exc)
-
-    def _result(self, raw: dict[str, Any], timeout: float, started: float) -> dict[str, Any]:
-        timed_out = bool(raw.get("timed_out"))
-        error = raw.get("error")
-        if timed_out:
-            error = {
-                "ename": "TimeoutError",
-                "evalue": f"the run exceeded its {timeout:g} s timeout and was stopped",
-                "traceback": (error or {}).get("traceback", ""),
-            }
-        values: dict[str, Any] = {}
-        for name, enc in (raw.get("values") or {}).items():
-            try:
-                values[name] = decode_value(enc)
-            except Exception as exc:
-                error = error or {
-                    "ename": "CodecError",
-                    "evalue": f"{name}: {exc}",
-                    "traceback": "",
-                }
-        return {
-            "stdout": raw.get("stdout", ""),
-            "stderr": raw.get("stderr", ""),
-            "exit_code": int(raw.get("exit_code", 1 if error else 0)),
-            "error": error,
-            "timed_out": timed_out,
-            "oom": bool(raw.get("oom")),
-            "outputs": raw.get("outputs") or [],
-            "values": values,
-            "duration_ms": (time.perf_counter() - started) * 1000.0,
-        }
 
 
 PythonProviderStreamlined = PythonProvider

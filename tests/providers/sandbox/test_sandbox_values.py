@@ -176,3 +176,27 @@ async def test_sessions_keep_state_and_reset(pool: PythonProvider) -> None:
     assert reset["reset"] is True
     r3 = await run(pool, "'counter' in globals()", session=name)
     assert r3["outputs"][0]["data"]["text/plain"] == "False"
+
+
+async def test_a_forged_result_cannot_break_the_call_or_smuggle_javascript(
+    pool: PythonProvider,
+) -> None:
+    inst = pool.instances[0].id
+    code = (
+        "import os, json, struct\n"
+        "outputs = [{'type': 'display_data', 'data': {\n"
+        "    'application/javascript': 'alert(1)', 'text/plain': 'shown', 'image/png': 7}},\n"
+        "    'junk', {'data': None}]\n"
+        "msg = json.dumps({'exit_code': 'not a number', 'error': 'nope', 'outputs': outputs})\n"
+        "for fd in range(3, 64):\n"
+        "    try:\n"
+        "        os.write(fd, struct.pack('>I', len(msg)) + msg.encode())\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+    r = await run(pool, code, instance=inst)
+    assert r["outputs"] == [{"type": "display_data", "data": {"text/plain": "shown"}}]
+    assert r["error"]["ename"] == "ProtocolError" and r["exit_code"] == 1
+    assert pool.get_instance(inst).breaker_state.value == "closed"
+    r = await run(pool, "print('fine')", instance=inst)
+    assert r["stdout"] == "fine\n"
