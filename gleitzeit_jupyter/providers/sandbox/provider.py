@@ -22,6 +22,7 @@ from .codec import CodecError, encode_value, has_pyarrow
 from .container import ContainerDied, SandboxContainer, SupervisorUnresponsive
 from .engine import Engine
 from .image import DEFAULT_IMAGE
+from .protocol import ProtocolError
 from .results import shape_result
 from .sessions import SessionLeases
 from .slots import DockerConfig, Slot, SlotsMixin
@@ -325,6 +326,8 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
         slot.runs += 1
         try:
             raw = await container.run(request, timeout, on_chunk=on_chunk)
+        except ProtocolError as exc:  # our own request did not fit in a frame
+            raise UserError(f"the run's code and inputs are too large to send: {exc}") from None
         except ContainerDied as exc:
             await self._replace_after_failure(inst, container, str(exc))
             raise ResourceFailed(
