@@ -86,8 +86,9 @@ _gz_dockerd_stop() {
     local name="$1" pidfile="$2"
     [ -f "$GZ_DOCKER_STATE/$name.ours" ] || return 0
     local pid=""
-    [ -f "$pidfile" ] && pid="$(cat "$pidfile")"
-    [ -n "$pid" ] || pid="$(cat "$GZ_DOCKER_STATE/$name.launcher" 2>/dev/null)"
+    # (|| true: these files may be gone, and callers run under set -e)
+    [ -f "$pidfile" ] && pid="$(cat "$pidfile" 2>/dev/null || true)"
+    [ -n "$pid" ] || pid="$(cat "$GZ_DOCKER_STATE/$name.launcher" 2>/dev/null || true)"
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
         _gz_log "stopping dockerd ($name, pid $pid)"
         _gz_sudo kill -TERM "$pid"
@@ -157,7 +158,7 @@ gz_docker_image() {
 
 gz_docker_cleanup_containers() {
     local ids
-    ids="$(docker ps -aq --filter label=gleitzeit.sandbox=1 2>/dev/null)"
+    ids="$(docker ps -aq --filter label=gleitzeit.sandbox=1 2>/dev/null || true)"
     [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
 }
 
