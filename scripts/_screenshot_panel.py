@@ -88,7 +88,7 @@ def render(html: Path, out: Path, selector: str = ".gz-board", timeout_ms: int =
             executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
         )
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900}, device_scale_factor=1)
+            page = browser.new_page(viewport={"width": 1100, "height": 900}, device_scale_factor=1)
             page.route("**/*", route)
             page.goto(html.resolve().as_uri())
             panel = page.locator(selector).first

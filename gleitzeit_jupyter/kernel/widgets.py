@@ -69,20 +69,20 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#1
 DASH = "\u2013"
 
 _COLUMNS = (
-    # (key, header, width)
-    ("dot", "", "18px"),
-    ("instance", "instance", "minmax(120px, 1.6fr)"),
-    ("status", "health", "80px"),
-    ("breaker", "breaker", "78px"),
+    # (key, header, width): fits a JupyterLab notebook of ~1000 px; scrolls when narrower
+    ("dot", "", "16px"),
+    ("instance", "instance", "minmax(90px, 1.5fr)"),
+    ("status", "health", "70px"),
+    ("breaker", "breaker", "66px"),
     ("in_flight", "in flight", "62px"),
-    ("requests", "requests", "70px"),
-    ("success_rate", "success", "66px"),
-    ("p50_ms", "p50", "64px"),
-    ("p95_ms", "p95", "64px"),
-    ("p99_ms", "p99", "64px"),
-    ("extra", "", "86px"),
-    ("last_error", "last error", "minmax(120px, 2fr)"),
-    ("actions", "", "150px"),
+    ("requests", "requests", "66px"),
+    ("success_rate", "success", "58px"),
+    ("p50_ms", "p50", "60px"),
+    ("p95_ms", "p95", "60px"),
+    ("p99_ms", "p99", "60px"),
+    ("extra", "", "80px"),
+    ("last_error", "last error", "minmax(80px, 2fr)"),
+    ("actions", "", "122px"),
 )
 _NUMERIC = ("in_flight", "requests", "success_rate", "p50_ms", "p95_ms", "p99_ms", "extra")
 _GRID = " ".join(width for _, _, width in _COLUMNS)
@@ -524,14 +524,14 @@ class _Row:
         else:
             self.dot.value = "\u25cf"
             self.drain = w.Button(
-                description="drain", tooltip="take out of rotation", layout=w.Layout(width="64px")
+                description="drain", tooltip="take out of rotation", layout=w.Layout(width="60px")
             )
             self.drain.add_class("gz-drain")
             self.drain.add_class(row_class(key))
             self.reset = w.Button(
                 description="reset",
                 tooltip="reset the circuit breaker",
-                layout=w.Layout(width="60px"),
+                layout=w.Layout(width="56px"),
                 disabled=True,
             )
             self.reset.add_class("gz-reset")
@@ -621,7 +621,7 @@ class StatusPanel:
             value=getattr(provider, "strategy", STRATEGIES[0]),
             description="strategy",
             layout=w.Layout(width="230px"),
-            style={"description_width": "56px"},
+            style={"description_width": "62px"},
         )
         self.strategy.add_class("gz-strategy")
         self.strategy.observe(self._on_strategy, names="value")
@@ -642,7 +642,12 @@ class StatusPanel:
         )
         self.grid = w.GridBox(
             [],
-            layout=w.Layout(grid_template_columns=_GRID, grid_gap="2px 8px", align_items="center"),
+            layout=w.Layout(
+                grid_template_columns=_GRID,
+                grid_gap="2px 6px",
+                align_items="center",
+                overflow_x="auto",
+            ),
         )
         self.grid.add_class("gz-grid")
         self._header = [
