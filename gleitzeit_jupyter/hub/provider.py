@@ -94,6 +94,12 @@ class HubProvider(CallPath, Generic[ConfigT]):
         self._queue = FairQueue(max_queue, fair=enable_sharing)
         self._budget = RetryBudget(retry_budget_ratio)
         self._scale_lock = asyncio.Lock()
+        # Fix (tests/hub/test_provider_lifecycle.py): a second initialize() while the first
+        # was still creating resources returned at once, before the pool was ready.
+        self._init_lock = asyncio.Lock()
+        # Fix (tests/hub/test_pool.py): keys being created, so two concurrent adds of one
+        # config (add_resource racing discovery) do not both create it.
+        self._adding: set[str] = set()
         self._creating = 0  # resources being created on demand (counted against the maximum)
         self._drained = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -160,8 +166,12 @@ class HubProvider(CallPath, Generic[ConfigT]):
     async def initialize(self) -> None:
         """Create the initial and discovered resources, then start the background loops.
         Idempotent; works again after :meth:`shutdown`."""
-        if self._initialized:
-            return
+        async with self._init_lock:
+            if self._initialized:
+                return
+            await self._initialize()
+
+    async def _initialize(self) -> None:
         self._initialized = True
         self.started_at = time.time()
         try:
@@ -237,10 +247,19 @@ class HubProvider(CallPath, Generic[ConfigT]):
         self, config: ConfigT, origin: str, *, check: bool, raise_errors: bool = False
     ) -> ResourceInstance | None:
         key = self.resource_key(config)
-        if key in self._keys.values():
+        if key in self._keys.values() or key in self._adding:
             if raise_errors:
                 raise UserError(f"{key} is already in the {self.name} pool")
             return None
+        self._adding.add(key)
+        try:
+            return await self._create(config, origin, key, check, raise_errors)
+        finally:
+            self._adding.discard(key)
+
+    async def _create(
+        self, config: ConfigT, origin: str, key: str, check: bool, raise_errors: bool
+    ) -> ResourceInstance | None:
         try:
             instance = await self.create_resource(config)
         except Exception as exc:

@@ -203,3 +203,16 @@ async def test_stream_first_chunk_timeout_fails_over(pool):
     for _ in range(2):
         chunks = await collect(p, {}, timeout=0.05)
         assert [c["instance"] for c in chunks] == ["fast"]
+
+
+async def test_streaming_a_provider_that_cannot_stream_is_a_user_error():
+    from gleitzeit_jupyter.hub import HubProvider
+    from gleitzeit_jupyter.testing.memory import MemoryConfig, MemoryProvider
+
+    class NoStream(MemoryProvider):
+        stream_on_resource = HubProvider.stream_on_resource  # the base class's default
+
+    async with NoStream([MemoryConfig("a")], health_check_interval=60) as p:
+        with pytest.raises(UserError, match="does not stream"):
+            async for _ in p.stream("m", {}):
+                pass

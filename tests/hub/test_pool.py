@@ -273,3 +273,16 @@ async def test_failed_creation_wakes_the_callers_waiting_for_it():
         )
         assert all(isinstance(r, Exception) for r in results)
         assert all("cannot start" in str(r) or "no instances" in str(r) for r in results)
+
+
+async def test_concurrent_adds_of_one_config_create_it_once(pool):
+    p = await pool([])
+    results = await asyncio.gather(
+        p.add_resource(MemoryConfig("x")),
+        p.add_resource(MemoryConfig("x")),
+        return_exceptions=True,
+    )
+    assert sorted(type(r).__name__ for r in results) == ["ResourceInstance", "UserError"]
+    assert p.created == 1 and [i.id for i in p.instances] == ["x"]
+    assert not res(p, "x").destroyed
+    assert (await p.execute("m", {}))["instance"] == "x"

@@ -185,3 +185,23 @@ async def test_one_resource_failing_to_start_does_not_block_the_others():
     async with Picky(cfgs("a", "broken", "b"), health_check_interval=60) as p:
         assert {i.id for i in p.instances} == {"a", "b"}
         assert (await p.execute("m", {}))["instance"] in {"a", "b"}
+
+
+async def test_a_concurrent_initialize_returns_only_when_the_pool_is_ready():
+    class SlowStart(MemoryProvider):
+        async def create_resource(self, config):
+            await asyncio.sleep(0.05)
+            return await super().create_resource(config)
+
+    p = SlowStart(cfgs("a", "b"), health_check_interval=60)
+    first = asyncio.create_task(p.initialize())
+    await asyncio.sleep(0.01)  # the first is creating resources now
+    await p.initialize()
+    try:
+        assert {i.id for i in p.instances} == {"a", "b"}
+        assert len(p._tasks) == 2
+        assert (await p.execute("m", {}))["instance"] in {"a", "b"}
+        await first
+        assert p.created == 2
+    finally:
+        await p.shutdown()
