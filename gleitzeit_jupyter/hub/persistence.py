@@ -112,11 +112,14 @@ class RestoreReport:
     merged: list[str] = field(default_factory=list)  # metrics merged into an existing one
     failed: dict[str, str] = field(default_factory=dict)  # key -> why it could not come back
     history_rows: int = 0
+    already: list[str] = field(default_factory=list)  # this save was merged in before
 
     def __str__(self) -> str:
         parts = [f"{self.pool}: {len(self.added) + len(self.merged)} instance(s) restored"]
         if self.added:
             parts.append(f"re-created {', '.join(self.added)}")
+        if self.already:
+            parts.append(f"metrics of {', '.join(self.already)} were already loaded from this save")
         if self.failed:
             parts.append(
                 "could not restore " + ", ".join(f"{k} ({v})" for k, v in self.failed.items())
@@ -309,7 +312,17 @@ async def restore(
             report.added.append(inst.id)
         else:
             report.merged.append(inst.id)
-        report.history_rows += _merge_metrics(inst, saved)
+        # Loading the same save twice must not count yesterday twice.
+        stamp = (state.name, state.saved_at, saved.id)
+        loaded = getattr(inst.metrics, "_gz_restored", None)
+        if loaded is None and inst.metrics is not None:
+            loaded = inst.metrics._gz_restored = set()
+        if loaded is not None and stamp in loaded:
+            report.already.append(inst.id)
+        else:
+            report.history_rows += _merge_metrics(inst, saved)
+            if loaded is not None:
+                loaded.add(stamp)
         if not saved.enabled and inst.enabled:
             provider.drain(inst.id)
     if strategy and state.strategy != provider.strategy:

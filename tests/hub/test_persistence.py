@@ -83,6 +83,9 @@ async def test_load_merges_into_existing_instances_and_saves_again(tmp_path):
         # history rows: one per time bucket, ordered, no duplicates
         times = [r["time"] for r in q.get_instance("a").metrics.history]
         assert times == sorted(times) and len(times) == len(set(times))
+        again = await store.load_pool(q, path)  # the same save once more: no double count
+        assert again.already == ["a"] and again.history_rows == 0
+        assert q.get_instance("a").metrics.requests == 25
         await store.save_pool(q, path)
     pools = store.read(path)
     assert pools["memory"].instances[0].counters["requests"] == 25
