@@ -146,6 +146,15 @@ class CallPath:
                 f"the {self.name} provider is not running", hint="await provider.initialize()"
             )
         self.validate(method, params)
+        if "priority" in params:
+            # Fix (tests/hub/test_sharing.py): a non-integer priority raised a bare ValueError,
+            # and only once the pool was saturated; now a UserError, always.
+            try:
+                int(params["priority"])
+            except (TypeError, ValueError):
+                raise UserError(
+                    f"priority must be an integer, not {params['priority']!r}"
+                ) from None
         strategy = self.strategy if strategy is None else Balancer.check(strategy)
         if instance is not None:
             self.get_instance(instance)

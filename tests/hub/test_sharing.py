@@ -205,3 +205,13 @@ def test_fair_queue_serves_tenants_evenly_and_priorities_in_order(pushes):
         mine = [(prio, k) for t, prio, k, _ in order if t == tenant]
         # within a tenant: higher priority first, arrival order among equals
         assert mine == sorted(mine, key=lambda pk: (-pk[0], pk[1]))
+
+
+async def test_a_priority_that_is_not_an_integer_is_a_user_error(pool):
+    from gleitzeit_jupyter.hub import UserError
+
+    p = await pool(["a"])
+    with pytest.raises(UserError, match="priority must be an integer"):
+        await p.execute("m", {"priority": "high"})  # also when the pool is not saturated
+    assert res(p, "a").calls == 0
+    assert (await p.execute("m", {"priority": "3"}))["instance"] == "a"
