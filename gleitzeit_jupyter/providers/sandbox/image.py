@@ -156,6 +156,8 @@ def _build_with_debootstrap(
         ]
         log(f"$ {' '.join(cmd)}")
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        if "python3-matplotlib" in packages:
+            _prebuild_font_cache(root, log)
         # Shrink the image: package caches and docs are never used inside the sandbox.
         for junk in (
             "var/cache/apt/archives",
@@ -190,6 +192,37 @@ def _build_with_debootstrap(
                 raise RuntimeError("tar of the root filesystem failed")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+#: Where the image keeps matplotlib's font list; the supervisor copies it into the writable
+#: MPLCONFIGDIR at start, saving every container ~0.6 s on its first plot.
+MPL_CACHE = "usr/share/gleitzeit/matplotlib"
+
+
+def _prebuild_font_cache(root: str, log: Log) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/tmp",
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": f"/{MPL_CACHE}",
+    }
+    os.makedirs(os.path.join(root, MPL_CACHE), exist_ok=True)
+    log("building matplotlib's font cache inside the image")
+    # chroot is looked up on the host's PATH (it lives in /usr/sbin); env is the image's.
+    chroot = shutil.which("chroot") or "/usr/sbin/chroot"
+    try:
+        done = subprocess.run(
+            [chroot, root, "python3", "-c", "import matplotlib.pyplot"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        problem = done.stderr.strip().splitlines()[-1:] if done.returncode else None
+    except (OSError, subprocess.SubprocessError) as exc:
+        problem = [str(exc)]
+    if problem:  # only a speed-up: the image works without it
+        log(f"warning: no matplotlib font cache in the image ({problem})")
 
 
 def _chunks(stream: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
