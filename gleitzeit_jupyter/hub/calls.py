@@ -230,6 +230,7 @@ class CallPath:
     async def _acquire(self, method, params, strategy, tried, pin, error, timeout):
         """Reserve an instance for one call: pick, else scale up, else wait fairly."""
         ticket = False  # woken from the queue: may take a slot ahead of new arrivals
+        hops = 0  # how many waiters passed the current wake-up on before us
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             accepting = self._accepting(method, params, tried, pin)
@@ -253,13 +254,16 @@ class CallPath:
             )
             # Fix: a woken waiter that still cannot route (the free slot is on an instance
             # that is ejected, does not accept this call, or was tried already) must not pump:
-            # it would wake itself again at once and spin the event loop forever. It sleeps
-            # until the next release / status / membership change pumps the queue.
+            # it would wake itself again at once and spin the event loop forever. It passes
+            # the wake-up on to another tenant's waiter instead, at most once around the
+            # queue, then sleeps until the next release / status / membership change.
             if not ticket:
                 self._pump()
+            elif hops < len(self._queue):
+                self._queue.wake_next(hops + 1, skip=waiter)
             try:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                await asyncio.wait_for(waiter, remaining)
+                hops = await asyncio.wait_for(waiter, remaining)
             except TimeoutError:
                 self._queue.discard(waiter)
                 raise ExecutionTimeout(

@@ -21,6 +21,7 @@ __all__ = ["RELATIVE_ACCURACY", "InstanceMetrics", "MetricsSummary", "merge_summ
 
 RELATIVE_ACCURACY = 0.01  # every reported percentile is within 1 % of the true value
 BIN_LIMIT = 1024
+FAILURE_PENALTY_MS = 1000.0  # latency charged to least_latency's cost for a failed call
 HISTORY_LIMIT = 720  # summary rows kept per instance (one hour at 5 s buckets)
 
 
@@ -140,6 +141,9 @@ class InstanceMetrics:
             self.failures += 1
             bucket.failures += 1
             self._set_error(error)
+            # A fast failure must not make the instance look cheap to least_latency: count
+            # it as a sample well above anything seen (peak-EWMA jumps to it at once).
+            latency_ms = max(latency_ms, FAILURE_PENALTY_MS, 4.0 * (self.ewma_ms or 0.0))
         self._update_ewma(latency_ms, now)
 
     def record_user_error(self, error: str | None) -> None:

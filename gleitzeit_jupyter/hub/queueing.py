@@ -55,10 +55,15 @@ class FairQueue:
         self._size += 1
         return future
 
-    def wake_next(self) -> bool:
-        """Resolve the next waiter in fair order; False when nobody waits."""
-        while self._tenants:
-            tenant, heap = next(iter(self._tenants.items()))
+    def wake_next(self, hops: int = 0, skip: asyncio.Future | None = None) -> bool:
+        """Resolve the next waiter in fair order with ``hops``; False when nobody waits.
+
+        ``skip`` is a waiter passing its wake-up on: its tenant is passed over this time.
+        """
+        for tenant in list(self._tenants):
+            heap = self._tenants[tenant]
+            if skip is not None and heap[0][2].future is skip:
+                continue
             _, _, waiter = heapq.heappop(heap)
             self._size -= 1
             # rotate: this tenant goes to the back of the round
@@ -66,7 +71,7 @@ class FairQueue:
             if heap:
                 self._tenants[tenant] = heap
             if not waiter.future.done():
-                waiter.future.set_result(None)
+                waiter.future.set_result(hops)
                 return True
         return False
 
