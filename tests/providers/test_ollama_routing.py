@@ -271,3 +271,33 @@ async def test_add_and_remove_a_server_at_run_time(
         client = inst.handle.client
         await p.remove_resource(inst.id)
         assert client.is_closed and [i.id for i in p.instances] == [f"127.0.0.1:{a.port}"]
+
+
+@pytest.mark.parametrize(("status", "kind"), [
+    (400, UserError), (401, UserError), (404, UserError), (408, ResourceFailed),
+    (429, ResourceFailed), (500, ResourceFailed), (502, ResourceFailed), (503, ResourceFailed),
+])
+def test_status_mapping(status: int, kind: type) -> None:
+    err = wire.http_error(status, '{"error": "boom"}', "h:1", "m:latest")
+    assert type(err) is kind and "boom" in str(err) and "h:1" in str(err)
+
+
+async def test_models_union_with_one_instance_down(
+    pair: tuple[OllamaStandIn, OllamaStandIn],
+) -> None:
+    a, b = pair
+    a.models = ["llama3.2", "qwen2.5:0.5b"]
+    b.models = ["llama3.2"]
+    b.loaded = ["llama3.2"]
+    p = OllamaProvider(hosts=[a.url, b.url], auto_discover=False, health_check_interval=60)
+    with pytest.raises(NoResourceAvailable):
+        await p.execute("llm/models")  # not initialized yet
+    async with p:
+        ia, ib = (i.id for i in p.instances)
+        r = await p.execute("llm/models")
+        assert [(m["name"], m["instances"], m["loaded_on"]) for m in r["models"]] == [
+            ("llama3.2:latest", [ia, ib], [ib]), ("qwen2.5:0.5b", [ia], [])]
+        a.down()
+        r = await p.execute("llm/models")
+        assert r["instances"][ia]["reachable"] is False and r["instances"][ib]["reachable"]
+        assert [m["name"] for m in r["models"]] == ["llama3.2:latest", "qwen2.5:0.5b"]
