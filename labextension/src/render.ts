@@ -262,14 +262,14 @@ export function formatCount(value: unknown): string {
 
 function field(name: string, label: string, value: string): string {
   return (
-    `<span class="gz-field"><span class="gz-field-label">${escapeHtml(label)}</span> ` +
-    `<span class="gz-field-value" data-field="${escapeHtml(name)}">${escapeHtml(value)}</span></span>`
+    `<span class="gzl-field"><span class="gzl-field-label">${escapeHtml(label)}</span> ` +
+    `<span class="gzl-field-value" data-field="${escapeHtml(name)}">${escapeHtml(value)}</span></span>`
   );
 }
 
 function button(action: string, provider: string, instance: string, text: string, title: string) {
   return (
-    `<button type="button" class="gz-action jp-mod-styled" data-action="${escapeHtml(action)}" ` +
+    `<button type="button" class="gzl-action jp-mod-styled" data-action="${escapeHtml(action)}" ` +
     `data-provider="${escapeHtml(provider)}" data-instance="${escapeHtml(instance)}" ` +
     `title="${escapeHtml(title)}">${escapeHtml(text)}</button>`
   );
@@ -315,32 +315,32 @@ export function renderInstance(provider: string, inst: IInstanceStatus): string 
     }
   }
   const error = inst.last_error
-    ? `<div class="gz-last-error" data-field="last_error" title="${escapeHtml(inst.last_error)}">` +
+    ? `<div class="gzl-last-error" data-field="last_error" title="${escapeHtml(inst.last_error)}">` +
       `${escapeHtml(inst.last_error)}</div>`
     : '';
   return (
-    `<li class="gz-instance gz-level-${level}" data-instance="${escapeHtml(id)}" ` +
+    `<li class="gzl-instance gzl-level-${level}" data-instance="${escapeHtml(id)}" ` +
     `data-status="${escapeHtml(inst.status)}" data-health="${escapeHtml(healthOf(inst))}" ` +
     `data-breaker="${escapeHtml(inst.breaker)}" ` +
     `data-enabled="${enabled}">` +
-    `<div class="gz-instance-head">` +
-    `<span class="gz-badge gz-status-${escapeHtml(inst.status)}" data-field="status">${escapeHtml(inst.status)}</span>` +
-    `<span class="gz-instance-id" title="${escapeHtml(id)}">${escapeHtml(id)}</span>` +
+    `<div class="gzl-instance-head">` +
+    `<span class="gzl-badge gzl-status-${escapeHtml(inst.status)}" data-field="status">${escapeHtml(inst.status)}</span>` +
+    `<span class="gzl-instance-id" title="${escapeHtml(id)}">${escapeHtml(id)}</span>` +
     `</div>` +
-    `<div class="gz-instance-sub">` +
+    `<div class="gzl-instance-sub">` +
     (inst.endpoint
-      ? `<span class="gz-endpoint" title="${escapeHtml(inst.endpoint)}">${escapeHtml(inst.endpoint)}</span>`
+      ? `<span class="gzl-endpoint" title="${escapeHtml(inst.endpoint)}">${escapeHtml(inst.endpoint)}</span>`
       : '') +
-    `<span class="gz-badge gz-breaker-${escapeHtml(inst.breaker)}" data-field="breaker" ` +
+    `<span class="gzl-badge gzl-breaker-${escapeHtml(inst.breaker)}" data-field="breaker" ` +
     `title="circuit breaker">${escapeHtml(inst.breaker === 'closed' ? 'breaker closed' : 'breaker ' + inst.breaker.replace('_', '-'))}</span>` +
     (enabled || inst.status === 'drained'
       ? ''
-      : `<span class="gz-badge gz-disabled" data-field="enabled">disabled</span>`) +
+      : `<span class="gzl-badge gzl-disabled" data-field="enabled">disabled</span>`) +
     `</div>` +
-    `<div class="gz-metrics">${rows.join('')}</div>` +
-    `<div class="gz-metrics">${latency.join('')}</div>` +
+    `<div class="gzl-metrics">${rows.join('')}</div>` +
+    `<div class="gzl-metrics">${latency.join('')}</div>` +
     error +
-    `<div class="gz-actions">${actions.join('')}</div>` +
+    `<div class="gzl-actions">${actions.join('')}</div>` +
     `</li>`
   );
 }
@@ -348,7 +348,7 @@ export function renderInstance(provider: string, inst: IInstanceStatus): string 
 function strategySelector(provider: string, current: string, strategies: string[]): string {
   const options = strategies.includes(current) ? strategies : [current, ...strategies];
   return (
-    `<select class="gz-strategy" data-action="strategy" ` +
+    `<select class="gzl-strategy" data-action="strategy" ` +
     `data-provider="${escapeHtml(provider)}" data-field="strategy" title="Load-balancing strategy">` +
     options
       .map(
@@ -369,25 +369,25 @@ export function renderProvider(
   const s = summarizeProvider(name, p);
   const queue = p.queue?.waiting ? ` · ${p.queue.waiting} queued` : '';
   const header =
-    `<div class="gz-provider-head">` +
-    `<span class="gz-provider-name">${escapeHtml(name)}</span>` +
-    `<span class="gz-provider-kind">${escapeHtml(p.kind || '')}</span>` +
-    `<span class="gz-provider-counts gz-level-${s.level}" data-field="available">` +
+    `<div class="gzl-provider-head">` +
+    `<span class="gzl-provider-name">${escapeHtml(name)}</span>` +
+    `<span class="gzl-provider-kind">${escapeHtml(p.kind || '')}</span>` +
+    `<span class="gzl-provider-counts gzl-level-${s.level}" data-field="available">` +
     `${s.healthy}/${s.total} available${s.busy ? `, ${s.busy} busy` : ''}${escapeHtml(queue)}</span>` +
     `</div>` +
     (p.strategy
-      ? `<div class="gz-provider-meta">strategy ` +
+      ? `<div class="gzl-provider-meta">strategy ` +
         (strategies && strategies.length
           ? strategySelector(name, p.strategy, strategies)
           : `<span data-field="strategy">${escapeHtml(p.strategy)}</span>`) +
         `</div>`
       : '');
-  const error = p.error ? `<div class="gz-last-error">${escapeHtml(p.error)}</div>` : '';
+  const error = p.error ? `<div class="gzl-last-error">${escapeHtml(p.error)}</div>` : '';
   const instances = (p.instances || []).length
-    ? `<ul class="gz-instances">${p.instances.map(i => renderInstance(name, i)).join('')}</ul>`
-    : `<div class="gz-empty">No instances in this pool.</div>`;
+    ? `<ul class="gzl-instances">${p.instances.map(i => renderInstance(name, i)).join('')}</ul>`
+    : `<div class="gzl-empty">No instances in this pool.</div>`;
   return (
-    `<section class="gz-provider gz-level-${s.level}" data-provider="${escapeHtml(name)}">` +
+    `<section class="gzl-provider gzl-level-${s.level}" data-provider="${escapeHtml(name)}">` +
     header +
     error +
     instances +
@@ -397,8 +397,8 @@ export function renderProvider(
 
 function hint(text: string, code?: string): string {
   return (
-    `<div class="gz-hint" data-state="hint">${escapeHtml(text)}` +
-    (code ? ` <code class="gz-load-hint">${escapeHtml(code)}</code>` : '') +
+    `<div class="gzl-hint" data-state="hint">${escapeHtml(text)}` +
+    (code ? ` <code class="gzl-load-hint">${escapeHtml(code)}</code>` : '') +
     `</div>`
   );
 }
@@ -407,15 +407,15 @@ function hint(text: string, code?: string): string {
 export function renderView(state: ViewState): string {
   switch (state.kind) {
     case 'no-notebook':
-      return `<div class="gz-body" data-state="no-notebook">${hint('Open a notebook to see its Gleitzeit pools.')}</div>`;
+      return `<div class="gzl-body" data-state="no-notebook">${hint('Open a notebook to see its Gleitzeit pools.')}</div>`;
     case 'no-kernel':
-      return `<div class="gz-body" data-state="no-kernel">${hint(`${state.notebook}: no kernel running.`)}</div>`;
+      return `<div class="gzl-body" data-state="no-kernel">${hint(`${state.notebook}: no kernel running.`)}</div>`;
     case 'connecting':
-      return `<div class="gz-body" data-state="connecting">${hint(`${state.notebook}: connecting to the kernel…`)}</div>`;
+      return `<div class="gzl-body" data-state="connecting">${hint(`${state.notebook}: connecting to the kernel…`)}</div>`;
     case 'not-loaded':
       return (
-        `<div class="gz-body" data-state="not-loaded">` +
-        `<div class="gz-notebook">${escapeHtml(state.notebook)}</div>` +
+        `<div class="gzl-body" data-state="not-loaded">` +
+        `<div class="gzl-notebook">${escapeHtml(state.notebook)}</div>` +
         hint('Gleitzeit is not loaded in this kernel. Run', LOAD_HINT) +
         `</div>`
       );
@@ -423,10 +423,10 @@ export function renderView(state: ViewState): string {
       const snap = state.snapshot;
       const names = snap ? Object.keys(snap.providers).sort() : [];
       const message = state.message
-        ? `<div class="gz-message ${state.message.ok ? 'gz-ok' : 'gz-failed'}" data-field="message">${escapeHtml(state.message.text)}</div>`
+        ? `<div class="gzl-message ${state.message.ok ? 'gzl-ok' : 'gzl-failed'}" data-field="message">${escapeHtml(state.message.text)}</div>`
         : '';
       const stale = state.stale
-        ? `<div class="gz-stale" data-field="stale">No update from the kernel for a while (is it busy in C code?).</div>`
+        ? `<div class="gzl-stale" data-field="stale">No update from the kernel for a while (is it busy in C code?).</div>`
         : '';
       const body = !snap
         ? hint('Waiting for the first snapshot…')
@@ -434,8 +434,8 @@ export function renderView(state: ViewState): string {
           ? names.map(n => renderProvider(n, snap.providers[n], snap.strategies)).join('')
           : hint('Gleitzeit is loaded. No pool yet: run a %%llm or %%sandbox cell.');
       return (
-        `<div class="gz-body" data-state="live">` +
-        `<div class="gz-notebook">${escapeHtml(state.notebook)}</div>` +
+        `<div class="gzl-body" data-state="live">` +
+        `<div class="gzl-notebook">${escapeHtml(state.notebook)}</div>` +
         stale +
         message +
         body +

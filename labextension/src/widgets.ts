@@ -16,16 +16,16 @@ export class GleitzeitSidebar extends Widget {
     super();
     this.model = model;
     this.id = SIDEBAR_ID;
-    this.addClass('gz-sidebar');
+    this.addClass('gzl-sidebar');
     this.title.icon = gleitzeitIcon;
     this.title.caption = 'Gleitzeit pools';
     const header = document.createElement('div');
-    header.className = 'gz-header';
+    header.className = 'gzl-header';
     header.innerHTML =
-      '<span class="gz-title">Gleitzeit</span>' +
-      '<button type="button" class="gz-refresh jp-mod-styled" data-action="refresh" title="Ask the kernel for a snapshot now">Refresh</button>';
+      '<span class="gzl-title">Gleitzeit</span>' +
+      '<button type="button" class="gzl-refresh jp-mod-styled" data-action="refresh" title="Ask the kernel for a snapshot now">Refresh</button>';
     this._content = document.createElement('div');
-    this._content.className = 'gz-content';
+    this._content.className = 'gzl-content';
     this.node.appendChild(header);
     this.node.appendChild(this._content);
     this.node.addEventListener('click', this._onClick);
@@ -86,14 +86,14 @@ export class GleitzeitStatus extends Widget {
   constructor(model: GleitzeitModel, onClick: () => void) {
     super();
     this.model = model;
-    this.addClass('gz-status');
+    this.addClass('gzl-status');
     this.addClass('jp-StatusBar-TextItem');
     this.node.setAttribute('role', 'button');
     this._icon = document.createElement('span');
-    this._icon.className = 'gz-status-icon';
+    this._icon.className = 'gzl-status-icon';
     gleitzeitIcon.element({ container: this._icon, tag: 'span', height: '14px', width: '14px' });
     this._text = document.createElement('span');
-    this._text.className = 'gz-status-text';
+    this._text.className = 'gzl-status-text';
     this.node.appendChild(this._icon);
     this.node.appendChild(this._text);
     this.node.addEventListener('click', onClick);
@@ -110,7 +110,7 @@ export class GleitzeitStatus extends Widget {
     this.node.dataset.level = s.level;
     this.node.dataset.state = s.state;
     for (const level of ['ok', 'warn', 'error', 'idle']) {
-      this.node.classList.toggle(`gz-level-${level}`, s.level === level);
+      this.node.classList.toggle(`gzl-level-${level}`, s.level === level);
     }
   }
 

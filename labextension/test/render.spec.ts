@@ -45,7 +45,7 @@ function snap(providers: Record<string, IProviderStatus>): ISnapshot {
 /** Instance cards as {id: {field: text}} parsed back out of the HTML. */
 function fields(html: string): Record<string, Record<string, string>> {
   const out: Record<string, Record<string, string>> = {};
-  const cards = html.split('<li class="gz-instance').slice(1);
+  const cards = html.split('<li class="gzl-instance').slice(1);
   for (const card of cards) {
     const id = /data-instance="([^"]*)"/.exec(card)![1];
     out[id] = {};
@@ -148,7 +148,7 @@ describe('renderView (sidebar)', () => {
     expect(html).toContain('data-instance="ollama-7"');
     expect(html).toContain('data-health="unhealthy"');
     expect(html).toContain('data-action="enable"');
-    expect(html).toContain('gz-level-warn');
+    expect(html).toContain('gzl-level-warn');
     const s = summarize(snap({ ollama: provider('ollama', 'OllamaProvider', [inst('a'), row]) }));
     expect(s.text).toBe('LLM 1/2');
     expect(s.level).toBe('warn');
@@ -195,7 +195,7 @@ describe('renderView (sidebar)', () => {
         strategies: ['round_robin', 'least_loaded']
       }
     });
-    expect(html).toContain('<select class="gz-strategy');
+    expect(html).toContain('<select class="gzl-strategy');
     expect(html).toContain('data-action="strategy" data-provider="ollama"');
     expect(html).toContain('<option value="least_loaded" selected>');
     expect(html).toContain('<option value="round_robin">');
@@ -222,7 +222,7 @@ describe('renderView (sidebar)', () => {
       message: { ok: false, text: 'drain failed: no such instance' }
     });
     expect(html).toContain('data-field="stale"');
-    expect(html).toContain('gz-failed');
+    expect(html).toContain('gzl-failed');
     expect(html).toContain('drain failed: no such instance');
   });
 });

@@ -45,7 +45,7 @@ def open_file(page: Any, path: str) -> None:
 
 
 def cards(page: Any) -> Any:
-    return page.locator(f"{SIDEBAR} section[data-provider='ollama'] li.gz-instance")
+    return page.locator(f"{SIDEBAR} section[data-provider='ollama'] li.gzl-instance")
 
 
 def card_for(page: Any, srv: OllamaStandIn) -> Any:
@@ -101,14 +101,14 @@ def test_sidebar_and_status_bar_follow_the_kernel(
     # clicking the status-bar item opens the sidebar, which shows the one-line hint
     status.click()
     ex(sidebar).to_be_visible()
-    ex(sidebar.locator(".gz-body")).to_have_attribute("data-state", "not-loaded")
-    ex(sidebar.locator("code.gz-load-hint")).to_have_text("%load_ext gleitzeit_jupyter")
+    ex(sidebar.locator(".gzl-body")).to_have_attribute("data-state", "not-loaded")
+    ex(sidebar.locator("code.gzl-load-hint")).to_have_text("%load_ext gleitzeit_jupyter")
     widen_right_panel(page, 110)  # cosmetic: roomier screenshots
     save_screenshot(page, "01-not-loaded")
 
     # loading the extension later switches the view to live (the kernel announces itself)
     run_cell(page, 0)
-    ex(sidebar.locator(".gz-body")).to_have_attribute("data-state", "live", timeout=15_000)
+    ex(sidebar.locator(".gzl-body")).to_have_attribute("data-state", "live", timeout=15_000)
     ex(status).to_have_attribute("data-state", "live")
 
     # a %%llm cell against the stand-ins: both instances appear, healthy, with a request
@@ -116,9 +116,9 @@ def test_sidebar_and_status_bar_follow_the_kernel(
     ex(cards(page)).to_have_count(2, timeout=15_000)
     for srv in standins:
         ex(card_for(page, srv)).to_have_attribute("data-health", "healthy", timeout=15_000)
-        ex(card_for(page, srv).locator(".gz-endpoint")).to_contain_text(f"127.0.0.1:{srv.port}")
+        ex(card_for(page, srv).locator(".gzl-endpoint")).to_contain_text(f"127.0.0.1:{srv.port}")
     wait_until(lambda: total_requests(page) >= 1, 10, "the first request never showed up")
-    ex(status.locator(".gz-status-text")).to_have_text("LLM 2/2")
+    ex(status.locator(".gzl-status-text")).to_have_text("LLM 2/2")
     ex(status).to_have_attribute("data-level", "ok")
     latency = sidebar.locator("[data-field='p50_ms']").all_inner_texts()
     assert any(t.endswith("ms") or t.endswith("s") for t in latency), latency
@@ -138,7 +138,7 @@ def test_sidebar_and_status_bar_follow_the_kernel(
         ex(status).to_have_attribute("data-level", re.compile("warn|error"), timeout=5_000)
         noticed = time.monotonic() - t0
         ex(card_for(page, down)).to_have_attribute("data-health", "unhealthy", timeout=30_000)
-        ex(status.locator(".gz-status-text")).to_have_text("LLM 1/2", timeout=5_000)
+        ex(status.locator(".gzl-status-text")).to_have_text("LLM 1/2", timeout=5_000)
         ex(card_for(page, up)).to_have_attribute("data-health", "healthy")
         shot = save_screenshot(page, "03-one-instance-down")
         publish_screenshot(shot, "labextension-sidebar.png")
@@ -147,15 +147,15 @@ def test_sidebar_and_status_bar_follow_the_kernel(
         # actions: drain the healthy instance, then enable it again
         card_for(page, up).locator("button[data-action='drain']").click()
         ex(card_for(page, up)).to_have_attribute("data-status", "drained", timeout=10_000)
-        ex(status.locator(".gz-status-text")).to_have_text("LLM 0/2", timeout=5_000)
+        ex(status.locator(".gzl-status-text")).to_have_text("LLM 0/2", timeout=5_000)
         ex(status).to_have_attribute("data-level", "error")
         ex(sidebar.locator("[data-field='message']")).to_contain_text("drain")
         card_for(page, up).locator("button[data-action='enable']").click()
         ex(card_for(page, up)).to_have_attribute("data-status", "healthy", timeout=10_000)
-        ex(status.locator(".gz-status-text")).to_have_text("LLM 1/2", timeout=5_000)
+        ex(status.locator(".gzl-status-text")).to_have_text("LLM 1/2", timeout=5_000)
 
         # the strategy selector: the re-rendered snapshot comes back with the new strategy
-        select = sidebar.locator("section[data-provider='ollama'] select.gz-strategy")
+        select = sidebar.locator("section[data-provider='ollama'] select.gzl-strategy")
         select.select_option("round_robin")
         ex(select.locator("option[value='round_robin'][selected]")).to_have_count(1, timeout=10_000)
         ex(sidebar.locator("[data-field='message']")).to_contain_text("strategy")
@@ -164,21 +164,21 @@ def test_sidebar_and_status_bar_follow_the_kernel(
 
     # switching notebooks switches the view: a kernel without the extension shows the hint
     open_file(page, "plain.ipynb")
-    ex(sidebar.locator(".gz-notebook")).to_have_text("plain.ipynb", timeout=30_000)
-    ex(sidebar.locator(".gz-body")).to_have_attribute("data-state", "not-loaded", timeout=60_000)
+    ex(sidebar.locator(".gzl-notebook")).to_have_text("plain.ipynb", timeout=30_000)
+    ex(sidebar.locator(".gzl-body")).to_have_attribute("data-state", "not-loaded", timeout=60_000)
     ex(status).to_have_attribute("data-state", "not-loaded")
     save_screenshot(page, "04-other-notebook")
     open_file(page, "gleitzeit.ipynb")
-    ex(sidebar.locator(".gz-notebook")).to_have_text("gleitzeit.ipynb")
-    ex(sidebar.locator(".gz-body")).to_have_attribute("data-state", "live")
+    ex(sidebar.locator(".gzl-notebook")).to_have_text("gleitzeit.ipynb")
+    ex(sidebar.locator(".gzl-body")).to_have_attribute("data-state", "live")
     ex(cards(page)).to_have_count(2)
 
     # after a kernel restart the extension is gone: hint again, live again once reloaded
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:restart-kernel'); }")
     page.locator(".jp-Dialog button.jp-mod-accept").click()
-    ex(sidebar.locator(".gz-body")).to_have_attribute("data-state", "not-loaded", timeout=60_000)
+    ex(sidebar.locator(".gzl-body")).to_have_attribute("data-state", "not-loaded", timeout=60_000)
     run_cell(page, 0)
-    ex(sidebar.locator(".gz-body")).to_have_attribute("data-state", "live", timeout=30_000)
+    ex(sidebar.locator(".gzl-body")).to_have_attribute("data-state", "live", timeout=30_000)
 
     own_errors = [e for e in page.errors if "gleitzeit" in e.lower()]
     assert not own_errors, own_errors
