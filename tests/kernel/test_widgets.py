@@ -75,6 +75,9 @@ def _wait(k: Kernel, predicate, timeout: float = 8.0, what: str = "") -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():
+            # The rest of that refresh's messages (one refresh sends several) arrive within
+            # milliseconds: take them too before the caller looks at related widgets.
+            k.settle(0.5)
             return
         k.settle(0.2)
     raise AssertionError(f"timed out waiting for {what or predicate}")
