@@ -24,6 +24,7 @@ __all__ = [
     "http_error",
     "normalize_host",
     "normalize_model",
+    "post_json",
     "shape_chunk",
     "shape_result",
     "transport_error",
@@ -137,6 +138,25 @@ def build_body(
     if method != EMBED:
         body["stream"] = stream  # Ollama streams unless told otherwise
     return PATHS[method], body, normalize_model(model)
+
+
+async def post_json(
+    transport: httpx.AsyncBaseTransport, url: httpx.URL, body: dict[str, Any],
+    extensions: dict[str, Any],
+) -> httpx.Response:
+    """POST and read the whole answer, straight through the client's transport.
+
+    The hot path of a batch: it skips ``AsyncClient.send`` (auth, redirects, cookies, event
+    hooks; none used here), which measured about a quarter of httpx's client CPU per call.
+    Same pool, same timeouts (``extensions``), same httpx exceptions.
+    """
+    request = httpx.Request("POST", url, json=body, extensions=extensions)
+    response = await transport.handle_async_request(request)
+    try:
+        await response.aread()
+    finally:
+        await response.aclose()  # on cancellation too: a half-read answer closes its socket
+    return response
 
 
 def _ms(ns: Any) -> float | None:
