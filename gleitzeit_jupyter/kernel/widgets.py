@@ -646,7 +646,7 @@ class StatusPanel:
                 grid_template_columns=_GRID,
                 grid_gap="2px 6px",
                 align_items="center",
-                overflow_x="auto",
+                overflow="auto",
             ),
         )
         self.grid.add_class("gz-grid")

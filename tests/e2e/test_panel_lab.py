@@ -111,7 +111,9 @@ def test_panel_is_live_in_jupyterlab(tmp_path: Path) -> None:
                     f"{start + 250:,}", timeout=10_000
                 )
                 lab_mod.SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-                panel.screenshot(path=str(lab_mod.SCREENSHOTS / "status-panel-lab.png"))
+                shot = lab_mod.SCREENSHOTS / "status-panel-lab.png"
+                panel.screenshot(path=str(shot))
+                lab_mod.publish_screenshot(shot, "status-panel-lab.png")  # opt-in, see lab.py
 
                 # The drain button, clicked in the page, drains the instance in the kernel.
                 panel.locator(".gz-drain.gz-row-a").click()
