@@ -612,6 +612,7 @@ class StatusPanel:
         self._order: list[str] = []
         self._extra_kind: str | None = None
         self._plot_key: Any = None
+        self._snapshot: dict[str, Any] | None = None
         name = getattr(provider, "name", "pool")
 
         self.title = w.HTML(f"<b>{html.escape(name)}</b>")
@@ -660,7 +661,7 @@ class StatusPanel:
         self.legend = w.HTML("")
         self.widget = w.VBox([w.HTML(_STYLE), header, self.grid, self.plot, self.legend])
         self.widget.add_class("gz-panel")
-        self.widget.add_class(f"gz-provider-{name}")
+        self.widget.add_class("gz-provider-" + re.sub(r"[^A-Za-z0-9_-]", "_", name))
 
         _hook_shell()
         _open_panels.add(self)
@@ -683,7 +684,7 @@ class StatusPanel:
         return bundle
 
     def text(self) -> str:
-        snap = self._feed.snapshot or {}
+        snap = self._snapshot or {}
         totals = snap.get("totals", {})
         return (
             f"<StatusPanel {getattr(self.provider, 'name', '?')}: "
@@ -718,6 +719,7 @@ class StatusPanel:
                 self._apply_locked(snap, series)
             finally:
                 self._applying = False
+            self._snapshot = snap
             self.updates += 1
 
     def _apply_locked(self, snap: dict[str, Any], series: dict[str, Any]) -> None:

@@ -335,6 +335,7 @@ def test_panel_follows_membership_and_frees_its_feed(loop_thread) -> None:
     asyncio.run_coroutine_threadsafe(pool.initialize(), loop).result(10)
     panel = StatusPanel(pool, loop=loop, interval=0.1)
     assert list(panel.rows) == ["a", "ALL"]
+    assert repr(panel) == "<StatusPanel memory: 1/1 healthy, 0 requests>"
     asyncio.run_coroutine_threadsafe(pool.add_resource(MemoryConfig("c")), loop).result(10)
     end = time.monotonic() + 5
     while "c" not in panel.rows and time.monotonic() < end:
