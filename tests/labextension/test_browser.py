@@ -49,7 +49,8 @@ def cards(page: Any) -> Any:
 
 
 def card_for(page: Any, srv: OllamaStandIn) -> Any:
-    return cards(page).filter(has_text=f":{srv.port}")
+    endpoint = page.locator(".gzl-endpoint", has_text=re.compile(rf":{srv.port}/?$"))
+    return cards(page).filter(has=endpoint)
 
 
 def total_requests(page: Any) -> int:
