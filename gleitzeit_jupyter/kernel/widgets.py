@@ -336,6 +336,17 @@ def _after_cell(*_args: Any) -> None:
             log.debug("gleitzeit panel: refresh after a cell failed", exc_info=True)
 
 
+def _before_cell(*_args: Any) -> None:
+    """IPython ``pre_run_cell``: a call the cell starts emits no event until it ends, so look
+    again shortly after the cell starts; while calls are in flight the feed then keeps
+    refreshing every ``interval`` (a single long call shows as in flight within a second)."""
+    with _Feed._lock:
+        feeds = list(_Feed._feeds.values())
+    for feed in feeds:
+        if feed.panels and feed.loop.is_running():
+            feed.loop.call_soon_threadsafe(feed.schedule, min(0.5, feed.interval))
+
+
 def close_all() -> int:
     """Close every open panel (e.g. when the extension is unloaded); returns how many."""
     panels = list(_open_panels)
@@ -358,6 +369,7 @@ def _hook_shell() -> None:
     with _hook_lock:
         if shell is None or shell is _hooked_shell:
             return
+        shell.events.register("pre_run_cell", _before_cell)
         shell.events.register("post_run_cell", _after_cell)
         _hooked_shell = shell
 

@@ -200,6 +200,30 @@ def test_live_updates_during_a_running_batch(kernel: Kernel) -> None:
     )
 
 
+def test_a_single_long_call_shows_in_flight(kernel: Kernel) -> None:
+    """One 3-second call emits no hub event until it ends; the panel still shows it in
+    flight while the cell runs (the feed looks shortly after a cell starts, then every
+    second while calls are in flight)."""
+    k = kernel
+    w = k.widgets
+    if not w.find("gz-grid"):
+        k.execute("panel = show_status(pool)")
+    k.settle(1.0)
+    cell = _cell(k, "ALL", "in_flight")
+    mark = len(cell.updates)
+    k.execute("rt.run(pool.execute('e', {'latency': 3}))")
+    idle_at = next(
+        t
+        for t, m in reversed(k.log)
+        if m["header"]["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
+    )
+    shown = [(t, s["value"]) for t, s in cell.updates[mark:] if "value" in s]
+    busy = [t for t, v in shown if v == "1" and t < idle_at]
+    assert busy, shown
+    assert busy[0] < idle_at - 1.5, (busy, idle_at)  # seen early in the call, not at its end
+    _wait(k, lambda: cell.state["value"] == "0", what="back to 0 in flight")
+
+
 def test_several_panels_agree_and_closing_unsubscribes(kernel: Kernel) -> None:
     k = kernel
     w = k.widgets
