@@ -60,6 +60,7 @@ class HealthTracker:
             return ResourceStatus.DEGRADED
         self.consecutive_successes += 1
         self.consecutive_failures = 0
+        self.last_error = None
         if (
             current is ResourceStatus.UNHEALTHY
             and self.consecutive_successes < self.healthy_threshold

@@ -377,8 +377,12 @@ class HubProvider(CallPath, Generic[ConfigT]):
             )
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            ok, error = False, f"no answer within {self.health_check_timeout:g} s"
         except Exception as exc:
             ok, error = False, str(exc) or type(exc).__name__
+        if not ok and error is None:
+            error = "health check failed"
         latency_ms = (time.perf_counter() - started) * 1000.0
         tracker = self._health.get(instance.id)
         if tracker is None or instance.id not in self._instances:
@@ -455,6 +459,11 @@ class HubProvider(CallPath, Generic[ConfigT]):
                 await self.discover_now()
             except Exception:
                 log.exception("%s: discovery round failed", self.name)
+
+    def health_error(self, instance_id: str) -> str | None:
+        """Why the instance's last health check failed; None when it passed."""
+        tracker = self._health.get(instance_id)
+        return tracker.last_error if tracker is not None else None
 
     # ---- snapshots --------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

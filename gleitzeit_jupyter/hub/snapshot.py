@@ -82,6 +82,8 @@ def status(provider: HubProvider) -> dict[str, Any]:
             tags=sorted(inst.tags),
             metadata=dict(inst.metadata),
             recent=_summary_fields(inst.metrics.summary(window=True)),
+            # why the last health check failed (None once a check passes again)
+            health_error=provider.health_error(inst.id),
         )
         rows.append(row)
     totals = _summary_fields(merge_summaries(i.metrics for i in instances))

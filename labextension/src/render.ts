@@ -28,6 +28,7 @@ export interface IInstanceStatus {
   p99_ms?: number | null;
   mean_ms?: number | null;
   last_error?: string | null;
+  health_error?: string | null;
   tokens_per_s?: number | null;
   runs?: number | null;
   recycled?: number | null;
@@ -314,9 +315,13 @@ export function renderInstance(provider: string, inst: IInstanceStatus): string 
       latency.push(field('recycled', 'recycled', formatCount(inst.recycled)));
     }
   }
-  const error = inst.last_error
-    ? `<div class="gzl-last-error" data-field="last_error" title="${escapeHtml(inst.last_error)}">` +
-      `${escapeHtml(inst.last_error)}</div>`
+  // A call's error first; else why the health check fails (an idle instance has no calls).
+  const errorText =
+    inst.last_error ||
+    (inst.health_error && healthOf(inst) !== 'healthy' ? `health check: ${inst.health_error}` : '');
+  const error = errorText
+    ? `<div class="gzl-last-error" data-field="last_error" title="${escapeHtml(errorText)}">` +
+      `${escapeHtml(errorText)}</div>`
     : '';
   return (
     `<li class="gzl-instance gzl-level-${level}" data-instance="${escapeHtml(id)}" ` +

@@ -81,7 +81,7 @@ async def test_a_hanging_check_times_out_and_does_not_stall_the_others(pool):
     await wait_until(lambda: p.get_instance("hangs").status is U)
     await wait_until(lambda: all(res(p, n).health_checks >= start[n] + 3 for n in ("b", "c")))
     assert p.get_instance("b").status is H and p.get_instance("c").status is H
-    assert "Timeout" in (p._health["hangs"].last_error or "")
+    assert "no answer within" in (p._health["hangs"].last_error or "")
     # one round returns although a check never answers
     await asyncio.wait_for(p.check_health_now(), 2.0)
 
@@ -157,3 +157,18 @@ def test_documented_defaults():
     p = MemoryProvider()
     assert p.health_check_interval == 5.0
     assert (p.unhealthy_threshold, p.healthy_threshold) == (3, 2)
+
+
+async def test_status_says_why_the_health_check_fails_and_forgets_it_once_it_passes(pool):
+    p = await pool(["a"], health_check_timeout=0.05, unhealthy_threshold=1)
+    p.resources["a"].alive = False
+    await p.check_health_now()
+    row = p.status()["instances"][0]
+    assert row["health"] == "unhealthy" and row["health_error"] == "health check failed"
+    p.resources["a"].alive = True
+    p.resources["a"].hang = True
+    await p.check_health_now()
+    assert p.status()["instances"][0]["health_error"] == "no answer within 0.05 s"
+    p.resources["a"].hang = False
+    await p.check_health_now()
+    assert p.status()["instances"][0]["health_error"] is None
