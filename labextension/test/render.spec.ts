@@ -142,6 +142,22 @@ describe('renderView (sidebar)', () => {
     expect(html).toContain('data-field="available">1/2 available');
   });
 
+  it('says why a health check fails when no call has failed', () => {
+    const html = renderView({
+      kind: 'live',
+      notebook: 'a.ipynb',
+      snapshot: snap({
+        ollama: provider('ollama', 'OllamaProvider', [
+          inst('down', { status: 'unhealthy', health_error: 'connection refused' }),
+          inst('up', { health_error: 'stale text from an old failure' })
+        ])
+      })
+    });
+    const f = fields(html);
+    expect(f['down'].last_error).toBe('health check: connection refused');
+    expect(f['up'].last_error).toBeUndefined();
+  });
+
   it('reads the hub status() shape: `instance` key, drained status with health', () => {
     const row = { ...inst('x'), id: undefined, instance: 'ollama-7', status: 'drained', health: 'unhealthy', enabled: false };
     const html = renderInstance('ollama', row);
