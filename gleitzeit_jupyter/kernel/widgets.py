@@ -590,6 +590,9 @@ class _Row:
             c[key].value = fmt_ms(row.get(key))
         c["extra"].value = _fmt_extra(extra_kind, row)
         err = row.get("last_error")
+        if not err and row.get("health_error") and row.get("health", "healthy") != "healthy":
+            # an idle instance has no failed calls: say why its health check fails
+            err = f"health check: {row['health_error']}"
         c["last_error"].value = _shorten(err)
         c["last_error"].tooltip = str(err) if err else None
 

@@ -118,6 +118,7 @@ def test_rows_colours_and_aggregate(kernel: Kernel) -> None:
     )
     assert _cell(k, "b", "status").state["value"] == "unhealthy"
     assert _cell(k, "ALL", "status").state["value"] == "1/2 ok"
+    assert _cell(k, "b", "last_error").state["value"].startswith("health check:")
     k.execute("pool.resources['b'].healthy = True")
     _wait(k, lambda: w.color(_cell(k, "b", "dot")) == HEALTH_COLORS["healthy"], what="b ok")
 
