@@ -72,6 +72,8 @@ async def test_instance_killed_mid_batch(trio: list[OllamaStandIn]) -> None:
         # (DEGRADED counts: its recent success rate still remembers the failures)
         await _until(lambda: p.instances[1].status in (ResourceStatus.HEALTHY,
                                                        ResourceStatus.DEGRADED))
+        # trials that failed during the outage lengthened the breaker's wait (backoff)
+        await _until(lambda: p.instances[1].breaker_state is not CircuitState.OPEN, 30)
         again = await _batch(p, 60, 8, GEN)
         assert Counter(r["instance"] for r in again)[vid] > 0
         assert p.instances[1].breaker_state is CircuitState.CLOSED
