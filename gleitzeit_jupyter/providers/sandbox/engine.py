@@ -105,9 +105,8 @@ class Engine:
     def __init__(self, base_url: str | None = None, *, threads: int = 8) -> None:
         self.base_url = base_url
         self._client: docker.DockerClient | None = None
-        self._executor = ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="gleitzeit-docker"
-        )
+        self._threads = threads
+        self._executor: ThreadPoolExecutor | None = None  # created on first use, see close()
 
     @property
     def client(self) -> docker.DockerClient:
@@ -124,6 +123,10 @@ class Engine:
         return self.base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self._threads, thread_name_prefix="gleitzeit-docker"
+            )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
@@ -234,6 +237,10 @@ class Engine:
         self.client.images.load(data)
 
     def close(self) -> None:
+        """Release the client and the threads; the engine can be used again afterwards."""
         if self._client is not None:
             self._client.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+            self._client = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None

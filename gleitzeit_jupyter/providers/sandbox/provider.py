@@ -141,14 +141,16 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
         return True
 
     async def shutdown(self) -> None:
+        """Remove every container and release the docker clients and their threads
+        (``initialize()`` starts again from scratch)."""
         await super().shutdown()
         self.sessions.clear()
-
-    async def close(self) -> None:
-        """Shut down and release the docker clients (the provider cannot restart after)."""
-        await self.shutdown()
         for engine in self.engines:
             engine.close()
+
+    async def close(self) -> None:
+        """Same as :meth:`shutdown`."""
+        await self.shutdown()
 
     async def initial_resources(self) -> list[DockerConfig]:
         return [self._next_config() for _ in range(self.min_instances)]

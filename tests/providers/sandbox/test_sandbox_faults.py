@@ -187,3 +187,19 @@ async def test_containers_are_added_and_removed_at_run_time(
         assert len(pool.instances) == 2
         cs = docker_client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
         assert gone not in {c.id[:12] for c in cs}
+
+
+async def test_a_pool_restarts_after_shutdown_and_leaves_nothing_behind(
+    docker_client: docker.DockerClient,
+) -> None:
+    pool = PythonProvider(max_containers=1, min_warm=1)
+    seen = []
+    for i in range(2):
+        await pool.initialize()
+        r = await run(pool, f"print({i})")
+        assert r["stdout"] == f"{i}\n"
+        seen.append(r["container"])
+        await pool.shutdown()
+    assert seen[0] != seen[1]
+    cs = docker_client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
+    assert not set(seen) & {c.id[:12] for c in cs}
