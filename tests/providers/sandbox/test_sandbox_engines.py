@@ -74,3 +74,22 @@ async def test_pool_spreads_over_two_engines(second_engine: str) -> None:
         assert not other.containers.list(all=True, filters={"label": "gleitzeit.sandbox=1"})
     finally:
         other.close()
+
+
+@pytest.mark.asyncio
+async def test_docker_host_from_the_environment(
+    second_engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", second_engine)
+    other = docker.DockerClient(base_url=second_engine)
+    try:
+        async with PythonProvider(max_containers=1, min_warm=1, image=MINIMAL_IMAGE) as pool:
+            assert pool.instances[0].metadata["engine"] == second_engine
+            r = await run(pool, "import sys\nprint(sys.version_info[0])")
+            assert r["stdout"] == "3\n"
+            ids = {
+                c.id[:12] for c in other.containers.list(filters={"label": "gleitzeit.sandbox=1"})
+            }
+            assert r["container"] in ids
+    finally:
+        other.close()
