@@ -6,8 +6,10 @@ be read, and tested, in one place.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +23,7 @@ __all__ = [
     "MODEL_METHODS",
     "build_body",
     "check_params",
+    "first_line",
     "http_error",
     "normalize_host",
     "normalize_model",
@@ -34,6 +37,7 @@ GENERATE, CHAT, EMBED, MODELS = "llm/generate", "llm/chat", "llm/embed", "llm/mo
 METHODS = (GENERATE, CHAT, EMBED, MODELS)
 MODEL_METHODS = frozenset({GENERATE, CHAT, EMBED})
 PATHS = {GENERATE: "/api/generate", CHAT: "/api/chat", EMBED: "/api/embed"}
+_timeout_cm = getattr(asyncio, "timeout", None)  # Python 3.11+; 3.10 falls back to wait_for
 
 #: Ollama's own top-level request fields, forwarded as they are.
 FIELDS = {
@@ -157,6 +161,35 @@ async def post_json(
     finally:
         await response.aclose()  # on cancellation too: a half-read answer closes its socket
     return response
+
+
+async def first_line(
+    client: httpx.AsyncClient, request: httpx.Request, timeout: float | None, ident: str
+) -> tuple[httpx.Response, AsyncIterator[str], str | None]:
+    """Send a streaming request and read up to its first NDJSON line within ``timeout``.
+    Returns the line iterator too: a response's lines can be iterated only once."""
+
+    async def go() -> tuple[httpx.Response, AsyncIterator[str], str | None]:
+        resp = await client.send(request, stream=True)
+        try:
+            lines = resp.aiter_lines()
+            if resp.status_code != 200:
+                return resp, lines, None
+            return resp, lines, await anext(lines, None)
+        except BaseException:
+            await resp.aclose()  # timed out or cancelled before the caller owns it
+            raise
+
+    if timeout is None:
+        return await go()
+    try:
+        if _timeout_cm is not None:
+            async with _timeout_cm(timeout):
+                return await go()
+        return await asyncio.wait_for(go(), timeout)
+    except TimeoutError:
+        raise ExecutionTimeout(f"no first token from {ident} within {timeout:g} s",
+                               instance=ident) from None
 
 
 def _ms(ns: Any) -> float | None:

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..hub import (
-    ExecutionTimeout,
     HubError,
     HubProvider,
     NoResourceAvailable,
@@ -35,7 +34,6 @@ __all__ = ["OllamaConfig", "OllamaProvider", "OllamaProviderStreamlined"]
 DEFAULT_SCAN_PORTS = tuple(range(11434, 11440))
 _PROBE_TIMEOUT = 0.5
 _TPS_SAMPLES = 64  # recent calls behind an instance's tokens_per_s (bounded memory)
-_timeout_cm = getattr(asyncio, "timeout", None)  # Python 3.11+; 3.10 falls back to wait_for
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
 
     def __init__(
         self,
-        hosts: Iterable[str | OllamaConfig] | None = None,
+        hosts: str | OllamaConfig | Iterable[str | OllamaConfig] | None = None,
         auto_discover: bool = True,
         strategy: str = "least_loaded",
         request_timeout: float = 300.0,
@@ -116,6 +114,8 @@ class OllamaProvider(HubProvider[OllamaConfig]):
             enable_auto_discovery=auto_discover,
             **hub_options,
         )
+        if isinstance(hosts, (str, OllamaConfig)):  # one host given bare
+            hosts = [hosts]
         self.hosts = [h if isinstance(h, OllamaConfig) else OllamaConfig(host=h)
                       for h in (hosts or [])]
         self.request_timeout = request_timeout
@@ -311,7 +311,8 @@ class OllamaProvider(HubProvider[OllamaConfig]):
             # closes the connection (a half-read stream is never put back in the pool), so
             # Ollama sees the hang-up and stops generating.
             request = st.client.build_request("POST", st.urls[path], json=body)
-            resp, lines, first = await self._first_line(st, request, instance.id)
+            resp, lines, first = await wire.first_line(st.client, request,
+                                                       self.first_token_timeout, instance.id)
             if resp.status_code != 200:
                 await resp.aread()
                 raise self._failed(instance, resp.status_code, resp.text, model)
@@ -342,35 +343,6 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         finally:
             if resp is not None:
                 await resp.aclose()
-
-    async def _first_line(
-        self, st: _State, request: httpx.Request, ident: str
-    ) -> tuple[httpx.Response, AsyncIterator[str], str | None]:
-        """Send and read up to the first NDJSON line, bounded by ``first_token_timeout``.
-        Returns the line iterator too: a response's lines can be iterated only once."""
-
-        async def go() -> tuple[httpx.Response, AsyncIterator[str], str | None]:
-            resp = await st.client.send(request, stream=True)
-            try:
-                lines = resp.aiter_lines()
-                if resp.status_code != 200:
-                    return resp, lines, None
-                return resp, lines, await anext(lines, None)
-            except BaseException:
-                await resp.aclose()  # timed out or cancelled before the caller owns it
-                raise
-
-        if self.first_token_timeout is None:
-            return await go()
-        try:
-            if _timeout_cm is not None:
-                async with _timeout_cm(self.first_token_timeout):
-                    return await go()
-            return await asyncio.wait_for(go(), self.first_token_timeout)
-        except TimeoutError:
-            raise ExecutionTimeout(
-                f"no first token from {ident} within {self.first_token_timeout:g} s",
-                instance=ident) from None
 
     # ---- pool-wide -------------------------------------------------------------------
     async def list_models(self) -> dict[str, Any]:

@@ -230,6 +230,12 @@ async def test_discovery_from_env_and_port_scan(monkeypatch: pytest.MonkeyPatch)
             assert {i.id for i in p.instances} == {f"127.0.0.1:{s.port}" for s in (b, d)}
 
 
+async def test_a_single_host_string_is_one_host() -> None:
+    with OllamaStandIn() as srv:
+        async with OllamaProvider(hosts=srv.url, auto_discover=False) as p:
+            assert [i.endpoint for i in p.instances] == [srv.url]
+
+
 async def test_no_hosts_and_no_discovery_uses_default_host(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
