@@ -67,5 +67,13 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def _status_panel(provider: HubProvider) -> Any:
+    # Imported on first use: building a panel needs ipywidgets, importing the package doesn't.
+    return import_module("gleitzeit_jupyter.kernel.widgets").status_panel(provider)
+
+
+HubProvider.panel_factory = _status_panel
+
+
 def _jupyter_labextension_paths() -> list[dict[str, str]]:
     return [{"src": "labextension", "dest": "gleitzeit-jupyter"}]

@@ -465,6 +465,19 @@ class HubProvider(CallPath, Generic[ConfigT]):
         tracker = self._health.get(instance_id)
         return tracker.last_error if tracker is not None else None
 
+    #: Builds a displayable panel for :meth:`panel`. The hub knows nothing of Jupyter; the
+    #: top-level package installs the ipywidgets panel here (see gleitzeit_jupyter/__init__).
+    panel_factory: Callable[[HubProvider], Any] | None = None
+
+    def panel(self) -> Any:
+        """A live status panel of this pool (an ipywidgets widget in a notebook)."""
+        if HubProvider.panel_factory is None:
+            raise UserError(
+                "no panel renderer is installed",
+                hint="import gleitzeit_jupyter (with ipywidgets installed) to get panels",
+            )
+        return HubProvider.panel_factory(self)
+
     # ---- snapshots --------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """JSON-serialisable snapshot of the pool (what widgets and the sidebar render)."""
