@@ -58,6 +58,7 @@ class OllamaApi:
         self.loaded = {normalize_model(m) for m in loaded}
         self.latency = latency
         self.tokens_per_s = tokens_per_s
+        self._slots: asyncio.Semaphore | None = None
         self.num_parallel = num_parallel
         self.max_queue = max_queue
         self.load_time = load_time
@@ -71,7 +72,16 @@ class OllamaApi:
         self.active = 0  # calls holding a parallel slot
         self.waiting = 0  # calls queued for a slot
         self.peak_active = 0
-        self._slots: asyncio.Semaphore | None = None
+
+    @property
+    def num_parallel(self) -> int:
+        return self._num_parallel
+
+    @num_parallel.setter
+    def num_parallel(self, n: int) -> None:
+        # A new semaphore on next use; calls holding a slot of the old one finish on it.
+        self._num_parallel = n
+        self._slots = None
 
     # --- dispatch ---------------------------------------------------------------------
     async def handle(self, req: HttpRequest, resp: Responder) -> None:
@@ -122,25 +132,26 @@ class OllamaApi:
             return None, (404, f'model "{name}" not found, try pulling it first')
         return full, None
 
-    async def _acquire(self, resp: Responder) -> bool:
+    async def _acquire(self, resp: Responder) -> asyncio.Semaphore | None:
+        """Wait for a parallel slot; None (after a 503) when the queue is full."""
         if self._slots is None:
-            self._slots = asyncio.Semaphore(self.num_parallel)
-        if self._slots.locked() and self.waiting >= self.max_queue:
+            self._slots = asyncio.Semaphore(self._num_parallel)
+        slots = self._slots
+        if slots.locked() and self.waiting >= self.max_queue:
             await resp.send_json(503, {"error": ERR_BUSY})
-            return False
+            return None
         self.waiting += 1
         try:
-            await self._slots.acquire()
+            await slots.acquire()
         finally:
             self.waiting -= 1
         self.active += 1
         self.peak_active = max(self.peak_active, self.active)
-        return True
+        return slots
 
-    def _release(self) -> None:
+    def _release(self, slots: asyncio.Semaphore) -> None:
         self.active -= 1
-        assert self._slots is not None
-        self._slots.release()
+        slots.release()
 
     async def _load(self, model: str) -> int:
         """Load the model if cold; return load_duration in ns."""
@@ -175,7 +186,8 @@ class OllamaApi:
         stream = body.get("stream", True) is not False
         name = body["model"]
         t0 = time.perf_counter()
-        if not await self._acquire(resp):
+        slots = await self._acquire(resp)
+        if slots is None:
             return
         try:
             load_ns = await self._load(model)
@@ -193,7 +205,7 @@ class OllamaApi:
                 return
             await self._run(name, model, text, options, body, resp, chat, stream, t0, load_ns)
         finally:
-            self._release()
+            self._release(slots)
 
     async def _run(self, name: str, model: str, text: str, options: dict[str, Any],
                    body: dict[str, Any], resp: Responder, chat: bool, stream: bool,
@@ -274,7 +286,8 @@ class OllamaApi:
             await resp.send_json(400, {"error": "invalid input type"})
             return
         t0 = time.perf_counter()
-        if not await self._acquire(resp):
+        slots = await self._acquire(resp)
+        if slots is None:
             return
         try:
             load_ns = await self._load(model)
@@ -288,7 +301,7 @@ class OllamaApi:
                 "prompt_eval_count": sum(max(1, len(s.split())) for s in inputs),
             })
         finally:
-            self._release()
+            self._release(slots)
 
     async def embeddings(self, body: dict[str, Any], resp: Responder) -> None:
         model, err = self._check_model(body)

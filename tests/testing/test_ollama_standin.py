@@ -271,3 +271,13 @@ def _wait(cond: object, timeout: float = 3.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.01)
+
+
+async def test_parallel_slots_can_change_at_run_time() -> None:
+    with OllamaStandIn(latency=0.1, num_parallel=1) as s:
+        c = ollama.AsyncClient(host=s.url)
+        await asyncio.gather(*(c.generate(model="llama3.2", prompt="x") for _ in range(3)))
+        assert s.peak_active == 1
+        s.num_parallel = 3
+        await asyncio.gather(*(c.generate(model="llama3.2", prompt="x") for _ in range(3)))
+        assert s.peak_active == 3
