@@ -171,6 +171,20 @@ class InstanceMetrics:
         now = self._clock()
         return [b for b in self._buckets if now - b.start < self.window]
 
+    def recent_success_rate(self, seconds: float, min_calls: int = 10) -> float | None:
+        """Success rate over the last ``seconds`` (None below ``min_calls`` finished calls).
+        Health uses a short span, so an instance that recovered is not held DEGRADED for a
+        whole metrics window by failures from its outage."""
+        now = self._clock()
+        ok = failed = 0
+        for bucket in reversed(self._buckets):
+            if now - bucket.start >= seconds + self.bucket_seconds:
+                break
+            ok += int(bucket.sketch.count)
+            failed += bucket.failures
+        done = ok + failed
+        return ok / done if done >= min_calls else None
+
     def window_sketch(self) -> Any:
         merged = _new_sketch()
         for bucket in self._window_buckets():

@@ -150,6 +150,10 @@ class HubProvider(CallPath, Generic[ConfigT]):
     def instance_extras(self, instance: ResourceInstance) -> dict[str, Any]:
         return {}
 
+    def pool_extras(self, instances: list[ResourceInstance]) -> dict[str, Any]:
+        """The ``instance_extras`` columns for the whole pool (the ``ALL`` row, totals)."""
+        return {}
+
     def no_instance_error(
         self, method: str, params: dict, instances: list[ResourceInstance]
     ) -> HubError | None:
@@ -387,8 +391,8 @@ class HubProvider(CallPath, Generic[ConfigT]):
         tracker = self._health.get(instance.id)
         if tracker is None or instance.id not in self._instances:
             return  # removed while we checked
-        recent = instance.metrics.summary(window=True) if instance.metrics else None
-        rate = recent.success_rate if recent is not None and recent.requests >= 10 else None
+        span = max(30.0, 2 * self.health_check_interval)
+        rate = instance.metrics.recent_success_rate(span) if instance.metrics else None
         status = tracker.observe(instance.status, ok, latency_ms, rate, error)
         self._set_status(instance, status)
 

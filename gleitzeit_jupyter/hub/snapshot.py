@@ -97,6 +97,7 @@ def status(provider: HubProvider) -> dict[str, Any]:
         in_flight=sum(i.in_flight for i in instances),
         open_breakers=sum(1 for i in instances if i.breaker_state.value != "closed"),
     )
+    totals.update(provider.pool_extras(instances))
     return {
         "name": provider.name,
         "kind": type(provider).__name__,
@@ -126,6 +127,7 @@ def metrics_frame(provider: HubProvider, window: bool = False):
     latest = max(errors, key=lambda r: r["last_error_at"]) if errors else None
     total["last_error"] = latest["last_error"] if latest else None
     total["last_error_at"] = latest["last_error_at"] if latest else None
+    total.update(provider.pool_extras(instances))
     rows.append(total)
     frame = pd.DataFrame(rows)
     leading = [c for c in METRIC_COLUMNS if c in frame.columns]

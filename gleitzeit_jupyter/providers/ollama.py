@@ -116,8 +116,9 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         )
         if isinstance(hosts, (str, OllamaConfig)):  # one host given bare
             hosts = [hosts]
-        self.hosts = [h if isinstance(h, OllamaConfig) else OllamaConfig(host=h)
-                      for h in (hosts or [])]
+        self.hosts = [
+            h if isinstance(h, OllamaConfig) else OllamaConfig(host=h) for h in (hosts or [])
+        ]
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
         self.first_token_timeout = first_token_timeout
@@ -134,7 +135,8 @@ class OllamaProvider(HubProvider[OllamaConfig]):
     async def add_resource(self, config: str | OllamaConfig) -> ResourceInstance:  # type: ignore[override]
         """Add a server at run time: a URL (``"gpu-box:11434"``) or an OllamaConfig."""
         return await super().add_resource(
-            config if isinstance(config, OllamaConfig) else OllamaConfig(host=config))
+            config if isinstance(config, OllamaConfig) else OllamaConfig(host=config)
+        )
 
     async def initial_resources(self) -> list[OllamaConfig]:
         if self.hosts or self.enable_auto_discovery:
@@ -161,16 +163,22 @@ class OllamaProvider(HubProvider[OllamaConfig]):
 
     async def create_resource(self, config: OllamaConfig) -> ResourceInstance:
         url = config.url
-        limits = httpx.Limits(max_connections=config.max_connections,
-                              max_keepalive_connections=config.max_connections)
+        limits = httpx.Limits(
+            max_connections=config.max_connections, max_keepalive_connections=config.max_connections
+        )
         timeout = httpx.Timeout(self.request_timeout, connect=self.connect_timeout)
         transport = httpx.AsyncHTTPTransport(limits=limits)
         client = httpx.AsyncClient(base_url=url, timeout=timeout, transport=transport)
         urls = {p: httpx.URL(url + p) for p in wire.PATHS.values()}
         state = _State(client, transport, url, urls, {"timeout": timeout.as_dict()})
         return ResourceInstance(
-            id=urlsplit(url).netloc, config=config, endpoint=url, handle=state,
-            max_concurrency=config.max_concurrency, weight=config.weight, tags=set(config.tags),
+            id=urlsplit(url).netloc,
+            config=config,
+            endpoint=url,
+            handle=state,
+            max_concurrency=config.max_concurrency,
+            weight=config.weight,
+            tags=set(config.tags),
         )
 
     async def destroy_resource(self, instance: ResourceInstance) -> None:
@@ -191,12 +199,15 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         tags, ps = await asyncio.gather(st.client.get("/api/tags"), st.client.get("/api/ps"))
         tags.raise_for_status()
         ps.raise_for_status()
-        catalog = {wire.normalize_model(m.get("model") or m["name"]): m
-                   for m in tags.json().get("models") or []}
+        catalog = {
+            wire.normalize_model(m.get("model") or m["name"]): m
+            for m in tags.json().get("models") or []
+        }
         st.catalog = catalog
         st.models = set(catalog)
-        st.loaded = {wire.normalize_model(m.get("model") or m["name"])
-                     for m in ps.json().get("models") or []}
+        st.loaded = {
+            wire.normalize_model(m.get("model") or m["name"]) for m in ps.json().get("models") or []
+        }
         st.refreshed_at = time.monotonic()
         instance.metadata["models"] = sorted(st.models)
         instance.metadata["loaded"] = sorted(st.loaded)
@@ -220,8 +231,9 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         # only while it has free slots: else every call would pile onto the first instance
         # that loaded the model and the others would never load it.
         not_busy = 2 if st.busy_until <= time.monotonic() else 0
-        warm = (instance.in_flight < instance.config.num_parallel
-                and self._model(params) in st.loaded)
+        warm = (
+            instance.in_flight < instance.config.num_parallel and self._model(params) in st.loaded
+        )
         return not_busy + warm
 
     def no_instance_error(
@@ -246,9 +258,10 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         )
 
     def instance_extras(self, instance: ResourceInstance) -> dict[str, Any]:
-        samples = _state(instance).samples
-        ns = sum(s[1] for s in samples)
-        return {"tokens_per_s": round(sum(s[0] for s in samples) / (ns / 1e9), 2) if ns else None}
+        return {"tokens_per_s": _tokens_per_s(_state(instance).samples)}
+
+    def pool_extras(self, instances: list[ResourceInstance]) -> dict[str, Any]:
+        return {"tokens_per_s": _tokens_per_s([s for i in instances for s in _state(i).samples])}
 
     # ---- calls -----------------------------------------------------------------------
     async def execute(
@@ -288,11 +301,13 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         try:
             data = r.json()
         except ValueError as exc:
-            raise ResourceFailed(f"Ollama at {instance.id} sent invalid JSON",
-                                 instance=instance.id) from exc
+            raise ResourceFailed(
+                f"Ollama at {instance.id} sent invalid JSON", instance=instance.id
+            ) from exc
         if "error" in data:
-            raise ResourceFailed(f"Ollama at {instance.id} failed: {data['error']}",
-                                 instance=instance.id)
+            raise ResourceFailed(
+                f"Ollama at {instance.id} failed: {data['error']}", instance=instance.id
+            )
         self._succeeded(instance, model, data)
         latency_ms = (time.perf_counter() - started) * 1000.0
         return wire.shape_result(method, data, latency_ms, None, instance.id)
@@ -311,8 +326,9 @@ class OllamaProvider(HubProvider[OllamaConfig]):
             # closes the connection (a half-read stream is never put back in the pool), so
             # Ollama sees the hang-up and stops generating.
             request = st.client.build_request("POST", st.urls[path], json=body)
-            resp, lines, first = await wire.first_line(st.client, request,
-                                                       self.first_token_timeout, instance.id)
+            resp, lines, first = await wire.first_line(
+                st.client, request, self.first_token_timeout, instance.id
+            )
             if resp.status_code != 200:
                 await resp.aread()
                 raise self._failed(instance, resp.status_code, resp.text, model)
@@ -322,8 +338,10 @@ class OllamaProvider(HubProvider[OllamaConfig]):
                 if line:
                     data = json.loads(line)
                     if "error" in data:  # in-band failure inside a 200 stream
-                        raise ResourceFailed(f"Ollama at {instance.id} failed mid-stream: "
-                                             f"{data['error']}", instance=instance.id)
+                        raise ResourceFailed(
+                            f"Ollama at {instance.id} failed mid-stream: {data['error']}",
+                            instance=instance.id,
+                        )
                     if data.get("done"):
                         self._succeeded(instance, model, data)
                         latency = (time.perf_counter() - started) * 1000.0
@@ -333,13 +351,15 @@ class OllamaProvider(HubProvider[OllamaConfig]):
                         return
                     yield wire.shape_chunk(method, data)
                 line = await anext(lines, None)
-            raise ResourceFailed(f"Ollama at {instance.id} ended the stream without done",
-                                 instance=instance.id)
+            raise ResourceFailed(
+                f"Ollama at {instance.id} ended the stream without done", instance=instance.id
+            )
         except httpx.HTTPError as exc:
             raise wire.transport_error(exc, instance.id, st.url, self.request_timeout) from exc
         except ValueError as exc:
-            raise ResourceFailed(f"Ollama at {instance.id} sent invalid JSON",
-                                 instance=instance.id) from exc
+            raise ResourceFailed(
+                f"Ollama at {instance.id} sent invalid JSON", instance=instance.id
+            ) from exc
         finally:
             if resp is not None:
                 await resp.aclose()
@@ -349,22 +369,36 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         """Union of ``/api/tags`` over the pool: which instances have, and have loaded, each
         model. Refreshes every reachable instance first."""
         if not self.initialized:
-            raise NoResourceAvailable("the ollama provider is not running",
-                                      hint="await provider.initialize()")
-        live = [i for i in self.instances
-                if i.status not in (ResourceStatus.DRAINING, ResourceStatus.STOPPED)]
-        outcomes = await asyncio.gather(*(self._refresh_models(i) for i in live),
-                                        return_exceptions=True)
+            raise NoResourceAvailable(
+                "the ollama provider is not running", hint="await provider.initialize()"
+            )
+        live = [
+            i
+            for i in self.instances
+            if i.status not in (ResourceStatus.DRAINING, ResourceStatus.STOPPED)
+        ]
+        outcomes = await asyncio.gather(
+            *(self._refresh_models(i) for i in live), return_exceptions=True
+        )
         models: dict[str, dict[str, Any]] = {}
         reach: dict[str, Any] = {}
         for inst, outcome in zip(live, outcomes, strict=True):
             st = _state(inst)
-            reach[inst.id] = {"reachable": not isinstance(outcome, BaseException),
-                              "models": len(st.models or ())}
+            reach[inst.id] = {
+                "reachable": not isinstance(outcome, BaseException),
+                "models": len(st.models or ()),
+            }
             for name, meta in st.catalog.items():
-                entry = models.setdefault(name, {
-                    "name": name, "size": meta.get("size"), "details": meta.get("details"),
-                    "instances": [], "loaded_on": []})
+                entry = models.setdefault(
+                    name,
+                    {
+                        "name": name,
+                        "size": meta.get("size"),
+                        "details": meta.get("details"),
+                        "instances": [],
+                        "loaded_on": [],
+                    },
+                )
                 entry["instances"].append(inst.id)
                 if name in st.loaded:
                     entry["loaded_on"].append(inst.id)
@@ -373,3 +407,9 @@ class OllamaProvider(HubProvider[OllamaConfig]):
 
 #: Seed-compatible name.
 OllamaProviderStreamlined = OllamaProvider
+
+
+def _tokens_per_s(samples: Any) -> float | None:
+    """Tokens generated per second of generation time, over (eval_count, eval_ns) samples."""
+    ns = sum(s[1] for s in samples)
+    return round(sum(s[0] for s in samples) / (ns / 1e9), 2) if ns else None

@@ -370,3 +370,18 @@ async def test_last_error_says_when(pool):
     assert frame.loc["ALL", "last_error"] == frame.loc["a", "last_error"]
     row = p.status()["instances"][0]
     assert before - 1 <= row["last_error_at"] <= time.time() + 1
+
+
+def test_recent_success_rate_forgets_an_outage_the_window_still_holds() -> None:
+    now = [0.0]
+    m = InstanceMetrics(window=300, bucket_seconds=5, clock=lambda: now[0])
+    for _ in range(20):
+        m.record(1.0, False, "down")
+    now[0] = 100.0
+    for _ in range(10):
+        m.record(1.0, True)
+    assert m.summary(window=True).success_rate == 10 / 30  # the 5-minute window remembers
+    assert m.recent_success_rate(30) == 1.0  # health looks at the last 30 s only
+    assert m.recent_success_rate(30, min_calls=11) is None
+    now[0] = 105.0
+    assert m.recent_success_rate(300) == 10 / 30

@@ -212,6 +212,12 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
             "session": self.sessions.owner_of(instance.id),
         }
 
+    def pool_extras(self, instances: list[ResourceInstance]) -> dict[str, Any]:
+        return {
+            "runs": sum(i.handle.runs for i in instances),
+            "recycled": sum(i.handle.recycled for i in instances),
+        }
+
     # ---- calls ------------------------------------------------------------------------
     def validate(self, method: str, params: dict[str, Any]) -> None:
         if method not in METHODS:

@@ -83,6 +83,8 @@ async def test_twenty_concurrent_runs_on_five_containers(
         metrics = pool.metrics().set_index("instance")
         assert metrics.loc["ALL", "requests"] == 20
         assert set(metrics.columns) >= {"runs", "recycled", "p50_ms", "success_rate"}
+        assert metrics.loc["ALL", "runs"] == metrics.drop("ALL")["runs"].sum() == 20
+        assert pool.status()["totals"]["runs"] == 20
 
 
 async def test_pool_scales_up_on_demand_and_not_past_the_maximum(
