@@ -116,8 +116,15 @@ class Balancer:
     def _p2c(self, candidates, cost):
         # Power of two random choices: sample two distinct instances, keep the cheaper; on a
         # tie the first sampled wins, which is itself a random one of the two.
-        a, b = self.rng.sample(candidates, 2)
+        a, b = self.sample_two(candidates)
         return b if cost(b) < cost(a) else a
+
+    def sample_two(self, candidates):
+        """Two distinct candidates, uniformly: rng.sample(candidates, 2), but cheaper."""
+        n = len(candidates)
+        i = self.rng.randrange(n)
+        j = self.rng.randrange(n - 1)
+        return candidates[i], candidates[j + 1 if j >= i else j]
 
     def ring(self, members: Sequence[ResourceInstance]) -> HashRing:
         ids = tuple(sorted(m.id for m in members))

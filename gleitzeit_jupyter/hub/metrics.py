@@ -88,7 +88,9 @@ class InstanceMetrics:
         self.rejected = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None  # wall clock, for display
-        self.all_time = _new_sketch()
+        # Samples of every closed bucket; the open bucket joins it when it closes, so each
+        # call adds to one sketch only (the hot path), and reads merge the two.
+        self._closed = _new_sketch()
         self._buckets: deque[_Bucket] = deque(maxlen=max(1, math.ceil(window / bucket_seconds)))
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_LIMIT)
         # peak-EWMA of latency for least_latency balancing
@@ -112,6 +114,8 @@ class InstanceMetrics:
         return bucket
 
     def _close(self, bucket: _Bucket) -> None:
+        if bucket.sketch.count:
+            self._closed.merge(bucket.sketch)
         p50, p95, p99, mean = _quantiles(bucket.sketch)
         self.history.append(
             {
@@ -135,7 +139,6 @@ class InstanceMetrics:
         bucket.requests += 1
         if ok:
             self.successes += 1
-            self.all_time.add(latency_ms)
             bucket.sketch.add(latency_ms)
         else:
             self.failures += 1
@@ -167,6 +170,21 @@ class InstanceMetrics:
         self._ewma_at = now
 
     # reading ----------------------------------------------------------------------------
+    @property
+    def all_time(self) -> Any:
+        """A sketch of every successful call's latency (a merged copy: read, don't add)."""
+        merged = _new_sketch()
+        if self._closed.count:
+            merged.merge(self._closed)
+        if self._buckets and self._buckets[-1].sketch.count:
+            merged.merge(self._buckets[-1].sketch)
+        return merged
+
+    def absorb(self, sketch: Any) -> None:
+        """Add a saved all-time sketch (a restored pool's latencies) to this one."""
+        if sketch.count:
+            self._closed.merge(sketch)
+
     def _window_buckets(self) -> list[_Bucket]:
         now = self._clock()
         return [b for b in self._buckets if now - b.start < self.window]

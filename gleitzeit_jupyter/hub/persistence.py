@@ -270,7 +270,7 @@ def _merge_metrics(inst: ResourceInstance, saved: InstanceState) -> int:
         m.last_error = c["last_error"]
         m.last_error_at = c.get("last_error_at")
     if saved.sketch:
-        m.all_time.merge(_load_sketch(saved.sketch))
+        m.absorb(_load_sketch(saved.sketch))
     # History: yesterday's rows before today's, one row per bucket start, bounded as before.
     rows = {round(r["time"], 6): r for r in saved.history}
     for r in m.history:

@@ -222,7 +222,8 @@ def _instances(loads: list[int]) -> list[ResourceInstance]:
 )
 def test_least_loaded_never_picks_the_busier_of_the_two_sampled(loads, seed):
     cands = _instances(loads)
-    a, b = random.Random(seed).sample(cands, 2)  # the Balancer's own two samples
+    a, b = Balancer(rng=random.Random(seed)).sample_two(cands)  # the Balancer's own samples
+    assert a is not b
     chosen = Balancer(rng=random.Random(seed)).choose("least_loaded", cands)
     assert chosen in (a, b)
     assert chosen.in_flight == min(a.in_flight, b.in_flight)
@@ -309,3 +310,11 @@ def test_affinity_removal_moves_only_the_removed_instances_keys(ids, gone):
     rest = [i for k, i in enumerate(ids) if k != gone]
     before, after = _homes(ids, keys), _homes(rest, keys)
     assert all(x == y for x, y in zip(before, after, strict=True) if x != ids[gone])
+
+
+def test_sample_two_is_uniform_over_ordered_pairs():
+    cands = _instances([0, 0, 0, 0])
+    balancer = Balancer(rng=random.Random(7))
+    pairs = Counter((a.id, b.id) for a, b in (balancer.sample_two(cands) for _ in range(24_000)))
+    assert len(pairs) == 12  # every ordered pair of distinct instances, never (x, x)
+    assert all(1600 < n < 2400 for n in pairs.values()), pairs  # ~2000 each
