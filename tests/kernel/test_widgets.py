@@ -394,6 +394,7 @@ def test_formatting_and_plot() -> None:
 
 def test_panels_let_go_when_the_runtime_stops() -> None:
     from gleitzeit_jupyter.kernel import widgets
+    from gleitzeit_jupyter.kernel.widgets import cells
 
     loop = asyncio.new_event_loop()
     t = threading.Thread(target=loop.run_forever, daemon=True)
@@ -411,5 +412,5 @@ def test_panels_let_go_when_the_runtime_stops() -> None:
     loop.call_soon_threadsafe(loop.stop)
     t.join(5)
     loop.close()
-    widgets._after_cell()  # the next cell after the runtime went away
+    cells._after_cell()  # the next cell after the runtime went away
     assert third.closed and not third.subscribed

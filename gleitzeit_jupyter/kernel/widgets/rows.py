@@ -1,0 +1,137 @@
+"""The panel's grid: its columns and the widgets of one instance row (or the aggregate)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+
+from .formatting import fmt_extra, fmt_int, fmt_ms, fmt_rate, shorten
+from .style import BREAKER_COLORS, HEALTH_COLORS, css_class
+
+if TYPE_CHECKING:
+    from .panel import StatusPanel
+
+COLUMNS = (
+    # (key, header, width): fits a JupyterLab notebook of ~1000 px; scrolls when narrower
+    ("dot", "", "16px"),
+    ("instance", "instance", "minmax(90px, 1.5fr)"),
+    ("status", "health", "70px"),
+    ("breaker", "breaker", "66px"),
+    ("in_flight", "in flight", "62px"),
+    ("requests", "requests", "66px"),
+    ("success_rate", "success", "58px"),
+    ("p50_ms", "p50", "60px"),
+    ("p95_ms", "p95", "60px"),
+    ("p99_ms", "p99", "60px"),
+    ("extra", "", "80px"),
+    ("last_error", "last error", "minmax(80px, 2fr)"),
+    ("actions", "", "122px"),
+)
+NUMERIC = ("in_flight", "requests", "success_rate", "p50_ms", "p95_ms", "p99_ms", "extra")
+GRID = " ".join(width for _, _, width in COLUMNS)
+
+
+def row_class(instance_id: str) -> str:
+    """CSS class on every cell of an instance's row (``gz-row-ALL`` for the aggregate)."""
+    return css_class("gz-row-", instance_id)
+
+
+def cell_label(text: str = "", *classes: str, tooltip: str | None = None) -> w.Label:
+    label = w.Label(text, layout=w.Layout(min_width="0", overflow="hidden"))
+    for c in classes:
+        label.add_class(c)
+    if tooltip:
+        label.tooltip = tooltip
+    return label
+
+
+class Row:
+    """The widgets of one instance row (or the aggregate row)."""
+
+    def __init__(self, panel: StatusPanel, key: str, total: bool = False) -> None:
+        self.key = key
+        self.total = total
+        kind = "total" if total else "inst"
+        self.cells: dict[str, w.Widget] = {}
+        for col, _, _ in COLUMNS:
+            if col == "actions":
+                continue
+            classes = [f"gz-cell-{col}", f"gz-{kind}", row_class(key)]
+            if col in NUMERIC:
+                classes.append("gz-num")
+            if col == "dot":
+                classes.append("gz-dot")
+            if col == "last_error":
+                classes.append("gz-err")
+            if total:
+                classes.append("gz-total")
+            self.cells[col] = cell_label("", *classes)
+        self.dot: w.Label = self.cells["dot"]  # type: ignore[assignment]
+        if total:
+            self.cells["dot"].value = "\u03a3"
+            self.cells["instance"].value = "ALL"
+            self.actions: w.Widget = cell_label("")
+            self.drain = self.reset = None
+        else:
+            self.dot.value = "\u25cf"
+            self.drain = w.Button(
+                description="drain", tooltip="take out of rotation", layout=w.Layout(width="60px")
+            )
+            self.drain.add_class("gz-drain")
+            self.drain.add_class(row_class(key))
+            self.reset = w.Button(
+                description="reset",
+                tooltip="reset the circuit breaker",
+                layout=w.Layout(width="56px"),
+                disabled=True,
+            )
+            self.reset.add_class("gz-reset")
+            self.reset.add_class(row_class(key))
+            self.drain.on_click(lambda _b: panel._toggle(self.key))
+            self.reset.on_click(lambda _b: panel._action("reset_breaker", self.key))
+            self.actions = w.HBox([self.drain, self.reset])
+        self.actions.add_class("gz-cell-actions")
+
+    @property
+    def widgets(self) -> list[w.Widget]:
+        return [self.cells[c] if c != "actions" else self.actions for c, _, _ in COLUMNS]
+
+    def set(self, row: dict[str, Any], extra_kind: str | None, totals: bool = False) -> None:
+        c = self.cells
+        if totals:
+            c["status"].value = f"{row.get('healthy', 0)}/{row.get('instances', 0)} ok"
+            c["breaker"].value = (
+                f"{row['open_breakers']} open" if row.get("open_breakers") else "closed"
+            )
+        else:
+            status = row.get("status", "")
+            color = HEALTH_COLORS.get(status, "#9e9e9e")
+            self.dot.style.text_color = color
+            self.dot.tooltip = status
+            c["instance"].value = str(row.get("instance", ""))
+            c["instance"].tooltip = str(row.get("endpoint") or row.get("instance", ""))
+            c["status"].value = status
+            c["status"].style.text_color = color
+            breaker = row.get("breaker", "closed")
+            c["breaker"].value = breaker.replace("_", "-")
+            c["breaker"].style.text_color = BREAKER_COLORS.get(breaker, "#57606a")
+            enabled = row.get("enabled", status != "drained")
+            assert self.drain is not None and self.reset is not None
+            self.drain.description = "drain" if enabled else "enable"
+            self.drain.tooltip = "take out of rotation" if enabled else "put back in rotation"
+            self.drain.button_style = "" if enabled else "warning"
+            self.reset.disabled = breaker == "closed"
+            self.reset.button_style = "danger" if breaker == "open" else ""
+        c["in_flight"].value = fmt_int(row.get("in_flight", 0))
+        c["requests"].value = fmt_int(row.get("requests", 0))
+        c["success_rate"].value = fmt_rate(row.get("success_rate"))
+        for key in ("p50_ms", "p95_ms", "p99_ms"):
+            c[key].value = fmt_ms(row.get(key))
+        c["extra"].value = fmt_extra(extra_kind, row)
+        err = row.get("last_error")
+        if not err and row.get("health_error") and row.get("health", "healthy") != "healthy":
+            # an idle instance has no failed calls: say why its health check fails
+            err = f"health check: {row['health_error']}"
+        c["last_error"].value = shorten(err)
+        c["last_error"].tooltip = str(err) if err else None
