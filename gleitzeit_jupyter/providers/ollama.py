@@ -2,7 +2,7 @@
 
 Routing is model-aware: an instance takes a call only if ``/api/tags`` lists the model
 (refreshed during health checks); instances with it already loaded (``/api/ps``) and not just
-busy (503) are preferred; then the hub's strategy picks. See docs/ollama.md.
+busy (503) are preferred; then the hub's strategy picks. See the README's Ollama section.
 """
 
 from __future__ import annotations

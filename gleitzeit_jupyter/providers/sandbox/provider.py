@@ -36,7 +36,7 @@ METHODS = ("python/execute", "python/reset")
 
 
 class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
-    """A pool of sandbox containers; see ``docs/sandbox.md`` for defaults and limits."""
+    """A pool of sandbox containers; see the README's sandbox section for defaults and limits."""
 
     def __init__(
         self,
