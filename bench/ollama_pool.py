@@ -47,11 +47,29 @@ def standins(n: int, latency: float, parallel: int) -> Iterator[list[str]]:
     try:
         for _ in range(n):
             port = _free_port()
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "gleitzeit_jupyter.testing.ollama", "--port", str(port),
-                 "--models", MODEL, "--loaded", MODEL, "--latency", str(latency),
-                 "--parallel", str(parallel), "--tokens", "12"],
-                stdout=subprocess.PIPE, text=True))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gleitzeit_jupyter.testing.ollama",
+                        "--port",
+                        str(port),
+                        "--models",
+                        MODEL,
+                        "--loaded",
+                        MODEL,
+                        "--latency",
+                        str(latency),
+                        "--parallel",
+                        str(parallel),
+                        "--tokens",
+                        "12",
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
             urls.append(f"http://127.0.0.1:{port}")
         for p in procs:
             assert p.stdout is not None and "listening" in p.stdout.readline()
@@ -66,14 +84,21 @@ def standins(n: int, latency: float, parallel: int) -> Iterator[list[str]]:
 def _provider(urls: list[str], max_concurrency: int | None = None) -> OllamaProvider:
     return OllamaProvider(
         hosts=[OllamaConfig(host=u, max_concurrency=max_concurrency) for u in urls],
-        auto_discover=False, health_check_interval=30.0)
+        auto_discover=False,
+        health_check_interval=30.0,
+    )
 
 
-async def pool_run(urls: list[str], calls: int, concurrency: int,
-                   max_concurrency: int | None) -> tuple[float, float, Counter]:
+async def pool_run(
+    urls: list[str], calls: int, concurrency: int, max_concurrency: int | None
+) -> tuple[float, float, Counter]:
     async with _provider(urls, max_concurrency) as p:
-        await asyncio.gather(*(p.execute("llm/generate", {"model": MODEL, "prompt": "warm"})
-                               for _ in range(len(urls) * 4)))  # open connections first
+        await asyncio.gather(
+            *(
+                p.execute("llm/generate", {"model": MODEL, "prompt": "warm"})
+                for _ in range(len(urls) * 4)
+            )
+        )  # open connections first
         sem = asyncio.Semaphore(concurrency)
         where: Counter = Counter()
 
@@ -96,8 +121,9 @@ async def bare_run(urls: list[str], calls: int, concurrency: int) -> tuple[float
     async def one(i: int) -> None:
         async with sem:
             k = i % len(urls)
-            r = await clients[k].post(targets[k], json={"model": MODEL, "prompt": f"q{i}",
-                                                         "stream": False})
+            r = await clients[k].post(
+                targets[k], json={"model": MODEL, "prompt": f"q{i}", "stream": False}
+            )
             r.raise_for_status()
             r.json()
 
@@ -144,13 +170,16 @@ async def overhead(url: str, calls: int, rounds: int) -> tuple[list[float], list
     return prov_s, bare_s
 
 
-def _line(label: str, walls: list[float], cpus: list[float], calls: int, ideal: float,
-          note: str = "") -> None:
+def _line(
+    label: str, walls: list[float], cpus: list[float], calls: int, ideal: float, note: str = ""
+) -> None:
     best, med = min(walls), statistics.median(walls)
     cpu_us = statistics.median(cpus) / calls * 1e6
-    print(f"  {label:<34} best {best:6.3f} s  median {med:6.3f} s  efficiency "
-          f"{ideal / best:.3f} (median {ideal / med:.3f})  client cpu {cpu_us:5.0f} us/call"
-          f"{note}")
+    print(
+        f"  {label:<34} best {best:6.3f} s  median {med:6.3f} s  efficiency "
+        f"{ideal / best:.3f} (median {ideal / med:.3f})  client cpu {cpu_us:5.0f} us/call"
+        f"{note}"
+    )
 
 
 def main() -> None:
@@ -178,35 +207,51 @@ def main() -> None:
             wall, cpu = asyncio.run(bare_run(urls, args.calls, args.concurrency))
             runs["b"][0].append(wall)
             runs["b"][1].append(cpu)
-            wall, cpu, _ = asyncio.run(pool_run(urls, args.calls, args.concurrency,
-                                                args.parallel))
+            wall, cpu, _ = asyncio.run(pool_run(urls, args.calls, args.concurrency, args.parallel))
             runs["q"][0].append(wall)
             runs["q"][1].append(cpu)
         loop = official_loop(urls, args.calls)
-    print(f"\n{args.calls} calls, {args.instances} stand-ins x {args.parallel} slots, "
-          f"{args.latency_ms:g} ms per call, client concurrency {args.concurrency}, "
-          f"{args.repeats} interleaved repeats")
+    print(
+        f"\n{args.calls} calls, {args.instances} stand-ins x {args.parallel} slots, "
+        f"{args.latency_ms:g} ms per call, client concurrency {args.concurrency}, "
+        f"{args.repeats} interleaved repeats"
+    )
     print(f"  ideal (calls x latency / {slots} slots)   {ideal:6.3f} s")
     _line("OllamaProvider", *runs["p"], args.calls, ideal, "   <- target >= 0.85")
     _line("bare httpx POSTs, round robin", *runs["b"], args.calls, ideal, "   <- ceiling")
-    _line(f"OllamaProvider, max_concurrency={args.parallel}", *runs["q"], args.calls, ideal,
-          "   <- hub queues")
+    _line(
+        f"OllamaProvider, max_concurrency={args.parallel}",
+        *runs["q"],
+        args.calls,
+        ideal,
+        "   <- hub queues",
+    )
     best, med = min(runs["p"][0]), statistics.median(runs["p"][0])
-    print(f"  official ollama.Client, in a loop  {loop:6.3f} s   OllamaProvider is "
-          f"{loop / best:.1f}x faster (median {loop / med:.1f}x)")
+    print(
+        f"  official ollama.Client, in a loop  {loop:6.3f} s   OllamaProvider is "
+        f"{loop / best:.1f}x faster (median {loop / med:.1f}x)"
+    )
     print(f"  calls per instance (last run): {sorted(where.values())}")
 
     with standins(1, 0.0, args.parallel) as urls:
         prov, bare = asyncio.run(overhead(urls[0], args.overhead_calls, args.rounds))
     ratios = sorted(p / b for p, b in zip(prov, bare, strict=True))
-    print(f"\nper-call overhead, one zero-latency stand-in, {args.rounds} interleaved rounds x "
-          f"{args.overhead_calls} sequential calls")
-    print(f"  bare httpx.AsyncClient POST   median {statistics.median(bare) * 1e6:7.1f} us/call"
-          f"  best {min(bare) * 1e6:7.1f}")
-    print(f"  OllamaProvider.execute        median {statistics.median(prov) * 1e6:7.1f} us/call"
-          f"  best {min(prov) * 1e6:7.1f}")
-    print(f"  ratio provider / bare: median of rounds {statistics.median(ratios):.3f}, "
-          f"best-vs-best {min(prov) / min(bare):.3f}   <- target <= 1.15")
+    print(
+        f"\nper-call overhead, one zero-latency stand-in, {args.rounds} interleaved rounds x "
+        f"{args.overhead_calls} sequential calls"
+    )
+    print(
+        f"  bare httpx.AsyncClient POST   median {statistics.median(bare) * 1e6:7.1f} us/call"
+        f"  best {min(bare) * 1e6:7.1f}"
+    )
+    print(
+        f"  OllamaProvider.execute        median {statistics.median(prov) * 1e6:7.1f} us/call"
+        f"  best {min(prov) * 1e6:7.1f}"
+    )
+    print(
+        f"  ratio provider / bare: median of rounds {statistics.median(ratios):.3f}, "
+        f"best-vs-best {min(prov) / min(bare):.3f}   <- target <= 1.15"
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,20 @@ _timeout_cm = getattr(asyncio, "timeout", None)  # Python 3.11+; 3.10 falls back
 
 #: Ollama's own top-level request fields, forwarded as they are.
 FIELDS = {
-    GENERATE: ("model", "prompt", "suffix", "system", "template", "context", "images", "format",
-               "options", "keep_alive", "think", "raw"),
+    GENERATE: (
+        "model",
+        "prompt",
+        "suffix",
+        "system",
+        "template",
+        "context",
+        "images",
+        "format",
+        "options",
+        "keep_alive",
+        "think",
+        "raw",
+    ),
     CHAT: ("model", "messages", "tools", "format", "options", "keep_alive", "think"),
     EMBED: ("model", "input", "truncate", "options", "keep_alive", "dimensions"),
 }
@@ -111,15 +123,13 @@ def check_params(method: str, params: dict[str, Any], default_model: str | None)
         raise UserError("llm/generate needs a prompt (a string)")
     if method == CHAT:
         msgs = params.get("messages")
-        if not isinstance(msgs, list) or not all(
-            isinstance(m, dict) and "role" in m for m in msgs
-        ):
+        if not isinstance(msgs, list) or not all(isinstance(m, dict) and "role" in m for m in msgs):
             raise UserError("llm/chat needs messages: a list of {'role': ..., 'content': ...}")
     if method == EMBED:
         inp = params.get("input")
-        if not (isinstance(inp, str) or (
-            isinstance(inp, list) and all(isinstance(s, str) for s in inp)
-        )):
+        if not (
+            isinstance(inp, str) or (isinstance(inp, list) and all(isinstance(s, str) for s in inp))
+        ):
             raise UserError("llm/embed needs input: a string or a list of strings")
     opts = params.get("options")
     if opts is not None and not isinstance(opts, dict):
@@ -145,7 +155,9 @@ def build_body(
 
 
 async def post_json(
-    transport: httpx.AsyncBaseTransport, url: httpx.URL, body: dict[str, Any],
+    transport: httpx.AsyncBaseTransport,
+    url: httpx.URL,
+    body: dict[str, Any],
     extensions: dict[str, Any],
 ) -> httpx.Response:
     """POST and read the whole answer, straight through the client's transport.
@@ -188,8 +200,9 @@ async def first_line(
                 return await go()
         return await asyncio.wait_for(go(), timeout)
     except TimeoutError:
-        raise ExecutionTimeout(f"no first token from {ident} within {timeout:g} s",
-                               instance=ident) from None
+        raise ExecutionTimeout(
+            f"no first token from {ident} within {timeout:g} s", instance=ident
+        ) from None
 
 
 def _ms(ns: Any) -> float | None:
@@ -263,24 +276,28 @@ def http_error(status: int, text: str, instance: str, model: str) -> HubError:
     msg = _message(text)
     if status == 404:
         return UserError(
-            f"model '{model}' not found on {instance}: {msg}", instance=instance,
+            f"model '{model}' not found on {instance}: {msg}",
+            instance=instance,
             hint=f"pull it there (`ollama pull {model}`) or pick another model",
         )
     if status == 503:
         return ResourceFailed(f"Ollama at {instance} is busy: {msg}", instance=instance)
     if status in (408, 429) or status >= 500:
         return ResourceFailed(f"Ollama at {instance} answered {status}: {msg}", instance=instance)
-    return UserError(f"Ollama at {instance} rejected the call ({status}): {msg}",
-                     instance=instance)
+    return UserError(f"Ollama at {instance} rejected the call ({status}): {msg}", instance=instance)
 
 
 def transport_error(exc: httpx.HTTPError, instance: str, url: str, timeout: float) -> HubError:
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        return ResourceFailed(f"cannot connect to Ollama at {url}", instance=instance,
-                              hint="is `ollama serve` running there?")
+        return ResourceFailed(
+            f"cannot connect to Ollama at {url}",
+            instance=instance,
+            hint="is `ollama serve` running there?",
+        )
     if isinstance(exc, httpx.ReadTimeout):
-        return ExecutionTimeout(f"Ollama at {url} sent nothing for {timeout:g} s",
-                                instance=instance)
+        return ExecutionTimeout(
+            f"Ollama at {url} sent nothing for {timeout:g} s", instance=instance
+        )
     if isinstance(exc, httpx.PoolTimeout):
         return ResourceFailed(f"all connections to {url} stayed busy", instance=instance)
     detail = str(exc) or type(exc).__name__

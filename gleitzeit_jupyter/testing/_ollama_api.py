@@ -197,19 +197,34 @@ class OllamaApi:
                 if body.get("keep_alive") in (0, "0", "0s"):
                     self.loaded.discard(model)
                     reason = "unload"
-                final = {"model": name, "created_at": now_iso(), "done": True,
-                         "done_reason": reason}
-                final.update({"message": {"role": "assistant", "content": ""}} if chat
-                             else {"response": ""})
+                final = {
+                    "model": name,
+                    "created_at": now_iso(),
+                    "done": True,
+                    "done_reason": reason,
+                }
+                final.update(
+                    {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
+                )
                 await resp.send_json(200, final)
                 return
             await self._run(name, model, text, options, body, resp, chat, stream, t0, load_ns)
         finally:
             self._release(slots)
 
-    async def _run(self, name: str, model: str, text: str, options: dict[str, Any],
-                   body: dict[str, Any], resp: Responder, chat: bool, stream: bool,
-                   t0: float, load_ns: int) -> None:
+    async def _run(
+        self,
+        name: str,
+        model: str,
+        text: str,
+        options: dict[str, Any],
+        body: dict[str, Any],
+        resp: Responder,
+        chat: bool,
+        stream: bool,
+        t0: float,
+        load_ns: int,
+    ) -> None:
         if self.latency:
             await asyncio.sleep(self.latency)
         t_eval = time.perf_counter()
@@ -293,13 +308,16 @@ class OllamaApi:
             load_ns = await self._load(model)
             if self.latency:
                 await asyncio.sleep(self.latency)
-            await resp.send_json(200, {
-                "model": body["model"],
-                "embeddings": [embedding_vector(model, s, self.embed_dim) for s in inputs],
-                "total_duration": int((time.perf_counter() - t0) * 1e9),
-                "load_duration": load_ns,
-                "prompt_eval_count": sum(max(1, len(s.split())) for s in inputs),
-            })
+            await resp.send_json(
+                200,
+                {
+                    "model": body["model"],
+                    "embeddings": [embedding_vector(model, s, self.embed_dim) for s in inputs],
+                    "total_duration": int((time.perf_counter() - t0) * 1e9),
+                    "load_duration": load_ns,
+                    "prompt_eval_count": sum(max(1, len(s.split())) for s in inputs),
+                },
+            )
         finally:
             self._release(slots)
 
@@ -313,19 +331,43 @@ class OllamaApi:
         await resp.send_json(200, {"embedding": vec})
 
     async def tags(self, body: dict[str, Any], resp: Responder) -> None:
-        await resp.send_json(200, {"models": [
-            {"name": m, "model": m, "modified_at": "2025-01-01T00:00:00.000000Z",
-             "size": 2019393189, "digest": digest(m), "details": details(m)}
-            for m in self.models
-        ]})
+        await resp.send_json(
+            200,
+            {
+                "models": [
+                    {
+                        "name": m,
+                        "model": m,
+                        "modified_at": "2025-01-01T00:00:00.000000Z",
+                        "size": 2019393189,
+                        "digest": digest(m),
+                        "details": details(m),
+                    }
+                    for m in self.models
+                ]
+            },
+        )
 
     async def ps(self, body: dict[str, Any], resp: Responder) -> None:
-        await resp.send_json(200, {"models": [
-            {"name": m, "model": m, "size": 3155000000, "digest": digest(m),
-             "details": details(m), "expires_at": now_iso(300), "size_vram": 3155000000,
-             "context_length": 4096}
-            for m in self.models if m in self.loaded
-        ]})
+        await resp.send_json(
+            200,
+            {
+                "models": [
+                    {
+                        "name": m,
+                        "model": m,
+                        "size": 3155000000,
+                        "digest": digest(m),
+                        "details": details(m),
+                        "expires_at": now_iso(300),
+                        "size_vram": 3155000000,
+                        "context_length": 4096,
+                    }
+                    for m in self.models
+                    if m in self.loaded
+                ]
+            },
+        )
 
     async def show(self, body: dict[str, Any], resp: Responder) -> None:
         model, err = self._check_model(body)
@@ -333,10 +375,18 @@ class OllamaApi:
             await resp.send_json(err[0], {"error": err[1]})
             return
         assert model is not None
-        await resp.send_json(200, {"modelfile": f"FROM {model}\n", "parameters": "",
-                                   "template": "{{ .Prompt }}", "details": details(model),
-                                   "model_info": {}, "capabilities": ["completion"],
-                                   "modified_at": "2025-01-01T00:00:00.000000Z"})
+        await resp.send_json(
+            200,
+            {
+                "modelfile": f"FROM {model}\n",
+                "parameters": "",
+                "template": "{{ .Prompt }}",
+                "details": details(model),
+                "model_info": {},
+                "capabilities": ["completion"],
+                "modified_at": "2025-01-01T00:00:00.000000Z",
+            },
+        )
 
     async def version_ep(self, body: dict[str, Any], resp: Responder) -> None:
         await resp.send_json(200, {"version": self.version})
@@ -364,9 +414,15 @@ class OllamaApi:
         await resp.send_json(200, self.stats())
 
     def stats(self) -> dict[str, Any]:
-        return {"served": dict(self.served), "active": self.active, "waiting": self.waiting,
-                "peak_active": self.peak_active, "models": self.models,
-                "loaded": sorted(self.loaded), "faults": vars(self.faults)}
+        return {
+            "served": dict(self.served),
+            "active": self.active,
+            "waiting": self.waiting,
+            "peak_active": self.peak_active,
+            "models": self.models,
+            "loaded": sorted(self.loaded),
+            "faults": vars(self.faults),
+        }
 
 
 _ROUTES: dict[tuple[str, str], Any] = {

@@ -112,7 +112,6 @@ def generate_tokens(
     return out, reason
 
 
-
 def embedding_vector(model: str, text: str, dim: int) -> list[float]:
     h = hashlib.blake2b(f"{model}\0{text}".encode(), digest_size=8).digest()
     rng = random.Random(int.from_bytes(h, "big"))

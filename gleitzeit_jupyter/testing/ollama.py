@@ -64,10 +64,17 @@ class OllamaStandIn:
         self.host = host
         self.port = port
         self.api = OllamaApi(
-            models=list(models), loaded=list(loaded), latency=latency,
-            tokens_per_s=tokens_per_s, num_parallel=num_parallel, max_queue=max_queue,
-            load_time=load_time, default_tokens=default_tokens, embed_dim=embed_dim,
-            version=version, seed=seed,
+            models=list(models),
+            loaded=list(loaded),
+            latency=latency,
+            tokens_per_s=tokens_per_s,
+            num_parallel=num_parallel,
+            max_queue=max_queue,
+            load_time=load_time,
+            default_tokens=default_tokens,
+            embed_dim=embed_dim,
+            version=version,
+            seed=seed,
         )
         self.disconnects: list[RecordedRequest] = []
         self._http = HttpServer(self.api.handle, self._on_disconnect)
@@ -202,8 +209,16 @@ class OllamaStandIn:
 
 
 _API_KNOBS = frozenset(
-    {"latency", "tokens_per_s", "load_time", "default_tokens", "num_parallel", "max_queue",
-     "embed_dim", "version"}
+    {
+        "latency",
+        "tokens_per_s",
+        "load_time",
+        "default_tokens",
+        "num_parallel",
+        "max_queue",
+        "embed_dim",
+        "version",
+    }
 )
 
 
@@ -214,8 +229,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=11434)
-    parser.add_argument("--models", default="llama3.2:latest",
-                        help="comma-separated model names listed by /api/tags")
+    parser.add_argument(
+        "--models",
+        default="llama3.2:latest",
+        help="comma-separated model names listed by /api/tags",
+    )
     parser.add_argument("--loaded", default="", help="comma-separated models already loaded")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds to first token")
     parser.add_argument("--tokens-per-s", type=float, default=0.0, help="0 = instant")
@@ -229,9 +247,16 @@ def main(argv: list[str] | None = None) -> None:
         return [n for n in (x.strip() for x in s.split(",")) if n]
 
     api = OllamaApi(
-        models=names(args.models), loaded=names(args.loaded), latency=args.latency,
-        tokens_per_s=args.tokens_per_s, num_parallel=args.parallel, max_queue=args.max_queue,
-        load_time=args.load_time, default_tokens=args.tokens, embed_dim=16, version="0.6.5",
+        models=names(args.models),
+        loaded=names(args.loaded),
+        latency=args.latency,
+        tokens_per_s=args.tokens_per_s,
+        num_parallel=args.parallel,
+        max_queue=args.max_queue,
+        load_time=args.load_time,
+        default_tokens=args.tokens,
+        embed_dim=16,
+        version="0.6.5",
         seed=0,
     )
 

@@ -35,9 +35,10 @@ class Target:
 def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     if request.param == "real":
         assert REAL_URL is not None
-        model = os.environ.get("GLEITZEIT_TEST_OLLAMA_MODEL") or httpx.get(
-            f"{REAL_URL}/api/tags", timeout=5
-        ).json()["models"][0]["model"]
+        model = (
+            os.environ.get("GLEITZEIT_TEST_OLLAMA_MODEL")
+            or httpx.get(f"{REAL_URL}/api/tags", timeout=5).json()["models"][0]["model"]
+        )
         yield Target(REAL_URL, model, None)
         return
     with OllamaStandIn(models=["llama3.2:latest"], tokens_per_s=500) as srv:
@@ -72,25 +73,33 @@ def _check_usage(r: dict, target: Target, inst: str) -> None:
 
 async def test_generate_returns_text_and_usage(provider: OllamaProvider, target: Target) -> None:
     inst = provider.instances[0].id
-    r = await provider.execute("llm/generate", {"model": target.model, "prompt": "Say hi.",
-                                                "max_tokens": 8, "temperature": 0})
+    r = await provider.execute(
+        "llm/generate",
+        {"model": target.model, "prompt": "Say hi.", "max_tokens": 8, "temperature": 0},
+    )
     assert isinstance(r["response"], str) and r["response"]
     _check_usage(r, target, inst)
     assert r["completion_tokens"] <= 8
 
 
-async def test_short_and_tagged_model_names_are_one_model(provider: OllamaProvider,
-                                                          target: Target) -> None:
+async def test_short_and_tagged_model_names_are_one_model(
+    provider: OllamaProvider, target: Target
+) -> None:
     params = {"prompt": "Say hi.", "max_tokens": 4, "seed": 7, "temperature": 0}
     a = await provider.execute("llm/generate", {"model": target.model, **params})
     b = await provider.execute("llm/generate", {"model": _short(target.model), **params})
     assert a["response"] == b["response"]
 
 
-async def test_stream_generate_yields_text_then_usage(provider: OllamaProvider,
-                                                      target: Target) -> None:
-    chunks = [c async for c in provider.stream(
-        "llm/generate", {"model": target.model, "prompt": "Count to five.", "max_tokens": 10})]
+async def test_stream_generate_yields_text_then_usage(
+    provider: OllamaProvider, target: Target
+) -> None:
+    chunks = [
+        c
+        async for c in provider.stream(
+            "llm/generate", {"model": target.model, "prompt": "Count to five.", "max_tokens": 10}
+        )
+    ]
     assert len(chunks) >= 2
     assert all(c["done"] is False and isinstance(c["response"], str) for c in chunks[:-1])
     final = chunks[-1]
@@ -101,12 +110,17 @@ async def test_stream_generate_yields_text_then_usage(provider: OllamaProvider,
 
 async def test_chat_and_stream_chat(provider: OllamaProvider, target: Target) -> None:
     msgs = [{"role": "user", "content": "Say hi."}]
-    r = await provider.execute("llm/chat", {"model": target.model, "messages": msgs,
-                                            "max_tokens": 8})
+    r = await provider.execute(
+        "llm/chat", {"model": target.model, "messages": msgs, "max_tokens": 8}
+    )
     assert r["message"]["role"] == "assistant" and r["response"] == r["message"]["content"]
     _check_usage(r, target, provider.instances[0].id)
-    chunks = [c async for c in provider.stream("llm/chat", {"model": target.model,
-                                                            "messages": msgs, "max_tokens": 8})]
+    chunks = [
+        c
+        async for c in provider.stream(
+            "llm/chat", {"model": target.model, "messages": msgs, "max_tokens": 8}
+        )
+    ]
     assert chunks[-1]["done"] and all("message" in c for c in chunks[:-1])
 
 
@@ -125,8 +139,9 @@ async def test_models_lists_instances(provider: OllamaProvider, target: Target) 
     assert r["instances"][provider.instances[0].id]["reachable"] is True
 
 
-async def test_unknown_model_is_a_user_error_without_retry(provider: OllamaProvider,
-                                                           target: Target) -> None:
+async def test_unknown_model_is_a_user_error_without_retry(
+    provider: OllamaProvider, target: Target
+) -> None:
     inst = provider.instances[0]
     with pytest.raises(UserError) as ei:
         await provider.execute("llm/generate", {"model": "no-such-model-xyz", "prompt": "x"})
@@ -141,8 +156,9 @@ async def test_bad_calls_are_user_errors(provider: OllamaProvider, target: Targe
     with pytest.raises(UserError, match="prompt"):
         await provider.execute("llm/generate", {"model": target.model})
     with pytest.raises(UserError, match="max_token"):
-        await provider.execute("llm/generate", {"model": target.model, "prompt": "x",
-                                                "max_token": 3})
+        await provider.execute(
+            "llm/generate", {"model": target.model, "prompt": "x", "max_token": 3}
+        )
     with pytest.raises(UserError, match="llm/nope"):
         await provider.execute("llm/nope", {})
     with pytest.raises(UserError, match="does not stream"):
@@ -150,16 +166,18 @@ async def test_bad_calls_are_user_errors(provider: OllamaProvider, target: Targe
             pass
 
 
-async def test_cancelled_stream_leaves_no_connection(provider: OllamaProvider,
-                                                     target: Target) -> None:
+async def test_cancelled_stream_leaves_no_connection(
+    provider: OllamaProvider, target: Target
+) -> None:
     if target.standin is not None:
         target.standin.tokens_per_s = 20  # slow enough to be cancelled mid-way
         target.standin.default_tokens = 200
     got = asyncio.Event()
 
     async def consume() -> None:
-        async for _ in provider.stream("llm/generate", {"model": target.model,
-                                                        "prompt": "Write a long story."}):
+        async for _ in provider.stream(
+            "llm/generate", {"model": target.model, "prompt": "Write a long story."}
+        ):
             got.set()
 
     task = asyncio.create_task(consume())

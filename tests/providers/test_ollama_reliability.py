@@ -20,12 +20,15 @@ GEN = {"model": "llama3.2", "prompt": "hello"}
 @pytest.fixture
 def trio() -> Iterator[list[OllamaStandIn]]:
     with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(OllamaStandIn(latency=0.01, num_parallel=4, seed=i))
-               for i in range(3)]
+        yield [
+            stack.enter_context(OllamaStandIn(latency=0.01, num_parallel=4, seed=i))
+            for i in range(3)
+        ]
 
 
-async def _batch(p: OllamaProvider, n: int, concurrency: int, params: dict,
-                 on_done=None) -> list[dict]:
+async def _batch(
+    p: OllamaProvider, n: int, concurrency: int, params: dict, on_done=None
+) -> list[dict]:
     sem = asyncio.Semaphore(concurrency)
     out: list[dict] = []
 
@@ -50,8 +53,12 @@ async def _until(cond, timeout: float = 10.0) -> None:
 @pytest.mark.slow
 async def test_instance_killed_mid_batch(trio: list[OllamaStandIn]) -> None:
     victim = trio[1]
-    p = OllamaProvider(hosts=[s.url for s in trio], auto_discover=False,
-                       health_check_interval=0.2, breaker_recovery_timeout=0.5)
+    p = OllamaProvider(
+        hosts=[s.url for s in trio],
+        auto_discover=False,
+        health_check_interval=0.2,
+        breaker_recovery_timeout=0.5,
+    )
     breaker_events: list[HubEvent] = []
     async with p:
         vid = p.instances[1].id
@@ -70,8 +77,9 @@ async def test_instance_killed_mid_batch(trio: list[OllamaStandIn]) -> None:
 
         victim.up()  # restarted: health checks and a half-open trial bring it back
         # (DEGRADED counts: its recent success rate still remembers the failures)
-        await _until(lambda: p.instances[1].status in (ResourceStatus.HEALTHY,
-                                                       ResourceStatus.DEGRADED))
+        await _until(
+            lambda: p.instances[1].status in (ResourceStatus.HEALTHY, ResourceStatus.DEGRADED)
+        )
         # trials that failed during the outage lengthened the breaker's wait (backoff)
         await _until(lambda: p.instances[1].breaker_state is not CircuitState.OPEN, 30)
         again = await _batch(p, 60, 8, GEN)
@@ -84,8 +92,9 @@ async def test_busy_half_the_time_loses_no_call_and_gets_less_traffic(
 ) -> None:
     busy = trio[0]
     busy.faults.busy_rate = 0.5
-    async with OllamaProvider(hosts=[s.url for s in trio], auto_discover=False,
-                              health_check_interval=60, busy_backoff=0.2) as p:
+    async with OllamaProvider(
+        hosts=[s.url for s in trio], auto_discover=False, health_check_interval=60, busy_backoff=0.2
+    ) as p:
         results = await _batch(p, 300, 16, GEN)
         assert len(results) == 300  # every call succeeded (the 503s were retried elsewhere)
         share = Counter(r["instance"] for r in results)[p.instances[0].id] / 300
@@ -96,8 +105,12 @@ async def test_busy_half_the_time_loses_no_call_and_gets_less_traffic(
 async def test_model_only_on_b_goes_to_b(trio: list[OllamaStandIn]) -> None:
     a, b, c = trio
     b.models = ["llama3.2", "phi3:mini"]
-    async with OllamaProvider(hosts=[s.url for s in trio], auto_discover=False,
-                              health_check_interval=60, strategy="round_robin") as p:
+    async with OllamaProvider(
+        hosts=[s.url for s in trio],
+        auto_discover=False,
+        health_check_interval=60,
+        strategy="round_robin",
+    ) as p:
         rs = await _batch(p, 50, 8, {"model": "phi3:mini", "prompt": "x"})
         assert {r["instance"] for r in rs} == {p.instances[1].id}
         assert a.requests_to("/api/generate") == c.requests_to("/api/generate") == []
@@ -111,10 +124,12 @@ async def test_model_only_on_b_goes_to_b(trio: list[OllamaStandIn]) -> None:
 
 @pytest.mark.parametrize("streaming", [True, False])
 async def test_interrupt_leaves_no_connection_and_no_task(streaming: bool) -> None:
-    with OllamaStandIn(tokens_per_s=20, default_tokens=400, latency=0.0 if streaming else 2.0
-                       ) as srv:
-        async with OllamaProvider(hosts=[srv.url], auto_discover=False,
-                                  health_check_interval=60) as p:
+    with OllamaStandIn(
+        tokens_per_s=20, default_tokens=400, latency=0.0 if streaming else 2.0
+    ) as srv:
+        async with OllamaProvider(
+            hosts=[srv.url], auto_discover=False, health_check_interval=60
+        ) as p:
             tasks_before = asyncio.all_tasks()
             conns_before = srv.open_connections
             started = asyncio.Event()
@@ -149,8 +164,9 @@ async def test_interrupt_leaves_no_connection_and_no_task(streaming: bool) -> No
 
 async def test_consumer_leaving_a_stream_early_closes_it() -> None:
     with OllamaStandIn(tokens_per_s=20, default_tokens=400) as srv:
-        async with OllamaProvider(hosts=[srv.url], auto_discover=False,
-                                  health_check_interval=60) as p:
+        async with OllamaProvider(
+            hosts=[srv.url], auto_discover=False, health_check_interval=60
+        ) as p:
             async with contextlib.aclosing(p.stream("llm/generate", GEN)) as chunks:
                 async for chunk in chunks:
                     assert chunk["done"] is False

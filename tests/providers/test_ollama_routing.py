@@ -49,18 +49,45 @@ def _served(srv: OllamaStandIn, path: str = "/api/generate") -> int:
 async def test_convenience_params_go_inside_options() -> None:
     with OllamaStandIn() as srv:
         async with pool(srv.url) as p:
-            await p.execute("llm/generate", {
-                **GEN, "system": "be brief", "temperature": 0.2, "max_tokens": 5, "top_p": 0.9,
-                "seed": 42, "stop": ["\n"], "options": {"num_ctx": 2048}, "keep_alive": "1m",
-                "tenant": "alice", "priority": 3})
-            await p.execute("llm/chat", {"model": "llama3.2", "temperature": 0,
-                                         "messages": [{"role": "user", "content": "x"}]})
+            await p.execute(
+                "llm/generate",
+                {
+                    **GEN,
+                    "system": "be brief",
+                    "temperature": 0.2,
+                    "max_tokens": 5,
+                    "top_p": 0.9,
+                    "seed": 42,
+                    "stop": ["\n"],
+                    "options": {"num_ctx": 2048},
+                    "keep_alive": "1m",
+                    "tenant": "alice",
+                    "priority": 3,
+                },
+            )
+            await p.execute(
+                "llm/chat",
+                {
+                    "model": "llama3.2",
+                    "temperature": 0,
+                    "messages": [{"role": "user", "content": "x"}],
+                },
+            )
         gen = srv.requests_to("/api/generate")[0].body
         assert gen == {
-            "model": "llama3.2", "prompt": "hello", "system": "be brief", "keep_alive": "1m",
+            "model": "llama3.2",
+            "prompt": "hello",
+            "system": "be brief",
+            "keep_alive": "1m",
             "stream": False,
-            "options": {"num_ctx": 2048, "temperature": 0.2, "num_predict": 5, "top_p": 0.9,
-                        "seed": 42, "stop": ["\n"]},
+            "options": {
+                "num_ctx": 2048,
+                "temperature": 0.2,
+                "num_predict": 5,
+                "top_p": 0.9,
+                "seed": 42,
+                "stop": ["\n"],
+            },
         }  # nothing at top level that Ollama would silently ignore; hub params stay home
         assert srv.requests_to("/api/chat")[0].body["options"] == {"temperature": 0}
 
@@ -216,13 +243,23 @@ async def test_discovery_from_env_and_port_scan(monkeypatch: pytest.MonkeyPatch)
     with OllamaStandIn() as a, OllamaStandIn() as b, OllamaStandIn() as c, OllamaStandIn() as d:
         monkeypatch.setenv("OLLAMA_HOST", f"0.0.0.0:{a.port}")
         monkeypatch.setenv("GLEITZEIT_OLLAMA_HOSTS", f"{b.url}, http://127.0.0.1:{b.port}/")
-        p = OllamaProvider(hosts=[d.url], scan_ports=[c.port, d.port], health_check_interval=60,
-                           discovery_interval=3600)
+        p = OllamaProvider(
+            hosts=[d.url],
+            scan_ports=[c.port, d.port],
+            health_check_interval=60,
+            discovery_interval=3600,
+        )
         async with p:
             found = {i.id: i.origin for i in p.instances}
-            assert found == {f"127.0.0.1:{s.port}": o for s, o in
-                             ((a, "discovered"), (b, "discovered"), (c, "discovered"),
-                              (d, "explicit"))}
+            assert found == {
+                f"127.0.0.1:{s.port}": o
+                for s, o in (
+                    (a, "discovered"),
+                    (b, "discovered"),
+                    (c, "discovered"),
+                    (d, "explicit"),
+                )
+            }
             c.down()  # gone from the scan: retired; d is explicit: kept even when down
             d.down()
             monkeypatch.delenv("OLLAMA_HOST")
@@ -271,18 +308,30 @@ async def test_add_and_remove_a_server_at_run_time(
             await p.execute("llm/generate", {"model": "phi3", "prompt": "x"})
         inst = await p.add_resource(f"127.0.0.1:{b.port}")  # a bare host:port is fine
         assert inst.id == f"127.0.0.1:{b.port}" and inst.metadata["models"] == [
-            "llama3.2:latest", "phi3:latest"]
+            "llama3.2:latest",
+            "phi3:latest",
+        ]
         assert (await p.execute("llm/generate", {"model": "phi3", "prompt": "x"}))[
-            "instance"] == inst.id
+            "instance"
+        ] == inst.id
         client = inst.handle.client
         await p.remove_resource(inst.id)
         assert client.is_closed and [i.id for i in p.instances] == [f"127.0.0.1:{a.port}"]
 
 
-@pytest.mark.parametrize(("status", "kind"), [
-    (400, UserError), (401, UserError), (404, UserError), (408, ResourceFailed),
-    (429, ResourceFailed), (500, ResourceFailed), (502, ResourceFailed), (503, ResourceFailed),
-])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, UserError),
+        (401, UserError),
+        (404, UserError),
+        (408, ResourceFailed),
+        (429, ResourceFailed),
+        (500, ResourceFailed),
+        (502, ResourceFailed),
+        (503, ResourceFailed),
+    ],
+)
 def test_status_mapping(status: int, kind: type) -> None:
     err = wire.http_error(status, '{"error": "boom"}', "h:1", "m:latest")
     assert type(err) is kind and "boom" in str(err) and "h:1" in str(err)
@@ -302,7 +351,9 @@ async def test_models_union_with_one_instance_down(
         ia, ib = (i.id for i in p.instances)
         r = await p.execute("llm/models")
         assert [(m["name"], m["instances"], m["loaded_on"]) for m in r["models"]] == [
-            ("llama3.2:latest", [ia, ib], [ib]), ("qwen2.5:0.5b", [ia], [])]
+            ("llama3.2:latest", [ia, ib], [ib]),
+            ("qwen2.5:0.5b", [ia], []),
+        ]
         a.down()
         r = await p.execute("llm/models")
         assert r["instances"][ia]["reachable"] is False and r["instances"][ib]["reachable"]

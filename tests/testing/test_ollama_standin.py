@@ -45,8 +45,9 @@ def test_official_client_lists_and_generates(srv: OllamaStandIn, client: ollama.
     assert r.load_duration is not None and r.context == [1, 2, 3]
     assert [m.model for m in client.ps().models] == ["llama3.2:latest"]
 
-    parts = list(client.generate(model="llama3.2:latest", prompt="Why is the sky blue?",
-                                 stream=True))
+    parts = list(
+        client.generate(model="llama3.2:latest", prompt="Why is the sky blue?", stream=True)
+    )
     assert all(not p.done for p in parts[:-1]) and parts[-1].done
     assert "".join(p.response or "" for p in parts) == r.response  # deterministic
     assert parts[-1].response == "" and parts[-1].eval_count == len(parts) - 1
@@ -71,15 +72,17 @@ def test_options_shape_generation(srv: OllamaStandIn, client: ollama.Client) -> 
     r2 = client.generate(model="llama3.2", prompt="p", options={"num_predict": 3, "seed": 2})
     assert r2.response != r.response  # the seed feeds the generator
     first_word = r.response.split()[1]
-    r3 = client.generate(model="llama3.2", prompt="p",
-                         options={"num_predict": 3, "seed": 1, "stop": [first_word]})
+    r3 = client.generate(
+        model="llama3.2", prompt="p", options={"num_predict": 3, "seed": 1, "stop": [first_word]}
+    )
     assert first_word not in r3.response and r3.done_reason == "stop"
     body = srv.requests_to("/api/generate")[0].body
     assert body["options"] == {"num_predict": 3, "seed": 1} and body["stream"] is False
 
 
-def test_errors_use_ollamas_statuses_and_messages(srv: OllamaStandIn,
-                                                  client: ollama.Client) -> None:
+def test_errors_use_ollamas_statuses_and_messages(
+    srv: OllamaStandIn, client: ollama.Client
+) -> None:
     with pytest.raises(ollama.ResponseError) as ei:
         client.generate(model="mistral", prompt="x")
     assert ei.value.status_code == 404
@@ -113,8 +116,9 @@ def test_mid_stream_error_line(srv: OllamaStandIn, client: ollama.Client) -> Non
             got.append(part.response or "")
     assert len(got) == 2
     # Raw wire check: status 200, NDJSON, and the last line is {"error": ...}.
-    with httpx.stream("POST", f"{srv.url}/api/generate",
-                      json={"model": "llama3.2", "prompt": "x"}) as r:
+    with httpx.stream(
+        "POST", f"{srv.url}/api/generate", json={"model": "llama3.2", "prompt": "x"}
+    ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"] == "application/x-ndjson"
         lines = [json.loads(line) for line in r.iter_lines() if line]
@@ -132,11 +136,13 @@ def test_connection_reset_and_hang(srv: OllamaStandIn) -> None:
 
     srv.faults.hang = True
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{srv.url}/api/generate", json={"model": "llama3.2", "prompt": "x"},
-                   timeout=0.3)
+        httpx.post(
+            f"{srv.url}/api/generate", json={"model": "llama3.2", "prompt": "x"}, timeout=0.3
+        )
     srv.faults.hang = False
-    ok = httpx.post(f"{srv.url}/api/generate",
-                    json={"model": "llama3.2", "prompt": "x", "stream": False})
+    ok = httpx.post(
+        f"{srv.url}/api/generate", json={"model": "llama3.2", "prompt": "x", "stream": False}
+    )
     assert ok.status_code == 200 and ok.json()["done"] is True
 
 
@@ -158,8 +164,11 @@ def test_down_drops_inflight_calls() -> None:
 
         def call() -> None:
             try:
-                httpx.post(f"{s.url}/api/generate",
-                           json={"model": "llama3.2", "prompt": "x", "stream": False}, timeout=10)
+                httpx.post(
+                    f"{s.url}/api/generate",
+                    json={"model": "llama3.2", "prompt": "x", "stream": False},
+                    timeout=10,
+                )
             except BaseException as exc:
                 errors.append(exc)
 
@@ -178,8 +187,11 @@ def test_parallel_slots_and_queue_limit() -> None:
         results: list[int] = []
 
         def call() -> None:
-            r = httpx.post(f"{s.url}/api/generate",
-                           json={"model": "llama3.2", "prompt": "x", "stream": False}, timeout=10)
+            r = httpx.post(
+                f"{s.url}/api/generate",
+                json={"model": "llama3.2", "prompt": "x", "stream": False},
+                timeout=10,
+            )
             results.append(r.status_code)
 
         threads = [threading.Thread(target=call) for _ in range(4)]
@@ -213,9 +225,12 @@ def test_cold_load_token_rate_and_unload() -> None:
 
 def test_server_sees_client_hang_up_mid_stream() -> None:
     with OllamaStandIn(tokens_per_s=20, default_tokens=200) as s:
-        with httpx.Client() as hc, hc.stream(
-            "POST", f"{s.url}/api/generate", json={"model": "llama3.2", "prompt": "x"}
-        ) as r:
+        with (
+            httpx.Client() as hc,
+            hc.stream(
+                "POST", f"{s.url}/api/generate", json={"model": "llama3.2", "prompt": "x"}
+            ) as r,
+        ):
             it = r.iter_lines()
             assert json.loads(next(it))["done"] is False
         # closed after one line of a 10 s answer: the server must notice at once
@@ -227,21 +242,34 @@ async def test_async_client_against_standin() -> None:
     with OllamaStandIn(latency=0.05, num_parallel=4) as s:
         c = ollama.AsyncClient(host=s.url)
         t0 = time.perf_counter()
-        rs = await asyncio.gather(*(c.generate(model="llama3.2", prompt=str(i))
-                                    for i in range(8)))
+        rs = await asyncio.gather(*(c.generate(model="llama3.2", prompt=str(i)) for i in range(8)))
         assert all(r.done for r in rs)
         assert time.perf_counter() - t0 >= 0.1  # 8 calls over 4 slots: two rounds
-        parts = [p async for p in await c.chat(
-            model="llama3.2", messages=[{"role": "user", "content": "x"}], stream=True)]
+        parts = [
+            p
+            async for p in await c.chat(
+                model="llama3.2", messages=[{"role": "user", "content": "x"}], stream=True
+            )
+        ]
         assert parts[-1].done
 
 
 def test_runs_as_a_process_with_remote_control() -> None:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gleitzeit_jupyter.testing.ollama", "--port", str(port),
-         "--models", "llama3.2,qwen2.5:0.5b", "--latency", "0.01"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "gleitzeit_jupyter.testing.ollama",
+            "--port",
+            str(port),
+            "--models",
+            "llama3.2,qwen2.5:0.5b",
+            "--latency",
+            "0.01",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
