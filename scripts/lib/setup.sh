@@ -26,7 +26,7 @@ gz_apt() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}" >/dev/null
 }
 
-_gz_python() {
+_gz_system_python() {
     # The newest python3 >= 3.10 on PATH.
     local py
     for py in python3.13 python3.12 python3.11 python3.10 python3; do
@@ -44,9 +44,9 @@ gz_venv() {
     local extras="${1:-test}" stamp="$GZ_ROOT/.venv/.gleitzeit-installed" sources
     if [ ! -x "$GZ_ROOT/.venv/bin/python" ]; then
         _gz_step "creating .venv"
-        if ! "$(_gz_python)" -m venv "$GZ_ROOT/.venv" 2>/dev/null; then
+        if ! "$(_gz_system_python)" -m venv "$GZ_ROOT/.venv" 2>/dev/null; then
             gz_apt python3-venv
-            "$(_gz_python)" -m venv "$GZ_ROOT/.venv"
+            "$(_gz_system_python)" -m venv "$GZ_ROOT/.venv"
         fi
         "$GZ_ROOT/.venv/bin/python" -m pip install -q --upgrade pip
     fi
