@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -54,6 +55,11 @@ def test_typescript_rendering_unit_tests() -> None:
     assert shutil.which("node"), "node is needed to build and test the labextension"
     if not (EXT / "node_modules" / "vitest").exists():
         subprocess.run([*_jlpm(), "install"], cwd=EXT, check=True, timeout=600)
-    out = subprocess.run([*_jlpm(), "test"], cwd=EXT, capture_output=True, text=True, timeout=300)
+    # Colours off (CI=true turns them on in vitest), and stripped should a tool force them.
+    env = {**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0"}
+    out = subprocess.run(
+        [*_jlpm(), "test"], cwd=EXT, capture_output=True, text=True, timeout=300, env=env
+    )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert re.search(r"Tests\s+\d+ passed", out.stdout), out.stdout
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout)
+    assert re.search(r"Tests\s+\d+ passed", text), text
