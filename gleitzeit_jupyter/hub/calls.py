@@ -61,6 +61,9 @@ class CallPath:
         """Run one call on the pool, failing over to another instance on infrastructure
         errors. The result gains ``instance`` and ``latency_ms``."""
         params = {} if params is None else params
+        if self._init_lock.locked():  # initialize() is running: wait for the pool, not fail
+            async with self._init_lock:
+                pass
         strategy, timeout = self._prepare(method, params, strategy, instance, timeout)
         tried: set[str] = set()
         error: ResourceFailed | None = None
@@ -99,6 +102,9 @@ class CallPath:
         after that an error is raised to the caller (output cannot be taken back).
         ``timeout`` bounds the wait for the first chunk."""
         params = {} if params is None else params
+        if self._init_lock.locked():  # initialize() is running: wait for the pool, not fail
+            async with self._init_lock:
+                pass
         if is_default_hook(type(self).stream_on_resource):
             raise UserError(f"{type(self).__name__} does not stream {method!r}")
         strategy, timeout = self._prepare(method, params, strategy, instance, timeout)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from hub_helpers import Recorder, res, wait_until
+from hub_helpers import QUIET, Recorder, res, wait_until
 
 from gleitzeit_jupyter.hub import NoResourceAvailable, ResourceStatus, UserError
 from gleitzeit_jupyter.hub import provider as provider_module
@@ -286,3 +286,17 @@ async def test_concurrent_adds_of_one_config_create_it_once(pool):
     assert p.created == 1 and [i.id for i in p.instances] == ["x"]
     assert not res(p, "x").destroyed
     assert (await p.execute("m", {}))["instance"] == "x"
+
+
+async def test_a_call_made_while_the_pool_is_starting_waits_for_it():
+    p = SlowScaler([MemoryConfig("a"), MemoryConfig("b")], **QUIET)
+    starting = asyncio.create_task(p.initialize())
+    await asyncio.sleep(0.005)  # initialize() holds its lock, creating the resources
+    try:
+        result = await asyncio.wait_for(p.execute("x", {"value": 1}), 2.0)
+        assert result["echo"] == 1 and result["instance"] in ("a", "b")
+        chunks = [c async for c in p.stream("x", {"chunks": 2})]
+        assert len(chunks) == 2
+    finally:
+        await starting
+        await p.shutdown()
