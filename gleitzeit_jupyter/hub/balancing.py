@@ -40,9 +40,8 @@ class HashRing:
     """Consistent hashing of keys onto instance ids, by rendezvous (highest-random-weight)
     hashing: a key prefers the ids in decreasing order of ``score(id, key)``.
 
-    Fix (tests/hub/test_balancing.py, affinity invariants): this was a ring with 160 virtual
-    nodes per id, whose arcs vary enough that adding an 11th instance moved more than 10 % of
-    the keys for about one pool in five (issue 2 asks that >= 90 % stay). Rendezvous hashing
+    Why not a ring of virtual nodes: with 160 per id its arcs vary enough that adding an 11th
+    instance moved more than 10 % of the keys for about one pool in five. Rendezvous hashing
     has no such variance: adding one instance to n moves exactly the keys whose top score is
     the new id, 1/(n+1) of them in expectation, and removing one moves only its own keys.
     Cost: one hash of the key plus n integer mixes per call, and no ring to rebuild.

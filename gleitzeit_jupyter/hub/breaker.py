@@ -6,12 +6,10 @@ admits nothing until ``recovery_timeout`` has passed; then it is HALF_OPEN and a
 it with the timeout multiplied by ``backoff`` (capped), so a flapping instance is tried less
 and less often.
 
-Fix (tests/hub/test_breaker.py, state machine): trial slots used to be counted loosely — any
-outcome recorded while HALF_OPEN freed a slot, also the outcome of a call admitted while the
-breaker was still CLOSED, and the count restarted at 0 on every HALF_OPEN — so more than
-``half_open_max`` trials could run at once. Now :meth:`admit` says whether the call is a trial
-(``"trial"``) or an ordinary call (``"call"``), the caller passes ``trial=`` back with the
-outcome, and only trial outcomes free trial slots.
+Trial slots are counted exactly: :meth:`admit` says whether a call is a trial (``"trial"``)
+or an ordinary call (``"call"``), the caller passes ``trial=`` back with the outcome, and only
+trial outcomes free trial slots. (A call admitted while CLOSED may finish while HALF_OPEN; had
+it freed a slot, more than ``half_open_max`` trials could run at once.)
 """
 
 from __future__ import annotations

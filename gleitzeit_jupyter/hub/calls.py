@@ -61,14 +61,11 @@ class CallPath:
         """Run one call on the pool, failing over to another instance on infrastructure
         errors. The result gains ``instance`` and ``latency_ms``."""
         params = {} if params is None else params
-        if self._init_lock.locked():  # initialize() is running: wait for the pool, not fail
-            async with self._init_lock:
-                pass
-        strategy, timeout = self._prepare(method, params, strategy, instance, timeout)
+        strategy, timeout = await self._prepare(method, params, strategy, instance, timeout)
         tried: set[str] = set()
         error: ResourceFailed | None = None
         for attempt in range(self.retries + 1):
-            if attempt and (instance is not None or not self._budget.try_withdraw()):
+            if attempt and not self._may_retry(instance):
                 break
             inst, trial = await self._acquire(
                 method, params, strategy, tried, instance, error, timeout
@@ -102,16 +99,13 @@ class CallPath:
         after that an error is raised to the caller (output cannot be taken back).
         ``timeout`` bounds the wait for the first chunk."""
         params = {} if params is None else params
-        if self._init_lock.locked():  # initialize() is running: wait for the pool, not fail
-            async with self._init_lock:
-                pass
         if is_default_hook(type(self).stream_on_resource):
             raise UserError(f"{type(self).__name__} does not stream {method!r}")
-        strategy, timeout = self._prepare(method, params, strategy, instance, timeout)
+        strategy, timeout = await self._prepare(method, params, strategy, instance, timeout)
         tried: set[str] = set()
         error: ResourceFailed | None = None
         for attempt in range(self.retries + 1):
-            if attempt and (instance is not None or not self._budget.try_withdraw()):
+            if attempt and not self._may_retry(instance):
                 break
             inst, trial = await self._acquire(
                 method, params, strategy, tried, instance, error, timeout
@@ -146,15 +140,18 @@ class CallPath:
         assert error is not None
         raise error
 
-    def _prepare(self, method, params, strategy, instance, timeout):
+    async def _prepare(self, method, params, strategy, instance, timeout):
+        """Check the call before routing it; returns the strategy and timeout to use."""
+        if self._init_lock.locked():  # initialize() is running: wait for the pool, not fail
+            async with self._init_lock:
+                pass
         if not self._initialized:
             raise NoResourceAvailable(
                 f"the {self.name} provider is not running", hint="await provider.initialize()"
             )
         self.validate(method, params)
         if "priority" in params:
-            # Fix (tests/hub/test_sharing.py): a non-integer priority raised a bare ValueError,
-            # and only once the pool was saturated; now a UserError, always.
+            # checked here, not when queueing: a bad priority must fail even when idle
             try:
                 int(params["priority"])
             except (TypeError, ValueError):
@@ -166,6 +163,10 @@ class CallPath:
             self.get_instance(instance)
         self._budget.deposit()
         return strategy, self.call_timeout if timeout is None else timeout
+
+    def _may_retry(self, pin: str | None) -> bool:
+        """Another attempt is allowed: the call is not pinned and the retry budget pays."""
+        return pin is None and self._budget.try_withdraw()
 
     def _finish_ok(self, inst: ResourceInstance, latency_ms: float, trial: bool = False) -> None:
         inst.breaker.record_success(trial)  # type: ignore[union-attr]
@@ -245,8 +246,8 @@ class CallPath:
                 return taken
             if pin is None and await self._scale_up() is not None:
                 continue
-            # Fix (tests/hub/test_pool.py, test_sharing.py): look again before sleeping, as the
-            # pool may have changed while _scale_up awaited; a slot freed then woke nobody.
+            # Look again before sleeping: the pool may have changed while _scale_up awaited,
+            # and a slot freed then woke nobody.
             accepting = self._accepting(method, params, tried, pin)
             taken = self._take(accepting, method, params, strategy, ticket)
             if taken is not None:
@@ -306,9 +307,9 @@ class CallPath:
         waiting = len(self._queue)
         if not waiting:
             return
-        # Fix (tests/hub/test_pool.py): while the first resources are still being created an
-        # empty pool must not wake everyone (they would re-queue and be woken again without
-        # ever yielding); _scale_up pumps when a creation ends.
+        # While the first resources are still being created an empty pool must not wake
+        # everyone (they would re-queue and be woken again without ever yielding); _scale_up
+        # pumps when a creation ends.
         slots = 0 if self._instances or self._creating else waiting
         for i in self._instances.values():
             if i.enabled and i.status not in _GONE:

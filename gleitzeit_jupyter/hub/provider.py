@@ -94,11 +94,10 @@ class HubProvider(CallPath, Generic[ConfigT]):
         self._queue = FairQueue(max_queue, fair=enable_sharing)
         self._budget = RetryBudget(retry_budget_ratio)
         self._scale_lock = asyncio.Lock()
-        # Fix (tests/hub/test_provider_lifecycle.py): a second initialize() while the first
-        # was still creating resources returned at once, before the pool was ready.
+        # A second initialize() (or a call) during the first waits until the pool is ready.
         self._init_lock = asyncio.Lock()
-        # Fix (tests/hub/test_pool.py): keys being created, so two concurrent adds of one
-        # config (add_resource racing discovery) do not both create it.
+        # Keys being created, so two concurrent adds of one config (add_resource racing
+        # discovery) do not both create it.
         self._adding: set[str] = set()
         self._creating = 0  # resources being created on demand (counted against the maximum)
         self._drained = asyncio.Event()
@@ -444,8 +443,7 @@ class HubProvider(CallPath, Generic[ConfigT]):
         """One discovery pass: add new resources, retire discovered ones that vanished."""
         configs = await self._discover()
         if configs is None:
-            # Fix (tests/hub/test_discovery.py): a failed discovery used to read as "nothing
-            # found" and retired every discovered resource; now it changes nothing.
+            # A failed discovery is not "nothing found": it must not retire anything.
             return
         found = {self.resource_key(c): c for c in configs}
         known = set(self._keys.values())

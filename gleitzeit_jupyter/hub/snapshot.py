@@ -72,8 +72,7 @@ def status(provider: HubProvider) -> dict[str, Any]:
     instances = provider.instances
     rows = []
     for inst in instances:
-        # Fix (tests/hub/test_metrics.py): docs/architecture.md promises an "id" per row;
-        # the rows only had "instance". Both now (consumers read either).
+        # "instance" (as in metrics()) and "id" (as on ResourceInstance): consumers read either.
         row = {"id": inst.id, **_instance_row(provider, inst, window=False)}
         row.update(
             health=inst.status.value,
