@@ -259,7 +259,7 @@ class CallPath:
             waiter = self._queue.push(
                 str(params.get("tenant", "")), int(params.get("priority", 0)), front=ticket
             )
-            # Fix: a woken waiter that still cannot route (the free slot is on an instance
+            # A woken waiter that still cannot route (the free slot is on an instance
             # that is ejected, does not accept this call, or was tried already) must not pump:
             # it would wake itself again at once and spin the event loop forever. It passes
             # the wake-up on to another tenant's waiter instead, at most once around the
