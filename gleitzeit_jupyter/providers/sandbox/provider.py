@@ -17,7 +17,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ...hub import ExecutionTimeout, HubProvider, ResourceFailed, ResourceInstance, UserError
+from ...hub import (
+    ExecutionTimeout,
+    HubError,
+    HubProvider,
+    NoResourceAvailable,
+    ResourceFailed,
+    ResourceInstance,
+    UserError,
+)
 from .codec import CodecError, encode_value, has_pyarrow
 from .container import ContainerDied, SandboxContainer, SupervisorUnresponsive
 from .engine import Engine
@@ -232,15 +240,27 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise UserError(f"timeout must be a positive number of seconds, not {timeout!r}")
 
+    def instance_accepts(self, instance: ResourceInstance, method: str, params: dict) -> bool:
+        # A leased container serves its session only, which reaches it by pinning (pinned
+        # calls skip this check); every other call goes to an unleased container.
+        return self.sessions.owner_of(instance.id) is None
+
+    def no_instance_error(
+        self, method: str, params: dict, instances: list[ResourceInstance]
+    ) -> HubError | None:
+        held = sorted({s for i in instances if (s := self.sessions.owner_of(i.id)) is not None})
+        if instances and all(self.sessions.owner_of(i.id) for i in instances):
+            return NoResourceAvailable(
+                f"all {len(instances)} sandbox containers are held by sessions ({', '.join(held)})",
+                hint="reset a session (python/reset) or raise max_containers",
+            )
+        return None
+
     def _reserve(self, instance_id: str, leased: bool) -> None:
-        # A leased container serves its session only, reached by pinning. Workaround: the
-        # hub's queue counts free slots of instances that instance_accepts() refuses, and then
-        # spins; taking the container out of rotation (enabled=False) keeps it out of both.
         inst = next((i for i in self.instances if i.id == instance_id), None)
         if inst is None:
             return
         slot: Slot = inst.handle
-        inst.enabled = not leased
         # The hub reaps idle containers it scaled up; a session's must live while its
         # namespace does (a notebook user may pause for longer than idle_timeout).
         if leased and inst.origin != "session":
@@ -248,7 +268,7 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
         elif not leased and inst.origin == "session":
             inst.origin = slot.origin
         if not leased:
-            self.enable(instance_id)  # wakes queued calls for the freed container
+            self._pump()  # the container takes other calls again: wake queued ones
 
     async def execute(
         self,

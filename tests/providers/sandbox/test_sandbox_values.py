@@ -8,11 +8,12 @@ import base64
 import os
 import uuid
 
+import docker
 import numpy as np
 import pandas as pd
 import pytest
 
-from gleitzeit_jupyter.hub import UserError
+from gleitzeit_jupyter.hub import NoResourceAvailable, UserError
 from gleitzeit_jupyter.providers.sandbox import PythonProvider
 
 from .conftest import run
@@ -172,6 +173,9 @@ async def test_sessions_keep_state_and_reset(pool: PythonProvider) -> None:
     assert r1["instance"] not in others
     # held by the session: never reaped as an idle scaled-up container
     assert pool.get_instance(r1["instance"]).origin == "session"
+    # ... and it shows as a healthy container holding the session, not as a drained one
+    row = next(r for r in pool.status()["instances"] if r["instance"] == r1["instance"])
+    assert row["status"] == "healthy" and row["enabled"] and row["session"] == name
     reset = await pool.execute("python/reset", {"session": name})
     assert reset["reset"] is True
     r3 = await run(pool, "'counter' in globals()", session=name)
@@ -200,3 +204,14 @@ async def test_a_forged_result_cannot_break_the_call_or_smuggle_javascript(
     assert pool.get_instance(inst).breaker_state.value == "closed"
     r = await run(pool, "print('fine')", instance=inst)
     assert r["stdout"] == "fine\n"
+
+
+async def test_a_call_when_every_container_is_held_by_a_session_says_so(
+    docker_client: docker.DockerClient,
+) -> None:
+    async with PythonProvider(max_containers=1, min_warm=1) as single:
+        await run(single, "x = 1", session="analysis")
+        with pytest.raises(NoResourceAvailable, match="held by sessions \\(analysis\\)"):
+            await run(single, "1")
+        r = await run(single, "x + 1", session="analysis")  # the session itself still runs
+        assert r["outputs"][0]["data"]["text/plain"] == "2"
