@@ -57,6 +57,8 @@ gz_venv() {
         "$GZ_PYTHON" -c 'import gleitzeit_jupyter' 2>/dev/null; then
         return 0
     fi
+    # Installing builds the JupyterLab extension, which needs Node.js (Debian's will do).
+    command -v node >/dev/null 2>&1 || gz_apt nodejs npm
     _gz_step "installing gleitzeit-jupyter[$extras] into .venv"
     (cd "$GZ_ROOT" && "$GZ_PYTHON" -m pip install -q -e ".[$extras]")
     echo "$sources:$extras" >"$stamp"
