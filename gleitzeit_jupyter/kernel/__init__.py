@@ -6,7 +6,6 @@ top-level package).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from .runtime import Gleitzeit, Runtime, get_runtime, reset_runtime
@@ -19,8 +18,6 @@ __all__ = [
     "reset_runtime",
     "unload_ipython_extension",
 ]
-
-log = logging.getLogger(__name__)
 
 _MAGICS_NAME = "GleitzeitMagics"
 
@@ -38,15 +35,11 @@ def _config_for(ipython: Any) -> Gleitzeit:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext gleitzeit_jupyter``: magics, configuration, and the sidebar's comm."""
+    from . import comm
     from .magics import GleitzeitMagics
 
     cfg = _config_for(ipython)
     ipython.register_magics(GleitzeitMagics(ipython, cfg))
-    try:
-        from . import comm
-    except ImportError as exc:  # only while the comm module is absent from an install
-        log.warning("gleitzeit: sidebar comm unavailable (%s)", exc)
-        return
     # In a kernel this starts the runtime (get_runtime() finds cfg on the shell); in a
     # terminal IPython it does nothing and the runtime starts on first use.
     comm.register_comm_target(ipython)
@@ -54,12 +47,9 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext gleitzeit_jupyter``: no magic, thread, task or container left behind."""
-    try:
-        from . import comm
-    except ImportError:
-        comm = None  # type: ignore[assignment]
-    if comm is not None:
-        comm.unregister_comm_target(ipython)
+    from . import comm
+
+    comm.unregister_comm_target(ipython)
     manager = ipython.magics_manager
     instance = manager.registry.pop(_MAGICS_NAME, None)
     if instance is not None:
