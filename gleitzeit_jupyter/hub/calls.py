@@ -259,6 +259,7 @@ class CallPath:
             waiter = self._queue.push(
                 str(params.get("tenant", "")), int(params.get("priority", 0)), front=ticket
             )
+            self._dirty = True  # the queue grew
             # A woken waiter that still cannot route (the free slot is on an instance
             # that is ejected, does not accept this call, or was tried already) must not pump:
             # it would wake itself again at once and spin the event loop forever. It passes
@@ -297,6 +298,7 @@ class CallPath:
         # None (rejected) only in panic routing, where the call goes ahead regardless
         trial = inst.breaker.admit() == "trial"  # type: ignore[union-attr]
         inst.in_flight += 1
+        self._dirty = True  # in-flight counts are news too (the next coalesced event)
         if ticket:
             self._pump()  # pass spare capacity on to the next waiter
         return inst, trial

@@ -103,7 +103,8 @@ class HubProvider(CallPath, Generic[ConfigT]):
         self._drained = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._initialized = False
-        self._dirty = False  # metrics changed since the last "metrics" event
+        # metrics, in-flight or queue changed since the last "metrics" event
+        self._dirty = False
         self.started_at: float | None = None
 
     # ---- hooks ------------------------------------------------------------------------

@@ -7,9 +7,6 @@ messages, pushed
 * when a hub event arrives (status, breaker, membership, strategy, metrics), throttled to at
   most one snapshot per ``min_interval`` seconds,
 * after every cell (IPython's ``post_run_cell``), throttled the same way,
-* when the pool changed without an event (a call started, so ``in_flight`` rose; a call
-  queued): every ``tick`` seconds the bridge builds the snapshot on the runtime loop and
-  pushes it if it differs from the last one sent,
 * on a heartbeat: at least every ``heartbeat`` seconds, changed or not.
 
 Front end to kernel: ``{"type": "refresh"}`` asks for a snapshot now; ``{"type": "action",
@@ -32,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import threading
 import time
@@ -83,13 +79,11 @@ class CommBridge:
         *,
         min_interval: float = 1.0,
         heartbeat: float = 5.0,
-        tick: float = 1.0,
         max_comms: int = 16,
     ) -> None:
         self.runtime = runtime
         self.min_interval = min_interval
         self.heartbeat = heartbeat
-        self.tick = tick
         self.max_comms = max_comms
         self._comms: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -98,7 +92,6 @@ class CommBridge:
         self._last_sent = -float("inf")
         self._pending: asyncio.TimerHandle | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._last_fingerprint: str | None = None
         self._unsubscribe: Callable[[], Any] | None = None
         self._ipython: Any = None
         self._started = False
@@ -320,15 +313,6 @@ class CommBridge:
                 }
         return providers
 
-    @staticmethod
-    def _fingerprint(providers: dict[str, Any]) -> str:
-        # everything but the providers' own timestamps
-        stripped = {
-            name: {k: v for k, v in status.items() if k != "time"}
-            for name, status in providers.items()
-        }
-        return json.dumps(stripped, sort_keys=True, default=str)
-
     def _message(self, providers: dict[str, Any]) -> dict[str, Any]:
         from ..hub.balancing import STRATEGIES
 
@@ -346,15 +330,12 @@ class CommBridge:
         """The message sent to the front end (call it on the runtime loop)."""
         return self._message(self._collect())
 
-    def _flush(self, providers: dict[str, Any] | None = None) -> None:
+    def _flush(self) -> None:
         self._last_sent = time.monotonic()
         if not self.comm_count:
             return
         try:
-            if providers is None:
-                providers = self._collect()
-            self._last_fingerprint = self._fingerprint(providers)
-            message = self._message(providers)
+            message = self.snapshot()
         except Exception:
             log.exception("gleitzeit comm: building the snapshot failed")
             return
@@ -365,21 +346,13 @@ class CommBridge:
             self._heartbeat_task = self.loop.create_task(self._heartbeat_loop())
 
     async def _heartbeat_loop(self) -> None:
+        # Changes arrive as hub events (the hub's coalesced "metrics" event covers calls
+        # starting and queueing too); this only guarantees a push every ``heartbeat`` seconds.
         while True:
-            await asyncio.sleep(self.tick)
-            if not self.comm_count or self._pending is not None:
-                continue
-            if time.monotonic() - self._last_sent >= self.heartbeat:
-                self._request()
-                continue
-            try:
-                providers = self._collect()
-                changed = self._fingerprint(providers) != self._last_fingerprint
-            except Exception:
-                log.exception("gleitzeit comm: building the snapshot failed")
-                continue
-            if changed:
-                self._request()  # now, or at the throttle boundary
+            await asyncio.sleep(max(0.1, self._last_sent + self.heartbeat - time.monotonic()))
+            if self.comm_count and self._pending is None:
+                if time.monotonic() - self._last_sent >= self.heartbeat:
+                    self._request()
 
 
 # -------------------------------------------------------------------- module API

@@ -409,6 +409,8 @@ def test_panels_let_go_when_the_runtime_stops() -> None:
     assert widgets.close_all() == 2
     assert first.closed and second.closed and len(pools[0]._events) == 0
     third = StatusPanel(pools[0], loop=loop)
+    for pool in pools:  # no pending health tasks left for the garbage collector to warn about
+        asyncio.run_coroutine_threadsafe(pool.shutdown(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     t.join(5)
     loop.close()

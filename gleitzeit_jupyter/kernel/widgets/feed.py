@@ -4,9 +4,8 @@ Live updates without polling: a :class:`Feed` per provider subscribes to the hub
 (status, breaker, membership, strategy and the coalesced ~1/s ``metrics`` event) while at
 least one panel on that provider is open. An event schedules one refresh on the provider's
 loop, throttled to ``interval`` (1 s): the feed takes *one* snapshot and applies it to every
-open panel, so several panels always show the same numbers. While calls are in flight a refresh
-repeats every ``interval`` (in-flight counts change without events); an idle pool is refreshed
-only by its events and a slow ``heartbeat``.
+open panel, so several panels always show the same numbers. Between events (an idle pool, or
+one long call) a slow ``heartbeat`` refresh keeps the plot's time axis moving.
 """
 
 from __future__ import annotations
@@ -119,10 +118,9 @@ class Feed:
             log.exception(
                 "gleitzeit panel: refreshing %s failed", getattr(self.provider, "name", "?")
             )
-        busy = self.snapshot is not None and (
-            self.snapshot["totals"].get("in_flight", 0) or self.snapshot["queue"].get("waiting")
-        )
-        self.schedule(self.interval if busy else self.heartbeat)
+        # Calls starting and queueing come as the hub's coalesced "metrics" events; the
+        # heartbeat only moves the latency plot's time axis along.
+        self.schedule(self.heartbeat)
 
     def refresh(self) -> None:
         started = time.thread_time()
