@@ -99,6 +99,25 @@ async def test_metrics_events_are_coalesced(pool, monkeypatch):
     assert len(rec.of("metrics")) == n  # quiet pool: no more
 
 
+async def test_a_call_starting_and_one_queueing_are_metrics_events_too(pool, monkeypatch):
+    # panels and the sidebar show in-flight and queued calls without polling the pool
+    monkeypatch.setattr(provider_module, "_TICK", 0.05)
+    p = await pool([MemoryConfig("a", capacity=1)])
+    await asyncio.sleep(0.12)  # the start-up settles
+    rec = Recorder()
+    p.subscribe(rec)
+    hold = asyncio.Event()
+    running = asyncio.create_task(p.execute("m", {"until": hold}))
+    await wait_until(lambda: rec.of("metrics"))  # started, not finished
+    assert not running.done() and p.status()["totals"]["in_flight"] == 1
+    n = len(rec.of("metrics"))
+    queued = asyncio.create_task(p.execute("m", {}))
+    await wait_until(lambda: len(rec.of("metrics")) > n)  # one more call waiting
+    assert p.queue_length == 1
+    hold.set()
+    await asyncio.gather(running, queued)
+
+
 async def test_unsubscribe_and_a_failing_subscriber(pool):
     p = await pool(["a"])
     rec = Recorder()
