@@ -76,6 +76,8 @@ class CallPath:
                 result = await (call if timeout is None else asyncio.wait_for(call, timeout))
             except BaseException as exc:
                 error = self._finish_failed(inst, exc, started, trial)
+                if error.started and not self.retry_started_calls:
+                    raise error from None
                 tried.add(inst.id)
                 continue
             latency_ms = (time.perf_counter() - started) * 1000.0
@@ -131,7 +133,7 @@ class CallPath:
                 raise
             except BaseException as exc:
                 error = self._finish_failed(inst, exc, started, trial)
-                if produced:
+                if produced or (error.started and not self.retry_started_calls):
                     raise error from None
                 tried.add(inst.id)
             finally:

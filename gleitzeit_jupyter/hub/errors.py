@@ -46,8 +46,24 @@ class UserError(HubError):
 class ResourceFailed(HubError):
     """An infrastructure fault: refused connection, 5xx, dead container.
 
-    Retried on another instance as long as the call has produced no output yet.
+    ``started`` says whether the request may have reached the resource (and so may have had
+    effects there). ``started=False`` is a promise by the provider that it provably did not
+    (connection refused, the container was already dead before the request was sent): the hub
+    then requeues the call on another instance without spending the retry budget. A call that
+    may have started is retried only where the provider allows it
+    (``HubProvider.retry_started_calls``) and never after it produced output.
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        instance: str | None = None,
+        hint: str | None = None,
+        started: bool = True,
+    ):
+        super().__init__(message, instance=instance, hint=hint)
+        self.started = started
 
 
 class ExecutionTimeout(ResourceFailed):

@@ -35,6 +35,12 @@ _TICK = 1.0  # seconds between maintenance passes (idle reaping, coalesced metri
 class HubProvider(CallPath, Generic[ConfigT]):
     """Base class of every provider. See ``docs/architecture.md`` for the hook contract."""
 
+    #: Whether a call that failed after it may have reached the resource may be run again on
+    #: another instance. False for providers whose calls are not idempotent (the sandbox:
+    #: code that may have run is never run twice); failures raised with ``started=False``
+    #: are requeued either way.
+    retry_started_calls: bool = True
+
     def __init__(
         self,
         *,
