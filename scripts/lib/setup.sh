@@ -27,16 +27,16 @@ gz_apt() {
 }
 
 _gz_system_python() {
-    # The newest python3 >= 3.10 on PATH.
+    # The newest python3 >= 3.11 on PATH (asyncio.timeout and TimeoutError from wait_for need it).
     local py
-    for py in python3.13 python3.12 python3.11 python3.10 python3; do
+    for py in python3.13 python3.12 python3.11 python3; do
         if command -v "$py" >/dev/null 2>&1 &&
-            "$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+            "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
             echo "$py"
             return 0
         fi
     done
-    echo "python3 >= 3.10 not found" >&2
+    echo "python3 >= 3.11 not found" >&2
     return 1
 }
 
