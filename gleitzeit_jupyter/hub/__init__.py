@@ -4,10 +4,10 @@ Pure asyncio; no Jupyter imports here (usable from scripts and services).
 """
 
 from .balancing import STRATEGIES
-from .breaker import CircuitBreaker
+from .breaker import CircuitBreaker, CircuitState
 from .errors import ExecutionTimeout, HubError, NoResourceAvailable, ResourceFailed, UserError
 from .events import HubEvent
-from .instance import CircuitState, ResourceInstance, ResourceStatus
+from .instance import ResourceInstance, ResourceStatus
 from .metrics import RELATIVE_ACCURACY, InstanceMetrics
 from .provider import HubProvider
 

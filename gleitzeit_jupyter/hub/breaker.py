@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-
-from .instance import CircuitState
+from enum import Enum
 
 __all__ = ["CircuitBreaker", "CircuitState"]
+
+
+class CircuitState(str, Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
 
 
 class CircuitBreaker:
@@ -78,6 +83,12 @@ class CircuitBreaker:
             return self.trials < self.half_open_max
         return False
 
+    def retry_in(self) -> float:
+        """Seconds until an OPEN breaker admits its next trial (0 when it admits now)."""
+        if self.state is not CircuitState.OPEN or self.opened_at is None:
+            return 0.0
+        return max(0.0, self.opened_at + self.recovery_timeout - self._clock())
+
     def admit(self) -> str | None:
         """Reserve admission for one call: ``"call"`` (closed), ``"trial"`` (a half-open trial)
         or None (rejected). Every admitted call must end in exactly one of
@@ -100,7 +111,8 @@ class CircuitBreaker:
         self.consecutive_failures = 0
         self._end_trial(trial)
         if self._state is not CircuitState.CLOSED:
-            # a trial succeeded (or, in panic routing, a call got through an open breaker)
+            # a trial succeeded (or a call admitted while CLOSED finished after a trial
+            # re-opened and closed it again: the instance works either way)
             self.recovery_timeout = self.base_recovery_timeout
             self.opened_at = None
             self._set(CircuitState.CLOSED)

@@ -1,21 +1,43 @@
-"""The call path of a HubProvider: route, reserve, call, account, fail over.
+"""The call path of a pool: route, reserve, call, account, fail over, within one deadline.
 
-Kept apart from the pool's lifecycle in ``provider.py``; this is the code every call runs
-through, so it stays lean (see ``bench/hub_overhead.py``).
+:class:`CallPath` is composed into :class:`HubProvider` and sees the pool only through the
+:class:`Pool` interface. Every call runs through it, so it stays lean (see
+``bench/hub_overhead.py``): no allocation beyond the call's own when an instance is free.
+
+Rules it enforces:
+
+- one deadline per call (``timeout`` or the pool's ``call_timeout``) over the queue wait, every
+  attempt and a whole stream; a stream's first chunk has its own ``first_token_timeout``;
+- a failure that provably never reached the instance (``ResourceFailed(started=False)``)
+  ejects the instance and moves the call to another one, outside the retry budget;
+- a failure that may have reached it is retried elsewhere only if the provider allows it, the
+  call has attempts left, nothing was streamed yet and the pool's retry budget pays;
+- breakers gate every route: OPEN admits nothing, HALF_OPEN at most its trial count; when no
+  healthy instance is left, calls may go to unhealthy ones whose breaker admits them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Protocol
 
 from .balancing import Balancer
+from .breaker import CircuitState
 from .errors import ExecutionTimeout, HubError, NoResourceAvailable, ResourceFailed, UserError
 from .instance import ResourceInstance, ResourceStatus
+from .lifecycle import Lifecycle
+from .policy import RetryPolicy
+from .queueing import FairQueue
+from .retry import RetryBudget
 
-__all__ = ["CallPath", "as_failure", "default_hook", "is_default_hook"]
+__all__ = ["CallPath", "Pool", "as_failure", "default_hook", "is_default_hook"]
+
+_ROUTABLE = (ResourceStatus.HEALTHY, ResourceStatus.DEGRADED)
+_GONE = (ResourceStatus.DRAINING, ResourceStatus.STOPPED)
+_OPEN = CircuitState.OPEN
+_HALF_OPEN = CircuitState.HALF_OPEN
 
 
 def default_hook(fn):
@@ -26,10 +48,6 @@ def default_hook(fn):
 
 def is_default_hook(fn) -> bool:
     return getattr(fn, "_hub_default", False)
-
-
-_ROUTABLE = (ResourceStatus.HEALTHY, ResourceStatus.DEGRADED)
-_GONE = (ResourceStatus.DRAINING, ResourceStatus.STOPPED)
 
 
 def as_failure(exc: BaseException, instance: ResourceInstance) -> ResourceFailed:
@@ -45,39 +63,87 @@ def as_failure(exc: BaseException, instance: ResourceInstance) -> ResourceFailed
     return failure
 
 
+class Pool(Protocol):
+    """What the call path needs from the pool it routes over."""
+
+    name: str
+    strategy: str
+    retry_started_calls: bool
+    retry_policy: RetryPolicy
+    lifecycle: Lifecycle
+
+    @property
+    def members(self) -> dict[str, ResourceInstance]: ...
+    @property
+    def creating(self) -> int: ...
+    async def wait_started(self) -> None: ...
+    async def scale_up(self) -> ResourceInstance | None: ...
+    def eject(self, instance: ResourceInstance, error: ResourceFailed) -> None: ...
+    def on_idle(self, instance: ResourceInstance) -> None: ...
+    def mark_dirty(self) -> None: ...
+
+    # the provider's hooks
+    async def execute_on_resource(
+        self, instance: ResourceInstance, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]: ...
+    def stream_on_resource(
+        self, instance: ResourceInstance, method: str, params: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]: ...
+    def instance_accepts(self, instance: ResourceInstance, method: str, params: dict) -> bool: ...
+    def instance_preference(self, instance: ResourceInstance, method: str, params: dict) -> int: ...
+    def no_instance_error(
+        self, method: str, params: dict, instances: list[ResourceInstance]
+    ) -> HubError | None: ...
+    def validate(self, method: str, params: dict[str, Any]) -> None: ...
+
+
 class CallPath:
-    """Mixin of :class:`HubProvider` holding ``execute``, ``stream`` and routing."""
+    def __init__(self, pool: Pool, *, max_queue: int, fair: bool):
+        self._pool = pool
+        self.queue = FairQueue(max_queue, fair=fair)
+        policy = pool.retry_policy
+        self.budget = RetryBudget(
+            policy.retry_budget_ratio, policy.min_retries_per_s, policy.retry_budget_ttl
+        )
+        self.balancer = Balancer()
+        # tasks running a call (reserved an instance), so shutdown can abort them by name
+        self._running: dict[asyncio.Task, int] = {}
+        self._aborted: set[asyncio.Task] = set()
+        cls = type(pool)
+        self._streams = not is_default_hook(cls.stream_on_resource)
+        self._ranks = not is_default_hook(cls.instance_preference)
 
     # ---- calls ------------------------------------------------------------------------
     async def execute(
         self,
         method: str,
-        params: dict[str, Any] | None = None,
-        *,
-        strategy: str | None = None,
-        instance: str | None = None,
-        timeout: float | None = None,
+        params: dict[str, Any],
+        strategy: str | None,
+        pin: str | None,
+        timeout: float | None,
     ) -> dict[str, Any]:
-        """Run one call on the pool, failing over to another instance on infrastructure
-        errors. The result gains ``instance`` and ``latency_ms``."""
-        params = {} if params is None else params
-        strategy, timeout = await self._prepare(method, params, strategy, instance, timeout)
-        tried: set[str] = set()
+        pool = self._pool
+        strategy, deadline = await self._prepare(method, params, strategy, pin, timeout)
+        tried: set[str] | None = None
         error: ResourceFailed | None = None
-        for attempt in range(self.retries + 1):
-            if attempt and not self._may_retry(instance):
-                break
-            inst, trial = await self._acquire(
-                method, params, strategy, tried, instance, error, timeout
-            )
+        retries = pool.retry_policy.retries
+        while True:
+            inst, trial = await self._acquire(method, params, strategy, tried, pin, error, deadline)
             started = time.perf_counter()
             try:
-                call = self.execute_on_resource(inst, method, params)
-                result = await (call if timeout is None else asyncio.wait_for(call, timeout))
+                if deadline is None:
+                    result = await pool.execute_on_resource(inst, method, params)
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        result = await pool.execute_on_resource(inst, method, params)
             except BaseException as exc:
-                error = self._finish_failed(inst, exc, started, trial)
-                if error.started and not self.retry_started_calls:
+                error = self._finish_failed(inst, exc, started, trial, deadline, timeout)
+                if not self._again(error, pin, retries, deadline):
                     raise error from None
+                if error.started:
+                    retries -= 1
+                if tried is None:
+                    tried = set()
                 tried.add(inst.id)
                 continue
             latency_ms = (time.perf_counter() - started) * 1000.0
@@ -85,73 +151,80 @@ class CallPath:
             result.setdefault("instance", inst.id)
             result.setdefault("latency_ms", latency_ms)
             return result
-        assert error is not None
-        raise error
 
     async def stream(
         self,
         method: str,
-        params: dict[str, Any] | None = None,
-        *,
-        strategy: str | None = None,
-        instance: str | None = None,
-        timeout: float | None = None,
+        params: dict[str, Any],
+        strategy: str | None,
+        pin: str | None,
+        timeout: float | None,
+        first_token_timeout: float | None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Stream a call's chunks. Fails over like :meth:`execute` until the first chunk;
-        after that an error is raised to the caller (output cannot be taken back).
-        ``timeout`` bounds the wait for the first chunk."""
-        params = {} if params is None else params
-        if is_default_hook(type(self).stream_on_resource):
-            raise UserError(f"{type(self).__name__} does not stream {method!r}")
-        strategy, timeout = await self._prepare(method, params, strategy, instance, timeout)
+        pool = self._pool
+        if not self._streams:
+            raise UserError(f"{type(pool).__name__} does not stream {method!r}")
+        strategy, deadline = await self._prepare(method, params, strategy, pin, timeout)
+        if first_token_timeout is None:
+            first_token_timeout = pool.retry_policy.first_token_timeout
+        loop = asyncio.get_running_loop()
         tried: set[str] = set()
         error: ResourceFailed | None = None
-        for attempt in range(self.retries + 1):
-            if attempt and not self._may_retry(instance):
-                break
-            inst, trial = await self._acquire(
-                method, params, strategy, tried, instance, error, timeout
-            )
+        retries = pool.retry_policy.retries
+        while True:
+            inst, trial = await self._acquire(method, params, strategy, tried, pin, error, deadline)
             started = time.perf_counter()
             chunks = None
-            produced = False
+            produced = done = False
             try:
-                chunks = self.stream_on_resource(inst, method, params)
-                first = chunks.__anext__()
-                chunk = await (first if timeout is None else asyncio.wait_for(first, timeout))
+                chunks = pool.stream_on_resource(inst, method, params)
+                first_by = deadline
+                if first_token_timeout is not None:
+                    first_by = loop.time() + first_token_timeout
+                    if deadline is not None:
+                        first_by = min(first_by, deadline)
+                try:
+                    chunk = await _next(chunks, first_by)
+                except TimeoutError:
+                    if deadline is not None and loop.time() >= deadline:
+                        raise
+                    raise ExecutionTimeout(
+                        f"no first chunk within {first_token_timeout:g} s", instance=inst.id
+                    ) from None
                 produced = True
                 while True:
                     chunk.setdefault("instance", inst.id)
+                    done = chunk.get("done") is True
                     yield chunk
-                    chunk = await chunks.__anext__()
+                    chunk = await _next(chunks, deadline)
             except StopAsyncIteration:
                 self._finish_ok(inst, (time.perf_counter() - started) * 1000.0, trial)
                 return
             except GeneratorExit:
-                # the consumer stopped reading: says nothing about the instance
-                self._finish_neutral(inst, trial)
+                # The consumer stopped reading. After the final chunk that is a complete
+                # call; before it, it says nothing about the instance.
+                if done:
+                    self._finish_ok(inst, (time.perf_counter() - started) * 1000.0, trial)
+                else:
+                    self._finish_neutral(inst, trial)
                 raise
             except BaseException as exc:
-                error = self._finish_failed(inst, exc, started, trial)
-                if produced or (error.started and not self.retry_started_calls):
+                error = self._finish_failed(inst, exc, started, trial, deadline, timeout)
+                if produced or not self._again(error, pin, retries, deadline):
                     raise error from None
+                if error.started:
+                    retries -= 1
                 tried.add(inst.id)
             finally:
                 if chunks is not None:
-                    await chunks.aclose()
-        assert error is not None
-        raise error
+                    await chunks.aclose()  # type: ignore[attr-defined]
 
-    async def _prepare(self, method, params, strategy, instance, timeout):
-        """Check the call before routing it; returns the strategy and timeout to use."""
-        if self._init_lock.locked():  # initialize() is running: wait for the pool, not fail
-            async with self._init_lock:
-                pass
-        if not self._initialized:
-            raise NoResourceAvailable(
-                f"the {self.name} provider is not running", hint="await provider.initialize()"
-            )
-        self.validate(method, params)
+    async def _prepare(self, method, params, strategy, pin, timeout):
+        """Check the call before routing it; returns the strategy and the call's deadline."""
+        pool = self._pool
+        if not pool.lifecycle.running:
+            await pool.wait_started()
+        pool.validate(method, params)
         if "priority" in params:
             # checked here, not when queueing: a bad priority must fail even when idle
             try:
@@ -160,16 +233,30 @@ class CallPath:
                 raise UserError(
                     f"priority must be an integer, not {params['priority']!r}"
                 ) from None
-        strategy = self.strategy if strategy is None else Balancer.check(strategy)
-        if instance is not None:
-            self.get_instance(instance)
-        self._budget.deposit()
-        return strategy, self.call_timeout if timeout is None else timeout
+        strategy = pool.strategy if strategy is None else Balancer.check(strategy)
+        if pin is not None and pin not in pool.members:
+            known = ", ".join(pool.members) or "none"
+            raise UserError(f"no instance {pin!r} in the {pool.name} pool", hint=f"known: {known}")
+        self.budget.deposit()
+        if timeout is None:
+            timeout = pool.retry_policy.call_timeout
+        if timeout is None:
+            return strategy, None
+        return strategy, asyncio.get_running_loop().time() + timeout
 
-    def _may_retry(self, pin: str | None) -> bool:
-        """Another attempt is allowed: the call is not pinned and the retry budget pays."""
-        return pin is None and self._budget.try_withdraw()
+    def _again(
+        self, error: ResourceFailed, pin: str | None, retries: int, deadline: float | None
+    ) -> bool:
+        """May the call try another instance after ``error``?"""
+        if pin is not None:
+            return False
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            return False
+        if not error.started:
+            return True  # it never reached the instance: moving it costs nothing
+        return retries > 0 and self._pool.retry_started_calls and self.budget.try_withdraw()
 
+    # ---- outcomes ---------------------------------------------------------------------
     def _finish_ok(self, inst: ResourceInstance, latency_ms: float, trial: bool = False) -> None:
         inst.breaker.record_success(trial)  # type: ignore[union-attr]
         inst.metrics.record(latency_ms, True)  # type: ignore[union-attr]
@@ -180,11 +267,26 @@ class CallPath:
         self._release(inst)
 
     def _finish_failed(
-        self, inst: ResourceInstance, exc: BaseException, started: float, trial: bool = False
+        self,
+        inst: ResourceInstance,
+        exc: BaseException,
+        started: float,
+        trial: bool,
+        deadline: float | None,
+        timeout: float | None,
     ) -> ResourceFailed:
-        """Account for a failed call; re-raise what must not be retried, else return it."""
+        """Account for a failed attempt; re-raise what must not be retried, else return it."""
         if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
             self._finish_neutral(inst, trial)
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and task in self._aborted:
+                self._aborted.discard(task)  # type: ignore[arg-type]
+                task.uncancel()  # type: ignore[union-attr]
+                raise NoResourceAvailable(
+                    f"the {self._pool.name} provider shut down while the call ran",
+                    instance=inst.id,
+                    hint="the call was cancelled after the shutdown grace period",
+                ) from None
             raise exc
         if isinstance(exc, HubError) and not isinstance(exc, ResourceFailed):
             if exc.instance is None:
@@ -192,152 +294,239 @@ class CallPath:
             inst.metrics.record_user_error(str(exc))  # type: ignore[union-attr]
             self._finish_neutral(inst, trial)
             raise exc
-        failure = as_failure(exc, inst)
+        if (
+            isinstance(exc, TimeoutError)
+            and deadline is not None
+            and asyncio.get_running_loop().time() >= deadline
+        ):
+            limit = self._pool.retry_policy.call_timeout if timeout is None else timeout
+            failure: ResourceFailed = ExecutionTimeout(
+                f"call did not finish within its deadline of {limit:g} s", instance=inst.id
+            )
+        else:
+            failure = as_failure(exc, inst)
         inst.breaker.record_failure(trial)  # type: ignore[union-attr]
         latency_ms = (time.perf_counter() - started) * 1000.0
         inst.metrics.record(latency_ms, False, str(failure))  # type: ignore[union-attr]
         self._release(inst)
+        if not failure.started:
+            self._pool.eject(inst, failure)
         return failure
 
     def _release(self, inst: ResourceInstance) -> None:
         inst.in_flight -= 1
         inst.last_used = time.monotonic()
-        self._dirty = True
+        task = asyncio.current_task()
+        n = self._running.pop(task, 0) - 1  # type: ignore[arg-type]
+        if n > 0:
+            self._running[task] = n  # type: ignore[index]
+        pool = self._pool
+        pool.mark_dirty()
         if inst.in_flight == 0:
-            self._drained.set()
-        if self._queue:
-            self._pump()
+            pool.on_idle(inst)
+        if self.queue:
+            self.dispatch()
 
     # ---- routing ----------------------------------------------------------------------
     def _accepting(self, method, params, tried, pin) -> list[ResourceInstance]:
+        members = self._pool.members
         if pin is not None:
-            inst = self._instances.get(pin)
+            inst = members.get(pin)
             return [inst] if inst is not None and inst.status not in _GONE else []
+        accepts = self._pool.instance_accepts
         return [
             i
-            for i in self._instances.values()
+            for i in members.values()
             if i.enabled
             and i.status not in _GONE
-            and i.id not in tried
-            and self.instance_accepts(i, method, params)
+            and (tried is None or i.id not in tried)
+            and accepts(i, method, params)
         ]
 
-    def _pick(self, accepting, method, params, strategy) -> ResourceInstance | None:
-        ready = [i for i in accepting if i.status in _ROUTABLE and i.breaker.can_admit()]  # type: ignore[union-attr]
-        if not ready:
-            ready = accepting  # panic mode: better a doubtful instance than a certain failure
-        free = [i for i in ready if i.has_capacity]
+    def _route(self, method, params, strategy, tried, pin, error, can_grow=False) -> Any:
+        """Reserve an instance for the call now: ``(instance, trial)``; None when it must
+        wait (or, with ``can_grow``, try to scale up); a :class:`HubError` when no instance
+        will ever take it."""
+        pool = self._pool
+        if not pool.lifecycle.running:
+            return NoResourceAvailable(f"the {pool.name} provider was shut down")
+        accepting = self._accepting(method, params, tried, pin)
+        if not accepting:
+            if (pool.creating or can_grow) and pin is None:
+                return None  # a resource being (or about to be) created may take it
+            return error or self._nothing_accepts(method, params, pin)
+        ready: list[ResourceInstance] = []
+        doubtful: list[ResourceInstance] = []
+        healthy = False  # some routable instance admits calls (else: panic routing)
+        gated = True  # every accepting breaker is OPEN
+        for i in accepting:
+            breaker = i.breaker
+            state = breaker.state  # type: ignore[union-attr]
+            if state is _OPEN:
+                continue
+            gated = False
+            if state is _HALF_OPEN and breaker.trials >= breaker.half_open_max:  # type: ignore[union-attr]
+                continue
+            routable = i.status in _ROUTABLE
+            healthy = healthy or routable
+            if i.max_concurrency is None or i.in_flight < i.max_concurrency:
+                (ready if routable else doubtful).append(i)
+        if gated:
+            if (pool.creating or can_grow) and pin is None:
+                return None
+            return error or self._all_open(accepting, pin)
+        # Panic: with no healthy instance left, a doubtful one beats a certain failure.
+        free = ready if healthy else doubtful
         if not free:
             return None
-        if len(free) > 1 and not is_default_hook(type(self).instance_preference):
-            ranks = [self.instance_preference(i, method, params) for i in free]
+        if len(free) > 1 and self._ranks:
+            ranks = [pool.instance_preference(i, method, params) for i in free]
             top = max(ranks)
             free = [i for i, r in zip(free, ranks, strict=True) if r == top]
         key = params.get("affinity_key") or params.get("session")
-        return self._balancer.choose(strategy, free, key, accepting)
-
-    async def _acquire(self, method, params, strategy, tried, pin, error, timeout):
-        """Reserve an instance for one call: pick, else scale up, else wait fairly."""
-        ticket = False  # woken from the queue: may take a slot ahead of new arrivals
-        hops = 0  # how many waiters passed the current wake-up on before us
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            accepting = self._accepting(method, params, tried, pin)
-            taken = self._take(accepting, method, params, strategy, ticket)
-            if taken is not None:
-                return taken
-            if pin is None and await self._scale_up() is not None:
-                continue
-            # Look again before sleeping: the pool may have changed while _scale_up awaited,
-            # and a slot freed then woke nobody.
-            accepting = self._accepting(method, params, tried, pin)
-            taken = self._take(accepting, method, params, strategy, ticket)
-            if taken is not None:
-                return taken
-            if not accepting and not self._creating:
-                if error is not None:
-                    raise error
-                raise self._nothing_accepts(method, params, pin)
-            waiter = self._queue.push(
-                str(params.get("tenant", "")), int(params.get("priority", 0)), front=ticket
-            )
-            self._dirty = True  # the queue grew
-            # A woken waiter that still cannot route (the free slot is on an instance
-            # that is ejected, does not accept this call, or was tried already) must not pump:
-            # it would wake itself again at once and spin the event loop forever. It passes
-            # the wake-up on to another tenant's waiter instead, at most once around the
-            # queue, then sleeps until the next release / status / membership change.
-            if not ticket:
-                self._pump()
-            elif hops < len(self._queue):
-                self._queue.wake_next(hops + 1, skip=waiter)
-            try:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                hops = await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                self._queue.discard(waiter)
-                raise ExecutionTimeout(
-                    f"no {self.name} instance became free within {timeout:g} s",
-                    hint="the pool is saturated; add instances or raise the timeout",
-                ) from None
-            except BaseException:
-                self._queue.discard(waiter)
-                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                    self._pump()  # we were woken but leave: hand the wake-up on
-                raise
-            ticket = True
-
-    def _take(
-        self, accepting, method, params, strategy, ticket
-    ) -> tuple[ResourceInstance, bool] | None:
-        """Pick and reserve an instance, unless the call must queue behind waiters. Returns
-        the instance and whether the call is a half-open trial of its breaker."""
-        if not accepting or not (ticket or not self._queue):
-            return None
-        inst = self._pick(accepting, method, params, strategy)
-        if inst is None:
-            return None
-        # None (rejected) only in panic routing, where the call goes ahead regardless
+        inst = self.balancer.choose(strategy, free, key, accepting)
         trial = inst.breaker.admit() == "trial"  # type: ignore[union-attr]
         inst.in_flight += 1
-        self._dirty = True  # in-flight counts are news too (the next coalesced event)
-        if ticket:
-            self._pump()  # pass spare capacity on to the next waiter
+        pool.mark_dirty()  # in-flight counts are news too (the next coalesced event)
         return inst, trial
 
-    def _pump(self) -> None:
-        """Wake as many waiters (in fair order) as there are free slots; each re-tries
-        routing. An empty pool wakes everyone, so they fail at once with a clear error."""
-        waiting = len(self._queue)
-        if not waiting:
-            return
-        # While the first resources are still being created an empty pool must not wake
-        # everyone (they would re-queue and be woken again without ever yielding); _scale_up
-        # pumps when a creation ends.
-        slots = 0 if self._instances or self._creating else waiting
-        for i in self._instances.values():
-            if i.enabled and i.status not in _GONE:
-                if i.max_concurrency is None:
-                    slots = waiting
-                    break
-                slots += max(0, i.max_concurrency - i.in_flight)
-        for _ in range(min(slots, waiting)):
-            if not self._queue.wake_next():
-                break
+    async def _acquire(self, method, params, strategy, tried, pin, error, deadline):
+        """Reserve an instance for one attempt; the reservation belongs to this task (so
+        shutdown can abort the call)."""
+        taken = await self._reserve(method, params, strategy, tried, pin, error, deadline)
+        task = asyncio.current_task()
+        self._running[task] = self._running.get(task, 0) + 1  # type: ignore[index]
+        return taken
 
+    async def _reserve(self, method, params, strategy, tried, pin, error, deadline):
+        """Route now, else scale up, else wait in the fair queue."""
+        pool = self._pool
+        while True:
+            if self.queue:
+                # Waiters first: a free slot goes to whoever waited for it. What is free
+                # after this no waiter can use, so the new call may take it at once.
+                self.dispatch()
+            taken = self._route(method, params, strategy, tried, pin, error, True)
+            if type(taken) is tuple:
+                return taken
+            if taken is not None:
+                raise taken
+            if pin is not None:
+                break
+            try:
+                grown = await pool.scale_up()
+            except Exception as exc:
+                grown = None
+                # A failed scale-up fails the call only when nothing else could take it.
+                if not self._accepting(method, params, tried, pin) and not pool.creating:
+                    if isinstance(exc, HubError):
+                        raise
+                    raise NoResourceAvailable(
+                        f"could not add a {pool.name} instance: {exc}"
+                    ) from exc
+            if grown is None:
+                # the pool may have changed while scale_up awaited
+                taken = self._route(method, params, strategy, tried, pin, error)
+                if type(taken) is tuple:
+                    return taken
+                if taken is not None:
+                    raise taken
+                break
+        return await self._wait(method, params, strategy, tried, pin, error, deadline)
+
+    async def _wait(self, method, params, strategy, tried, pin, error, deadline):
+        pool = self._pool
+        waiter = self.queue.push(
+            str(params.get("tenant", "")),
+            int(params.get("priority", 0)),
+            lambda: self._route(method, params, strategy, tried, pin, error),
+        )
+        pool.mark_dirty()  # the queue grew
+        try:
+            if deadline is None:
+                return await waiter.future
+            async with asyncio.timeout_at(deadline):
+                return await waiter.future
+        except TimeoutError:
+            self.queue.discard(waiter)
+            raise ExecutionTimeout(
+                f"no {pool.name} instance became free before the call's deadline",
+                hint="the pool is saturated; add instances or raise the timeout",
+            ) from None
+        except BaseException:
+            self.queue.discard(waiter)
+            fut = waiter.future
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                inst, trial = fut.result()
+                self._finish_neutral(inst, trial)  # served as we left: pass the slot on
+            raise
+
+    def has_room(self) -> bool:
+        """Some live instance has a free slot and a breaker that is not OPEN."""
+        for i in self._pool.members.values():
+            if (
+                i.enabled
+                and i.status not in _GONE
+                and (i.max_concurrency is None or i.in_flight < i.max_concurrency)
+                and i.breaker.state is not _OPEN  # type: ignore[union-attr]
+            ):
+                return True
+        return False
+
+    def dispatch(self, full: bool = False) -> None:
+        """Hand free slots to waiters in fair order. ``full``: also visit waiters when no slot
+        is free, so those no instance can ever serve fail now (after a drain, a removal, a
+        breaker opening)."""
+        if self.queue:
+            self.queue.dispatch(None if full else self.has_room)
+
+    # ---- shutdown ---------------------------------------------------------------------
+    def abort_running(self) -> int:
+        """Cancel every call that holds an instance; each fails with a clear error. Returns
+        how many were cancelled."""
+        n = 0
+        for task in list(self._running):
+            if task.done():
+                del self._running[task]
+            elif task is not asyncio.current_task():
+                self._aborted.add(task)
+                task.cancel()
+                n += 1
+        return n
+
+    # ---- errors -----------------------------------------------------------------------
     def _nothing_accepts(self, method, params, pin) -> HubError:
+        pool = self._pool
         if pin is not None:
             return NoResourceAvailable(f"instance {pin!r} is not available", instance=pin)
-        instances = list(self._instances.values())
-        custom = self.no_instance_error(method, params, instances)
+        instances = list(pool.members.values())
+        custom = pool.no_instance_error(method, params, instances)
         if custom is not None:
             return custom
         if not instances:
             return NoResourceAvailable(
-                f"the {self.name} pool has no instances",
+                f"the {pool.name} pool has no instances",
                 hint="add one with add_resource() or check discovery",
             )
         return NoResourceAvailable(
-            f"no {self.name} instance can take {method!r}",
+            f"no {pool.name} instance can take {method!r}",
             hint="every instance is drained, removed or does not accept this call",
         )
+
+    def _all_open(self, accepting: Iterable[ResourceInstance], pin: str | None) -> HubError:
+        accepting = list(accepting)
+        wait = min(i.breaker.retry_in() for i in accepting)  # type: ignore[union-attr]
+        names = ", ".join(i.id for i in accepting)
+        return NoResourceAvailable(
+            f"every {self._pool.name} instance that can take this call is failing"
+            f" (breaker open: {names}); next trial in {wait:.1f} s",
+            instance=pin,
+            hint="check the instances, or reset_breaker() once one is fixed",
+        )
+
+
+async def _next(chunks: AsyncIterator[dict[str, Any]], by: float | None) -> dict[str, Any]:
+    if by is None:
+        return await chunks.__anext__()
+    async with asyncio.timeout_at(by):
+        return await chunks.__anext__()

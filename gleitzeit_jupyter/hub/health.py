@@ -36,6 +36,13 @@ class HealthTracker:
         self.last_check_ms: float | None = None
         self.last_error: str | None = None
 
+    def eject(self, error: str) -> None:
+        """The instance failed a call in a way only a dead one does (refused the connection):
+        count it as down, so it needs ``healthy_threshold`` good checks to come back."""
+        self.consecutive_failures = max(self.consecutive_failures, self.unhealthy_threshold)
+        self.consecutive_successes = 0
+        self.last_error = error
+
     def observe(
         self,
         current: ResourceStatus,

@@ -1,4 +1,7 @@
-"""One pooled backend (an Ollama server, a sandbox container) and its state enums."""
+"""One pooled backend (an Ollama server, a sandbox container) and its status enum.
+
+``CircuitState`` lives in ``breaker.py``; it is re-exported here for older imports.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .breaker import CircuitState
 
 if TYPE_CHECKING:
     from .breaker import CircuitBreaker
@@ -23,12 +28,6 @@ class ResourceStatus(str, Enum):
     UNHEALTHY = "unhealthy"
     DRAINING = "draining"
     STOPPED = "stopped"
-
-
-class CircuitState(str, Enum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
 
 
 @dataclass(eq=False)

@@ -10,14 +10,27 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ddsketch import LogCollapsingLowestDenseDDSketch
+from ddsketch import (
+    CollapsingLowestDenseStore,
+    LogarithmicMapping,
+    LogCollapsingLowestDenseDDSketch,
+)
+from ddsketch.ddsketch import BaseDDSketch
 
-__all__ = ["RELATIVE_ACCURACY", "InstanceMetrics", "MetricsSummary", "merge_summaries"]
+__all__ = [
+    "RELATIVE_ACCURACY",
+    "InstanceMetrics",
+    "MetricsSummary",
+    "export_sketch",
+    "import_sketch",
+    "merge_summaries",
+]
 
 RELATIVE_ACCURACY = 0.01  # every reported percentile is within 1 % of the true value
 BIN_LIMIT = 1024
@@ -27,6 +40,43 @@ HISTORY_LIMIT = 720  # summary rows kept per instance (one hour at 5 s buckets)
 
 def _new_sketch() -> LogCollapsingLowestDenseDDSketch:
     return LogCollapsingLowestDenseDDSketch(RELATIVE_ACCURACY, bin_limit=BIN_LIMIT)
+
+
+def export_sketch(sketch: Any) -> dict[str, Any] | None:
+    """A sketch as plain data: its positive bins as ``[key, count]`` pairs (latencies are
+    never negative), the zero count and the relative accuracy that fixes the bin layout.
+    The sketch is merged into one whose store we own, so only public API is read."""
+    if sketch is None or sketch.count == 0:
+        return None
+    store = CollapsingLowestDenseStore(BIN_LIMIT)
+    own = BaseDDSketch(
+        mapping=LogarithmicMapping(RELATIVE_ACCURACY),
+        store=store,
+        negative_store=CollapsingLowestDenseStore(BIN_LIMIT),
+        zero_count=0.0,
+    )
+    own.merge(sketch)
+    bins = [[store.offset + i, c] for i, c in enumerate(store.bins) if c]
+    return {
+        "relative_accuracy": RELATIVE_ACCURACY,
+        "bins": bins,
+        "zero_count": own.count - sum(c for _, c in bins),
+        "count": own.count,
+        "sum": own.sum,
+    }
+
+
+def import_sketch(data: dict[str, Any]) -> LogCollapsingLowestDenseDDSketch:
+    """The sketch :func:`export_sketch` described. Each bin comes back as its representative
+    value, so quantiles are those of the saved sketch; the sum is within the accuracy bound."""
+    sketch = _new_sketch()
+    mapping = LogarithmicMapping(data.get("relative_accuracy", RELATIVE_ACCURACY))
+    for key, count in data["bins"]:
+        sketch.add(mapping.value(key), count)
+    zero = data.get("zero_count") or 0
+    if zero > 0:
+        sketch.add(0.0, zero)
+    return sketch
 
 
 class _Bucket:
@@ -81,6 +131,10 @@ class InstanceMetrics:
         self._wall = wall_clock
         # wall time = monotonic + offset; fixed at creation so history rows are monotone
         self._wall_offset = wall_clock() - clock()
+        # Identities of the metric histories these counters contain: this one's own, plus
+        # every saved one merged in. Loading a save whose lineage is already here (the same
+        # file twice, or a save made by this very kernel) must not count it again.
+        self.lineage: set[str] = {uuid.uuid4().hex}
         self.requests = 0
         self.successes = 0
         self.failures = 0  # infrastructure failures
@@ -242,16 +296,6 @@ class InstanceMetrics:
             )
         return rows
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Load counters and history saved by :meth:`dump` (latency sketches start empty)."""
-        self.requests = int(state.get("requests", 0))
-        self.successes = int(state.get("successes", 0))
-        self.failures = int(state.get("failures", 0))
-        self.user_errors = int(state.get("user_errors", 0))
-        self.last_error = state.get("last_error")
-        self.last_error_at = state.get("last_error_at")
-        self.history.extend(state.get("history", []))
-
     def dump(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
@@ -260,6 +304,7 @@ class InstanceMetrics:
             "user_errors": self.user_errors,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
+            "lineage": sorted(self.lineage),
             "history": self.history_rows(),
         }
 

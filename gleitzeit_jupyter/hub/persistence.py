@@ -32,10 +32,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ddsketch import LogCollapsingLowestDenseDDSketch
-
 from .errors import UserError
-from .metrics import BIN_LIMIT, HISTORY_LIMIT, RELATIVE_ACCURACY
+from .metrics import HISTORY_LIMIT, export_sketch, import_sketch
 
 if TYPE_CHECKING:
     from .instance import ResourceInstance
@@ -180,47 +178,6 @@ def _rebuild_config(provider: HubProvider, state: InstanceState) -> Any:
     return data
 
 
-# ------------------------------------------------------------------ sketches
-def _dump_sketch(sketch: Any) -> dict[str, Any] | None:
-    """The positive bins of a DDSketch as ``[key, count]`` pairs (+ zero count, sum, min,
-    max). Latencies are never negative, so the negative store stays empty."""
-    if sketch is None or sketch.count == 0:
-        return None
-    store = sketch._store
-    bins = [[store.offset + i, c] for i, c in enumerate(store.bins) if c]
-    return {
-        "relative_accuracy": sketch._relative_accuracy,
-        "bins": bins,
-        "zero_count": sketch._zero_count,
-        "count": sketch.count,
-        "sum": sketch.sum,
-        "min": sketch._min,
-        "max": sketch._max,
-    }
-
-
-def _load_sketch(data: dict[str, Any]) -> LogCollapsingLowestDenseDDSketch:
-    sketch = LogCollapsingLowestDenseDDSketch(RELATIVE_ACCURACY, bin_limit=BIN_LIMIT)
-    if abs(data.get("relative_accuracy", RELATIVE_ACCURACY) - RELATIVE_ACCURACY) > 1e-12:
-        # Different bin layout: re-add representative values (keeps the count, close quantiles).
-        mapping = LogCollapsingLowestDenseDDSketch(
-            data["relative_accuracy"], bin_limit=BIN_LIMIT
-        )._mapping
-        for key, count in data["bins"]:
-            sketch.add(mapping.value(key), count)
-    else:
-        for key, count in data["bins"]:
-            sketch._store.add(key, count)
-        sketch._count += sum(c for _, c in data["bins"])
-    if data.get("zero_count"):
-        sketch._zero_count += data["zero_count"]
-        sketch._count += data["zero_count"]
-    sketch._sum = float(data.get("sum", 0.0))
-    sketch._min = float(data.get("min", float("inf")))
-    sketch._max = float(data.get("max", float("-inf")))
-    return sketch
-
-
 # ------------------------------------------------------------------ capture / restore
 def capture(provider: HubProvider) -> PoolState:
     """Everything :func:`write` stores about ``provider``. Call on the provider's loop."""
@@ -248,7 +205,7 @@ def capture(provider: HubProvider) -> PoolState:
                 config_type=f"dataclass:{_type_name(config)}" if is_dc else "json",
                 config=_encode(config),
                 counters=counters,
-                sketch=_dump_sketch(m.all_time) if m is not None else None,
+                sketch=export_sketch(m.all_time) if m is not None else None,
                 history=[{k: row.get(k) for k in _HISTORY_KEYS} for row in history],
             )
         )
@@ -257,8 +214,7 @@ def capture(provider: HubProvider) -> PoolState:
 
 def _merge_metrics(inst: ResourceInstance, saved: InstanceState) -> int:
     m = inst.metrics
-    if m is None:
-        return 0
+    assert m is not None
     c = saved.counters
     m.requests += int(c.get("requests", 0))
     m.successes += int(c.get("successes", 0))
@@ -270,7 +226,7 @@ def _merge_metrics(inst: ResourceInstance, saved: InstanceState) -> int:
         m.last_error = c["last_error"]
         m.last_error_at = c.get("last_error_at")
     if saved.sketch:
-        m.absorb(_load_sketch(saved.sketch))
+        m.absorb(import_sketch(saved.sketch))
     # History: yesterday's rows before today's, one row per bucket start, bounded as before.
     rows = {round(r["time"], 6): r for r in saved.history}
     for r in m.history:
@@ -312,17 +268,18 @@ async def restore(
             report.added.append(inst.id)
         else:
             report.merged.append(inst.id)
-        # Loading the same save twice must not count yesterday twice.
-        stamp = (state.name, state.saved_at, saved.id)
-        loaded = getattr(inst.metrics, "_gz_restored", None)
-        if loaded is None and inst.metrics is not None:
-            loaded = inst.metrics._gz_restored = set()
-        if loaded is not None and stamp in loaded:
+        # Counters already in this instance's metrics (the same file loaded twice, or a save
+        # this kernel made itself) are not counted again.
+        lineage = set(saved.counters.get("lineage") or ())
+        lineage = lineage or {f"{state.name}:{state.saved_at}:{saved.id}"}  # older files
+        metrics = inst.metrics
+        if metrics is None:
+            pass
+        elif lineage <= metrics.lineage:
             report.already.append(inst.id)
         else:
             report.history_rows += _merge_metrics(inst, saved)
-            if loaded is not None:
-                loaded.add(stamp)
+            metrics.lineage |= lineage
         if not saved.enabled and inst.enabled:
             provider.drain(inst.id)
     if strategy and state.strategy != provider.strategy:
@@ -330,7 +287,7 @@ async def restore(
             provider.set_strategy(state.strategy)
         except Exception as exc:  # a strategy this version does not know
             report.failed["strategy"] = str(exc)
-    provider._dirty = True  # let panels and the sidebar pick the restored numbers up
+    provider.mark_dirty()  # let panels and the sidebar pick the restored numbers up
     return report
 
 

@@ -12,16 +12,18 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic
 
+from . import policy as _policy
 from . import snapshot
 from .balancing import Balancer
-from .breaker import CircuitBreaker
+from .breaker import CircuitBreaker, CircuitState
 from .calls import CallPath, as_failure, default_hook
-from .errors import HubError, NoResourceAvailable, UserError
+from .errors import HubError, NoResourceAvailable, ResourceFailed, UserError
 from .events import EventBus, HubEvent
 from .health import HealthTracker
-from .instance import CircuitState, ConfigT, ResourceInstance, ResourceStatus
+from .instance import ConfigT, ResourceInstance, ResourceStatus
+from .lifecycle import Lifecycle, PoolState
 from .metrics import InstanceMetrics
-from .queueing import FairQueue, RetryBudget
+from .policy import BreakerPolicy, HealthPolicy, PoolPolicy, RetryPolicy
 
 __all__ = ["HubProvider"]
 
@@ -32,8 +34,29 @@ _GONE = (ResourceStatus.DRAINING, ResourceStatus.STOPPED)
 _TICK = 1.0  # seconds between maintenance passes (idle reaping, coalesced metrics events)
 
 
-class HubProvider(CallPath, Generic[ConfigT]):
-    """Base class of every provider. See ``docs/architecture.md`` for the hook contract."""
+class _Flat:
+    """A flat keyword of the constructor as an attribute: reads and writes its policy's field."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.policy = f"{_policy.FLAT[name]}_policy"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return getattr(getattr(obj, self.policy), self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(getattr(obj, self.policy), self.name, value)
+
+
+class HubProvider(Generic[ConfigT]):
+    """Base class of every provider. See ``docs/architecture.md`` for the hook contract.
+
+    Options come as four policy objects (``pool=PoolPolicy(...)``, ``health=``, ``breaker=``,
+    ``retry=``) or as flat keywords naming their fields (``max_instances=``, ``retries=``,
+    ...), which override the objects' values. Each flat name is also an attribute.
+    """
 
     #: Whether a call that failed after it may have reached the resource may be run again on
     #: another instance. False for providers whose calls are not idempotent (the sandbox:
@@ -41,77 +64,107 @@ class HubProvider(CallPath, Generic[ConfigT]):
     #: are requeued either way.
     retry_started_calls: bool = True
 
+    max_instances = _Flat()
+    min_instances = _Flat()
+    idle_timeout = _Flat()
+    enable_auto_discovery = _Flat()
+    discovery_interval = _Flat()
+    enable_sharing = _Flat()
+    max_queue = _Flat()
+    shutdown_grace = _Flat()
+    metrics_window = _Flat()
+    health_check_interval = _Flat()
+    health_check_timeout = _Flat()
+    unhealthy_threshold = _Flat()
+    healthy_threshold = _Flat()
+    degraded_latency_ms = _Flat()
+    breaker_failure_threshold = _Flat()
+    breaker_recovery_timeout = _Flat()
+    breaker_half_open_max = _Flat()
+    retries = _Flat()
+    retry_budget_ratio = _Flat()
+    min_retries_per_s = _Flat()
+    retry_budget_ttl = _Flat()
+    call_timeout = _Flat()
+    first_token_timeout = _Flat()
+
     def __init__(
         self,
         *,
         resource_config_class: type | None = None,
         name: str | None = None,
-        max_instances: int = 10,
-        min_instances: int = 0,
-        idle_timeout: float = 300.0,
         strategy: str = "least_loaded",
-        enable_auto_discovery: bool = False,
-        discovery_interval: float = 30.0,
-        enable_sharing: bool = False,
-        max_queue: int = 1000,
-        health_check_interval: float = 5.0,
-        health_check_timeout: float = 2.0,
-        unhealthy_threshold: int = 3,
-        healthy_threshold: int = 2,
-        degraded_latency_ms: float | None = None,
-        breaker_failure_threshold: int = 5,
-        breaker_recovery_timeout: float = 10.0,
-        breaker_half_open_max: int = 1,
-        retries: int = 2,
-        retry_budget_ratio: float = 0.2,
-        call_timeout: float | None = None,
-        metrics_window: float = 300.0,
+        pool: PoolPolicy | None = None,
+        health: HealthPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        **options: Any,
     ):
-        if max_instances < 1 or not 0 <= min_instances <= max_instances:
+        policies = _policy.build(
+            {"pool": pool, "health": health, "breaker": breaker, "retry": retry}, options
+        )
+        self.pool_policy: PoolPolicy = policies["pool"]
+        self.health_policy: HealthPolicy = policies["health"]
+        self.breaker_policy: BreakerPolicy = policies["breaker"]
+        self.retry_policy: RetryPolicy = policies["retry"]
+        if self.max_instances < 1 or not 0 <= self.min_instances <= self.max_instances:
             raise UserError("need 0 <= min_instances <= max_instances and max_instances >= 1")
         self.resource_config_class = resource_config_class
         self.name = name or type(self).__name__.removesuffix("Provider").lower() or "hub"
-        self.max_instances = max_instances
-        self.min_instances = min_instances
-        self.idle_timeout = idle_timeout
         self.strategy = Balancer.check(strategy)
-        self.enable_auto_discovery = enable_auto_discovery
-        self.discovery_interval = discovery_interval
-        self.enable_sharing = enable_sharing
-        self.max_queue = max_queue
-        self.health_check_interval = health_check_interval
-        self.health_check_timeout = health_check_timeout
-        self.unhealthy_threshold = unhealthy_threshold
-        self.healthy_threshold = healthy_threshold
-        self.degraded_latency_ms = degraded_latency_ms
-        self.breaker_failure_threshold = breaker_failure_threshold
-        self.breaker_recovery_timeout = breaker_recovery_timeout
-        self.breaker_half_open_max = breaker_half_open_max
-        self.retries = retries
-        self.retry_budget_ratio = retry_budget_ratio
-        self.call_timeout = call_timeout
-        self.metrics_window = metrics_window
 
         self._instances: dict[str, ResourceInstance] = {}
         self._health: dict[str, HealthTracker] = {}
         self._keys: dict[str, str] = {}  # instance id -> resource_key (for discovery diffing)
         self._events = EventBus()
-        self._balancer = Balancer()
-        self._queue = FairQueue(max_queue, fair=enable_sharing)
-        self._budget = RetryBudget(retry_budget_ratio)
+        self.lifecycle = Lifecycle()
+        self.calls = CallPath(self, max_queue=self.max_queue, fair=self.enable_sharing)
         self._scale_lock = asyncio.Lock()
-        # A second initialize() (or a call) during the first waits until the pool is ready.
-        self._init_lock = asyncio.Lock()
+        self._started = asyncio.Event()  # set while running; calls made while starting wait
         # Keys being created, so two concurrent adds of one config (add_resource racing
         # discovery) do not both create it.
         self._adding: set[str] = set()
         self._creating = 0  # resources being created on demand (counted against the maximum)
         self._drained = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._initialized = False
         # metrics, in-flight or queue changed since the last "metrics" event
         self._dirty = False
         self.started_at: float | None = None
+
+    # ---- what the call path sees (calls.Pool) ------------------------------------------
+    @property
+    def members(self) -> dict[str, ResourceInstance]:
+        return self._instances
+
+    @property
+    def creating(self) -> int:
+        return self._creating
+
+    async def wait_started(self) -> None:
+        if self.lifecycle.state is PoolState.STARTING:
+            await self._started.wait()
+        if not self.lifecycle.running:
+            raise NoResourceAvailable(
+                f"the {self.name} provider is not running", hint="await provider.initialize()"
+            )
+
+    async def scale_up(self) -> ResourceInstance | None:
+        return await self._scale_up()
+
+    def eject(self, instance: ResourceInstance, error: ResourceFailed) -> None:
+        """Passive health: the instance refused a call outright, so it is down now, not
+        after ``unhealthy_threshold`` health intervals."""
+        tracker = self._health.get(instance.id)
+        if tracker is None or instance.status in _GONE:
+            return
+        tracker.eject(str(error))
+        self._set_status(instance, ResourceStatus.UNHEALTHY)
+
+    def on_idle(self, instance: ResourceInstance) -> None:
+        self._drained.set()
+
+    def mark_dirty(self) -> None:
+        self._dirty = True
 
     # ---- hooks ------------------------------------------------------------------------
     async def create_resource(self, config: ConfigT) -> ResourceInstance:
@@ -171,18 +224,24 @@ class HubProvider(CallPath, Generic[ConfigT]):
     # ---- lifecycle --------------------------------------------------------------------
     @property
     def initialized(self) -> bool:
-        return self._initialized
+        return self.lifecycle.running
+
+    @property
+    def state(self) -> PoolState:
+        return self.lifecycle.state
 
     async def initialize(self) -> None:
         """Create the initial and discovered resources, then start the background loops.
         Idempotent; works again after :meth:`shutdown`."""
-        async with self._init_lock:
-            if self._initialized:
-                return
-            await self._initialize()
-
-    async def _initialize(self) -> None:
-        self._initialized = True
+        state = self.lifecycle.state
+        if state is PoolState.RUNNING:
+            return
+        if state is PoolState.STARTING:
+            await self.wait_started()
+            return
+        if state is PoolState.STOPPING:
+            raise NoResourceAvailable(f"the {self.name} provider is shutting down")
+        self.lifecycle.start()
         self.started_at = time.time()
         try:
             configs = [(c, "explicit") for c in await self.initial_resources()]
@@ -195,6 +254,10 @@ class HubProvider(CallPath, Generic[ConfigT]):
         except BaseException:
             await self.shutdown()
             raise
+        if self.lifecycle.state is not PoolState.STARTING:
+            return  # shut down while starting
+        self.lifecycle.started()
+        self._started.set()
         self._tasks = [asyncio.create_task(self._health_loop(), name=f"{self.name}-health")]
         self._tasks.append(asyncio.create_task(self._maintenance_loop(), name=f"{self.name}-tick"))
         if self.enable_auto_discovery:
@@ -202,16 +265,36 @@ class HubProvider(CallPath, Generic[ConfigT]):
                 asyncio.create_task(self._discovery_loop(), name=f"{self.name}-discovery")
             )
 
-    async def shutdown(self) -> None:
-        """Stop the loops, fail waiting calls, destroy every resource."""
-        self._initialized = False
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop taking calls, let running calls finish for ``grace`` seconds (default: the
+        pool's ``shutdown_grace``), cancel the rest with a clear error, destroy every
+        resource. Resources still being created are destroyed when their creation ends."""
+        if self.lifecycle.state in (PoolState.STOPPED, PoolState.STOPPING):
+            return
+        self.lifecycle.stop()
+        self._started.set()  # calls waiting for the start learn it is not coming
+        self._started = asyncio.Event()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._queue.fail_all(NoResourceAvailable(f"{self.name} provider was shut down"))
+        self.calls.queue.fail_all(NoResourceAvailable(f"{self.name} provider was shut down"))
+        grace = self.shutdown_grace if grace is None else grace
+        deadline = time.monotonic() + grace
+        while any(i.in_flight for i in self._instances.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if self.calls.abort_running():
+                    await asyncio.sleep(0)  # let the cancelled calls unwind
+                break
+            self._drained.clear()
+            try:
+                await asyncio.wait_for(self._drained.wait(), min(left, 0.05))
+            except TimeoutError:
+                pass
         instances = list(self._instances.values())
         await asyncio.gather(*(self._destroy(inst) for inst in instances))
+        self.lifecycle.stopped()
 
     async def __aenter__(self):
         await self.initialize()
@@ -270,6 +353,9 @@ class HubProvider(CallPath, Generic[ConfigT]):
     async def _create(
         self, config: ConfigT, origin: str, key: str, check: bool, raise_errors: bool
     ) -> ResourceInstance | None:
+        generation = self.lifecycle.generation
+        if not self.lifecycle.current(generation):
+            raise NoResourceAvailable(f"the {self.name} provider is not running")
         try:
             instance = await self.create_resource(config)
         except Exception as exc:
@@ -279,8 +365,12 @@ class HubProvider(CallPath, Generic[ConfigT]):
             if isinstance(exc, HubError):
                 raise
             raise as_failure(exc, ResourceInstance(id=key, config=config)) from exc
+        if not self.lifecycle.current(generation):
+            # the pool stopped (or stopped and restarted) while this was being created
+            await self._discard(instance)
+            raise NoResourceAvailable(f"the {self.name} provider was shut down")
         if instance.id in self._instances:
-            await self.destroy_resource(instance)
+            await self._discard(instance)
             raise UserError(f"instance id {instance.id!r} is already in the {self.name} pool")
         self._register(instance, origin, key)
         if check:
@@ -289,6 +379,14 @@ class HubProvider(CallPath, Generic[ConfigT]):
             self._set_status(instance, ResourceStatus.HEALTHY)
         return instance
 
+    async def _discard(self, instance: ResourceInstance) -> None:
+        """Destroy a resource that never joined the pool."""
+        instance.status = ResourceStatus.STOPPED
+        try:
+            await self.destroy_resource(instance)
+        except Exception as exc:
+            log.warning("%s: destroying %s failed: %s", self.name, instance.id, exc)
+
     def _register(self, instance: ResourceInstance, origin: str, key: str) -> None:
         instance.origin = origin
         instance.status = ResourceStatus.STARTING
@@ -296,17 +394,20 @@ class HubProvider(CallPath, Generic[ConfigT]):
 
         def on_breaker(old: CircuitState, new: CircuitState, ident: str = instance.id) -> None:
             self._events.emit(HubEvent("breaker", self.name, ident, old, new))
+            self._pump()  # waiters may be servable now, or never (every breaker open)
 
+        b = self.breaker_policy
         instance.breaker = CircuitBreaker(
-            self.breaker_failure_threshold,
-            self.breaker_recovery_timeout,
-            self.breaker_half_open_max,
+            b.breaker_failure_threshold,
+            b.breaker_recovery_timeout,
+            b.breaker_half_open_max,
             on_change=on_breaker,
         )
         self._instances[instance.id] = instance
         self._keys[instance.id] = key
+        h = self.health_policy
         self._health[instance.id] = HealthTracker(
-            self.unhealthy_threshold, self.healthy_threshold, self.degraded_latency_ms
+            h.unhealthy_threshold, h.healthy_threshold, h.degraded_latency_ms
         )
         self._events.emit(HubEvent("membership", self.name, instance.id, None, "added"))
 
@@ -336,7 +437,7 @@ class HubProvider(CallPath, Generic[ConfigT]):
             return await self._add(config, "scaled", check=False, raise_errors=True)
         finally:
             self._creating -= 1
-            self._pump()  # fix: waiters held back while we created must learn the outcome
+            self._pump()  # waiters held back while we created must learn the outcome
 
     # ---- operator controls ------------------------------------------------------------
     def drain(self, instance_id: str) -> None:
@@ -344,6 +445,7 @@ class HubProvider(CallPath, Generic[ConfigT]):
         instance = self.get_instance(instance_id)
         instance.enabled = False
         self._events.emit(HubEvent("status", self.name, instance_id, "enabled", "drained"))
+        self._pump()  # its waiters may have nowhere else to go: they must fail now
 
     def enable(self, instance_id: str) -> None:
         instance = self.get_instance(instance_id)
@@ -372,8 +474,53 @@ class HubProvider(CallPath, Generic[ConfigT]):
             return
         instance.status = status
         self._events.emit(HubEvent("status", self.name, instance.id, old, status))
-        if status in _ROUTABLE:
-            self._pump()
+        self._pump()
+
+    def _pump(self) -> None:
+        """Serve the waiters the pool can serve now; fail those it never can."""
+        if self.calls.queue:
+            self.calls.dispatch(full=True)
+
+    # ---- calls ------------------------------------------------------------------------
+    async def execute(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        strategy: str | None = None,
+        instance: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Run one call on the pool, failing over to another instance on infrastructure
+        errors. ``timeout`` (default ``call_timeout``) is the deadline of the whole call,
+        queueing and every attempt included. The result gains ``instance`` and
+        ``latency_ms``."""
+        return await self.calls.execute(
+            method, {} if params is None else params, strategy, instance, timeout
+        )
+
+    def stream(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        strategy: str | None = None,
+        instance: str | None = None,
+        timeout: float | None = None,
+        first_token_timeout: float | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream a call's chunks. Fails over like :meth:`execute` until the first chunk;
+        after that an error is raised to the caller (output cannot be taken back).
+        ``timeout`` is the deadline of the whole stream; ``first_token_timeout`` (default:
+        the pool's) bounds the wait for each attempt's first chunk."""
+        return self.calls.stream(
+            method,
+            {} if params is None else params,
+            strategy,
+            instance,
+            timeout,
+            first_token_timeout,
+        )
 
     # ---- background loops -------------------------------------------------------------
     async def _check_one(self, instance: ResourceInstance) -> None:
@@ -419,6 +566,7 @@ class HubProvider(CallPath, Generic[ConfigT]):
         while True:
             await asyncio.sleep(_TICK)
             try:
+                self._pump()  # breakers reopen for trials by the clock, not by an event
                 await self._reap_idle()
                 if self._dirty:
                     self._dirty = False
@@ -503,4 +651,8 @@ class HubProvider(CallPath, Generic[ConfigT]):
 
     @property
     def queue_length(self) -> int:
-        return len(self._queue)
+        return len(self.calls.queue)
+
+    @property
+    def queue_tenants(self) -> int:
+        return self.calls.queue.tenants

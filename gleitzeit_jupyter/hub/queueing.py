@@ -1,35 +1,50 @@
-"""Waiting room for calls when the pool is saturated: fair across tenants, by priority within.
+"""Waiting room for calls when no instance can take them now: fair across tenants, by
+priority within a tenant, and without head-of-line blocking.
 
-Tenants are served round-robin, so a tenant with a thousand queued calls cannot starve a
-tenant with one. Within a tenant, higher ``priority`` goes first, then arrival order.
+The queue does not wake waiters to race for a slot: :meth:`FairQueue.dispatch` asks each
+waiter, in fair order, to route itself (``route()`` reserves an instance and returns the
+reservation, returns None to keep waiting, or returns an error to fail with) and hands the
+reservation over in the waiter's future. A waiter nobody ahead of it can use a free slot for
+is served at once, whatever waits before it; a waiter no instance can ever serve fails at once.
+
+Tenants are served round-robin, so a tenant with a thousand queued calls cannot starve a tenant
+with one. Within a tenant, higher ``priority`` goes first, then arrival order.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
+import bisect
 import itertools
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 from .errors import NoResourceAvailable
 
-__all__ = ["FairQueue", "RetryBudget"]
+__all__ = ["FairQueue", "Waiter"]
 
 
-class _Waiter:
-    __slots__ = ("future", "priority", "tenant")
+class Waiter:
+    __slots__ = ("future", "key", "route", "tenant")
 
-    def __init__(self, tenant: str, priority: int, future: asyncio.Future):
+    def __init__(
+        self, tenant: str, key: tuple[int, int], route: Callable[[], Any], future: asyncio.Future
+    ):
         self.tenant = tenant
-        self.priority = priority
+        self.key = key  # (-priority, arrival): the order within the tenant
+        self.route = route
         self.future = future
+
+    def __lt__(self, other: Waiter) -> bool:
+        return self.key < other.key
 
 
 class FairQueue:
     def __init__(self, max_queue: int = 1000, fair: bool = True):
         self.max_queue = max_queue
         self.fair = fair  # without sharing every call is one tenant: plain priority FIFO
-        self._tenants: OrderedDict[str, list[tuple[int, int, _Waiter]]] = OrderedDict()
+        self._tenants: OrderedDict[str, list[Waiter]] = OrderedDict()
         self._seq = itertools.count()
         self._size = 0
 
@@ -40,7 +55,7 @@ class FairQueue:
     def tenants(self) -> int:
         return len(self._tenants)
 
-    def push(self, tenant: str, priority: int, *, front: bool = False) -> asyncio.Future:
+    def push(self, tenant: str, priority: int, route: Callable[[], Any]) -> Waiter:
         if self._size >= self.max_queue:
             raise NoResourceAvailable(
                 f"the pool is saturated and {self._size} calls are already waiting",
@@ -48,72 +63,66 @@ class FairQueue:
             )
         if not self.fair:
             tenant = ""
-        future = asyncio.get_running_loop().create_future()
-        seq = -next(self._seq) if front else next(self._seq)
-        heap = self._tenants.setdefault(tenant, [])
-        heapq.heappush(heap, (-priority, seq, _Waiter(tenant, priority, future)))
+        waiter = Waiter(
+            tenant,
+            (-priority, next(self._seq)),
+            route,
+            asyncio.get_running_loop().create_future(),
+        )
+        bisect.insort(self._tenants.setdefault(tenant, []), waiter)
         self._size += 1
-        return future
+        return waiter
 
-    def wake_next(self, hops: int = 0, skip: asyncio.Future | None = None) -> bool:
-        """Resolve the next waiter in fair order with ``hops``; False when nobody waits.
+    def discard(self, waiter: Waiter) -> None:
+        """Remove a waiter that gave up (cancelled, timed out) or was served."""
+        line = self._tenants.get(waiter.tenant)
+        if line is None:
+            return
+        for k, w in enumerate(line):
+            if w is waiter:
+                del line[k]
+                self._size -= 1
+                if not line:
+                    del self._tenants[waiter.tenant]
+                return
 
-        ``skip`` is a waiter passing its wake-up on: its tenant is passed over this time.
-        """
-        for tenant in list(self._tenants):
-            heap = self._tenants[tenant]
-            if skip is not None and heap[0][2].future is skip:
-                continue
-            _, _, waiter = heapq.heappop(heap)
-            self._size -= 1
-            # rotate: this tenant goes to the back of the round
-            del self._tenants[tenant]
-            if heap:
-                self._tenants[tenant] = heap
-            if not waiter.future.done():
-                waiter.future.set_result(hops)
-                return True
-        return False
-
-    def discard(self, future: asyncio.Future) -> None:
-        """Remove a waiter that gave up (cancelled, timed out)."""
-        for tenant, heap in list(self._tenants.items()):
-            for k, item in enumerate(heap):
-                if item[2].future is future:
-                    heap.pop(k)
-                    heapq.heapify(heap)
+    def dispatch(self, has_room: Callable[[], bool] | None = None) -> None:
+        """Serve every waiter that can be served now, in fair order; fail those that never
+        can be. ``has_room()`` false stops early (nothing free for anyone: a waiter can only
+        keep waiting, unless it must fail, which a full pass without ``has_room`` finds)."""
+        served = True
+        while served and self._size:
+            served = False
+            for tenant in list(self._tenants):
+                line = self._tenants.get(tenant)
+                k = 0
+                while line and k < len(line):
+                    if has_room is not None and not has_room():
+                        return
+                    waiter = line[k]
+                    outcome = waiter.route() if not waiter.future.done() else None
+                    if outcome is None and not waiter.future.done():
+                        k += 1
+                        continue
+                    del line[k]
                     self._size -= 1
-                    if not heap:
+                    if not line:
                         del self._tenants[tenant]
-                    return
+                    if waiter.future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        waiter.future.set_exception(outcome)
+                        continue
+                    waiter.future.set_result(outcome)
+                    served = True
+                    if line:  # rotate: this tenant goes to the back of the round
+                        self._tenants.move_to_end(tenant)
+                    break
 
     def fail_all(self, error: BaseException) -> None:
-        for heap in self._tenants.values():
-            for _, _, waiter in heap:
+        for line in self._tenants.values():
+            for waiter in line:
                 if not waiter.future.done():
                     waiter.future.set_exception(error)
         self._tenants.clear()
         self._size = 0
-
-
-class RetryBudget:
-    """Retries allowed as a fraction of recent traffic (a token bucket).
-
-    Each first attempt deposits ``ratio`` tokens, each retry withdraws one; the bucket holds at
-    most ``cap``. When every instance is failing, retries stop at about ``ratio`` of the load
-    instead of multiplying it by ``retries + 1``.
-    """
-
-    def __init__(self, ratio: float = 0.2, initial: float = 10.0, cap: float = 100.0):
-        self.ratio = ratio
-        self.cap = cap
-        self.tokens = min(initial, cap)
-
-    def deposit(self) -> None:
-        self.tokens = min(self.cap, self.tokens + self.ratio)
-
-    def try_withdraw(self) -> bool:
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False

@@ -103,7 +103,7 @@ def status(provider: HubProvider) -> dict[str, Any]:
         "strategy": provider.strategy,
         "initialized": provider.initialized,
         "time": time.time(),
-        "queue": {"waiting": provider.queue_length, "tenants": provider._queue.tenants},
+        "queue": {"waiting": provider.queue_length, "tenants": provider.queue_tenants},
         "instances": rows,
         "totals": totals,
     }

@@ -23,6 +23,7 @@ __all__ = [
     "MODEL_METHODS",
     "build_body",
     "check_params",
+    "encode_body",
     "first_line",
     "http_error",
     "normalize_host",
@@ -37,7 +38,6 @@ GENERATE, CHAT, EMBED, MODELS = "llm/generate", "llm/chat", "llm/embed", "llm/mo
 METHODS = (GENERATE, CHAT, EMBED, MODELS)
 MODEL_METHODS = frozenset({GENERATE, CHAT, EMBED})
 PATHS = {GENERATE: "/api/generate", CHAT: "/api/chat", EMBED: "/api/embed"}
-_timeout_cm = getattr(asyncio, "timeout", None)  # Python 3.11+; 3.10 falls back to wait_for
 
 #: Ollama's own top-level request fields, forwarded as they are.
 FIELDS = {
@@ -154,10 +154,47 @@ def build_body(
     return PATHS[method], body, normalize_model(model)
 
 
+def _plain(value: Any) -> Any:
+    """JSON for values that are numbers or arrays in disguise (numpy scalars and arrays, as
+    they come out of a DataFrame): duck-typed, so numpy need not be importable."""
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_encoder = json.JSONEncoder(default=_plain, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_body(body: dict[str, Any], params: dict[str, Any]) -> bytes:
+    """The request body as JSON bytes. A value that cannot be sent is the caller's mistake:
+    a UserError naming the parameter, never an infrastructure failure."""
+    try:
+        return _encoder.encode(body).encode()
+    except (TypeError, ValueError) as exc:
+        for name, value in params.items():
+            try:
+                _encoder.encode(value)
+            except (TypeError, ValueError):
+                raise UserError(
+                    f"parameter {name!r} cannot be sent to Ollama: {exc}",
+                    hint="pass strings, numbers, lists and dicts (numpy values are converted)",
+                ) from None
+        raise UserError(f"the request cannot be encoded as JSON: {exc}") from None
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
 async def post_json(
     transport: httpx.AsyncBaseTransport,
     url: httpx.URL,
-    body: dict[str, Any],
+    body: bytes,
     extensions: dict[str, Any],
 ) -> httpx.Response:
     """POST and read the whole answer, straight through the client's transport.
@@ -166,7 +203,7 @@ async def post_json(
     hooks; none used here), which measured about a quarter of httpx's client CPU per call.
     Same pool, same timeouts (``extensions``), same httpx exceptions.
     """
-    request = httpx.Request("POST", url, json=body, extensions=extensions)
+    request = httpx.Request("POST", url, content=body, headers=JSON_HEADERS, extensions=extensions)
     response = await transport.handle_async_request(request)
     try:
         await response.aread()
@@ -195,10 +232,8 @@ async def first_line(
     if timeout is None:
         return await go()
     try:
-        if _timeout_cm is not None:
-            async with _timeout_cm(timeout):
-                return await go()
-        return await asyncio.wait_for(go(), timeout)
+        async with asyncio.timeout(timeout):
+            return await go()
     except TimeoutError:
         raise ExecutionTimeout(
             f"no first token from {ident} within {timeout:g} s", instance=ident
@@ -289,10 +324,13 @@ def http_error(status: int, text: str, instance: str, model: str) -> HubError:
 
 def transport_error(exc: httpx.HTTPError, instance: str, url: str, timeout: float) -> HubError:
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        # No connection, so no request: it provably never reached the server. (A read or
+        # protocol error after connecting may come after Ollama took the request.)
         return ResourceFailed(
             f"cannot connect to Ollama at {url}",
             instance=instance,
             hint="is `ollama serve` running there?",
+            started=False,
         )
     if isinstance(exc, httpx.ReadTimeout):
         return ExecutionTimeout(

@@ -64,6 +64,10 @@ class _State:
 
     client: httpx.AsyncClient
     transport: httpx.AsyncHTTPTransport  # the client's own (bounded pool), for the hot path
+    # Health checks and model refreshes use their own connection: behind calls in the call
+    # pool a probe of a busy server would wait for a free connection, time out, and eject a
+    # healthy server for being busy.
+    probe: httpx.AsyncClient
     url: str
     # built once: joining a path to base_url costs httpx ~85 us per call on a slow box
     urls: dict[str, httpx.URL] = field(default_factory=dict)
@@ -169,8 +173,13 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         timeout = httpx.Timeout(self.request_timeout, connect=self.connect_timeout)
         transport = httpx.AsyncHTTPTransport(limits=limits)
         client = httpx.AsyncClient(base_url=url, timeout=timeout, transport=transport)
+        probe = httpx.AsyncClient(
+            base_url=url,
+            timeout=httpx.Timeout(self.health_check_timeout, connect=self.connect_timeout),
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+        )
         urls = {p: httpx.URL(url + p) for p in wire.PATHS.values()}
-        state = _State(client, transport, url, urls, {"timeout": timeout.as_dict()})
+        state = _State(client, transport, probe, url, urls, {"timeout": timeout.as_dict()})
         return ResourceInstance(
             id=urlsplit(url).netloc,
             config=config,
@@ -182,11 +191,12 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         )
 
     async def destroy_resource(self, instance: ResourceInstance) -> None:
-        await _state(instance).client.aclose()
+        st = _state(instance)
+        await asyncio.gather(st.client.aclose(), st.probe.aclose())
 
     async def check_resource_health(self, instance: ResourceInstance) -> bool:
         st = _state(instance)
-        r = await st.client.get("/api/version")
+        r = await st.probe.get("/api/version")
         if r.status_code != 200:
             return False
         instance.metadata["version"] = r.json().get("version")
@@ -196,7 +206,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
 
     async def _refresh_models(self, instance: ResourceInstance) -> None:
         st = _state(instance)
-        tags, ps = await asyncio.gather(st.client.get("/api/tags"), st.client.get("/api/ps"))
+        tags, ps = await asyncio.gather(st.probe.get("/api/tags"), st.probe.get("/api/ps"))
         tags.raise_for_status()
         ps.raise_for_status()
         catalog = {
@@ -291,9 +301,10 @@ class OllamaProvider(HubProvider[OllamaConfig]):
     ) -> dict[str, Any]:
         st = _state(instance)
         path, body, model = wire.build_body(method, params, self.default_model, stream=False)
+        content = wire.encode_body(body, params)
         started = time.perf_counter()
         try:
-            r = await wire.post_json(st.transport, st.urls[path], body, st.extensions)
+            r = await wire.post_json(st.transport, st.urls[path], content, st.extensions)
         except httpx.HTTPError as exc:
             raise wire.transport_error(exc, instance.id, st.url, self.request_timeout) from exc
         if r.status_code != 200:
@@ -319,13 +330,16 @@ class OllamaProvider(HubProvider[OllamaConfig]):
             raise UserError(f"{method} does not stream", hint="use execute()")
         st = _state(instance)
         path, body, model = wire.build_body(method, params, self.default_model, stream=True)
+        content = wire.encode_body(body, params)
         started = time.perf_counter()
         resp: httpx.Response | None = None
         try:
             # Cancelling the consumer lands here; `finally` closes the response at once, which
             # closes the connection (a half-read stream is never put back in the pool), so
             # Ollama sees the hang-up and stops generating.
-            request = st.client.build_request("POST", st.urls[path], json=body)
+            request = st.client.build_request(
+                "POST", st.urls[path], content=content, headers=wire.JSON_HEADERS
+            )
             resp, lines, first = await wire.first_line(
                 st.client, request, self.first_token_timeout, instance.id
             )

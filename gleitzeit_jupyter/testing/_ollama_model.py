@@ -7,7 +7,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 __all__ = [
@@ -36,7 +36,7 @@ def normalize_model(name: str) -> str:
 
 
 def now_iso(offset_s: float = 0.0) -> str:
-    t = datetime.now(timezone.utc) + timedelta(seconds=offset_s)
+    t = datetime.now(UTC) + timedelta(seconds=offset_s)
     return t.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
 
 

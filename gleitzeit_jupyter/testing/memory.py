@@ -34,12 +34,15 @@ class MemoryResource:
     alive: bool = True
     healthy: bool = True
     fail: bool = False  # raise ResourceFailed on every call
+    refuse: bool = False  # refuse every call before it starts (ResourceFailed(started=False))
     fail_every: int = 0  # raise ResourceFailed on every n-th call
     hang: bool = False  # never answer
     error: BaseException | None = None  # raise this (any exception type) on every call
     health_latency: float = 0.0  # seconds each health check takes
     health_hang: bool = False  # health checks never answer (calls still work)
     calls: int = 0
+    refused: int = 0
+    after_destroy: int = 0  # calls that reached it after it was destroyed (must stay 0)
     stream_calls: int = 0
     health_checks: int = 0
     active: int = 0
@@ -48,6 +51,11 @@ class MemoryResource:
     destroyed: bool = False
 
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if self.refuse:
+            self.refused += 1
+            raise ResourceFailed(f"{self.config.name} refused the connection", started=False)
+        if self.destroyed:
+            self.after_destroy += 1
         self.calls += 1
         self.active += 1
         self.max_active = max(self.max_active, self.active)
@@ -68,6 +76,8 @@ class MemoryResource:
             latency = params.get("latency", self.config.latency)
             if latency:
                 await asyncio.sleep(latency)
+            if not self.alive or self.fail:  # killed while the call ran
+                raise ResourceFailed(f"{self.config.name} died during the call")
             self.log.append(params)
             return {"echo": params.get("value"), "served_by": self.config.name}
         finally:
@@ -99,6 +109,8 @@ class MemoryProvider(HubProvider[MemoryConfig]):
         self.destroyed = 0
         self.health_active = 0  # health checks running right now (across the pool)
         self.health_max_active = 0  # most health checks ever running at once
+        self.create_delay = 0.0  # seconds each create_resource takes
+        self.create_fails = False  # create_resource raises (a failed scale-up)
         self._ids = itertools.count(1)
 
     def resource_key(self, config: MemoryConfig) -> str:
@@ -117,7 +129,9 @@ class MemoryProvider(HubProvider[MemoryConfig]):
         return MemoryConfig(f"{t.name}-{next(self._ids)}", t.latency, t.weight, t.capacity)
 
     async def create_resource(self, config: MemoryConfig) -> ResourceInstance:
-        await asyncio.sleep(0)
+        await asyncio.sleep(self.create_delay)
+        if self.create_fails:
+            raise ResourceFailed(f"could not create {config.name}")
         resource = self.resources.get(config.name) or MemoryResource(config)
         resource.destroyed = False
         self.resources[config.name] = resource
@@ -144,15 +158,22 @@ class MemoryProvider(HubProvider[MemoryConfig]):
         self, instance: ResourceInstance, method: str, params: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
         resource: MemoryResource = instance.handle
+        if resource.refuse:
+            resource.refused += 1
+            raise ResourceFailed(f"{resource.config.name} refused the connection", started=False)
         resource.stream_calls += 1
-        for k in range(int(params.get("chunks", 3))):
+        n = int(params.get("chunks", 3))
+        for k in range(n):
             if not resource.alive:
                 raise ResourceFailed(f"{resource.config.name} died mid-stream")
             if k == params.get("fail_at"):
                 resource.alive = False
                 raise ResourceFailed(f"{resource.config.name} died mid-stream")
             await asyncio.sleep(params.get("latency", 0))
-            yield {"index": k, "served_by": resource.config.name}
+            chunk = {"index": k, "served_by": resource.config.name}
+            if params.get("final") and k == n - 1:
+                chunk["done"] = True  # the last chunk says so, as Ollama's does
+            yield chunk
 
     async def check_resource_health(self, instance: ResourceInstance) -> bool:
         resource: MemoryResource = instance.handle

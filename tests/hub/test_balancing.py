@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from gleitzeit_jupyter.hub import (
     STRATEGIES,
-    CircuitState,
     NoResourceAvailable,
     ResourceInstance,
     ResourceStatus,
@@ -45,7 +44,7 @@ async def test_round_robin_cycles_through_every_instance_evenly(pool):
 
 async def test_random_spreads_calls_over_all_instances(pool):
     p = await pool(["a", "b", "c", "d"], strategy="random")
-    p._balancer.rng = random.Random(7)
+    p.calls.balancer.rng = random.Random(7)
     counts = served(await run(p, 400))
     assert set(counts) == {"a", "b", "c", "d"}
     assert min(counts.values()) >= 60  # ~100 each
@@ -79,7 +78,7 @@ async def test_least_latency_prefers_the_fast_instance(pool):
 
 async def test_weighted_follows_the_weights(pool):
     p = await pool([MemoryConfig("light", weight=1), MemoryConfig("heavy", weight=4)])
-    p._balancer.rng = random.Random(3)
+    p.calls.balancer.rng = random.Random(3)
     counts = served(await run(p, 1000, strategy="weighted"))
     assert 0.74 <= counts["heavy"] / 1000 <= 0.86  # expected 0.8
 
@@ -188,13 +187,13 @@ async def test_panic_mode_when_every_instance_is_unhealthy(pool):
     assert sum(served(await run(p, 20)).values()) == 20  # served rather than refused
 
 
-async def test_panic_mode_when_every_breaker_is_open(pool):
+async def test_every_breaker_open_fails_fast_instead_of_panic_routing(pool):
     p = await pool(["a", "b"], breaker_recovery_timeout=60)
     for inst in p.instances:
         inst.breaker.trip()
-    assert len(await run(p, 10)) == 10
-    # a call that got through closes the breaker: the instance works after all
-    assert CircuitState.CLOSED in {i.breaker_state for i in p.instances}
+    with pytest.raises(NoResourceAvailable, match="next trial in"):
+        await p.execute("m", {})
+    assert sum(r.calls for r in p.resources.values()) == 0
 
 
 async def test_panic_mode_still_respects_instance_accepts_and_drain(pool):

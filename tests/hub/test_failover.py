@@ -65,36 +65,6 @@ async def test_retries_limit_the_attempts(pool, retries):
     assert max(r.calls for r in p.resources.values()) == 1
 
 
-async def test_retry_budget_stops_a_dead_pool_from_multiplying_load(pool):
-    n = 300
-    p = await pool(["a", "b", "c"], retries=2, retry_budget_ratio=0.2)
-    for r in p.resources.values():
-        r.alive = False
-    for _ in range(n):
-        with pytest.raises(ResourceFailed):
-            await p.execute("m", {})
-    made = calls(p)
-    # without a budget: 3 attempts per call (900); with it: the first attempts, plus the
-    # initial 10 tokens, plus 0.2 per call
-    assert n < made <= n + 10 + 0.2 * n + 1
-    assert made < 1.5 * n
-
-
-async def test_retry_budget_refills_with_healthy_traffic(pool):
-    p = await pool(["a", "b"], retries=1, retry_budget_ratio=0.5, strategy="round_robin")
-    for r in p.resources.values():
-        r.alive = False
-    for _ in range(40):  # drain the budget
-        with pytest.raises(ResourceFailed):
-            await p.execute("m", {})
-    assert p._budget.tokens < 1
-    res(p, "b").alive = True
-    for _ in range(10):  # healthy calls deposit tokens again
-        await p.execute("m", {}, instance="b")
-    assert p._budget.tokens >= 1
-    assert (await p.execute("m", {}))["instance"] == "b"  # "a" first or not: served
-
-
 async def test_user_error_is_never_retried_and_never_trips_the_breaker(pool):
     p = await pool(["a", "b", "c"], retries=3, breaker_failure_threshold=2)
     for _ in range(10):
@@ -129,15 +99,14 @@ async def test_a_pinned_call_is_not_retried_elsewhere(pool):
     assert "(instance a)" in str(info.value) or "a is down" in str(info.value)
 
 
-async def test_timeout_before_output_is_a_retried_execution_timeout(pool):
+async def test_an_attempt_that_hangs_past_the_deadline_ends_the_call(pool):
     p = await pool(["hangs", "ok"], strategy="round_robin", call_timeout=0.05)
     res(p, "hangs").hang = True
-    results = [await p.execute("m", {}) for _ in range(4)]
-    assert {r["instance"] for r in results} == {"ok"}
-    with pytest.raises(ExecutionTimeout):
+    with pytest.raises(ExecutionTimeout, match="deadline"):
         await p.execute("m", {}, instance="hangs")
     assert p.get_instance("hangs").in_flight == 0
-    assert p.get_instance("hangs").metrics.failures >= 1
+    assert p.get_instance("hangs").metrics.failures == 1
+    assert (await p.execute("m", {}, instance="ok"))["instance"] == "ok"
 
 
 async def test_error_is_one_line_naming_the_instance(pool):
@@ -201,7 +170,7 @@ async def test_stream_first_chunk_timeout_fails_over(pool):
 
     p.stream_on_resource = slow_stream
     for _ in range(2):
-        chunks = await collect(p, {}, timeout=0.05)
+        chunks = await collect(p, {}, first_token_timeout=0.05)
         assert [c["instance"] for c in chunks] == ["fast"]
 
 

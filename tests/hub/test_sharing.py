@@ -181,11 +181,22 @@ async def test_priority_does_not_matter_without_saturation(pool):
 def test_fair_queue_serves_tenants_evenly_and_priorities_in_order(pushes):
     async def scenario():
         q = FairQueue(max_queue=1000, fair=True)
+        room = [0]
+
+        def take():  # one free slot per dispatch: who gets it shows the queue's order
+            if room[0] <= 0:
+                return None
+            room[0] -= 1
+            return "slot"
+
         futures = [
-            (tenant, prio, k, q.push(tenant, prio)) for k, (tenant, prio) in enumerate(pushes)
+            (tenant, prio, k, q.push(tenant, prio, take).future)
+            for k, (tenant, prio) in enumerate(pushes)
         ]
         order = []
-        while q.wake_next():
+        while len(q):
+            room[0] = 1
+            q.dispatch(lambda: room[0] > 0)
             for item in futures:
                 if item[3].done() and item not in order:
                     order.append(item)

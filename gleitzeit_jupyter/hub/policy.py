@@ -1,0 +1,102 @@
+"""The knobs of a pool, grouped by concern: membership, health, breaker, retries and deadlines.
+
+``HubProvider(pool=PoolPolicy(...), retry=RetryPolicy(...))`` and the flat keywords
+(``HubProvider(max_instances=..., retries=...)``) are the same thing: every flat keyword names
+one field of one policy (:data:`FLAT`), and the provider reads and writes the field through an
+attribute of that name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UserError
+
+__all__ = ["FLAT", "BreakerPolicy", "HealthPolicy", "PoolPolicy", "RetryPolicy", "build"]
+
+
+@dataclass
+class PoolPolicy:
+    """Who is in the pool and how many calls wait for it."""
+
+    max_instances: int = 10
+    min_instances: int = 0
+    idle_timeout: float = 300.0  # seconds an idle scaled-up instance lives
+    enable_auto_discovery: bool = False
+    discovery_interval: float = 30.0
+    enable_sharing: bool = False  # fair queuing across tenants
+    max_queue: int = 1000
+    shutdown_grace: float = 5.0  # seconds shutdown() lets running calls finish
+    metrics_window: float = 300.0
+
+
+@dataclass
+class HealthPolicy:
+    """Active health checks and their hysteresis."""
+
+    health_check_interval: float = 5.0
+    health_check_timeout: float = 2.0
+    unhealthy_threshold: int = 3
+    healthy_threshold: int = 2
+    degraded_latency_ms: float | None = None
+
+
+@dataclass
+class BreakerPolicy:
+    """Per-instance circuit breaker."""
+
+    breaker_failure_threshold: int = 5
+    breaker_recovery_timeout: float = 10.0
+    breaker_half_open_max: int = 1
+
+
+@dataclass
+class RetryPolicy:
+    """Retries of calls that may have reached an instance, and the deadline of one call.
+
+    The budget follows Finagle's RetryBudget: retries within any ``retry_budget_ttl`` seconds
+    may reach ``retry_budget_ratio`` of the calls made in them, plus a reserve of
+    ``min_retries_per_s`` a second for quiet pools. Calls that provably never reached an
+    instance are requeued outside the budget.
+    """
+
+    retries: int = 2
+    retry_budget_ratio: float = 0.2
+    min_retries_per_s: float = 10.0
+    retry_budget_ttl: float = 10.0
+    call_timeout: float | None = None  # one deadline: queue wait + every attempt + stream
+    first_token_timeout: float | None = None  # a stream's first chunk, per attempt
+
+
+_POLICIES: dict[str, type] = {
+    "pool": PoolPolicy,
+    "health": HealthPolicy,
+    "breaker": BreakerPolicy,
+    "retry": RetryPolicy,
+}
+
+#: flat keyword -> the policy (by its keyword) holding it
+FLAT: dict[str, str] = {
+    f.name: key for key, cls in _POLICIES.items() for f in dataclasses.fields(cls)
+}
+
+
+def build(given: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
+    """The four policies from policy objects (``given``, by keyword; None: defaults) and flat
+    keywords, which override the objects' fields."""
+    unknown = sorted(set(flat) - set(FLAT))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+    out: dict[str, Any] = {}
+    for key, cls in _POLICIES.items():
+        policy = given.get(key)
+        if policy is not None and not isinstance(policy, cls):
+            raise UserError(f"{key}= takes a {cls.__name__}, not {type(policy).__name__}")
+        mine = {k: v for k, v in flat.items() if FLAT[k] == key}
+        policy = cls() if policy is None else dataclasses.replace(policy)
+        for k, v in mine.items():
+            setattr(policy, k, v)
+        out[key] = policy
+    return out
