@@ -189,7 +189,8 @@ class CallPath:
                     if deadline is not None and loop.time() >= deadline:
                         raise
                     raise ExecutionTimeout(
-                        f"no first chunk within {first_token_timeout:g} s", instance=inst.id
+                        f"no first token from {inst.id} within {first_token_timeout:g} s",
+                        instance=inst.id,
                     ) from None
                 produced = True
                 while True:

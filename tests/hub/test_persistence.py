@@ -91,6 +91,25 @@ async def test_load_merges_into_existing_instances_and_saves_again(tmp_path):
     assert pools["memory"].instances[0].counters["requests"] == 25
 
 
+async def test_save_then_load_in_the_same_process_counts_nothing_twice(tmp_path):
+    path = tmp_path / "pool.sqlite"
+    async with _pool("a") as p:
+        await _drive(p, 20)
+        before = p.metrics().set_index("instance")
+        await store.save_pool(p, path)
+        await _drive(p, 3)  # calls after the save are kept, not replaced
+        report = await store.load_pool(p, path)
+        assert report.already == ["a"]
+        after = p.metrics().set_index("instance")
+        assert after.loc["a", "requests"] == before.loc["a", "requests"] + 3
+        assert after.loc["a", "p50_ms"] == pytest.approx(before.loc["a", "p50_ms"], rel=0.5)
+        # and a restored pool saved again, then loaded elsewhere, brings each call once
+        await store.save_pool(p, path)
+    async with _pool("a") as q:
+        await store.load_pool(q, path)
+        assert q.get_instance("a").metrics.requests == 23
+
+
 async def test_file_keeps_other_pools_and_reports_unknown_names(tmp_path):
     path = tmp_path / "pools.sqlite"
     async with _pool("a", name="one") as p1, _pool("x", "y", name="two") as p2:
