@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from hub_helpers import res, wait_until
+from hub_helpers import wait_until
 
 from gleitzeit_jupyter.hub import ExecutionTimeout
 from gleitzeit_jupyter.testing.memory import MemoryConfig

@@ -20,6 +20,13 @@ from gleitzeit_jupyter.testing.ollama import OllamaStandIn
 GEN = {"model": "llama3.2", "prompt": "hello"}
 
 
+async def _until(cond, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.002)
+
+
 @pytest.fixture
 def trio() -> Iterator[list[OllamaStandIn]]:
     with contextlib.ExitStack() as stack:
@@ -37,10 +44,7 @@ async def test_300_concurrent_calls_lose_nothing_when_one_of_three_servers_is_ki
     async with p:
         calls = [asyncio.create_task(p.execute("llm/generate", GEN)) for _ in range(300)]
         victim = p.instances[1]
-        deadline = time.monotonic() + 5
-        while victim.in_flight < 20 and time.monotonic() < deadline:
-            await asyncio.sleep(0.002)
-        assert victim.in_flight >= 20  # it dies with requests in flight
+        await _until(lambda: victim.in_flight >= 20)  # it dies with requests in flight
         await asyncio.to_thread(trio[1].down)  # RST on open connections, refused after
         results = await asyncio.gather(*calls, return_exceptions=True)
         lost = [r for r in results if isinstance(r, BaseException)]
