@@ -122,29 +122,52 @@ def _encode_frame(df: Any, *, arrow: bool, name: str) -> dict[str, Any]:
     return {"t": "dataframe", "fmt": "split", "data": data, "dtypes": dtypes}
 
 
-def decode_value(enc: Any) -> Any:
-    """Decode what :func:`encode_value` produced. Never executes code from the payload."""
+def _field(enc: dict[str, Any], key: str, kind: type) -> Any:
+    value = enc.get(key)
+    if not isinstance(value, kind):
+        raise CodecError(f"malformed encoded value: {key!r} is not a {kind.__name__}")
+    return value
+
+
+def decode_value(enc: Any, *, arrow: bool = True) -> Any:
+    """Decode what :func:`encode_value` produced. Never executes code from the payload.
+
+    The payload is treated as hostile: every field is type-checked, JSON values are plain
+    data of bounded depth, and Arrow is taken only when ``arrow`` (it was negotiated) and
+    after a full validation of its buffers (a bad offset would otherwise crash pandas).
+    """
     if not isinstance(enc, dict) or not isinstance(enc.get("t"), str):
         raise CodecError("malformed encoded value")
     kind = enc["t"]
     if kind == "json":
-        return enc.get("v")
+        value = enc.get("v")
+        if not _is_plain(value):
+            raise CodecError("malformed encoded value: not plain JSON data")
+        return value
     if kind == "bytes":
-        return base64.b64decode(enc["b64"], validate=True)
+        return base64.b64decode(_field(enc, "b64", str), validate=True)
     if kind == "ndarray":
         import numpy as np
 
-        dtype = np.dtype(str(enc["dtype"]))
-        if dtype.kind not in _SAFE_KINDS or dtype.hasobject:
+        try:
+            dtype = np.dtype(_field(enc, "dtype", str))
+        except TypeError as exc:
+            raise CodecError(f"refusing numpy dtype: {exc}") from None
+        if dtype.kind not in _SAFE_KINDS or dtype.hasobject or dtype.fields is not None:
             raise CodecError(f"refusing numpy dtype {dtype}")
-        shape = tuple(int(n) for n in enc["shape"])
-        buf = base64.b64decode(enc["b64"], validate=True)
-        return np.frombuffer(buf, dtype=dtype).reshape(shape).copy()
+        dims = _field(enc, "shape", list)
+        if len(dims) > 32 or not all(type(n) is int and n >= 0 for n in dims):
+            raise CodecError("malformed encoded value: bad ndarray shape")
+        buf = base64.b64decode(_field(enc, "b64", str), validate=True)
+        return np.frombuffer(buf, dtype=dtype).reshape(tuple(dims)).copy()
     if kind in ("dataframe", "series"):
+        if enc.get("fmt") == "arrow" and not arrow:
+            raise CodecError("refusing Arrow data that was not asked for")
         df = _decode_frame(enc)
         if kind == "series":
             series = df["__series__"]
-            series.name = enc.get("name")
+            name = enc.get("name")
+            series.name = name if name is None or type(name) in (str, int, float) else str(name)
             return series
         return df
     raise CodecError(f"unknown encoded value kind {kind!r}")
@@ -157,15 +180,24 @@ def _decode_frame(enc: dict[str, Any]) -> Any:
         import pyarrow as pa
         import pyarrow.ipc
 
-        reader = pyarrow.ipc.open_stream(base64.b64decode(enc["b64"], validate=True))
-        # Extension types are the one Arrow feature that could deserialize Python objects
-        # (PyExtensionType used pickle); a DataFrame from the sandbox never needs them.
-        for field in reader.schema:
-            if isinstance(field.type, pa.ExtensionType):
-                raise CodecError(f"refusing Arrow extension type in column {field.name!r}")
-        return reader.read_all().to_pandas()
+        try:
+            data = base64.b64decode(_field(enc, "b64", str), validate=True)
+            reader = pyarrow.ipc.open_stream(data)
+            # Extension types are the one Arrow feature that could deserialize Python objects
+            # (PyExtensionType used pickle); a DataFrame from the sandbox never needs them.
+            for field in reader.schema:
+                if isinstance(field.type, pa.ExtensionType):
+                    raise CodecError(f"refusing Arrow extension type in column {field.name!r}")
+            table = reader.read_all()
+            table.validate(full=True)
+        except (pa.ArrowException, ValueError) as exc:
+            raise CodecError(f"invalid Arrow data: {exc}") from None
+        return table.to_pandas()
     if enc.get("fmt") != "split":
         raise CodecError(f"unknown DataFrame format {enc.get('fmt')!r}")
+    _field(enc, "data", str)
+    if not isinstance(enc.get("dtypes") or {}, dict):
+        raise CodecError("malformed encoded value: dtypes")
     # No guessing: dtypes come from the sender's map below. (pandas 3 deprecates
     # convert_dates and needs only dtype=False; older pandas, e.g. Debian's, needs both.)
     legacy = int(pd.__version__.split(".")[0]) < 3
@@ -178,6 +210,8 @@ def _decode_frame(enc: dict[str, Any]) -> Any:
     for col, dtype in (enc.get("dtypes") or {}).items():
         key = next((c for c in df.columns if str(c) == col), None)
         if key is None:
+            continue
+        if not isinstance(dtype, str):
             continue
         try:
             if dtype.startswith("datetime64"):

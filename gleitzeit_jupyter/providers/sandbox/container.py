@@ -23,7 +23,15 @@ __all__ = ["ContainerDied", "SandboxContainer", "SupervisorUnresponsive"]
 
 
 class ContainerDied(Exception):
-    """The container or its supervisor went away (killed, OOM, engine gone)."""
+    """The container or its supervisor went away (killed, OOM, engine gone).
+
+    ``sent`` is False when the container was found dead before the request was written, so
+    the request provably never reached it.
+    """
+
+    def __init__(self, reason: str, *, sent: bool = True) -> None:
+        super().__init__(reason)
+        self.sent = sent
 
 
 class SupervisorUnresponsive(Exception):
@@ -31,8 +39,9 @@ class SupervisorUnresponsive(Exception):
 
 
 class SandboxContainer:
-    def __init__(self, engine: Engine, cid: str, sock: Any) -> None:
+    def __init__(self, engine: Engine, cid: str, sock: Any, max_frame: int | None = None) -> None:
         self.engine = engine
+        self.max_frame = max_frame
         self.id = cid
         self._sock = sock  # keeps the SDK's response (and so the connection) alive
         self._ids = itertools.count(1)
@@ -51,10 +60,15 @@ class SandboxContainer:
 
     @classmethod
     async def start(
-        cls, engine: Engine, spec: ContainerSpec, *, ready_timeout: float = 60.0
+        cls,
+        engine: Engine,
+        spec: ContainerSpec,
+        *,
+        ready_timeout: float = 60.0,
+        max_frame: int | None = None,
     ) -> SandboxContainer:
         cid, sock = await engine.call(engine.create, spec)
-        self = cls(engine, cid, sock)
+        self = cls(engine, cid, sock, max_frame)
         try:
             await self._open()
             assert self._hello is not None
@@ -93,7 +107,7 @@ class SandboxContainer:
             while data := await reader.read(1 << 16):
                 self._feed(data)
             self._fail("the container's channel closed (container stopped or killed)")
-        except (OSError, ProtocolError) as exc:
+        except Exception as exc:  # a malformed channel: this container is not trusted again
             self._fail(f"channel error: {exc}")
 
     async def _read_queue(self, queue: asyncio.Queue[bytes]) -> None:
@@ -101,7 +115,7 @@ class SandboxContainer:
             while data := await queue.get():
                 self._feed(data)
             self._fail("the container's channel closed (container stopped or killed)")
-        except ProtocolError as exc:
+        except Exception as exc:
             self._fail(f"channel error: {exc}")
 
     _demux: DockerDemux | None = None
@@ -109,7 +123,8 @@ class SandboxContainer:
 
     def _feed(self, data: bytes) -> None:
         if self._demux is None:
-            self._demux, self._frames = DockerDemux(), FrameDecoder()
+            frames = FrameDecoder() if self.max_frame is None else FrameDecoder(self.max_frame)
+            self._demux, self._frames = DockerDemux(), frames
         assert self._frames is not None
         for stream, chunk in self._demux.feed(data):
             if stream == 2:  # the supervisor's own stderr: kept for diagnostics only
@@ -119,6 +134,9 @@ class SandboxContainer:
                 self._dispatch(message)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
+        rid = message.get("id")
+        if rid is not None and type(rid) is not int:
+            raise ProtocolError("a reply with a malformed id")
         if message.get("op") == "hello":
             if self._hello is not None and not self._hello.done():
                 self._hello.set_result(message)
@@ -148,7 +166,7 @@ class SandboxContainer:
     # ---- requests ----------------------------------------------------------------------
     async def _send(self, message: dict[str, Any]) -> None:
         if self.dead is not None:
-            raise ContainerDied(self.dead)
+            raise ContainerDied(self.dead, sent=False)
         frame = encode_frame(message)
         try:
             if self._writer is not None:
@@ -175,7 +193,7 @@ class SandboxContainer:
     async def ping(self, timeout: float = 2.0) -> bool:
         try:
             reply = await self.request({"op": "ping"}, timeout)
-        except (ContainerDied, asyncio.TimeoutError):
+        except (TimeoutError, ContainerDied):
             return False
         return reply.get("op") == "pong"
 
@@ -185,11 +203,12 @@ class SandboxContainer:
         timeout: float,
         grace: float = 1.0,
         on_chunk: Callable[[dict[str, Any]], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], bool]:
         """Run code; past ``timeout`` interrupt, then kill the worker, then give up.
 
-        Returns the supervisor's result (with ``timed_out`` set when a deadline hit) or
-        raises :class:`ContainerDied` / :class:`SupervisorUnresponsive`. With ``on_chunk``
+        Returns the supervisor's result and whether this host's deadline stopped the run
+        (observed here, never read from the reply), or raises :class:`ContainerDied` /
+        :class:`SupervisorUnresponsive`. With ``on_chunk``
         the run streams: output arrives as ``{"stdout"|"stderr": text}`` while it runs.
         """
         rid = next(self._ids)
@@ -201,15 +220,15 @@ class SandboxContainer:
         try:
             await self._send({**message, "op": "run", "id": rid, "stream": on_chunk is not None})
             try:
-                return await asyncio.wait_for(asyncio.shield(fut), timeout)
-            except asyncio.TimeoutError:
+                return await asyncio.wait_for(asyncio.shield(fut), timeout), False
+            except TimeoutError:
                 pass
             result = await self._stop(fut, grace)
             if result is None:
                 raise SupervisorUnresponsive(
                     f"supervisor of {self.id[:12]} did not answer {grace:g} s after a kill"
                 )
-            return {**result, "timed_out": True}
+            return result, True
         except asyncio.CancelledError:
             # The caller gave up (Ctrl-C in the notebook, a hub deadline, a stream closed):
             # stop the worker in the background; settle() lets the next call wait for it.
@@ -232,7 +251,7 @@ class SandboxContainer:
             try:
                 await self._send({"op": op})
                 return await asyncio.wait_for(asyncio.shield(fut), grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             except ContainerDied:
                 return None

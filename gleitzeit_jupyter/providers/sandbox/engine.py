@@ -27,7 +27,10 @@ T = TypeVar("T")
 LABEL = "gleitzeit.sandbox"
 OWNER_LABEL = "gleitzeit.sandbox.owner"
 POOL_LABEL = "gleitzeit.sandbox.pool"
-SANDBOX_USER = "65534:65534"  # nobody:nogroup
+# The supervisor starts as root so that it can give every run a uid of its own (sweep.py),
+# with no capability but these three; the workers never hold any.
+SANDBOX_USER = "0:0"
+SUPERVISOR_CAPS = ["SETUID", "SETGID", "KILL"]
 
 
 @dataclass
@@ -38,8 +41,10 @@ class ContainerSpec:
     mem_limit: str = "512m"
     cpus: float = 1.0
     pids_limit: int = 128
-    network: bool = False
+    network: bool | str = False  # True: docker's default bridge; a name: that network
     tmpfs_size: str = "64m"
+    shm_size: str = "8m"
+    runtime: str | None = None
     nofile: int = 256
     fsize: int = 64 * 1024 * 1024
     environment: dict[str, str] = field(default_factory=dict)
@@ -58,7 +63,8 @@ def bootstrap_command() -> list[str]:
     matches the installed package and the image never needs a rebuild for it.
     """
     modules = [
-        (f"gleitzeit_{m}", _module_source(m)) for m in ("protocol", "codec", "worker", "procs")
+        (f"gleitzeit_{m}", _module_source(m))
+        for m in ("protocol", "codec", "worker", "sweep", "procs")
     ]
     program = (
         "import sys, types\n"
@@ -134,11 +140,20 @@ class Engine:
     def create(self, spec: ContainerSpec, name: str | None = None) -> tuple[str, Any]:
         """Create, attach and start a hardened container; return (id, attach socket)."""
         api = self.client.api
+        if spec.network is True:
+            network_mode = "bridge"
+        elif isinstance(spec.network, str) and spec.network:
+            network_mode = spec.network
+        else:
+            network_mode = "none"
         host_config = api.create_host_config(
-            network_mode="bridge" if spec.network else "none",
+            network_mode=network_mode,
+            runtime=spec.runtime,
+            shm_size=spec.shm_size,
             read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={spec.tmpfs_size},mode=1777"},
             cap_drop=["ALL"],
+            cap_add=SUPERVISOR_CAPS,
             security_opt=["no-new-privileges"],
             pids_limit=spec.pids_limit,
             mem_limit=spec.mem_limit,
@@ -177,7 +192,7 @@ class Engine:
             labels=labels,
             working_dir="/tmp",
             host_config=host_config,
-            network_disabled=not spec.network,
+            network_disabled=network_mode == "none",
         )
         # StdinOnce: when the kernel's attach socket closes (kernel died), the supervisor's
         # stdin reaches EOF, it exits, and auto_remove deletes the container.
@@ -207,6 +222,10 @@ class Engine:
             self.client.api.kill(cid)
         except docker.errors.APIError:
             pass
+
+    def runtimes(self) -> set[str]:
+        """The OCI runtimes this engine knows (``runc``, and ``runsc`` where gVisor is set up)."""
+        return set((self.client.info().get("Runtimes") or {}).keys())
 
     def inspect_state(self, cid: str) -> dict[str, Any] | None:
         try:

@@ -9,9 +9,17 @@ import time
 
 try:  # on the host this is a normal package module
     from . import protocol
+    from .sweep import RUN_UIDS, become, kill_all, running, wipe
     from .worker import worker_main
 except ImportError:  # inside the container the bootstrap has installed them
     import gleitzeit_protocol as protocol  # type: ignore[import-not-found,no-redef]
+    from gleitzeit_sweep import (  # type: ignore[import-not-found,no-redef]
+        RUN_UIDS,
+        become,
+        kill_all,
+        running,
+        wipe,
+    )
     from gleitzeit_worker import worker_main  # type: ignore[import-not-found,no-redef]
 
 __all__ = ["Capture", "ProcessHygiene", "Worker", "nondumpable", "oom_kills"]
@@ -59,8 +67,11 @@ class Capture:
 class Worker:
     """A forked worker process and the read ends of its pipes."""
 
-    def __init__(self, pid: int, res: int, out: int, err: int, cmd: int | None) -> None:
+    def __init__(
+        self, pid: int, res: int, out: int, err: int, cmd: int | None, uid: int | None = None
+    ) -> None:
         self.pid = pid
+        self.uid = uid  # the run's own user (None: the supervisor's, when it is not root)
         # None once a pipe reached EOF (strays may keep the write end open after that).
         self.res: int | None = res
         self.out: int | None = out
@@ -96,6 +107,15 @@ def oom_kills() -> int | None:
     return None
 
 
+def _prefer_oom_kill() -> None:
+    # Be the OOM killer's first choice, never the supervisor.
+    try:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write("1000")
+    except OSError:
+        pass
+
+
 def nondumpable() -> None:
     # PR_SET_DUMPABLE=0: /proc/1/* becomes root-owned, so same-uid workers cannot open our fds.
     try:
@@ -115,6 +135,9 @@ class ProcessHygiene:
     wake_w: int
     children: dict[int, Worker]
     session: Worker | None
+    per_run_uids: bool
+    dirty: set[int]  # uids of finished workers not yet swept clean
+    _next_uid: int
 
     def _reap(self) -> None:  # provided by the supervisor
         raise NotImplementedError
@@ -129,7 +152,42 @@ class ProcessHygiene:
                 self._reap()
         return self._fork_once(once)
 
+    def _take_uid(self) -> int | None:
+        """A run uid that no live worker holds and that was swept clean."""
+        if not self.per_run_uids:
+            return None
+        for _ in range(2):
+            busy = {w.uid for w in self.children.values()} | self.dirty
+            for step in range(len(RUN_UIDS)):
+                uid = RUN_UIDS[(self._next_uid + step) % len(RUN_UIDS)]
+                if uid not in busy:
+                    self._next_uid += step + 1
+                    return uid
+            self._settle_sweeps()
+        raise BlockingIOError("no free run uid")
+
+    def _sweep_dirty(self) -> None:
+        """Wipe the files of finished runs whose processes are all dead (killed at _retire)."""
+        for uid in list(self.dirty):
+            if not running(uid):
+                wipe(uid)
+                self.dirty.discard(uid)
+
+    def _settle_sweeps(self, patience: float = 2.0) -> None:
+        """Before a run starts: no earlier run may have a process or a file left."""
+        deadline = time.monotonic() + patience
+        while self.dirty:
+            self._sweep_dirty()
+            if self.dirty and time.monotonic() > deadline:
+                for uid in list(self.dirty):  # a process stuck in the kernel: wipe anyway
+                    kill_all(uid)
+                    wipe(uid)
+                self.dirty.clear()
+            elif self.dirty:
+                time.sleep(0.0002)
+
     def _fork_once(self, once: bool) -> Worker:
+        uid = self._take_uid()
         res_r, res_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -156,6 +214,10 @@ class ProcessHygiene:
                 mine = frozenset((res_w, out_w, err_w, cmd_r))
                 for w in self.children.values():
                     w.close(keep=mine)
+                if uid is not None:
+                    _prefer_oom_kill()  # while /proc/self is still ours to write
+                    os.umask(0o077)
+                    become(uid)
                 worker_main(res_w, out_w, err_w, cmd_r, once)
             finally:
                 os._exit(0)
@@ -163,9 +225,17 @@ class ProcessHygiene:
             os.close(fd)
         for fd in (res_r, out_r, err_r):
             os.set_blocking(fd, False)
-        w = Worker(pid, res_r, out_r, err_r, cmd_w)
+        w = Worker(pid, res_r, out_r, err_r, cmd_w, uid)
         self.children[pid] = w
         return w
+
+    def _retire(self, w: Worker) -> None:
+        """The worker is done with: close its pipes and sweep away everything its uid left."""
+        w.close()
+        if w.uid is not None:
+            kill_all(w.uid)
+            self.dirty.add(w.uid)
+            w.uid = None
 
     def _signal(self, pid: int, sig: int) -> None:
         try:
@@ -195,12 +265,15 @@ class ProcessHygiene:
                 w.alive = False
             except ChildProcessError:
                 pass
-        w.close()
+        self._retire(w)
         if w is self.session:
             self.session = None
 
     def _kill_strays(self) -> None:
         """Kill processes a run left behind (fork bombs, daemons); keep our live workers."""
+        if self.per_run_uids:  # every finished run's uid is swept instead
+            self._settle_sweeps()
+            return
         keep = {os.getpid()} | set(self.children)
         for p in os.listdir("/proc"):
             if p.isdigit() and int(p) not in keep:

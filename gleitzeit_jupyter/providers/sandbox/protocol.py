@@ -29,34 +29,44 @@ class ProtocolError(Exception):
     """The byte stream is not a valid sequence of frames."""
 
 
+# Bound once, when the module loads: inside the container that is before any user code, so a
+# cell that replaces json.dumps (or json.JSONEncoder) does not change how its result is framed.
+_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=True)
+_loads = json.loads
+
+
 def encode_frame(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message, separators=(",", ":"), allow_nan=True).encode("utf-8")
+    body = _encoder.encode(message).encode("utf-8")
     if len(body) > MAX_FRAME:
         raise ProtocolError(f"frame of {len(body)} bytes exceeds the {MAX_FRAME} byte limit")
     return _LEN.pack(len(body)) + body
 
 
 class FrameDecoder:
-    """Incremental decoder: feed bytes, get complete messages."""
+    """Incremental decoder: feed bytes, get complete messages.
 
-    def __init__(self) -> None:
+    ``max_size`` bounds one frame, and so the memory a hostile sender can make us hold.
+    """
+
+    def __init__(self, max_size: int = MAX_FRAME) -> None:
         self._buf = bytearray()
+        self.max_size = max_size
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         self._buf += data
         out: list[dict[str, Any]] = []
         while len(self._buf) >= 4:
             (size,) = _LEN.unpack_from(self._buf, 0)
-            if size > MAX_FRAME:
-                raise ProtocolError(f"frame length {size} exceeds the limit")
+            if size > self.max_size:
+                raise ProtocolError(f"frame length {size} exceeds the {self.max_size} limit")
             if len(self._buf) < 4 + size:
                 break
             body = bytes(self._buf[4 : 4 + size])
             del self._buf[: 4 + size]
             try:
-                message = json.loads(body)
-            except ValueError as exc:
-                raise ProtocolError(f"frame is not JSON: {exc}") from None
+                message = _loads(body)
+            except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+                raise ProtocolError(f"frame is not JSON: {str(exc)[:200]}") from None
             if not isinstance(message, dict):
                 raise ProtocolError("frame is not a JSON object")
             out.append(message)
@@ -81,6 +91,8 @@ class DockerDemux:
             (size,) = _LEN.unpack_from(self._buf, 4)
             if stream not in (0, 1, 2) or self._buf[1:4] != b"\0\0\0":
                 raise ProtocolError("bad docker stream header (is the container using a tty?)")
+            if size > MAX_FRAME:
+                raise ProtocolError(f"docker stream chunk of {size} bytes exceeds the limit")
             if len(self._buf) < 8 + size:
                 break
             out.append((stream, bytes(self._buf[8 : 8 + size])))

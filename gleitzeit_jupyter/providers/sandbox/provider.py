@@ -9,7 +9,6 @@ also scales the pool up to ``max_containers`` on demand.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import itertools
 import logging
@@ -30,8 +29,9 @@ from .codec import CodecError, encode_value, has_pyarrow
 from .container import ContainerDied, SandboxContainer, SupervisorUnresponsive
 from .engine import Engine
 from .image import DEFAULT_IMAGE
+from .outputs import OutputLimits
 from .protocol import ProtocolError
-from .results import shape_result
+from .results import ResultLimits, check_names, shape_result
 from .sessions import SessionLeases
 from .slots import DockerConfig, Slot, SlotsMixin
 from .streaming import StreamingMixin
@@ -44,7 +44,11 @@ METHODS = ("python/execute", "python/reset")
 
 
 class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
-    """A pool of sandbox containers; see the README's sandbox section for defaults and limits."""
+    """A pool of sandbox containers; see docs/sandbox.md for defaults, limits and security."""
+
+    # Code that may have started is never run again elsewhere (it may have had effects):
+    # the hub retries a run only when it provably never reached its container.
+    retry_started_calls = False
 
     def __init__(
         self,
@@ -54,12 +58,18 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
         mem_limit: str = "512m",
         cpus: float = 1.0,
         pids_limit: int = 128,
-        network: bool = False,
+        network: bool | str = False,
         timeout: float = 30.0,
         docker_hosts: list[str] | None = None,
+        runtime: str | None = None,
         *,
         max_runs_per_container: int = 500,
         max_output: int = MiB,
+        max_mime_bytes: int = 4 * MiB,
+        max_outputs: int = 100,
+        max_outputs_bytes: int = 32 * MiB,
+        max_value_bytes: int = 32 * MiB,
+        max_values_bytes: int = 64 * MiB,
         tmpfs_size: str = "64m",
         preload: tuple[str, ...] = (),
         start_timeout: float = 60.0,
@@ -76,6 +86,18 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
         self.timeout = timeout
         self.max_runs_per_container = max_runs_per_container
         self.max_output = max_output
+        self.limits = ResultLimits(
+            max_output=max_output,
+            max_value_bytes=max_value_bytes,
+            max_values_bytes=max_values_bytes,
+            outputs=OutputLimits(
+                max_mime_bytes=max_mime_bytes,
+                max_outputs=max_outputs,
+                max_total_bytes=max_outputs_bytes,
+            ),
+        )
+        self.max_frame = self.limits.max_reply
+        self.runtime = runtime or None
         self.start_timeout = start_timeout
         self.engines = [Engine(h) for h in docker_hosts] if docker_hosts else [Engine(None)]
         self._template = DockerConfig(
@@ -86,6 +108,7 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
             network=network,
             tmpfs_size=tmpfs_size,
             preload=tuple(preload),
+            runtime=runtime or None,
         )
         self._serial = itertools.count(1)
         self._pool_id = f"{id(self):x}"
@@ -130,6 +153,12 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
                 ) from None
             if removed:
                 log.info("sandbox: removed %d stale containers on %s", removed, engine.name)
+            if self.runtime and self.runtime not in await engine.call(engine.runtimes):
+                raise UserError(
+                    f"docker engine {engine.name} has no runtime {self.runtime!r}",
+                    hint="install it (gVisor: apt-get install runsc) and register it in the"
+                    ' engine\'s daemon.json: {"runtimes": {"runsc": {"path": "/usr/bin/runsc"}}}',
+                )
             if source is None and await engine.call(self._has_image, engine):
                 source = engine
         if source is None:
@@ -239,6 +268,11 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
         timeout = params.get("timeout")
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             raise UserError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        try:
+            check_names(params.get("returns") or params.get("values") or [])
+            check_names(list(params.get("inputs") or {}))
+        except ValueError as exc:
+            raise UserError(f"python/execute: {exc}") from None
 
     def instance_accepts(self, instance: ResourceInstance, method: str, params: dict) -> bool:
         # A leased container serves its session only, which reaches it by pinning (pinned
@@ -308,11 +342,19 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
         params: dict[str, Any],
         on_chunk: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        container = await self._ready(instance)
+        try:
+            container = await self._ready(instance)
+        except ResourceFailed as exc:
+            exc.started = False  # nothing was sent: another container may take the run
+            raise
+        except Exception as exc:
+            raise ResourceFailed(
+                f"no sandbox container could be started: {exc}", instance=instance.id, started=False
+            ) from None
         if method == "python/reset":
             try:
                 await container.reset()
-            except (ContainerDied, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ContainerDied) as exc:
                 await self._recycle(instance, f"reset failed: {exc}")
             return {"reset": True, "session": params.get("session")}
         session = params.get("session")
@@ -331,7 +373,9 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
     ) -> dict[str, Any]:
         slot: Slot = inst.handle
         timeout = float(params.get("timeout") or self.timeout)
-        arrow = self._arrow and bool(container.hello.get("caps", {}).get("pyarrow"))
+        caps = container.hello.get("caps")
+        # Arrow only where both ends have pyarrow; a reply in Arrow is refused otherwise.
+        arrow = self._arrow and isinstance(caps, dict) and caps.get("pyarrow") is True
         try:
             inputs = {
                 k: encode_value(v, arrow=arrow, name=k)
@@ -339,40 +383,64 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
             }
         except CodecError as exc:
             raise UserError(str(exc)) from None
-        returns = params.get("returns") or []
-        if isinstance(returns, str):
-            returns = [n.strip() for n in returns.split(",") if n.strip()]
+        returns = check_names(params.get("returns") or params.get("values") or [])
+        limits = self.limits
+        if params.get("max_output"):
+            limits = dataclasses.replace(limits, max_output=int(params["max_output"]))
         request = {
             "code": params["code"],
             "inputs": inputs,
-            "returns": list(returns),
+            "returns": returns,
             "session": params.get("session") is not None,
-            "arrow": self._arrow,
-            "max_output": int(params.get("max_output") or self.max_output),
+            "arrow": arrow,
+            "max_output": limits.max_output,
+            "limits": {
+                "max_mime_bytes": limits.outputs.max_mime_bytes,
+                "max_outputs": limits.outputs.max_outputs,
+                "max_outputs_bytes": limits.outputs.max_total_bytes,
+                "max_value_bytes": limits.max_value_bytes,
+                "max_values_bytes": limits.max_values_bytes,
+                "max_reply": limits.max_reply,
+            },
         }
         started = time.perf_counter()
         slot.runs += 1
         try:
-            raw = await container.run(request, timeout, on_chunk=on_chunk)
+            raw, timed_out = await container.run(request, timeout, on_chunk=on_chunk)
         except ProtocolError as exc:  # our own request did not fit in a frame
             raise UserError(f"the run's code and inputs are too large to send: {exc}") from None
         except ContainerDied as exc:
             await self._replace_after_failure(inst, container, str(exc))
+            if not exc.sent:
+                raise ResourceFailed(
+                    f"the sandbox container was gone before the run was sent ({exc})",
+                    instance=inst.id,
+                    started=False,
+                ) from None
             raise ResourceFailed(
-                f"the sandbox container died during the run ({exc})",
+                f"the sandbox container died during the run ({exc}); the run did not run to"
+                " completion",
                 instance=inst.id,
-                hint="it was replaced; run again",
+                hint="the container was replaced; check for partial effects, then run again",
             ) from None
         except SupervisorUnresponsive as exc:
             await self._replace_after_failure(inst, container, str(exc))
             raise ExecutionTimeout(
-                f"the sandbox stopped answering ({exc})",
+                f"the sandbox stopped answering ({exc}); the run did not run to completion",
                 instance=inst.id,
                 hint="its container was replaced; run again",
             ) from None
-        result = shape_result(raw, timeout, started)
+        result = shape_result(
+            raw,
+            timeout=timeout,
+            started=started,
+            timed_out=timed_out,
+            requested=returns,
+            arrow=arrow,
+            limits=limits,
+        )
         result["container"] = container.id[:12]
-        anomaly = raw.get("oom") or raw.get("killed") or raw.get("session_lost")
+        anomaly = raw.get("oom") is True or raw.get("killed") is True or raw.get("session_lost")
         if anomaly or (container.runs >= self.max_runs_per_container and not params.get("session")):
             self._recycle(
                 inst,

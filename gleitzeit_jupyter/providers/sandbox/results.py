@@ -1,82 +1,165 @@
-"""Shaping the supervisor's reply into a run's result, treating the reply as untrusted."""
+"""Shaping the supervisor's reply into a run's result, treating the reply as untrusted.
+
+The reply carries what user code produced (outputs, values, its exception), and user code
+may have written it itself. So the reply is parsed strictly: each field must have its type,
+values are taken only for the names the caller asked for, Arrow only when it was negotiated,
+every size has a limit, and how the run ended (timed out, killed, out of memory, duration) is
+what the supervisor and this host observed, never what the run says about itself.
+"""
 
 from __future__ import annotations
 
+import json
+import keyword
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import decode_value
+from .outputs import OutputLimits, safe_outputs
 
-__all__ = ["shape_result"]
+__all__ = ["ResultLimits", "check_names", "shape_result"]
+
+MiB = 1024 * 1024
 
 
-def shape_result(raw: dict[str, Any], timeout: float, started: float) -> dict[str, Any]:
-    """The public result of a run from the supervisor reply (values decoded safely)."""
-    timed_out = bool(raw.get("timed_out"))
-    error = raw.get("error")
+@dataclass(frozen=True)
+class ResultLimits:
+    """Caps on what one run may bring back (each value, all values, each output, outputs)."""
+
+    max_output: int = MiB
+    max_value_bytes: int = 32 * MiB
+    max_values_bytes: int = 64 * MiB
+    outputs: OutputLimits = field(default_factory=OutputLimits)
+
+    @property
+    def max_reply(self) -> int:
+        """Largest reply frame worth reading: every cap full, plus room for framing."""
+        # JSON escaping can inflate text (a control character takes six bytes).
+        payload = self.max_values_bytes + self.outputs.max_total_bytes
+        return 2 * payload + 12 * self.max_output + MiB
+
+
+def check_names(names: Any) -> list[str]:
+    """The requested ``values`` as a list of names, or ValueError naming the bad one.
+
+    Dunder names are refused: a value for ``__builtins__`` or ``__name__`` would break the
+    namespace it lands in.
+    """
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not isinstance(names, (list, tuple)):
+        raise ValueError(f"values must be a list of names, not {type(names).__name__}")
+    for name in names:
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise ValueError(f"{name!r} is not a valid variable name")
+        if name.startswith("__") and name.endswith("__"):
+            raise ValueError(f"{name!r} is a reserved (dunder) name and cannot be returned")
+    return list(dict.fromkeys(names))
+
+
+def _bad(part: str) -> dict[str, str]:
+    return {"ename": "ProtocolError", "evalue": f"the run sent a malformed {part}", "traceback": ""}
+
+
+def _error(raw: Any) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not all(
+        isinstance(raw.get(k, ""), str) for k in ("ename", "evalue", "traceback")
+    ):
+        return _bad("error")
+    return {
+        "ename": str(raw.get("ename") or "Error")[:200],
+        "evalue": str(raw.get("evalue") or "")[:MiB],
+        "traceback": str(raw.get("traceback") or "")[:MiB],
+    }
+
+
+def _size(enc: dict[str, Any]) -> int:
+    try:
+        return len(json.dumps(enc, allow_nan=True))
+    except (TypeError, ValueError, RecursionError):
+        return 1 << 62
+
+
+def _values(
+    raw: Any, requested: list[str], arrow: bool, limits: ResultLimits
+) -> tuple[dict[str, Any], dict[str, str] | None]:
+    values: dict[str, Any] = {}
+    error: dict[str, str] | None = None
+    if raw is None:
+        return values, None
+    if not isinstance(raw, dict):
+        return values, _bad("values")
+    total = 0
+    for name in requested:  # only what was asked for, whatever else the reply holds
+        if name not in raw:
+            continue
+        enc = raw[name]
+        size = _size(enc)
+        total += size
+        if size > limits.max_value_bytes or total > limits.max_values_bytes:
+            which = "max_value_bytes" if size > limits.max_value_bytes else "max_values_bytes"
+            error = error or {
+                "ename": "ValueTooLarge",
+                "evalue": f"{name}: {size:,} bytes encoded, over the limit ({which})",
+                "traceback": "",
+            }
+            continue
+        try:
+            values[name] = decode_value(enc, arrow=arrow)
+        except Exception as exc:
+            error = error or {"ename": "CodecError", "evalue": f"{name}: {exc}", "traceback": ""}
+    return values, error
+
+
+def _text(raw: Any, cap: int) -> str:
+    if not isinstance(raw, str):
+        return ""
+    if len(raw) <= cap + 200:  # the supervisor's own truncation marker fits in the slack
+        return raw
+    return raw[:cap] + f"\n[gleitzeit: output truncated, {len(raw) - cap} more characters]\n"
+
+
+def shape_result(
+    raw: dict[str, Any],
+    *,
+    timeout: float,
+    started: float,
+    timed_out: bool = False,
+    requested: list[str] | None = None,
+    arrow: bool = False,
+    limits: ResultLimits | None = None,
+) -> dict[str, Any]:
+    """The public result of a run from the supervisor's reply.
+
+    ``timed_out`` is the host's own observation (its deadline fired); ``requested`` the
+    names the caller asked values for; ``arrow`` whether Arrow was negotiated for this run.
+    """
+    limits = limits or ResultLimits()
+    error = _error(raw.get("error"))
     if timed_out:
         error = {
             "ename": "TimeoutError",
             "evalue": f"the run exceeded its {timeout:g} s timeout and was stopped",
             "traceback": (error or {}).get("traceback", ""),
         }
-    values: dict[str, Any] = {}
-    for name, enc in (raw.get("values") or {}).items():
-        try:
-            values[name] = decode_value(enc)
-        except Exception as exc:
-            error = error or {
-                "ename": "CodecError",
-                "evalue": f"{name}: {exc}",
-                "traceback": "",
-            }
+    values, value_error = _values(raw.get("values"), requested or [], arrow, limits)
+    error = error or value_error
     exit_code = raw.get("exit_code")
-    if not isinstance(error, dict):
-        error = None if error is None else _bad_result("error")
+    if type(exit_code) is not int or not -255 <= exit_code <= 255:
+        exit_code = 1 if error else 0
+    if error and exit_code == 0:
+        exit_code = 1
     return {
-        "stdout": str(raw.get("stdout", "")),
-        "stderr": str(raw.get("stderr", "")),
-        "exit_code": exit_code if type(exit_code) is int else (1 if error else 0),
+        "stdout": _text(raw.get("stdout"), limits.max_output),
+        "stderr": _text(raw.get("stderr"), limits.max_output),
+        "exit_code": exit_code,
         "error": error,
         "timed_out": timed_out,
-        "oom": bool(raw.get("oom")),
-        "outputs": _safe_outputs(raw.get("outputs")),
+        "oom": raw.get("oom") is True,
+        "outputs": safe_outputs(raw.get("outputs"), limits.outputs),
         "values": values,
         "duration_ms": (time.perf_counter() - started) * 1000.0,
     }
-
-
-# User code can write its own result frame (it owns its worker's pipes), so everything but
-# stdout/stderr is checked here: a forged result must never break the call path (and trip the
-# breaker), nor carry a MIME type a front end would execute (application/javascript).
-_MIME_ALLOWED = frozenset(
-    {
-        "text/plain",
-        "text/html",
-        "text/markdown",
-        "text/latex",
-        "image/png",
-        "image/jpeg",
-        "image/svg+xml",
-        "application/json",
-    }
-)
-
-
-def _bad_result(part: str) -> dict[str, str]:
-    return {"ename": "ProtocolError", "evalue": f"the run sent a malformed {part}", "traceback": ""}
-
-
-def _safe_outputs(outputs: Any) -> list[dict[str, Any]]:
-    safe: list[dict[str, Any]] = []
-    for out in outputs if isinstance(outputs, list) else []:
-        data = out.get("data") if isinstance(out, dict) else None
-        if not isinstance(data, dict):
-            continue
-        kept = {k: v for k, v in data.items() if k in _MIME_ALLOWED and isinstance(v, str)}
-        if kept:
-            kind = out.get("type")
-            safe.append(
-                {"type": kind if kind == "execute_result" else "display_data", "data": kept}
-            )
-    return safe

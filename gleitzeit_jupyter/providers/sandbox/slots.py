@@ -31,9 +31,10 @@ class DockerConfig:
     mem_limit: str = "512m"
     cpus: float = 1.0
     pids_limit: int = 128
-    network: bool = False
+    network: bool | str = False  # True: docker's default bridge; a name: that network
     tmpfs_size: str = "64m"
     preload: tuple[str, ...] = ()
+    runtime: str | None = None  # e.g. "runsc" (gVisor); None: the engine's default
     slot: int = 0  # makes every slot's config distinct (the hub keys resources by config)
 
 
@@ -61,6 +62,7 @@ class SlotsMixin:
     _pool_id: str
     start_timeout: float
     sessions: SessionLeases
+    max_frame: int
 
     async def _start_container(self, slot: Slot) -> SandboxContainer:
         c = slot.config
@@ -71,10 +73,13 @@ class SlotsMixin:
             pids_limit=c.pids_limit,
             network=c.network,
             tmpfs_size=c.tmpfs_size,
+            runtime=c.runtime,
             environment={"GLEITZEIT_PRELOAD": ",".join(c.preload)},
             labels={POOL_LABEL: self._pool_id},
         )
-        return await SandboxContainer.start(slot.engine, spec, ready_timeout=self.start_timeout)
+        return await SandboxContainer.start(
+            slot.engine, spec, ready_timeout=self.start_timeout, max_frame=self.max_frame
+        )
 
     def _describe(self, inst: ResourceInstance) -> None:
         slot: Slot = inst.handle
@@ -86,6 +91,7 @@ class SlotsMixin:
             image=slot.config.image,
             mem_limit=slot.config.mem_limit,
             network=slot.config.network,
+            runtime=slot.config.runtime or "default",
         )
 
     def _recycle(self, inst: ResourceInstance, reason: str) -> asyncio.Task[None]:
@@ -126,5 +132,5 @@ class SlotsMixin:
             reason = slot.container.dead if slot.container else None
             await self._recycle(inst, reason or "no container")
         if slot.container is None:
-            raise ResourceFailed("no container could be started", instance=inst.id)
+            raise ResourceFailed("no container could be started", instance=inst.id, started=False)
         return slot.container

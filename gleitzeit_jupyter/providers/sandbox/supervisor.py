@@ -38,6 +38,9 @@ except ImportError:  # inside the container the bootstrap has installed these mo
         nondumpable,
         oom_kills,
     )
+    from gleitzeit_sweep import runnable  # type: ignore[import-not-found,no-redef]
+else:
+    from .sweep import runnable
 
 MiB = 1024 * 1024
 # Pre-forked workers kept ready. Two, not one: a spare forked right after a run may not have
@@ -62,6 +65,12 @@ class Supervisor(ProcessHygiene):
         os.dup2(null, 0)
         os.dup2(2, 1)
         os.close(null)
+        # Root (with SETUID/SETGID/KILL only): every run gets a uid of its own, swept when
+        # it ends (see sweep.py). Otherwise all runs share our uid, as on older setups.
+        self.per_run_uids = os.getuid() == 0
+        self.dirty: set[int] = set()
+        self._next_uid = 0
+        self.max_reply = protocol.MAX_FRAME
         self.decoder = protocol.FrameDecoder()
         self.session: Worker | None = None
         self.spares: list[Worker] = []  # pre-forked, each waiting for exactly one request
@@ -112,7 +121,9 @@ class Supervisor(ProcessHygiene):
                     for fd in (self.worker.res, self.worker.out, self.worker.err)
                     if fd is not None
                 ]
-            idle = self.run is None and (self.preload or len(self.spares) < SPARES)
+            idle = self.run is None and bool(
+                self.preload or len(self.spares) < SPARES or self.dirty
+            )
             ready, _, _ = select.select(fds, [], [], 0.02 if idle else 1.0)
             if not ready and idle:
                 self._idle_work()
@@ -124,17 +135,35 @@ class Supervisor(ProcessHygiene):
                         self._shutdown()
                         return
                     for message in self.decoder.feed(data):
-                        self.handle(message)
+                        self._guarded(self.handle, message)
                 elif fd == self.wake_r:
                     try:
                         os.read(fd, 4096)
                     except BlockingIOError:
                         pass
                 else:
-                    self._read_worker(fd)
-            self._flush_stream()
-            self._reap()
-            self._maybe_finish()
+                    self._guarded(self._read_worker, fd)
+            self._guarded(self._flush_stream)
+            self._guarded(self._reap)
+            self._guarded(self._maybe_finish)
+            if self.run is None and self.dirty:  # between runs: clear what the last one left
+                self._guarded(self._sweep_dirty)
+
+    def _guarded(self, step: Any, *args: Any) -> None:
+        """Run one step of the loop; a failure ends the current run, never the supervisor."""
+        try:
+            step(*args)
+        except Exception as exc:
+            sys.stderr.write(f"gleitzeit supervisor: {type(exc).__name__}: {exc}\n")
+            if self.run is not None:
+                if self.worker is not None:
+                    self._kill_worker(self.worker)
+                    self._forget(self.worker, wait=False)
+                    self.worker = None
+                try:
+                    self._finish(_failed("SandboxError", f"the run failed: {exc}"))
+                except Exception:
+                    self.run, self.worker = None, None
 
     def _want(self, names: object) -> None:
         if not isinstance(names, list):
@@ -144,7 +173,9 @@ class Supervisor(ProcessHygiene):
                 self.preload.append(name)
 
     def _idle_work(self) -> None:
-        if self.preload:
+        if self.dirty:
+            self._sweep_dirty()
+        elif self.preload:
             try:
                 __import__(self.preload.pop(0))
             except Exception:
@@ -206,6 +237,10 @@ class Supervisor(ProcessHygiene):
             )
             return
         cap, stream = int(msg.get("max_output") or MiB), bool(msg.get("stream"))
+        limits = msg.get("limits") if isinstance(msg.get("limits"), dict) else {}
+        self.max_reply = int(limits.get("max_reply") or protocol.MAX_FRAME)
+        # Nothing of an earlier run may be alive or left on disk when this one starts.
+        self._settle_sweeps()
         self.run, self.out, self.err = msg, Capture(cap, stream), Capture(cap, stream)
         self.result, self.killed = None, False
         self.oom_before = oom_kills()
@@ -216,7 +251,7 @@ class Supervisor(ProcessHygiene):
                     self.session = self._fork(once=False)
                 self.worker = self.session
             else:
-                self.worker = self.spares.pop(0) if self.spares else self._fork(once=True)
+                self.worker = self._spare()
         except OSError as exc:  # e.g. the pids limit, still full of a fork bomb's leftovers
             self.worker = None
             self._finish(
@@ -231,12 +266,23 @@ class Supervisor(ProcessHygiene):
             )
             return
         assert self.worker.cmd is not None
+        self.worker.decoder = protocol.FrameDecoder(self.max_reply)
         try:
             data = memoryview(protocol.encode_frame(msg))
             while data:
                 data = data[os.write(self.worker.cmd, data) :]
         except OSError:
             pass  # the worker died already; _maybe_finish reports it
+
+    def _spare(self) -> Worker:
+        """A pre-forked worker that can really run (not stopped or dead), else a new one."""
+        while self.spares:
+            w = self.spares.pop(0)
+            if w.alive and runnable(w.pid):
+                return w
+            self._kill_worker(w)
+            self._forget(w, wait=False)
+        return self._fork(once=True)
 
     def _read_worker(self, fd: int) -> None:
         w = self.worker
@@ -261,10 +307,17 @@ class Supervisor(ProcessHygiene):
             self.out.add(data)
         elif name == "err":
             self.err.add(data)
-        else:
-            frames = w.decoder.feed(data)
-            if frames and self.result is None:
-                self.result = frames[0]
+        elif self.result is None:
+            try:
+                frames = w.decoder.feed(data)
+            except protocol.ProtocolError as exc:
+                # Garbage on the result pipe (user code wrote to it, or the result is too
+                # large): this run fails, its worker goes, everything else carries on.
+                self.result = _failed("ProtocolError", f"the run's result is unusable: {exc}")
+                self._kill_worker(w)
+                return True
+            if frames:
+                self.result = _from_worker(frames[0])
         return True
 
     def _drain(self, w: Worker) -> None:
@@ -290,11 +343,11 @@ class Supervisor(ProcessHygiene):
                 self.exited[pid] = status
             if w in self.spares:
                 self.spares.remove(w)
-                w.close()
+                self._retire(w)
             elif w is self.session and w is not self.worker:
                 self.session = None
-                w.close()
-        if reaped_any and self.run is None:
+                self._retire(w)
+        if reaped_any and self.run is None and not self.per_run_uids:
             self._kill_strays()
 
     def _maybe_finish(self) -> None:
@@ -332,6 +385,8 @@ class Supervisor(ProcessHygiene):
                 "error": {"ename": err[0], "evalue": err[1], "traceback": ""},
             }
         self._want(result.pop("imported", None))
+        result.setdefault("oom", False)
+        result.setdefault("killed", self.killed)
         is_session = w is self.session
         result["session_lost"] = is_session and not w.alive
         self._finish(result)
@@ -366,6 +421,33 @@ class Supervisor(ProcessHygiene):
         self.send(result)
 
 
+def _failed(ename: str, evalue: str) -> dict[str, Any]:
+    return {"exit_code": 1, "error": {"ename": ename, "evalue": evalue, "traceback": ""}}
+
+
+def _from_worker(frame: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a worker's result the supervisor passes on, each of the expected type.
+
+    Whatever else the frame claims (``oom``, ``killed``, ``timed_out``, ...) is dropped: how a
+    run ended is decided here and on the host, from what was observed.
+    """
+    code = frame.get("exit_code")
+    error = frame.get("error")
+    if error is not None and not (
+        isinstance(error, dict) and all(isinstance(v, str) for v in error.values())
+    ):
+        return _failed("ProtocolError", "the run sent a malformed error")
+    out: dict[str, Any] = {
+        "exit_code": code if type(code) is int and -255 <= code <= 255 else 1,
+        "error": error,
+        "outputs": frame.get("outputs") if isinstance(frame.get("outputs"), list) else [],
+        "values": frame.get("values") if isinstance(frame.get("values"), dict) else {},
+    }
+    if isinstance(frame.get("imported"), list):
+        out["imported"] = frame["imported"]
+    return out
+
+
 def _seed_matplotlib_cache() -> None:
     # The image may carry matplotlib's font list (see image.py): copy it into the writable
     # config dir, or the first plot in this container spends ~0.6 s rebuilding it.
@@ -378,6 +460,10 @@ def _seed_matplotlib_cache() -> None:
             with open(os.path.join(src, name), "rb") as fin:
                 with open(os.path.join(dst, name), "wb") as fout:
                     fout.write(fin.read())
+        if os.getuid() == 0:
+            # Runs have uids of their own: they may add files here (swept with the run) but
+            # not change ours (sticky, and the cache files stay read-only).
+            os.chmod(dst, 0o1777)
     except OSError:
         pass
 

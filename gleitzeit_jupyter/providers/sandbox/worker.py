@@ -3,6 +3,11 @@
 A fresh worker runs one request and exits; a session worker loops over requests sent on its
 command pipe and keeps its namespace. Results go to the supervisor on a private pipe as one
 frame; stdout/stderr are separate pipes, so printing can never masquerade as a result.
+
+User code shares this process, so it can break anything here; it must at worst break its own
+run. The result is therefore written through references taken before user code ran, any
+failure after user code becomes an error frame, and the supervisor and the kernel check the
+frame again (sizes, types, names) instead of trusting it.
 """
 
 from __future__ import annotations
@@ -25,8 +30,18 @@ except ImportError:  # inside the container the bootstrap has installed these mo
     import gleitzeit_protocol as protocol  # type: ignore[import-not-found,no-redef]
 
 _MAX_REPR = 64 * 1024
+MiB = 1024 * 1024
+# Caps used when a request names none (the kernel always sends its own).
+_DEFAULT_LIMITS = {
+    "max_mime_bytes": 4 * MiB,
+    "max_outputs": 100,
+    "max_outputs_bytes": 32 * MiB,
+    "max_value_bytes": 32 * MiB,
+    "max_values_bytes": 64 * MiB,
+}
 _HEAVY = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot", "scipy", "PIL")
 _SHOWN: set[int] = set()  # figures already sent as a run's value, not to be sent twice
+_LIMITS: dict[str, int] = dict(_DEFAULT_LIMITS)  # the current run's
 
 
 def worker_main(res: int, out: int, err: int, cmd: int, once: bool) -> None:
@@ -51,20 +66,33 @@ def worker_main(res: int, out: int, err: int, cmd: int, once: bool) -> None:
     me = os.getpid()
     namespace = _fresh_namespace()
     decoder = protocol.FrameDecoder()
+    send = _sender(res)
+    read, exit_now = os.read, os._exit
     _warm_up(decoder)
     counter = 0
     while True:
         try:
-            data = os.read(cmd, 1 << 16)
+            data = read(cmd, 1 << 16)
         except KeyboardInterrupt:  # an interrupt that arrived between runs
             continue
+        except BaseException:  # user code closed or replaced the command pipe
+            exit_now(0)
         if not data:
-            os._exit(0)
-        for req in decoder.feed(data):
+            exit_now(0)
+        try:
+            requests = decoder.feed(data)
+        except BaseException:
+            exit_now(0)
+        for req in requests:
             counter += 1
-            _send(res, _run(req, namespace, me, "<sandbox>" if once else f"<cell-{counter}>"))
-            if once:
-                os._exit(0)
+            try:
+                result = _run(req, namespace, me, "<sandbox>" if once else f"<cell-{counter}>")
+            except BaseException as exc:  # user code broke what runs after it
+                result = _failure(exc)
+            if os.getpid() == me:  # a child forked by user code must never answer
+                send(result)
+            if once or os.getpid() != me:
+                exit_now(0)
 
 
 def _warm_up(decoder: Any) -> None:
@@ -80,22 +108,39 @@ def _warm_up(decoder: Any) -> None:
     sys.stdout.write("")
 
 
-def _send(fd: int, message: dict[str, Any]) -> None:
+def _failure(exc: BaseException) -> dict[str, Any]:
     try:
-        data = memoryview(protocol.encode_frame(message))
-    except Exception as exc:  # e.g. a value too large for one frame
-        data = memoryview(
-            protocol.encode_frame(
-                {
-                    "exit_code": 1,
-                    "outputs": [],
-                    "values": {},
-                    "error": {"ename": type(exc).__name__, "evalue": str(exc), "traceback": ""},
-                }
-            )
-        )
-    while data:
-        data = data[os.write(fd, data) :]
+        what = f"{type(exc).__name__}: {exc}"[:1000]
+    except BaseException:
+        what = "an exception that cannot be shown"
+    return {
+        "exit_code": 1,
+        "outputs": [],
+        "values": {},
+        "error": {
+            "ename": "SandboxError",
+            "evalue": f"the run could not report its result ({what})",
+            "traceback": "",
+        },
+    }
+
+
+def _sender(fd: int) -> Any:
+    """A function writing one result frame to ``fd``, built from references taken now."""
+    encode, write, memview = protocol.encode_frame, os.write, memoryview
+
+    def send(message: dict[str, Any]) -> None:
+        try:
+            data = memview(encode(message))
+        except BaseException as exc:  # e.g. a value too large for one frame
+            data = memview(encode(_failure(exc)))
+        try:
+            while data:
+                data = data[write(fd, data) :]
+        except BaseException:
+            pass  # the pipe is gone (user code closed it): the supervisor reports the run
+
+    return send
 
 
 def _fresh_namespace() -> dict[str, Any]:
@@ -120,6 +165,10 @@ def _run(
     outputs: list[dict[str, Any]] = ns["__gleitzeit_outputs__"]
     outputs.clear()
     _SHOWN.clear()
+    limits = dict(_DEFAULT_LIMITS)
+    if isinstance(req.get("limits"), dict):
+        limits.update({k: v for k, v in req["limits"].items() if type(v) is int})
+    _LIMITS.update(limits)
     exit_code, error = 0, None
     code = str(req.get("code") or "")
     try:
@@ -144,19 +193,12 @@ def _run(
     if os.getpid() != me:  # a child forked by user code must never answer for the run
         os._exit(0)
     _collect_figures(outputs)
-    values: dict[str, Any] = {}
-    for name in req.get("returns") or []:
-        if name not in ns:
-            error = error or {
-                "ename": "NameError",
-                "evalue": f"name {name!r} is not defined",
-                "traceback": "",
-            }
-            continue
-        try:
-            values[name] = codec.encode_value(ns[name], arrow=bool(req.get("arrow")), name=name)
-        except Exception as exc:
-            error = error or {"ename": "CodecError", "evalue": str(exc), "traceback": ""}
+    values, value_error = _values(req, ns, limits)
+    error = error or value_error
+    del outputs[limits["max_outputs"] :]
+    if len(outputs) == limits["max_outputs"]:
+        note = f"[gleitzeit: outputs past the limit of {limits['max_outputs']} not shown]"
+        outputs.append({"type": "display_data", "data": {"text/plain": note}})
     if error is not None and exit_code == 0:
         exit_code = 1
     for stream in (sys.stdout, sys.stderr):
@@ -175,6 +217,49 @@ def _run(
     }
 
 
+def _too_large(name: str, size: int, limit: int, which: str) -> dict[str, str]:
+    return {
+        "ename": "ValueTooLarge",
+        "evalue": f"{name!r} is {size:,} bytes encoded, over the {limit:,} byte limit ({which})",
+        "traceback": "",
+    }
+
+
+def _values(
+    req: dict[str, Any], ns: dict[str, Any], limits: dict[str, int]
+) -> tuple[dict[str, Any], dict[str, str] | None]:
+    values: dict[str, Any] = {}
+    error: dict[str, str] | None = None
+    total, cap, total_cap = 0, limits["max_value_bytes"], limits["max_values_bytes"]
+    for name in req.get("returns") or []:
+        if name not in ns:
+            error = error or {
+                "ename": "NameError",
+                "evalue": f"name {name!r} is not defined",
+                "traceback": "",
+            }
+            continue
+        value = ns[name]
+        # Refuse a huge string before encoding it: the copy alone could exhaust the memory.
+        if isinstance(value, (str, bytes, bytearray)) and len(value) > cap:
+            error = error or _too_large(name, len(value), cap, "max_value_bytes")
+            continue
+        try:
+            enc = codec.encode_value(value, arrow=bool(req.get("arrow")), name=name)
+            size = len(protocol.encode_frame(enc))
+        except Exception as exc:
+            error = error or {"ename": "CodecError", "evalue": str(exc), "traceback": ""}
+            continue
+        if size > cap:
+            error = error or _too_large(name, size, cap, "max_value_bytes")
+        elif total + size > total_cap:
+            error = error or _too_large(name, total + size, total_cap, "max_values_bytes")
+        else:
+            total += size
+            values[name] = enc
+    return values, error
+
+
 def _error(exc: BaseException, filename: str) -> dict[str, Any]:
     tb = exc.__traceback__
     # Hide our own frames: the user's traceback starts at their code.
@@ -191,6 +276,7 @@ def mime_bundle(obj: Any) -> dict[str, str]:
     except Exception as exc:
         text = f"<unprintable {type(obj).__name__}: {exc}>"
     data = {"text/plain": text[:_MAX_REPR]}
+    cap = _LIMITS["max_mime_bytes"]
     for mime, method in (
         ("text/html", "_repr_html_"),
         ("text/markdown", "_repr_markdown_"),
@@ -202,10 +288,15 @@ def mime_bundle(obj: Any) -> dict[str, str]:
                 rendered = fn()
             except Exception:
                 continue
-            if isinstance(rendered, str):
+            if isinstance(rendered, str) and len(rendered) > cap:
+                data["text/plain"] += (
+                    f"\n[gleitzeit: {mime} of {len(rendered):,} bytes not shown: over the"
+                    f" {cap:,} byte limit (max_mime_bytes)]"
+                )
+            elif isinstance(rendered, str):
                 data[mime] = rendered
     png = _figure_png(obj)
-    if png is not None:
+    if png is not None and len(png) <= cap:
         data["image/png"] = png
     return data
 

@@ -1,0 +1,178 @@
+"""Per-run users and the sweep that ends a run for good (stdlib only, inside the container).
+
+When the supervisor runs as root (with only SETUID, SETGID and KILL), every worker runs under
+a uid of its own from :data:`RUN_UIDS`. That gives each run a boundary the kernel enforces:
+
+* a run cannot signal, stop or trace another run's worker or the pre-forked spares;
+* its files (umask 077) are unreadable to later runs;
+* when it ends, a helper that takes on its uid calls ``kill(-1, SIGKILL)``, which reaches every
+  process of that uid at once (daemons, ``setsid`` and double forks, pid-hoppers that change
+  pid faster than ``/proc`` can be listed), then deletes everything that uid owns in the
+  writable places (files, FIFOs, configs, a full disk) and its System V IPC objects.
+
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+from typing import Any
+
+__all__ = ["RUN_UIDS", "WIPE_ROOTS", "become", "kill_all", "runnable", "running", "wipe"]
+
+RUN_UIDS = range(20000, 20064)
+WIPE_ROOTS = ("/tmp", "/dev/shm", "/dev/mqueue")
+
+
+def become(uid: int) -> None:
+    """Drop root for good: no groups, then gid and uid (real, effective and saved)."""
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+
+
+def runnable(pid: int) -> bool:
+    """The process exists and is neither stopped, traced nor a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"T", b"t", b"Z", b"X")
+
+
+def _wipe(root: str, uid: int) -> None:
+    # Iterative, so a directory chain deeper than the recursion limit cannot hide files.
+    todo, mine = [root], []
+    while todo:
+        path = todo.pop()
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if st.st_uid == uid:
+                    try:
+                        os.chmod(entry.path, 0o700)  # the owner may always open it again
+                    except OSError:
+                        pass
+                    mine.append(entry.path)
+                todo.append(entry.path)
+            elif st.st_uid == uid:
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
+    for path in reversed(mine):  # children were found after their parents
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
+def _remove_ipc(uid: int) -> None:
+    """System V shared memory, queues and semaphores outlive processes: remove this uid's."""
+    libc: Any = None
+    for kind, call in (("shm", "shmctl"), ("msg", "msgctl"), ("sem", "semctl")):
+        try:
+            with open(f"/proc/sysvipc/{kind}") as fh:
+                header, *rows = fh.read().splitlines()
+        except OSError:
+            continue
+        names = header.split()
+        try:
+            id_col, uid_col = 1, names.index("uid")
+        except ValueError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > uid_col and cols[uid_col] == str(uid):
+                ipc_id = int(cols[id_col])
+                if libc is None:  # loaded only when there is something to remove
+                    import ctypes
+
+                    libc = ctypes.CDLL(None, use_errno=True)
+                if call == "semctl":
+                    libc.semctl(ipc_id, 0, 0)  # IPC_RMID
+                else:
+                    getattr(libc, call)(ipc_id, 0, None)
+
+
+def _running(uid: int) -> bool:
+    """Some process of ``uid`` has not yet become a zombie (it could still create a file)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", "rb") as fh:
+                status = fh.read()
+        except OSError:
+            continue
+        fields = dict(line.split(b":", 1) for line in status.splitlines() if b":" in line)
+        uids = fields.get(b"Uid", b"").split()
+        if (
+            uids
+            and uids[0] == str(uid).encode()
+            and fields.get(b"State", b"").strip()[:1] not in (b"Z", b"X")
+        ):
+            return True
+    return False
+
+
+def kill_all(uid: int) -> None:
+    """Kill every process of ``uid`` at once, at the lowest priority (their teardown then
+    yields to the next run).
+
+    Called by the root supervisor, which takes on ``uid`` as its real and effective uid for
+    the moment (the saved uid stays 0, so it can return): ``kill(-1)`` then reaches exactly
+    that uid's processes, never PID 1 or the caller, in one pass under the kernel's task list
+    lock, which a concurrent fork cannot escape.
+    """
+    os.setresuid(uid, uid, 0)
+    try:
+        try:
+            os.setpriority(os.PRIO_USER, uid, 19)
+        except OSError:
+            pass
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    finally:
+        os.setresuid(0, 0, 0)
+
+
+def running(uid: int) -> bool:
+    """Some process of ``uid`` is not yet a zombie (it could still be creating a file)."""
+    want = b"\nUid:\t%d\t" % uid
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", "rb") as fh:
+                head = fh.read(1024)  # State and Uid are among the first lines
+        except OSError:
+            continue
+        if want in head:
+            at = head.find(b"\nState:\t")
+            if at < 0 or head[at + 8 : at + 9] not in (b"Z", b"X"):
+                return True
+    return False
+
+
+def wipe(uid: int) -> None:
+    """Delete everything ``uid`` owns in the writable places, and its System V IPC objects
+    (as ``uid``: only the owner may unlink from the sticky directories)."""
+    os.setresuid(uid, uid, 0)
+    try:
+        for root in WIPE_ROOTS:
+            _wipe(root, uid)
+        _remove_ipc(uid)
+    finally:
+        os.setresuid(0, 0, 0)
