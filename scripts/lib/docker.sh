@@ -10,10 +10,16 @@
 #   gz_docker_start                start dockerd in the background unless an engine answers; waits for the socket
 #   gz_docker_stop                 stop the dockerd that gz_docker_start started in this shell (no-op
 #                                  otherwise); trap-able
-#   gz_docker_start_extra NAME     start a second dockerd on its own socket and data root; echoes its DOCKER_HOST
+#   gz_docker_start_extra NAME [ARGS...]
+#                                  start a second dockerd on its own socket and data root (extra
+#                                  dockerd ARGS passed on); echoes its DOCKER_HOST
+#   gz_docker_start_runsc [NAME]   install gVisor (runsc) when missing and start a second engine
+#                                  with it registered as runtime "runsc"; echoes its DOCKER_HOST
 #   gz_docker_stop_extra NAME      stop that second engine (only if gz_docker_start_extra started it;
 #                                  may be called from another shell, e.g. a test's teardown)
 #   gz_docker_image [--minimal]    build the sandbox image via `gleitzeit-sandbox image build` (cached)
+#   gz_docker_copy_image HOST [IMAGE]
+#                                  copy IMAGE (default the sandbox image) from the main engine to HOST
 #   gz_docker_cleanup_containers   remove containers labelled gleitzeit.sandbox=1
 #   gz_docker_up                   install + start + both images (default and --minimal), in one call
 #
@@ -124,6 +130,7 @@ gz_docker_stop() {
 
 gz_docker_start_extra() {
     local name="${1:-extra}"
+    shift || true
     local base="$GZ_DOCKER_STATE/engine-$name"
     local socket="$base/docker.sock"
     mkdir -p "$base"
@@ -134,8 +141,22 @@ gz_docker_start_extra() {
     # Its own network namespace: a second dockerd in ours would fight the main engine over
     # docker0 and iptables (and --bridge=none would even delete docker0).
     GZ_DOCKERD_WRAP="unshare --net" _gz_dockerd_launch "$name" "$socket" "$base/data" \
-        "$base/exec" "$base/docker.pid" || return 1
+        "$base/exec" "$base/docker.pid" "$@" || return 1
     echo "unix://$socket"
+}
+
+gz_docker_start_runsc() {
+    local name="${1:-gzrunsc}"
+    if ! command -v runsc >/dev/null 2>&1; then
+        _gz_log "installing runsc (gVisor)"
+        _gz_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc >/dev/null ||
+            return 1
+    fi
+    mkdir -p "$GZ_DOCKER_STATE"
+    local config="$GZ_DOCKER_STATE/daemon-$name.json"
+    printf '{"runtimes": {"runsc": {"path": "%s", "runtimeArgs": ["--network=none"]}}}\n' \
+        "$(command -v runsc)" >"$config"
+    gz_docker_start_extra "$name" --config-file "$config"
 }
 
 gz_docker_stop_extra() {
@@ -154,6 +175,15 @@ gz_docker_image() {
     local py
     py="$(_gz_python)"
     "$py" -m gleitzeit_jupyter.providers.sandbox.cli image build "$@"
+}
+
+gz_docker_copy_image() {
+    local host="$1" image="${2:-gleitzeit-sandbox:latest}"
+    if DOCKER_HOST="$host" docker image inspect "$image" >/dev/null 2>&1; then
+        return 0
+    fi
+    _gz_log "copying $image to $host"
+    docker save "$image" | DOCKER_HOST="$host" docker load >/dev/null
 }
 
 gz_docker_cleanup_containers() {

@@ -1,11 +1,13 @@
 """Fixtures for the sandbox tests: a real docker engine and a real pool, no stand-ins.
 
 A missing engine or image fails these tests (``./scripts/test`` starts dockerd and builds the
-image first); nothing here skips.
+image first); nothing here skips. ``GLEITZEIT_TEST_RUNTIME=runsc`` (with ``DOCKER_HOST`` naming an
+engine that has it, as ./scripts/test sets up) runs the pools under gVisor.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -17,6 +19,9 @@ import pytest_asyncio
 from gleitzeit_jupyter.providers.sandbox import PythonProvider
 from gleitzeit_jupyter.providers.sandbox.engine import LABEL, OWNER_LABEL, owner_label
 from gleitzeit_jupyter.providers.sandbox.image import DEFAULT_IMAGE
+
+#: The OCI runtime the pools use (None: the engine's default, runc).
+RUNTIME = os.environ.get("GLEITZEIT_TEST_RUNTIME") or None
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +44,15 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pool(docker_client: docker.DockerClient) -> AsyncIterator[PythonProvider]:
-    provider = PythonProvider(max_containers=5, min_warm=2, timeout=20, health_check_interval=2.0)
+    provider = PythonProvider(
+        max_containers=5,
+        min_warm=2,
+        timeout=20,
+        health_check_interval=2.0,
+        runtime=RUNTIME,
+        # gVisor's own kernel counts against the limit and gives freed memory back slowly.
+        **({"mem_limit": "1g"} if RUNTIME == "runsc" else {}),
+    )
     await provider.initialize()
     yield provider
     await provider.close()
