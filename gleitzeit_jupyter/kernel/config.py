@@ -86,6 +86,11 @@ class Gleitzeit(Configurable):
     sandbox_image = Unicode("", help="Sandbox image; empty: the provider's default.").tag(
         config=True
     )
+    sandbox_runtime = Unicode(
+        "",
+        help="OCI runtime of the sandbox containers, e.g. 'runsc' (gVisor: a kernel of its own"
+        " between the code and the host); empty: the engine's default (runc).",
+    ).tag(config=True)
     sandbox_max_containers = Int(4, help="Upper bound of warm sandbox containers.").tag(config=True)
     sandbox_timeout = Float(30.0, help="Default --timeout of %%sandbox, in seconds.").tag(
         config=True
@@ -115,7 +120,7 @@ class Gleitzeit(Configurable):
             return  # %gleitzeit strategy already switched the running pool
         rt.discard_provider("ollama")
 
-    @observe("docker_host", "sandbox_image", "sandbox_max_containers")
+    @observe("docker_host", "sandbox_image", "sandbox_runtime", "sandbox_max_containers")
     def _sandbox_changed(self, change: Any) -> None:
         rt = _live_runtime()
         if rt is not None and rt.config_owner is self:

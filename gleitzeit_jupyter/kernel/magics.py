@@ -292,7 +292,14 @@ class GleitzeitMagics(Magics):
     @magic_arguments()
     @argument("--timeout", type=float, metavar="S", help="seconds before the run is killed")
     @argument("--mem", metavar="SIZE", help="memory limit of the container, e.g. 512m, 2g")
-    @argument("--network", action="store_true", help="allow network access (off by default)")
+    @argument(
+        "--network",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="NAME",
+        help="allow network access (off by default): docker's bridge, or the docker network NAME",
+    )
     @argument("--session", metavar="NAME", help="keep variables between cells of this session")
     @argument("--in", dest="inputs", metavar="a,b", help="kernel variables sent in")
     @argument("--out", dest="outputs", metavar="c,d", help="sandbox variables brought back")

@@ -22,6 +22,7 @@ __all__ = [
     "cell_error",
     "footer_text",
     "show_footer",
+    "terminal_safe",
 ]
 
 _RED = "\x1b[0;31m"
@@ -31,6 +32,30 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
+
+
+_SGR = re.compile(r"\x1b\[[0-9;:]*m")
+# C0 controls but tab and newline, DEL, and the C1 controls (\x9b is a one-byte CSI).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
+def terminal_safe(text: str) -> str:
+    """Text from the sandbox as a terminal may print it: colours (SGR) stay, every other
+    control sequence is shown as text (``\\x1b]52;...`` would set the clipboard, others
+    retitle the window or move the cursor to overwrite lines), and a lone carriage return
+    becomes a newline, so no output can hide behind a later one."""
+    parts = _SGR.split(text.replace("\r\n", "\n").replace("\r", "\n"))
+    colours = _SGR.findall(text)
+    out: list[str] = []
+    for i, part in enumerate(parts):
+        out.append(_CONTROL.sub(_escape, part))
+        if i < len(colours):
+            out.append(colours[i])
+    return "".join(out)
 
 
 class _NoContext:
@@ -94,10 +119,13 @@ class SandboxException(_NoContext, HubError):
     def _render_traceback_(self) -> list[str]:
         where = f" {self.instance}" if self.instance else ""
         head = f"{_RED}--- raised in the sandbox{where} ---{_RESET}"
-        body = list(self.tb_lines) or [f"{self.ename}: {self.evalue}"]
+        # Written by code in the sandbox: colours may stay, nothing else reaches a terminal.
+        body = [terminal_safe(line) for line in self.tb_lines] or [
+            terminal_safe(f"{self.ename}: {self.evalue}")
+        ]
         last = strip_ansi(body[-1]) if body else ""
         if not last.startswith(self.ename):
-            body.append(f"{_RED}{self.ename}{_RESET}: {self.evalue}")
+            body.append(f"{_RED}{terminal_safe(self.ename)}{_RESET}: {terminal_safe(self.evalue)}")
         return [head, *body]
 
 
@@ -204,6 +232,11 @@ class StreamingDisplay:
         self._handle.update(bundle if bundle is not None else self._bundle(self.text), raw=True)
         self.updates += 1
         self._dirty = False
+
+
+def plain_terminal() -> bool:
+    """True in terminal IPython (its outputs go straight to a terminal)."""
+    return _plain_terminal()
 
 
 def _plain_terminal() -> bool:

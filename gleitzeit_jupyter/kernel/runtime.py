@@ -313,7 +313,7 @@ class Runtime:
         )
 
     def sandbox(
-        self, *, image: str | None = None, mem: str | None = None, network: bool = False
+        self, *, image: str | None = None, mem: str | None = None, network: bool | str = False
     ) -> Any:
         """The sandbox pool; non-default image / memory / network get a pool of their own
         (a container's limits are fixed when it starts, so they cannot be per call)."""
@@ -325,13 +325,13 @@ class Runtime:
         if mem:
             parts.append(f"mem={mem}")
         if network:
-            parts.append("network")
+            parts.append("network" if network is True else f"network={network}")
         name = "sandbox" if not parts else f"sandbox[{','.join(parts)}]"
         return self.get_or_create(
             name, lambda: self._make_sandbox(image=image, mem=mem, network=network)
         )
 
-    def _make_sandbox(self, *, image: str | None, mem: str | None, network: bool) -> Any:
+    def _make_sandbox(self, *, image: str | None, mem: str | None, network: bool | str) -> Any:
         from ..providers.sandbox import PythonProvider
 
         cfg = self.config_owner
@@ -344,6 +344,7 @@ class Runtime:
             network=network,
             timeout=cfg.sandbox_timeout,
             docker_hosts=[cfg.docker_host] if cfg.docker_host else None,
+            runtime=cfg.sandbox_runtime or None,
             **options,
         )
 

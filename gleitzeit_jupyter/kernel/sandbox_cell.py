@@ -12,7 +12,14 @@ from typing import Any
 from IPython.display import publish_display_data
 
 from ..hub.errors import NoResourceAvailable, ResourceFailed
-from .render import CellError, CellInterrupted, SandboxException, cell_error
+from .render import (
+    CellError,
+    CellInterrupted,
+    SandboxException,
+    cell_error,
+    plain_terminal,
+    terminal_safe,
+)
 
 __all__ = ["build_params", "reset_session", "run_cell", "show_result"]
 
@@ -57,7 +64,7 @@ def run_cell(
     *,
     timeout: float | None = None,
     mem: str | None = None,
-    network: bool = False,
+    network: bool | str = False,
     session: str | None = None,
     inputs: list[str] | None = None,
     outputs: list[str] | None = None,
@@ -118,6 +125,7 @@ def _stream_run(
     ``stdout``/``stderr`` repeat the whole text (not printed again here).
     """
     result: dict[str, Any] = {}
+    clean = terminal_safe if plain_terminal() else str
     for chunk in rt.stream(lambda: provider.stream("python/execute", params)):
         if chunk.get("done"):
             result = chunk
@@ -125,7 +133,7 @@ def _stream_run(
         for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
             text = chunk.get(name)
             if text:
-                stream.write(text)
+                stream.write(clean(text))
                 stream.flush()
                 streamed.add(name)
     return result
@@ -134,17 +142,22 @@ def _stream_run(
 def show_result(result: dict[str, Any], skip: set[str] | frozenset[str] = frozenset()) -> None:
     """stdout/stderr into the cell's streams, then rich outputs, as a local cell would.
 
-    ``skip`` names streams already shown while the code ran.
+    ``skip`` names streams already shown while the code ran. In a terminal, text from the
+    sandbox keeps its colours but no other control sequence (see ``terminal_safe``); a
+    notebook renders only colours anyway. Rich outputs were sanitised by the provider.
     """
+    clean = terminal_safe if plain_terminal() else str
     if result.get("stdout") and "stdout" not in skip:
-        sys.stdout.write(result["stdout"])
+        sys.stdout.write(clean(result["stdout"]))
         sys.stdout.flush()
     if result.get("stderr") and "stderr" not in skip:
-        sys.stderr.write(result["stderr"])
+        sys.stderr.write(clean(result["stderr"]))
         sys.stderr.flush()
     for out in result.get("outputs") or []:
         data = out.get("data") if isinstance(out, dict) else None
         if data:
+            if isinstance(data.get("text/plain"), str):
+                data = {**data, "text/plain": clean(data["text/plain"])}
             publish_display_data(data=data, metadata=out.get("metadata") or {})
 
 

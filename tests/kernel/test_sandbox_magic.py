@@ -17,6 +17,7 @@ from kernel_helpers import run
 from gleitzeit_jupyter.kernel.render import CellError, CellInterrupted, SandboxException
 from gleitzeit_jupyter.kernel.runtime import current_runtime
 from gleitzeit_jupyter.providers.sandbox.engine import OWNER_LABEL, owner_label
+from gleitzeit_jupyter.providers.sandbox.sweep import RUN_UIDS
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,8 @@ def test_runs_in_the_sandbox_and_shows_like_a_local_cell(shell: InteractiveShell
         "print('oops', file=sys.stderr)\n6 * 7",
     )
     assert cell.error is None, cell.text
-    assert cell.stdout == "uid 65534\n"
+    uid = int(cell.stdout.split()[1])
+    assert cell.stdout == f"uid {uid}\n" and uid in RUN_UIDS  # a uid of the run's own
     assert cell.stderr == "oops\n"
     assert cell.data("text/plain") == ["42"]
 
