@@ -1,0 +1,149 @@
+"""What of a sandbox reply may reach the page and the kernel, without a container: the MIME
+filter, the value decoder's checks, the reply parser."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+import pyarrow as pa
+import pyarrow.ipc
+import pytest
+
+from gleitzeit_jupyter.providers.sandbox.codec import CodecError, decode_value
+from gleitzeit_jupyter.providers.sandbox.outputs import OutputLimits, safe_outputs
+from gleitzeit_jupyter.providers.sandbox.results import ResultLimits, check_names, shape_result
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
+
+
+def one(data: dict, limits: OutputLimits | None = None) -> dict:
+    out = safe_outputs([{"type": "display_data", "data": data}], limits)
+    return out[0]["data"] if out else {}
+
+
+def test_active_mime_types_never_pass() -> None:
+    data = one(
+        {
+            "text/plain": "x",
+            "application/javascript": "alert(1)",
+            "application/vnd.jupyter.widget-view+json": {"model_id": "m"},
+            "text/latex": "$\\href{javascript:alert(1)}{x}$",
+            "application/json": {"a": [1]},
+        }
+    )
+    assert data == {"text/plain": "x", "application/json": {"a": [1]}}
+
+
+def test_html_keeps_tables_and_loses_scripts_handlers_frames_forms_styles() -> None:
+    html = (
+        "<style>td{}</style><table class='dataframe' border='1'><tr><th>a</th>"
+        "<td onclick='x()'>1</td></tr></table><script>alert(1)</script>"
+        "<img src=x onerror=alert(1)><iframe src=x></iframe><form><input></form>"
+        "<a href='javascript:alert(1)'>j</a><a href='https://example.org'>ok</a>"
+    )
+    clean = one({"text/html": html})["text/html"]
+    assert "<table>" in clean and "<th>a</th>" in clean and "<td>1</td>" in clean
+    for bad in ("<style", "onclick", "<script", "<img", "onerror", "<iframe", "<form",
+                "<input", "javascript:"):  # fmt: skip
+        assert bad not in clean, bad
+    assert 'href="https://example.org"' in clean
+
+
+def test_markdown_is_rendered_with_raw_html_escaped_and_unsafe_links_dropped() -> None:
+    md = "# Title\n\n<img src=x onerror=alert(1)>\n\n[x](javascript:alert(1)) ![i](http://e/i.png)"
+    data = one({"text/markdown": md, "text/plain": "t"})
+    assert "text/markdown" not in data
+    html = data["text/html"]
+    assert "<h1>Title</h1>" in html
+    assert "<img" not in html and "href" not in html and "<a" not in html
+    assert "&lt;img" in html  # shown as text
+
+
+def test_svg_keeps_shapes_and_loses_scripts_handlers_and_remote_references() -> None:
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 4 4" onload="alert(1)">'
+        "<script>alert(1)</script><rect width='2' height='2' fill='url(#g)'/>"
+        "<rect fill='url(http://e/x.svg#a)'/><foreignObject><iframe/></foreignObject>"
+        "<a href='javascript:alert(1)'><text>t</text></a></svg>"
+    )
+    clean = one({"image/svg+xml": svg})["image/svg+xml"]
+    assert 'viewBox="0 0 4 4"' in clean and 'fill="url(#g)"' in clean
+    for bad in ("onload", "<script", "http://e", "foreignObject", "<iframe", "javascript:"):
+        assert bad not in clean, bad
+
+
+def test_images_pass_only_when_their_bytes_are_that_image() -> None:
+    assert one({"image/png": PNG})["image/png"] == PNG
+    assert one({"image/png": base64.b64encode(b"<svg onload=alert(1)>").decode()}) == {}
+    assert one({"image/jpeg": PNG}) == {}  # a PNG is not a JPEG
+    assert one({"image/png": "!!not base64!!"}) == {}
+
+
+def test_entries_and_outputs_over_their_caps_are_replaced_by_a_note() -> None:
+    data = one({"text/plain": "p", "text/html": "x" * 200}, OutputLimits(max_mime_bytes=100))
+    assert "text/html" not in data and "max_mime_bytes" in data["text/plain"]
+    many = safe_outputs(
+        [{"data": {"text/plain": str(i)}} for i in range(50)], OutputLimits(max_outputs=10)
+    )
+    assert len(many) == 11 and "max_outputs" in many[-1]["data"]["text/plain"]
+
+
+def test_arrow_with_corrupt_offsets_is_refused_not_crashed_on() -> None:
+    # A string column whose offsets, patched in the stream, point far past its data: pandas
+    # would read wild memory (this crashed the kernel before the data was validated).
+    sink = io.BytesIO()
+    table = pa.table({"s": ["abc", "def"]})
+    with pyarrow.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    good = b"".join(i.to_bytes(4, "little") for i in (0, 3, 6))
+    evil = b"".join(i.to_bytes(4, "little") for i in (0, 3, 1 << 30))
+    stream = sink.getvalue()
+    assert stream.count(good) == 1
+    patched = stream.replace(good, evil)
+    enc = {"t": "dataframe", "fmt": "arrow", "b64": base64.b64encode(patched).decode()}
+    with pytest.raises(CodecError, match="invalid Arrow"):
+        decode_value(enc)
+    with pytest.raises(CodecError, match="not asked for"):
+        decode_value(enc, arrow=False)
+
+
+@pytest.mark.parametrize(
+    "enc",
+    [
+        {"t": "json", "v": {"a": object()}},
+        {"t": "ndarray", "dtype": "|O", "shape": [1], "b64": ""},
+        {"t": "ndarray", "dtype": "<i8", "shape": ["1"], "b64": ""},
+        {"t": "ndarray", "dtype": "[('a', '<i4')]", "shape": [1], "b64": "AAAAAA=="},
+        {"t": "bytes", "b64": 7},
+        {"t": "dataframe", "fmt": "split", "data": 7},
+        {"t": "pickle", "b64": ""},
+    ],
+)
+def test_malformed_values_are_codec_errors(enc: dict) -> None:
+    with pytest.raises(CodecError):
+        decode_value(enc)
+
+
+def test_names_must_be_identifiers_and_not_dunder() -> None:
+    assert check_names("a, b,a") == ["a", "b"]
+    for bad in (["__builtins__"], ["__x__"], ["a b"], ["lambda"], [1], "x,__name__"):
+        with pytest.raises(ValueError):
+            check_names(bad)
+
+
+def test_a_reply_cannot_claim_a_timeout_or_values_not_asked_for() -> None:
+    raw = {
+        "exit_code": 0,
+        "timed_out": True,
+        "values": {"x": {"t": "json", "v": 1}, "__builtins__": {"t": "json", "v": 2}},
+        "error": None,
+    }
+    r = shape_result(raw, timeout=1, started=time.perf_counter(), requested=["x"])
+    assert r["timed_out"] is False and r["values"] == {"x": 1}
+    big = {"values": {"x": {"t": "json", "v": "y" * 1000}}}
+    r = shape_result(
+        big, timeout=1, started=0, requested=["x"], limits=ResultLimits(max_value_bytes=100)
+    )
+    assert r["values"] == {} and r["error"]["ename"] == "ValueTooLarge"
