@@ -19,7 +19,7 @@ async def test_a_runtime_the_engine_lacks_is_a_clear_error(
     docker_client: docker.DockerClient,
 ) -> None:
     pool = PythonProvider(max_containers=1, min_warm=1, runtime="no-such-runtime")
-    with pytest.raises(UserError, match="has no runtime 'no-such-runtime'.*daemon.json"):
+    with pytest.raises(UserError, match=r"has no runtime 'no-such-runtime'.*daemon\.json"):
         await pool.initialize()
     await pool.shutdown()
 
