@@ -1,12 +1,16 @@
 """Sandbox latency, side by side in one run: the warm pool vs ``exec_run`` vs a cold container.
 
-    .venv/bin/python bench/sandbox_latency.py [--rounds 10] [--check]
+    .venv/bin/python bench/sandbox_latency.py [--rounds 10] [--check] [--runsc-host URL]
 
 For ``print(1)``: a run on the warm pool (PythonProvider.execute, the whole hub path, a fresh
 worker per run; a session run, which reuses its worker, is shown for reference), a
 ``docker exec`` (``exec_run``) of ``python3 -c 'print(1)'`` in an already running container, and
 a cold ``containers.run`` of the same. The three are interleaved round by round so they share
 whatever load the machine has. Then 200 runs at concurrency 5 on a pool of 5 containers.
+
+With ``--runsc-host`` (default ``$GLEITZEIT_RUNSC_HOST``), the docker engine of that URL with
+gVisor registered as ``runsc`` (``gz_docker_start_runsc`` in scripts/lib/docker.sh starts
+one), warm runs on a gVisor pool are interleaved too and reported beside runc.
 
 Targets (issue 4): warm p50 <= 5 ms, >= 10x faster than exec_run, >= 100 runs/s.
 ``--check`` exits non-zero when a target is missed.
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import statistics
 import sys
 import time
@@ -48,6 +54,11 @@ async def main() -> int:
     parser.add_argument("--concurrency", type=int, default=5)
     parser.add_argument("--image", default=DEFAULT_IMAGE)
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--runsc-host",
+        default=os.environ.get("GLEITZEIT_RUNSC_HOST"),
+        help="docker engine with gVisor registered as runsc (warm runs under runsc too)",
+    )
     args = parser.parse_args()
 
     client = docker.from_env()
@@ -56,9 +67,24 @@ async def main() -> int:
     session: list[float] = []
     execs: list[float] = []
     cold: list[float] = []
-    async with PythonProvider(
-        max_containers=args.concurrency, min_warm=args.concurrency, image=args.image
-    ) as pool:
+    gvisor: list[float] = []
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(
+            PythonProvider(
+                max_containers=args.concurrency, min_warm=args.concurrency, image=args.image
+            )
+        )
+        gv = None
+        if args.runsc_host:
+            gv = await stack.enter_async_context(
+                PythonProvider(
+                    max_containers=1,
+                    min_warm=1,
+                    image=args.image,
+                    runtime="runsc",
+                    docker_hosts=[args.runsc_host],
+                )
+            )
         await asyncio.sleep(2.0)  # let the supervisors finish their idle pre-imports
         target = client.containers.get(pool.instances[0].metadata["container"])
         for _ in range(3):  # warm-up of every path
@@ -68,6 +94,11 @@ async def main() -> int:
                 t = time.perf_counter()
                 r = await pool.execute("python/execute", {"code": code})
                 warm.append((time.perf_counter() - t) * 1e3)
+                assert r["stdout"] == "1\n", r
+            for _ in range(args.warm_per_round if gv is not None else 0):
+                t = time.perf_counter()
+                r = await gv.execute("python/execute", {"code": code})  # type: ignore[union-attr]
+                gvisor.append((time.perf_counter() - t) * 1e3)
                 assert r["stdout"] == "1\n", r
             for _ in range(args.warm_per_round // 3):  # for reference: no fork at all
                 t = time.perf_counter()
@@ -108,9 +139,13 @@ async def main() -> int:
     print(f"sandbox latency for {code!r} (image {args.image}), interleaved in {args.rounds} rounds")
     print(line("warm pool run", warm))
     print(line("warm session run", session))
+    if gvisor:
+        print(line("warm pool run (runsc)", gvisor))
     print(line("exec_run (running)", execs))
     print(line("cold containers.run", cold))
     print(f"ratios (p50): exec_run / warm = {e50 / w50:.1f}x   cold / warm = {c50 / w50:.1f}x")
+    if gvisor:
+        print(f"gVisor (p50): runsc / runc warm = {pct(gvisor, 50) / w50:.2f}x")
     print(
         f"throughput: {args.throughput_runs} runs at concurrency {args.concurrency} in "
         f"{elapsed:.2f} s = {throughput:.0f} runs/s"
