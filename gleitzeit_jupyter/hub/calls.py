@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
 from .balancing import Balancer
@@ -71,6 +71,7 @@ class Pool(Protocol):
     retry_started_calls: bool
     retry_policy: RetryPolicy
     lifecycle: Lifecycle
+    clock: Callable[[], float]
 
     @property
     def members(self) -> dict[str, ResourceInstance]: ...
@@ -103,7 +104,10 @@ class CallPath:
         self.queue = FairQueue(max_queue, fair=fair)
         policy = pool.retry_policy
         self.budget = RetryBudget(
-            policy.retry_budget_ratio, policy.min_retries_per_s, policy.retry_budget_ttl
+            policy.retry_budget_ratio,
+            policy.min_retries_per_s,
+            policy.retry_budget_ttl,
+            clock=pool.clock,
         )
         self.balancer = Balancer()
         # tasks running a call (reserved an instance), so shutdown can abort them by name

@@ -64,6 +64,9 @@ class HubProvider(Generic[ConfigT]):
     #: are requeued either way.
     retry_started_calls: bool = True
 
+    #: The clock of breakers and the retry budget (a simulation swaps in its virtual one).
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+
     max_instances = _Flat()
     min_instances = _Flat()
     idle_timeout = _Flat()
@@ -280,18 +283,15 @@ class HubProvider(Generic[ConfigT]):
         await asyncio.gather(*tasks, return_exceptions=True)
         self.calls.queue.fail_all(NoResourceAvailable(f"{self.name} provider was shut down"))
         grace = self.shutdown_grace if grace is None else grace
-        deadline = time.monotonic() + grace
-        while any(i.in_flight for i in self._instances.values()):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                if self.calls.abort_running():
-                    await asyncio.sleep(0)  # let the cancelled calls unwind
-                break
-            self._drained.clear()
-            try:
-                await asyncio.wait_for(self._drained.wait(), min(left, 0.05))
-            except TimeoutError:
-                pass
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(loop.time() + grace):
+                while any(i.in_flight for i in self._instances.values()):
+                    self._drained.clear()
+                    await self._drained.wait()
+        except TimeoutError:
+            if self.calls.abort_running():
+                await asyncio.sleep(0)  # let the cancelled calls unwind
         instances = list(self._instances.values())
         await asyncio.gather(*(self._destroy(inst) for inst in instances))
         self.lifecycle.stopped()
@@ -327,11 +327,12 @@ class HubProvider(Generic[ConfigT]):
         """Stop routing to the instance, wait for its in-flight calls, then destroy it."""
         instance = self.get_instance(instance_id)
         self._set_status(instance, ResourceStatus.DRAINING)
-        deadline = time.monotonic() + drain_timeout
-        while instance.in_flight > 0 and time.monotonic() < deadline:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout
+        while instance.in_flight > 0 and loop.time() < deadline:
             self._drained.clear()
             try:
-                await asyncio.wait_for(self._drained.wait(), deadline - time.monotonic())
+                await asyncio.wait_for(self._drained.wait(), deadline - loop.time())
             except TimeoutError:
                 break
         await self._destroy(instance)
@@ -401,6 +402,7 @@ class HubProvider(Generic[ConfigT]):
             b.breaker_failure_threshold,
             b.breaker_recovery_timeout,
             b.breaker_half_open_max,
+            clock=self.clock,
             on_change=on_breaker,
         )
         self._instances[instance.id] = instance

@@ -47,6 +47,8 @@ class FairQueue:
         self._tenants: OrderedDict[str, list[Waiter]] = OrderedDict()
         self._seq = itertools.count()
         self._size = 0
+        self._dispatching = False
+        self._again: bool | str = False  # a dispatch was asked for during one
 
     def __len__(self) -> int:
         return self._size
@@ -89,7 +91,26 @@ class FairQueue:
     def dispatch(self, has_room: Callable[[], bool] | None = None) -> None:
         """Serve every waiter that can be served now, in fair order; fail those that never
         can be. ``has_room()`` false stops early (nothing free for anyone: a waiter can only
-        keep waiting, unless it must fail, which a full pass without ``has_room`` finds)."""
+        keep waiting, unless it must fail, which a full pass without ``has_room`` finds).
+
+        Routing a waiter can change the pool (a breaker's clock turns it half-open, which
+        asks for a dispatch): a dispatch asked for during one runs after it, not inside it.
+        """
+        if self._dispatching:
+            self._again = self._again or has_room is None or "room"
+            return
+        self._dispatching = True
+        try:
+            while True:
+                self._again = False
+                self._serve(has_room)
+                if not self._again or not self._size:
+                    return
+                has_room = None if self._again is True else has_room
+        finally:
+            self._dispatching = False
+
+    def _serve(self, has_room: Callable[[], bool] | None) -> None:
         served = True
         while served and self._size:
             served = False
@@ -104,10 +125,7 @@ class FairQueue:
                     if outcome is None and not waiter.future.done():
                         k += 1
                         continue
-                    del line[k]
-                    self._size -= 1
-                    if not line:
-                        del self._tenants[tenant]
+                    self.discard(waiter)
                     if waiter.future.done():
                         continue
                     if isinstance(outcome, BaseException):
@@ -115,7 +133,7 @@ class FairQueue:
                         continue
                     waiter.future.set_result(outcome)
                     served = True
-                    if line:  # rotate: this tenant goes to the back of the round
+                    if tenant in self._tenants:  # rotate: to the back of the round
                         self._tenants.move_to_end(tenant)
                     break
 

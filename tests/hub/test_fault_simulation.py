@@ -1,0 +1,54 @@
+"""Seeded fault schedules over the in-memory pool, in virtual time, with the pool's invariants
+checked after every step (see gleitzeit_jupyter/testing/simulation.py).
+
+GLEITZEIT_SIM_SCHEDULES=100000 runs more schedules; GLEITZEIT_SIM_SEED=N replays one. A
+failing schedule names its seed in the error.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from gleitzeit_jupyter.hub import calls
+from gleitzeit_jupyter.testing.simulation import InvariantViolation, run_schedule
+
+SCHEDULES = int(os.environ.get("GLEITZEIT_SIM_SCHEDULES", "2000"))
+SEED = os.environ.get("GLEITZEIT_SIM_SEED")
+CHUNKS = 8
+
+
+def _run(seeds: range) -> None:
+    for seed in seeds:
+        try:
+            run_schedule(seed)
+        except InvariantViolation:
+            raise
+        except Exception as exc:  # a crash is a violation too, and needs its seed
+            raise InvariantViolation(f"seed {seed}: {exc!r}") from exc
+
+
+@pytest.mark.skipif(SEED is not None, reason="replaying one seed")
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_random_fault_schedules_keep_the_pool_invariants(chunk: int) -> None:
+    per = -(-SCHEDULES // CHUNKS)
+    _run(range(chunk * per, min(SCHEDULES, (chunk + 1) * per)))
+
+
+@pytest.mark.skipif(SEED is None, reason="set GLEITZEIT_SIM_SEED to replay a schedule")
+def test_replay_one_schedule() -> None:
+    _run(range(int(SEED or 0), int(SEED or 0) + 1))
+
+
+def test_the_simulator_catches_a_pool_that_loses_refused_calls(monkeypatch) -> None:
+    # A simulator that cannot fail proves nothing: with free requeues switched off, the
+    # schedules must find calls lost while another instance could have served them.
+    real = calls.CallPath._again
+
+    def no_requeue(self, error, pin, retries, deadline):
+        return False if not error.started else real(self, error, pin, retries, deadline)
+
+    monkeypatch.setattr(calls.CallPath, "_again", no_requeue)
+    with pytest.raises(InvariantViolation, match=r"seed \d+.*lost"):
+        _run(range(200))
