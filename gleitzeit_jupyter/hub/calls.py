@@ -72,6 +72,7 @@ class Pool(Protocol):
     retry_policy: RetryPolicy
     lifecycle: Lifecycle
     clock: Callable[[], float]
+    dirty: bool  # something a "metrics" event reports changed
 
     @property
     def members(self) -> dict[str, ResourceInstance]: ...
@@ -81,7 +82,6 @@ class Pool(Protocol):
     async def scale_up(self) -> ResourceInstance | None: ...
     def eject(self, instance: ResourceInstance, error: ResourceFailed) -> None: ...
     def on_idle(self, instance: ResourceInstance) -> None: ...
-    def mark_dirty(self) -> None: ...
 
     # the provider's hooks
     async def execute_on_resource(
@@ -110,8 +110,8 @@ class CallPath:
             clock=pool.clock,
         )
         self.balancer = Balancer()
-        # tasks running a call (reserved an instance), so shutdown can abort them by name
-        self._running: dict[asyncio.Task, int] = {}
+        # tasks running a call, so shutdown can abort them (and only them)
+        self._running: set[asyncio.Task] = set()
         self._aborted: set[asyncio.Task] = set()
         cls = type(pool)
         self._streams = not is_default_hook(cls.stream_on_resource)
@@ -131,30 +131,43 @@ class CallPath:
         tried: set[str] | None = None
         error: ResourceFailed | None = None
         retries = pool.retry_policy.retries
-        while True:
-            inst, trial = await self._acquire(method, params, strategy, tried, pin, error, deadline)
-            started = time.perf_counter()
-            try:
-                if deadline is None:
-                    result = await pool.execute_on_resource(inst, method, params)
-                else:
-                    async with asyncio.timeout_at(deadline):
+        task = asyncio.current_task()
+        self._running.add(task)  # type: ignore[arg-type]
+        try:
+            while True:
+                # the common case inline: nobody waits and an instance is free
+                taken = (
+                    None if self.queue else self._route(method, params, strategy, tried, pin, error)
+                )
+                if type(taken) is not tuple:
+                    taken = await self._reserve(
+                        method, params, strategy, tried, pin, error, deadline
+                    )
+                inst, trial = taken
+                started = time.perf_counter()
+                try:
+                    if deadline is None:
                         result = await pool.execute_on_resource(inst, method, params)
-            except BaseException as exc:
-                error = self._finish_failed(inst, exc, started, trial, deadline, timeout)
-                if not self._again(error, pin, retries, deadline):
-                    raise error from None
-                if error.started:
-                    retries -= 1
-                if tried is None:
-                    tried = set()
-                tried.add(inst.id)
-                continue
-            latency_ms = (time.perf_counter() - started) * 1000.0
-            self._finish_ok(inst, latency_ms, trial)
-            result.setdefault("instance", inst.id)
-            result.setdefault("latency_ms", latency_ms)
-            return result
+                    else:
+                        async with asyncio.timeout_at(deadline):
+                            result = await pool.execute_on_resource(inst, method, params)
+                except BaseException as exc:
+                    error = self._finish_failed(inst, exc, started, trial, deadline, timeout)
+                    if not self._again(error, pin, retries, deadline):
+                        raise error from None
+                    if error.started:
+                        retries -= 1
+                    if tried is None:
+                        tried = set()
+                    tried.add(inst.id)
+                    continue
+                latency_ms = (time.perf_counter() - started) * 1000.0
+                self._finish_ok(inst, latency_ms, trial)
+                result.setdefault("instance", inst.id)
+                result.setdefault("latency_ms", latency_ms)
+                return result
+        finally:
+            self._running.discard(task)  # type: ignore[arg-type]
 
     async def stream(
         self,
@@ -176,7 +189,9 @@ class CallPath:
         error: ResourceFailed | None = None
         retries = pool.retry_policy.retries
         while True:
-            inst, trial = await self._acquire(method, params, strategy, tried, pin, error, deadline)
+            inst, trial = await self._reserve(method, params, strategy, tried, pin, error, deadline)
+            task = asyncio.current_task()
+            self._running.add(task)  # type: ignore[arg-type]
             started = time.perf_counter()
             chunks = None
             produced = done = False
@@ -221,6 +236,7 @@ class CallPath:
                     retries -= 1
                 tried.add(inst.id)
             finally:
+                self._running.discard(task)  # type: ignore[arg-type]
                 if chunks is not None:
                     await chunks.aclose()  # type: ignore[attr-defined]
 
@@ -321,12 +337,8 @@ class CallPath:
     def _release(self, inst: ResourceInstance) -> None:
         inst.in_flight -= 1
         inst.last_used = time.monotonic()
-        task = asyncio.current_task()
-        n = self._running.pop(task, 0) - 1  # type: ignore[arg-type]
-        if n > 0:
-            self._running[task] = n  # type: ignore[index]
         pool = self._pool
-        pool.mark_dirty()
+        pool.dirty = True
         if inst.in_flight == 0:
             pool.on_idle(inst)
         if self.queue:
@@ -392,16 +404,8 @@ class CallPath:
         inst = self.balancer.choose(strategy, free, key, accepting)
         trial = inst.breaker.admit() == "trial"  # type: ignore[union-attr]
         inst.in_flight += 1
-        pool.mark_dirty()  # in-flight counts are news too (the next coalesced event)
+        pool.dirty = True  # in-flight counts are news too (the next coalesced event)
         return inst, trial
-
-    async def _acquire(self, method, params, strategy, tried, pin, error, deadline):
-        """Reserve an instance for one attempt; the reservation belongs to this task (so
-        shutdown can abort the call)."""
-        taken = await self._reserve(method, params, strategy, tried, pin, error, deadline)
-        task = asyncio.current_task()
-        self._running[task] = self._running.get(task, 0) + 1  # type: ignore[index]
-        return taken
 
     async def _reserve(self, method, params, strategy, tried, pin, error, deadline):
         """Route now, else scale up, else wait in the fair queue."""
@@ -446,7 +450,7 @@ class CallPath:
             int(params.get("priority", 0)),
             lambda: self._route(method, params, strategy, tried, pin, error),
         )
-        pool.mark_dirty()  # the queue grew
+        pool.dirty = True  # the queue grew
         try:
             if deadline is None:
                 return await waiter.future
@@ -492,7 +496,7 @@ class CallPath:
         n = 0
         for task in list(self._running):
             if task.done():
-                del self._running[task]
+                self._running.discard(task)
             elif task is not asyncio.current_task():
                 self._aborted.add(task)
                 task.cancel()

@@ -130,8 +130,8 @@ class HubProvider(Generic[ConfigT]):
         self._creating = 0  # resources being created on demand (counted against the maximum)
         self._drained = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        # metrics, in-flight or queue changed since the last "metrics" event
-        self._dirty = False
+        #: metrics, in-flight or queue changed since the last "metrics" event
+        self.dirty = False
         self.started_at: float | None = None
 
     # ---- what the call path sees (calls.Pool) ------------------------------------------
@@ -167,7 +167,7 @@ class HubProvider(Generic[ConfigT]):
         self._drained.set()
 
     def mark_dirty(self) -> None:
-        self._dirty = True
+        self.dirty = True
 
     # ---- hooks ------------------------------------------------------------------------
     async def create_resource(self, config: ConfigT) -> ResourceInstance:
@@ -570,8 +570,8 @@ class HubProvider(Generic[ConfigT]):
             try:
                 self._pump()  # breakers reopen for trials by the clock, not by an event
                 await self._reap_idle()
-                if self._dirty:
-                    self._dirty = False
+                if self.dirty:
+                    self.dirty = False
                     self._events.emit(HubEvent("metrics", self.name))
             except Exception:
                 log.exception("%s: maintenance failed", self.name)
