@@ -21,6 +21,7 @@ from collections.abc import AsyncIterable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from ..hub.errors import ExecutionTimeout
+from ..hub.events import HubEvent
 from .config import DEFAULT_OLLAMA_HOST, Gleitzeit
 
 __all__ = ["DEFAULT_OLLAMA_HOST", "Gleitzeit", "Runtime", "get_runtime", "reset_runtime"]
@@ -95,13 +96,6 @@ class Runtime:
         if threading.current_thread() is self._thread:
             # Blocking the loop thread on itself would deadlock forever.
             raise RuntimeError("Runtime.run() called from the runtime's own loop thread")
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Schedule ``coro`` on the loop; returns a concurrent future (non-blocking)."""
-        if self._closed:
-            coro.close()
-            raise RuntimeError("the gleitzeit runtime is shut down")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the loop and block until it is done.
@@ -267,10 +261,6 @@ class Runtime:
     def _announce(self, name: str, what: str) -> None:
         # Membership of the runtime itself (a provider appeared or went away) as an event, so
         # panels learn about new pools without polling.
-        try:
-            from ..hub.events import HubEvent
-        except ImportError:  # pragma: no cover - hub is part of the package
-            return
         event = HubEvent(kind="membership", provider=name, old=None, new=what)
         self._loop.call_soon_threadsafe(self._fan_out(name), event)
 
@@ -415,10 +405,8 @@ def reset_runtime() -> None:
 
 def _shell_config() -> Gleitzeit:
     """The :class:`Gleitzeit` registered on the running IPython shell, or a fresh one."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython is a dependency
-        return Gleitzeit()
+    from IPython import get_ipython  # imported late: the module loads outside IPython too
+
     shell = get_ipython()
     if shell is None:
         return Gleitzeit()
