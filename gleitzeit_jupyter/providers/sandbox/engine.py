@@ -64,7 +64,7 @@ def bootstrap_command() -> list[str]:
     """
     modules = [
         (f"gleitzeit_{m}", _module_source(m))
-        for m in ("protocol", "codec", "worker", "sweep", "procs")
+        for m in ("protocol", "codec", "worker", "sweep", "procs", "endings")
     ]
     program = (
         "import sys, types\n"

@@ -28,9 +28,15 @@ from typing import Any
 
 try:  # on the host (tests, tooling) this is a normal package module
     from . import protocol
+    from .endings import died, failed, from_worker
     from .procs import Capture, ProcessHygiene, Worker, nondumpable, oom_kills
 except ImportError:  # inside the container the bootstrap has installed these modules
     import gleitzeit_protocol as protocol  # type: ignore[import-not-found,no-redef]
+    from gleitzeit_endings import (  # type: ignore[import-not-found,no-redef]
+        died,
+        failed,
+        from_worker,
+    )
     from gleitzeit_procs import (  # type: ignore[import-not-found,no-redef]
         Capture,
         ProcessHygiene,
@@ -161,7 +167,7 @@ class Supervisor(ProcessHygiene):
                     self._forget(self.worker, wait=False)
                     self.worker = None
                 try:
-                    self._finish(_failed("SandboxError", f"the run failed: {exc}"))
+                    self._finish(failed("SandboxError", f"the run failed: {exc}"))
                 except Exception:
                     self.run, self.worker = None, None
 
@@ -313,11 +319,11 @@ class Supervisor(ProcessHygiene):
             except protocol.ProtocolError as exc:
                 # Garbage on the result pipe (user code wrote to it, or the result is too
                 # large): this run fails, its worker goes, everything else carries on.
-                self.result = _failed("ProtocolError", f"the run's result is unusable: {exc}")
+                self.result = failed("ProtocolError", f"the run's result is unusable: {exc}")
                 self._kill_worker(w)
                 return True
             if frames:
-                self.result = _from_worker(frames[0])
+                self.result = from_worker(frames[0])
         return True
 
     def _drain(self, w: Worker) -> None:
@@ -357,33 +363,12 @@ class Supervisor(ProcessHygiene):
         if self.result is None and w.alive:
             return
         self._drain(w)
-        result = dict(self.result or {})
         if self.result is None:  # the worker died without a word
             status = self.exited.pop(w.pid, 0)
-            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
-            code = 128 + sig if sig else os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
-            oom = (
-                sig == signal.SIGKILL
-                and not self.killed
-                and ((oom_kills() or 0) > (self.oom_before or 0))
-            )
-            if self.killed:
-                err = ("Killed", "the run was stopped by the host")
-            elif oom:
-                err = (
-                    "MemoryError",
-                    "out of memory: the run exceeded the sandbox memory limit and was killed",
-                )
-            elif sig:
-                err = ("Killed", f"the worker was killed by signal {sig}")
-            else:
-                err = ("SystemExit", f"the worker exited with code {code} without a result")
-            result = {
-                "exit_code": code,
-                "oom": oom,
-                "killed": self.killed,
-                "error": {"ename": err[0], "evalue": err[1], "traceback": ""},
-            }
+            oom_now = oom_kills() or 0
+            result = died(status, self.killed, oom_now > (self.oom_before or 0))
+        else:
+            result = dict(self.result)
         self._want(result.pop("imported", None))
         result.setdefault("oom", False)
         result.setdefault("killed", self.killed)
@@ -419,33 +404,6 @@ class Supervisor(ProcessHygiene):
         )
         self.run, self.worker = None, None
         self.send(result)
-
-
-def _failed(ename: str, evalue: str) -> dict[str, Any]:
-    return {"exit_code": 1, "error": {"ename": ename, "evalue": evalue, "traceback": ""}}
-
-
-def _from_worker(frame: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a worker's result the supervisor passes on, each of the expected type.
-
-    Whatever else the frame claims (``oom``, ``killed``, ``timed_out``, ...) is dropped: how a
-    run ended is decided here and on the host, from what was observed.
-    """
-    code = frame.get("exit_code")
-    error = frame.get("error")
-    if error is not None and not (
-        isinstance(error, dict) and all(isinstance(v, str) for v in error.values())
-    ):
-        return _failed("ProtocolError", "the run sent a malformed error")
-    out: dict[str, Any] = {
-        "exit_code": code if type(code) is int and -255 <= code <= 255 else 1,
-        "error": error,
-        "outputs": frame.get("outputs") if isinstance(frame.get("outputs"), list) else [],
-        "values": frame.get("values") if isinstance(frame.get("values"), dict) else {},
-    }
-    if isinstance(frame.get("imported"), list):
-        out["imported"] = frame["imported"]
-    return out
 
 
 def _seed_matplotlib_cache() -> None:
