@@ -12,12 +12,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 from ...hub import (
-    ExecutionTimeout,
     HubError,
     HubProvider,
     NoResourceAvailable,
@@ -25,13 +23,13 @@ from ...hub import (
     ResourceInstance,
     UserError,
 )
-from .codec import CodecError, encode_value, has_pyarrow
-from .container import ContainerDied, SandboxContainer, SupervisorUnresponsive
+from .codec import has_pyarrow
+from .container import ContainerDied
 from .engine import Engine
 from .image import DEFAULT_IMAGE
 from .outputs import OutputLimits
-from .protocol import ProtocolError
-from .results import ResultLimits, check_names, shape_result
+from .results import ResultLimits, check_names
+from .runs import RunsMixin
 from .sessions import SessionLeases
 from .slots import DockerConfig, Slot, SlotsMixin
 from .streaming import StreamingMixin
@@ -43,7 +41,7 @@ MiB = 1024 * 1024
 METHODS = ("python/execute", "python/reset")
 
 
-class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
+class PythonProvider(SlotsMixin, RunsMixin, StreamingMixin, HubProvider[DockerConfig]):
     """A pool of sandbox containers; see docs/sandbox.md for defaults, limits and security."""
 
     # Code that may have started is never run again elsewhere (it may have had effects):
@@ -363,105 +361,6 @@ class PythonProvider(SlotsMixin, StreamingMixin, HubProvider[DockerConfig]):
         if session is not None:
             result.update(session=str(session), session_new=new)
         return result
-
-    async def _run(
-        self,
-        inst: ResourceInstance,
-        container: SandboxContainer,
-        params: dict[str, Any],
-        on_chunk: Callable[[dict[str, Any]], None] | None = None,
-    ) -> dict[str, Any]:
-        slot: Slot = inst.handle
-        timeout = float(params.get("timeout") or self.timeout)
-        caps = container.hello.get("caps")
-        # Arrow only where both ends have pyarrow; a reply in Arrow is refused otherwise.
-        arrow = self._arrow and isinstance(caps, dict) and caps.get("pyarrow") is True
-        try:
-            inputs = {
-                k: encode_value(v, arrow=arrow, name=k)
-                for k, v in (params.get("inputs") or {}).items()
-            }
-        except CodecError as exc:
-            raise UserError(str(exc)) from None
-        returns = check_names(params.get("returns") or params.get("values") or [])
-        limits = self.limits
-        if params.get("max_output"):
-            limits = dataclasses.replace(limits, max_output=int(params["max_output"]))
-        request = {
-            "code": params["code"],
-            "inputs": inputs,
-            "returns": returns,
-            "session": params.get("session") is not None,
-            "arrow": arrow,
-            "max_output": limits.max_output,
-            "limits": {
-                "max_mime_bytes": limits.outputs.max_mime_bytes,
-                "max_outputs": limits.outputs.max_outputs,
-                "max_outputs_bytes": limits.outputs.max_total_bytes,
-                "max_value_bytes": limits.max_value_bytes,
-                "max_values_bytes": limits.max_values_bytes,
-                "max_reply": limits.max_reply,
-            },
-        }
-        started = time.perf_counter()
-        slot.runs += 1
-        try:
-            raw, timed_out = await container.run(request, timeout, on_chunk=on_chunk)
-        except ProtocolError as exc:  # our own request did not fit in a frame
-            raise UserError(f"the run's code and inputs are too large to send: {exc}") from None
-        except ContainerDied as exc:
-            await self._replace_after_failure(inst, container, str(exc))
-            if not exc.sent:
-                raise ResourceFailed(
-                    f"the sandbox container was gone before the run was sent ({exc})",
-                    instance=inst.id,
-                    started=False,
-                ) from None
-            raise ResourceFailed(
-                f"the sandbox container died during the run ({exc}); the run did not run to"
-                " completion",
-                instance=inst.id,
-                hint="the container was replaced; check for partial effects, then run again",
-            ) from None
-        except SupervisorUnresponsive as exc:
-            await self._replace_after_failure(inst, container, str(exc))
-            raise ExecutionTimeout(
-                f"the sandbox stopped answering ({exc}); the run did not run to completion",
-                instance=inst.id,
-                hint="its container was replaced; run again",
-            ) from None
-        result = shape_result(
-            raw,
-            timeout=timeout,
-            started=started,
-            timed_out=timed_out,
-            requested=returns,
-            arrow=arrow,
-            limits=limits,
-        )
-        result["container"] = container.id[:12]
-        anomaly = raw.get("oom") is True or raw.get("killed") is True or raw.get("session_lost")
-        if anomaly or (container.runs >= self.max_runs_per_container and not params.get("session")):
-            self._recycle(
-                inst,
-                "out of memory"
-                if raw.get("oom")
-                else "worker killed"
-                if anomaly
-                else "max_runs_per_container reached",
-            )
-        return result
-
-    async def _replace_after_failure(
-        self, inst: ResourceInstance, container: SandboxContainer, reason: str
-    ) -> None:
-        state = await container.engine.call(container.engine.inspect_state, container.id)
-        if state and state.get("OOMKilled"):
-            reason = f"out of memory: {reason}"
-        try:
-            await self._recycle(inst, reason)
-        except Exception as exc:  # engine trouble: the health check keeps trying
-            log.warning("sandbox: replacing %s failed: %s", inst.id, exc)
 
 
 PythonProviderStreamlined = PythonProvider

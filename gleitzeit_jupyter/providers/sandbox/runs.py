@@ -1,0 +1,135 @@
+"""One ``python/execute`` run on a container: the request built from the call's params, the
+reply turned into the result, and what a lost container means for the call.
+
+A run that may have started is never retried elsewhere (its code may have had effects): a
+container found dead before the request was written fails with ``started=False`` (the hub may
+retry it), one lost during the run is replaced and the run reported as not completed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ...hub import ExecutionTimeout, ResourceFailed, ResourceInstance, UserError
+from .codec import CodecError, encode_value
+from .container import ContainerDied, SandboxContainer, SupervisorUnresponsive
+from .protocol import ProtocolError
+from .results import ResultLimits, check_names, shape_result
+from .slots import Slot
+
+__all__ = ["RunsMixin"]
+
+log = logging.getLogger(__name__)
+
+
+class RunsMixin:
+    """Mixed into :class:`PythonProvider`, which provides the attributes below."""
+
+    timeout: float
+    limits: ResultLimits
+    max_runs_per_container: int
+    _arrow: bool
+    _recycle: Callable[..., Any]
+
+    async def _run(
+        self,
+        inst: ResourceInstance,
+        container: SandboxContainer,
+        params: dict[str, Any],
+        on_chunk: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        slot: Slot = inst.handle
+        timeout = float(params.get("timeout") or self.timeout)
+        caps = container.hello.get("caps")
+        # Arrow only where both ends have pyarrow; a reply in Arrow is refused otherwise.
+        arrow = self._arrow and isinstance(caps, dict) and caps.get("pyarrow") is True
+        try:
+            inputs = {
+                k: encode_value(v, arrow=arrow, name=k)
+                for k, v in (params.get("inputs") or {}).items()
+            }
+        except CodecError as exc:
+            raise UserError(str(exc)) from None
+        returns = check_names(params.get("returns") or params.get("values") or [])
+        limits = self.limits
+        if params.get("max_output"):
+            limits = dataclasses.replace(limits, max_output=int(params["max_output"]))
+        request = {
+            "code": params["code"],
+            "inputs": inputs,
+            "returns": returns,
+            "session": params.get("session") is not None,
+            "arrow": arrow,
+            "max_output": limits.max_output,
+            "limits": {
+                "max_mime_bytes": limits.outputs.max_mime_bytes,
+                "max_outputs": limits.outputs.max_outputs,
+                "max_outputs_bytes": limits.outputs.max_total_bytes,
+                "max_value_bytes": limits.max_value_bytes,
+                "max_values_bytes": limits.max_values_bytes,
+                "max_reply": limits.max_reply,
+            },
+        }
+        started = time.perf_counter()
+        slot.runs += 1
+        try:
+            raw, timed_out = await container.run(request, timeout, on_chunk=on_chunk)
+        except ProtocolError as exc:  # our own request did not fit in a frame
+            raise UserError(f"the run's code and inputs are too large to send: {exc}") from None
+        except ContainerDied as exc:
+            await self._replace_after_failure(inst, container, str(exc))
+            if not exc.sent:
+                raise ResourceFailed(
+                    f"the sandbox container was gone before the run was sent ({exc})",
+                    instance=inst.id,
+                    started=False,
+                ) from None
+            raise ResourceFailed(
+                f"the sandbox container died during the run ({exc}); the run did not run to"
+                " completion",
+                instance=inst.id,
+                hint="the container was replaced; check for partial effects, then run again",
+            ) from None
+        except SupervisorUnresponsive as exc:
+            await self._replace_after_failure(inst, container, str(exc))
+            raise ExecutionTimeout(
+                f"the sandbox stopped answering ({exc}); the run did not run to completion",
+                instance=inst.id,
+                hint="its container was replaced; run again",
+            ) from None
+        result = shape_result(
+            raw,
+            timeout=timeout,
+            started=started,
+            timed_out=timed_out,
+            requested=returns,
+            arrow=arrow,
+            limits=limits,
+        )
+        result["container"] = container.id[:12]
+        anomaly = raw.get("oom") is True or raw.get("killed") is True or raw.get("session_lost")
+        if anomaly or (container.runs >= self.max_runs_per_container and not params.get("session")):
+            self._recycle(
+                inst,
+                "out of memory"
+                if raw.get("oom")
+                else "worker killed"
+                if anomaly
+                else "max_runs_per_container reached",
+            )
+        return result
+
+    async def _replace_after_failure(
+        self, inst: ResourceInstance, container: SandboxContainer, reason: str
+    ) -> None:
+        state = await container.engine.call(container.engine.inspect_state, container.id)
+        if state and state.get("OOMKilled"):
+            reason = f"out of memory: {reason}"
+        try:
+            await self._recycle(inst, reason)
+        except Exception as exc:  # engine trouble: the health check keeps trying
+            log.warning("sandbox: replacing %s failed: %s", inst.id, exc)
