@@ -173,18 +173,20 @@ class ProcessHygiene:
                 wipe(uid)
                 self.dirty.discard(uid)
 
-    def _settle_sweeps(self, patience: float = 2.0) -> None:
-        """Before a run starts: no earlier run may have a process or a file left."""
-        deadline = time.monotonic() + patience
-        while self.dirty:
-            self._sweep_dirty()
-            if self.dirty and time.monotonic() > deadline:
-                for uid in list(self.dirty):  # a process stuck in the kernel: wipe anyway
-                    kill_all(uid)
-                    wipe(uid)
-                self.dirty.clear()
-            elif self.dirty:
-                time.sleep(0.0002)
+    def _settle_sweeps(self) -> None:
+        """Before a run starts: wipe what every earlier run left, now.
+
+        Its processes were all killed when it ended (kill_all), so none can act any more; a
+        few may still be exiting. Waiting for that would add their teardown to this run's
+        latency, so the files are wiped now, and once more when the last one is gone (a
+        system call already under way at the kill may still have created one).
+        """
+        for uid in list(self.dirty):
+            if running(uid):
+                wipe(uid)  # stays dirty: the loop wipes again after the exits
+            else:
+                wipe(uid)
+                self.dirty.discard(uid)
 
     def _fork_once(self, once: bool) -> Worker:
         uid = self._take_uid()

@@ -152,7 +152,9 @@ class Supervisor(ProcessHygiene):
             self._guarded(self._flush_stream)
             self._guarded(self._reap)
             self._guarded(self._maybe_finish)
-            if self.run is None and self.dirty:  # between runs: clear what the last one left
+            # Between runs, once a child's exit woke us (before, the run just killed is
+            # still exiting): clear what the last run left.
+            if self.run is None and self.dirty and self.wake_r in ready:
                 self._guarded(self._sweep_dirty)
 
     def _guarded(self, step: Any, *args: Any) -> None:

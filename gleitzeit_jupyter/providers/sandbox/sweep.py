@@ -126,8 +126,8 @@ def _running(uid: int) -> bool:
 
 
 def kill_all(uid: int) -> None:
-    """Kill every process of ``uid`` at once, at the lowest priority (their teardown then
-    yields to the next run).
+    """Kill every process of ``uid`` at once (at their normal priority: the next run waits
+    until they are gone, so their teardown should be quick, not polite).
 
     Called by the root supervisor, which takes on ``uid`` as its real and effective uid for
     the moment (the saved uid stays 0, so it can return): ``kill(-1)`` then reaches exactly
@@ -136,10 +136,6 @@ def kill_all(uid: int) -> None:
     """
     os.setresuid(uid, uid, 0)
     try:
-        try:
-            os.setpriority(os.PRIO_USER, uid, 19)
-        except OSError:
-            pass
         try:
             os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:
