@@ -33,44 +33,47 @@ class RetryBudget:
         self.ratio = ratio
         self.reserve = min_per_s * ttl
         self._clock = clock
-        # one slot per second of the window: [deposits, withdrawals]
+        # one slot per second of the window
         self._slots = max(1, round(ttl))
         self._width = ttl / self._slots
         self._deposits = [0] * self._slots
         self._withdrawals = [0] * self._slots
         self._at = int(clock() / self._width)  # index of the current slot, unwrapped
+        self._cur = self._at % self._slots
+        self._next = (self._at + 1) * self._width  # when the current slot ends
         self._dep_total = 0
         self._wd_total = 0
 
-    def _advance(self) -> int:
+    def _advance(self) -> None:
+        """Expire the slots that ended since the last touch (called only when one did)."""
         now = int(self._clock() / self._width)
-        if now != self._at:
-            # expire the slots between the last touch and now
-            for k in range(self._at + 1, min(now, self._at + self._slots) + 1):
-                s = k % self._slots
-                self._dep_total -= self._deposits[s]
-                self._wd_total -= self._withdrawals[s]
-                self._deposits[s] = self._withdrawals[s] = 0
-            self._at = now
-        return now % self._slots
+        for k in range(self._at + 1, min(now, self._at + self._slots) + 1):
+            s = k % self._slots
+            self._dep_total -= self._deposits[s]
+            self._wd_total -= self._withdrawals[s]
+            self._deposits[s] = self._withdrawals[s] = 0
+        self._at = now
+        self._cur = now % self._slots
+        self._next = (now + 1) * self._width
 
     def deposit(self) -> None:
-        """One call was made."""
-        s = self._advance()
-        self._deposits[s] += 1
+        """One call was made (on every call's path: one clock read, two additions)."""
+        if self._clock() >= self._next:
+            self._advance()
+        self._deposits[self._cur] += 1
         self._dep_total += 1
 
     @property
     def balance(self) -> float:
         """Retries allowed now."""
-        self._advance()
+        if self._clock() >= self._next:
+            self._advance()
         return self.ratio * self._dep_total + self.reserve - self._wd_total
 
     def try_withdraw(self) -> bool:
         """Spend one retry if the budget allows it."""
-        s = self._advance()
-        if self.ratio * self._dep_total + self.reserve - self._wd_total < 1.0:
+        if self.balance < 1.0:
             return False
-        self._withdrawals[s] += 1
+        self._withdrawals[self._cur] += 1
         self._wd_total += 1
         return True
