@@ -104,13 +104,31 @@ class _SimProvider(MemoryProvider):
         self.stream_attempts: dict[int, int] = {}
         self.streamed: set[int] = set()  # calls that produced a chunk
         self.retried_after_output: list[int] = []
+        self.freed_at: dict[str, float] = {}  # instance id -> when a call on it last ended
         super().__init__(*args, **kwargs)
 
     @property
     def clock(self):  # type: ignore[override]
         return self._loop_time
 
+    async def execute_on_resource(
+        self, instance: ResourceInstance, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        try:
+            return await super().execute_on_resource(instance, method, params)
+        finally:
+            self.freed_at[instance.id] = self._loop_time()
+
     async def stream_on_resource(
+        self, instance: ResourceInstance, method: str, params: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for chunk in self._stream(instance, method, params):
+                yield chunk
+        finally:
+            self.freed_at[instance.id] = self._loop_time()
+
+    async def _stream(
         self, instance: ResourceInstance, method: str, params: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
         call = params["call"]
@@ -207,7 +225,9 @@ class Simulation:
         ]
         if isinstance(exc, ExecutionTimeout):
             if exc.instance is None:  # timed out waiting in the queue
-                free = [i for i in steady if i.has_capacity]
+                # free before this instant (a slot freed at the deadline itself is a tie)
+                now = self.loop.time()
+                free = [i for i in steady if i.has_capacity and self.p.freed_at.get(i.id, -1) < now]
                 if free:
                     self._note(f"call {call.ident} timed out queued while {free[0].id} was free")
             return
