@@ -149,7 +149,8 @@ gz_docker_start_runsc() {
     local name="${1:-gzrunsc}"
     if ! command -v runsc >/dev/null 2>&1; then
         _gz_log "installing runsc (gVisor)"
-        _gz_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc >/dev/null ||
+        _gz_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+            _gz_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc >/dev/null ||
             return 1
     fi
     mkdir -p "$GZ_DOCKER_STATE"
