@@ -282,6 +282,7 @@ async def test_a_stopped_spare_does_not_hang_the_next_caller(pool: PythonProvide
         "        except OSError:\n"
         "            pass\n"
     )
+    await asyncio.sleep(1.0)  # the supervisor has forked its spares meanwhile
     await run(pool, stop_all, instance=inst, returns=["stopped"])
     started = time.perf_counter()
     await still_serves(pool, inst)
