@@ -9,12 +9,22 @@ attribute of that name.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import UserError
 
-__all__ = ["FLAT", "BreakerPolicy", "HealthPolicy", "PoolPolicy", "RetryPolicy", "build"]
+__all__ = [
+    "FLAT",
+    "BreakerPolicy",
+    "HealthPolicy",
+    "PoolPolicy",
+    "RetryPolicy",
+    "build",
+    "checked",
+]
 
 
 @dataclass
@@ -83,6 +93,65 @@ FLAT: dict[str, str] = {
 }
 
 
+# What each field accepts: (kind, lowest value, whether the lowest value itself is allowed).
+# kind: "int", "float", "float?" (None allowed: no limit) or "bool". A bad value is refused
+# where it is given, not when the pool first uses it (a breaker built at the first add, a
+# deadline computed at the first call).
+_RULES: dict[str, tuple[str, float, bool]] = {
+    "max_instances": ("int", 1, True),
+    "min_instances": ("int", 0, True),
+    "idle_timeout": ("float", 0, True),
+    "enable_auto_discovery": ("bool", 0, True),
+    "discovery_interval": ("float", 0, False),
+    "enable_sharing": ("bool", 0, True),
+    "max_queue": ("int", 0, True),
+    "shutdown_grace": ("float", 0, True),
+    "metrics_window": ("float", 0, False),
+    "health_check_interval": ("float", 0, False),
+    "health_check_timeout": ("float", 0, False),
+    "unhealthy_threshold": ("int", 1, True),
+    "healthy_threshold": ("int", 1, True),
+    "degraded_latency_ms": ("float?", 0, False),
+    "breaker_failure_threshold": ("int", 1, True),
+    "breaker_recovery_timeout": ("float", 0, True),
+    "breaker_half_open_max": ("int", 1, True),
+    "retries": ("int", 0, True),
+    "retry_budget_ratio": ("float", 0, True),
+    "min_retries_per_s": ("float", 0, True),
+    "retry_budget_ttl": ("float", 0, False),
+    "call_timeout": ("float?", 0, False),
+    "first_token_timeout": ("float?", 0, False),
+}
+
+
+def checked(name: str, value: Any) -> Any:
+    """``value`` as option ``name`` holds it (numpy numbers become Python ones); a UserError
+    naming the option when it is of the wrong type or out of range."""
+    kind, low, inclusive = _RULES[name]
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{name} must be True or False, not {value!r}")
+    if value is None and kind == "float?":
+        return None
+    given = value
+    bound = f">= {low:g}" if inclusive else f"> {low:g}"
+    if kind == "float?":
+        bound += " or None"
+    if kind == "int":
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        what = "an integer"
+    else:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        ok = ok and not math.isnan(value)
+        what = "a number"
+    if ok:
+        value = int(value) if kind == "int" else float(value)
+        if value > low or (inclusive and value == low):
+            return value
+    raise UserError(f"{name} must be {what} {bound}, not {given!r}")
+
+
 def build(given: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
     """The four policies from policy objects (``given``, by keyword; None: defaults) and flat
     keywords, which override the objects' fields."""
@@ -98,5 +167,13 @@ def build(given: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
         policy = cls() if policy is None else dataclasses.replace(policy)
         for k, v in mine.items():
             setattr(policy, k, v)
+        for f in dataclasses.fields(policy):
+            setattr(policy, f.name, checked(f.name, getattr(policy, f.name)))
         out[key] = policy
+    pool = out["pool"]
+    if pool.min_instances > pool.max_instances:
+        raise UserError(
+            f"min_instances ({pool.min_instances}) must not exceed"
+            f" max_instances ({pool.max_instances})"
+        )
     return out

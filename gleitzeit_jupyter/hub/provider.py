@@ -47,7 +47,7 @@ class _Flat:
         return getattr(getattr(obj, self.policy), self.name)
 
     def __set__(self, obj: Any, value: Any) -> None:
-        setattr(getattr(obj, self.policy), self.name, value)
+        setattr(getattr(obj, self.policy), self.name, _policy.checked(self.name, value))
 
 
 class HubProvider(Generic[ConfigT]):
@@ -110,8 +110,6 @@ class HubProvider(Generic[ConfigT]):
         self.health_policy: HealthPolicy = policies["health"]
         self.breaker_policy: BreakerPolicy = policies["breaker"]
         self.retry_policy: RetryPolicy = policies["retry"]
-        if self.max_instances < 1 or not 0 <= self.min_instances <= self.max_instances:
-            raise UserError("need 0 <= min_instances <= max_instances and max_instances >= 1")
         self.resource_config_class = resource_config_class
         self.name = name or type(self).__name__.removesuffix("Provider").lower() or "hub"
         self.strategy = Balancer.check(strategy)

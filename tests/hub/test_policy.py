@@ -30,3 +30,55 @@ def test_unknown_keywords_and_wrong_policy_types_are_rejected():
         MemoryProvider(retriez=3)
     with pytest.raises(UserError, match="BreakerPolicy"):
         HubProvider(retry=BreakerPolicy())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("retries", -1),
+        ("retries", "2"),
+        ("call_timeout", 0),
+        ("call_timeout", -1.0),
+        ("call_timeout", float("nan")),
+        ("first_token_timeout", 0),
+        ("max_queue", -5),
+        ("max_instances", True),
+        ("max_instances", 2.5),
+        ("breaker_half_open_max", 0),
+        ("breaker_failure_threshold", 0),
+        ("breaker_recovery_timeout", -1),
+        ("health_check_interval", 0),
+        ("health_check_timeout", -1),
+        ("unhealthy_threshold", 0),
+        ("retry_budget_ttl", 0),
+        ("retry_budget_ratio", -0.1),
+        ("shutdown_grace", -1),
+        ("enable_sharing", "yes"),
+    ],
+)
+def test_a_bad_option_value_is_a_user_error_naming_it_when_given(option, value):
+    with pytest.raises(UserError, match=option):
+        MemoryProvider(**{option: value})
+    policy = {"retries": RetryPolicy, "call_timeout": RetryPolicy, "max_queue": PoolPolicy}.get(
+        option
+    )
+    if policy is not None:  # the same value inside a policy object
+        with pytest.raises(UserError, match=option):
+            MemoryProvider(
+                **{policy.__name__.removesuffix("Policy").lower(): policy(**{option: value})}
+            )
+    p = MemoryProvider()
+    with pytest.raises(UserError, match=option):
+        setattr(p, option, value)
+
+
+def test_min_instances_above_max_instances_is_a_user_error():
+    with pytest.raises(UserError, match="min_instances"):
+        MemoryProvider(min_instances=3, max_instances=2)
+
+
+def test_numpy_numbers_are_accepted_as_plain_python_numbers():
+    np = pytest.importorskip("numpy")
+    p = MemoryProvider(retries=np.int64(3), call_timeout=np.float32(1.5), max_instances=np.int8(2))
+    assert (p.retries, p.call_timeout, p.max_instances) == (3, 1.5, 2)
+    assert type(p.retries) is int and type(p.call_timeout) is float
