@@ -11,6 +11,8 @@ busy, please try again.  maximum pending requests exceeded``). ``stream`` defaul
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import random
 import time
@@ -18,15 +20,18 @@ from collections import deque
 from typing import Any
 
 from ._ollama_http import HttpRequest, Responder
+from ._ollama_memory import ModelMemory
 from ._ollama_model import (
     Faults,
     RecordedRequest,
+    default_capabilities,
     details,
     digest,
     embedding_vector,
     generate_tokens,
     normalize_model,
     now_iso,
+    shaped_json,
 )
 
 __all__ = ["ERR_BUSY", "INFERENCE_PATHS", "OllamaApi"]
@@ -52,16 +57,18 @@ class OllamaApi:
         embed_dim: int,
         version: str,
         seed: int,
+        capabilities: dict[str, list[str]] | None = None,
+        max_loaded: int | None = None,
         record_limit: int = 10_000,
     ) -> None:
         self.models = [normalize_model(m) for m in models]
-        self.loaded = {normalize_model(m) for m in loaded}
+        self.memory = ModelMemory([normalize_model(m) for m in loaded], max_loaded, load_time)
+        self.capabilities = {normalize_model(k): list(v) for k, v in (capabilities or {}).items()}
         self.latency = latency
         self.tokens_per_s = tokens_per_s
         self._slots: asyncio.Semaphore | None = None
         self.num_parallel = num_parallel
         self.max_queue = max_queue
-        self.load_time = load_time
         self.default_tokens = default_tokens
         self.embed_dim = embed_dim
         self.version = version
@@ -72,6 +79,33 @@ class OllamaApi:
         self.active = 0  # calls holding a parallel slot
         self.waiting = 0  # calls queued for a slot
         self.peak_active = 0
+
+    @property
+    def loaded(self) -> set[str]:
+        return self.memory.loaded
+
+    @loaded.setter
+    def loaded(self, names: set[str]) -> None:
+        self.memory.loaded = names
+
+    @property
+    def load_time(self) -> float:
+        return self.memory.load_time
+
+    @load_time.setter
+    def load_time(self, seconds: float) -> None:
+        self.memory.load_time = seconds
+
+    @property
+    def max_loaded(self) -> int | None:
+        return self.memory.max_loaded
+
+    @max_loaded.setter
+    def max_loaded(self, n: int | None) -> None:
+        self.memory.max_loaded = n
+
+    def capabilities_of(self, model: str) -> list[str]:
+        return self.capabilities.get(model) or default_capabilities(model)
 
     @property
     def num_parallel(self) -> int:
@@ -153,14 +187,26 @@ class OllamaApi:
         self.active -= 1
         slots.release()
 
-    async def _load(self, model: str) -> int:
-        """Load the model if cold; return load_duration in ns."""
-        if model in self.loaded:
-            return 150_000  # a warm model still reports a small load_duration
-        if self.load_time:
-            await asyncio.sleep(self.load_time)
-        self.loaded.add(model)
-        return int(self.load_time * 1e9) or 150_000
+    def _refuse(self, model: str, name: str, body: dict[str, Any], chat: bool) -> str | None:
+        """Ollama's 400 for a request the model cannot serve (its capability checks)."""
+        caps = self.capabilities_of(model)
+        if "completion" not in caps:
+            return f'"{name}" does not support generate'
+        images = body.get("images") or []
+        if chat:
+            images = [i for m in body.get("messages") or [] for i in (m.get("images") or [])]
+        if images:
+            if not all(_is_base64(i) for i in images):
+                return "illegal base64 data in images"
+            if "vision" not in caps:
+                return f'"{name}" does not support images'
+        if body.get("think") and "thinking" not in caps:
+            return f'"{name}" does not support thinking'
+        if body.get("tools") and "tools" not in caps:
+            return f'"{name}" does not support tools'
+        if body.get("suffix") and "insert" not in caps:
+            return f'"{name}" does not support insert'
+        return None
 
     # --- generation ------------------------------------------------------------------
     async def _generate_like(self, body: dict[str, Any], resp: Responder, chat: bool) -> None:
@@ -185,17 +231,24 @@ class OllamaApi:
             empty = not body.get("prompt") and not body.get("images")
         stream = body.get("stream", True) is not False
         name = body["model"]
+        refused = None if empty else self._refuse(model, name, body, chat)
+        if refused:
+            await resp.send_json(400, {"error": refused})
+            return
         t0 = time.perf_counter()
         slots = await self._acquire(resp)
         if slots is None:
             return
+        load_ns = None
         try:
-            load_ns = await self._load(model)
+            load_ns = await self.memory.acquire(model)
             if empty:
                 # Ollama loads (or, with keep_alive 0, unloads) the model and answers at once.
                 reason = "load"
                 if body.get("keep_alive") in (0, "0", "0s"):
-                    self.loaded.discard(model)
+                    self.memory.release(model)
+                    load_ns = None
+                    self.memory.unload(model)
                     reason = "unload"
                 final = {
                     "model": name,
@@ -210,6 +263,8 @@ class OllamaApi:
                 return
             await self._run(name, model, text, options, body, resp, chat, stream, t0, load_ns)
         finally:
+            if load_ns is not None:
+                self.memory.release(model)
             self._release(slots)
 
     async def _run(
@@ -230,12 +285,27 @@ class OllamaApi:
         t_eval = time.perf_counter()
         prompt_eval_ns = max(int(self.latency * 1e9), 100_000)
         tokens, reason = generate_tokens(model, text, options, self.default_tokens)
-        if body.get("format") is not None and tokens:
-            tokens = [json.dumps({"response": "".join(tokens).strip()})]
+        fmt = body.get("format")
+        if fmt and tokens:
+            words = "".join(tokens).split()
+            shaped = {"response": " ".join(words)} if fmt == "json" else shaped_json(fmt, words)
+            tokens = [json.dumps(shaped)]
+        thoughts: list[str] = []
+        if body.get("think"):
+            thoughts, _ = generate_tokens(model, "think\0" + text, options, self.default_tokens)
+        calls = _tool_calls(body.get("tools"), tokens) if chat else []
+        if calls:
+            tokens = []
+            reason = "stop"
         per_tok = 1.0 / self.tokens_per_s if self.tokens_per_s > 0 else 0.0
         err_after = self.faults.stream_error_after
         if stream:
             await resp.start_stream()
+        for tok in thoughts:
+            if per_tok:
+                await asyncio.sleep(per_tok)
+            if stream:
+                await resp.stream_line(self._chunk(name, "", chat, done=False, thinking=tok))
         for i, tok in enumerate(tokens):
             if err_after is not None and i >= err_after:
                 await self._fail_mid(resp, stream)
@@ -244,15 +314,25 @@ class OllamaApi:
                 await asyncio.sleep(per_tok)
             if stream:
                 await resp.stream_line(self._chunk(name, tok, chat, done=False))
-        eval_ns = max(int((time.perf_counter() - t_eval) * 1e9), 1_000 * max(len(tokens), 1))
-        final = self._chunk(name, "" if stream else "".join(tokens), chat, done=True)
+        n_eval = len(tokens) + len(thoughts)
+        eval_ns = max(int((time.perf_counter() - t_eval) * 1e9), 1_000 * max(n_eval, 1))
+        final = self._chunk(
+            name,
+            "" if stream else "".join(tokens),
+            chat,
+            done=True,
+            thinking="" if stream else "".join(thoughts),
+        )
+        if calls:
+            # Ollama sends tool calls whole, in one message, whether streaming or not.
+            final["message"]["tool_calls"] = calls
         final.update(
             done_reason=reason,
             total_duration=int((time.perf_counter() - t0) * 1e9),
             load_duration=load_ns,
             prompt_eval_count=max(1, len(text.split())),
             prompt_eval_duration=prompt_eval_ns,
-            eval_count=len(tokens),
+            eval_count=n_eval,
             eval_duration=eval_ns,
         )
         if not chat:
@@ -273,12 +353,16 @@ class OllamaApi:
             await resp.send_json(500, {"error": msg})
 
     @staticmethod
-    def _chunk(name: str, tok: str, chat: bool, done: bool) -> dict[str, Any]:
+    def _chunk(name: str, tok: str, chat: bool, done: bool, thinking: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {"model": name, "created_at": now_iso()}
         if chat:
             out["message"] = {"role": "assistant", "content": tok}
+            if thinking:
+                out["message"]["thinking"] = thinking
         else:
             out["response"] = tok
+            if thinking:
+                out["thinking"] = thinking
         out["done"] = done
         return out
 
@@ -295,6 +379,9 @@ class OllamaApi:
             await resp.send_json(err[0], {"error": err[1]})
             return
         assert model is not None
+        if "embedding" not in self.capabilities_of(model):
+            await resp.send_json(400, {"error": f'"{body["model"]}" does not support embeddings'})
+            return
         inp = body.get("input", [])
         inputs = [inp] if isinstance(inp, str) else inp
         if not isinstance(inputs, list) or not all(isinstance(s, str) for s in inputs):
@@ -304,21 +391,24 @@ class OllamaApi:
         slots = await self._acquire(resp)
         if slots is None:
             return
+        load_ns = await self.memory.acquire(model)
         try:
-            load_ns = await self._load(model)
             if self.latency:
                 await asyncio.sleep(self.latency)
+            dims = body.get("dimensions")
+            size = dims if isinstance(dims, int) and 0 < dims <= self.embed_dim else self.embed_dim
             await resp.send_json(
                 200,
                 {
                     "model": body["model"],
-                    "embeddings": [embedding_vector(model, s, self.embed_dim) for s in inputs],
+                    "embeddings": [embedding_vector(model, s, size) for s in inputs],
                     "total_duration": int((time.perf_counter() - t0) * 1e9),
                     "load_duration": load_ns,
                     "prompt_eval_count": sum(max(1, len(s.split())) for s in inputs),
                 },
             )
         finally:
+            self.memory.release(model)
             self._release(slots)
 
     async def embeddings(self, body: dict[str, Any], resp: Responder) -> None:
@@ -363,8 +453,8 @@ class OllamaApi:
                         "size_vram": 3155000000,
                         "context_length": 4096,
                     }
-                    for m in self.models
-                    if m in self.loaded
+                    for m in self.memory.ordered()
+                    if m in self.models
                 ]
             },
         )
@@ -383,7 +473,7 @@ class OllamaApi:
                 "template": "{{ .Prompt }}",
                 "details": details(model),
                 "model_info": {},
-                "capabilities": ["completion"],
+                "capabilities": self.capabilities_of(model),
                 "modified_at": "2025-01-01T00:00:00.000000Z",
             },
         )
@@ -401,13 +491,15 @@ class OllamaApi:
         except AttributeError as exc:
             await resp.send_json(400, {"error": str(exc)})
             return
-        for key in ("latency", "tokens_per_s", "load_time", "default_tokens"):
+        for key in ("latency", "tokens_per_s", "load_time", "default_tokens", "max_loaded"):
             if key in body:
                 setattr(self, key, body[key])
         if "models" in body:
             self.models = [normalize_model(m) for m in body["models"]]
         if "loaded" in body:
             self.loaded = {normalize_model(m) for m in body["loaded"]}
+        if "capabilities" in body:
+            self.capabilities = {normalize_model(k): v for k, v in body["capabilities"].items()}
         await resp.send_json(200, self.stats())
 
     async def stats_ep(self, body: dict[str, Any], resp: Responder) -> None:
@@ -421,8 +513,29 @@ class OllamaApi:
             "peak_active": self.peak_active,
             "models": self.models,
             "loaded": sorted(self.loaded),
+            "loads": dict(self.memory.loads),
+            "evictions": dict(self.memory.evictions),
             "faults": vars(self.faults),
         }
+
+
+def _is_base64(value: Any) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _tool_calls(tools: Any, tokens: list[str]) -> list[dict[str, Any]]:
+    """A call of the first tool offered, its arguments shaped by the tool's parameters."""
+    if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
+        return []
+    fn = tools[0].get("function") or {}
+    args = shaped_json(fn.get("parameters") or {"type": "object"}, "".join(tokens).split())
+    return [{"function": {"name": fn.get("name", "tool"), "arguments": args or {}}}]
 
 
 _ROUTES: dict[tuple[str, str], Any] = {

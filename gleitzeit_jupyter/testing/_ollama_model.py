@@ -118,3 +118,38 @@ def embedding_vector(model: str, text: str, dim: int) -> list[float]:
     v = [rng.uniform(-1, 1) for _ in range(dim)]
     norm = math.sqrt(sum(x * x for x in v)) or 1.0
     return [x / norm for x in v]
+
+
+def default_capabilities(name: str) -> list[str]:
+    """What ``/api/show`` reports when a stand-in is not told: an embedding model by its
+    name, else a general model that completes, calls tools and embeds (narrow it with the
+    stand-in's ``capabilities``)."""
+    if "embed" in name:
+        return ["embedding"]
+    return ["completion", "tools", "embedding"]
+
+
+def shaped_json(schema: Any, words: list[str], depth: int = 0) -> Any:
+    """A value matching a JSON schema's ``type``/``properties``/``items``/``enum`` (what
+    Ollama's grammar-constrained ``format`` guarantees), filled with generated words."""
+    if not isinstance(schema, dict) or depth > 8:
+        return " ".join(words).strip()
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {k: shaped_json(v, words, depth + 1) for k, v in props.items()}
+    if kind == "array":
+        return [shaped_json(schema.get("items") or {}, words, depth + 1)]
+    if kind == "integer":
+        return len(words)
+    if kind == "number":
+        return len(words) / 2
+    if kind == "boolean":
+        return len(words) % 2 == 0
+    if kind == "null":
+        return None
+    return " ".join(words).strip()

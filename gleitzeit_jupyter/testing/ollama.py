@@ -29,9 +29,17 @@ from typing import Any
 
 from ._ollama_api import ERR_BUSY, OllamaApi
 from ._ollama_http import HttpRequest, HttpServer
-from ._ollama_model import Faults, RecordedRequest, normalize_model
+from ._ollama_model import Faults, RecordedRequest, default_capabilities, normalize_model
 
-__all__ = ["ERR_BUSY", "Faults", "OllamaStandIn", "RecordedRequest", "main", "normalize_model"]
+__all__ = [
+    "ERR_BUSY",
+    "Faults",
+    "OllamaStandIn",
+    "RecordedRequest",
+    "default_capabilities",
+    "main",
+    "normalize_model",
+]
 
 
 class OllamaStandIn:
@@ -41,7 +49,11 @@ class OllamaStandIn:
     rate after it (0: instant); ``num_parallel``: calls served at once (Ollama's
     OLLAMA_NUM_PARALLEL), more wait in a queue of ``max_queue`` (OLLAMA_MAX_QUEUE) and then get
     503; ``models``: what ``/api/tags`` lists; ``loaded``: what ``/api/ps`` lists (default: none,
-    a first call loads the model, taking ``load_time`` seconds).
+    a first call loads the model, taking ``load_time`` seconds); ``max_loaded``: models held in
+    memory at once (OLLAMA_MAX_LOADED_MODELS; None: no limit), loading one more evicts the least
+    recently used idle one; ``capabilities``: per model, what ``/api/show`` reports and the
+    server enforces (``{"llava": ["completion", "vision"]}``; default: see
+    :func:`default_capabilities`). ``srv.memory.loads`` counts cold loads per model.
     """
 
     def __init__(
@@ -60,6 +72,8 @@ class OllamaStandIn:
         embed_dim: int = 16,
         version: str = "0.6.5",
         seed: int = 0,
+        capabilities: dict[str, list[str]] | None = None,
+        max_loaded: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -75,6 +89,8 @@ class OllamaStandIn:
             embed_dim=embed_dim,
             version=version,
             seed=seed,
+            capabilities=capabilities,
+            max_loaded=max_loaded,
         )
         self.disconnects: list[RecordedRequest] = []
         self._http = HttpServer(self.api.handle, self._on_disconnect)
@@ -216,6 +232,8 @@ _API_KNOBS = frozenset(
         "default_tokens",
         "num_parallel",
         "max_queue",
+        "max_loaded",
+        "capabilities",
         "embed_dim",
         "version",
     }
@@ -240,6 +258,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parallel", type=int, default=4, help="parallel slots")
     parser.add_argument("--max-queue", type=int, default=512)
     parser.add_argument("--load-time", type=float, default=0.0)
+    parser.add_argument("--max-loaded", type=int, default=None, help="models held at once")
+    parser.add_argument(
+        "--capabilities",
+        default="",
+        help="per model, e.g. 'llava=completion+vision;qwen3=completion+thinking+tools'",
+    )
     parser.add_argument("--tokens", type=int, default=12, help="tokens per answer")
     args = parser.parse_args(argv)
 
@@ -258,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
         embed_dim=16,
         version="0.6.5",
         seed=0,
+        capabilities=_capabilities(args.capabilities),
+        max_loaded=args.max_loaded,
     )
 
     async def serve() -> None:
@@ -274,6 +300,15 @@ def main(argv: list[str] | None = None) -> None:
         await http.down(reset=False)
 
     asyncio.run(serve())
+
+
+def _capabilities(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for part in text.split(";"):
+        name, _, caps = part.partition("=")
+        if name.strip():
+            out[name.strip()] = [c for c in caps.split("+") if c]
+    return out
 
 
 if __name__ == "__main__":
