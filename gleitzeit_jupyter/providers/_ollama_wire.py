@@ -168,7 +168,10 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-_encoder = json.JSONEncoder(default=_plain, ensure_ascii=False, separators=(",", ":"))
+# allow_nan=False: JSON has no NaN or Infinity, and Ollama rejects a body that holds them
+_encoder = json.JSONEncoder(
+    default=_plain, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+)
 
 
 def encode_body(body: dict[str, Any], params: dict[str, Any]) -> bytes:

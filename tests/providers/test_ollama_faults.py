@@ -90,6 +90,22 @@ async def test_a_value_that_cannot_be_sent_is_a_user_error_and_trips_no_breaker(
         assert sum(len(s.requests_to("/api/generate")) for s in trio) == 0
 
 
+@pytest.mark.parametrize(
+    "value", [float("nan"), np.float64("nan"), float("inf"), np.float32("-inf")]
+)
+async def test_a_non_finite_number_is_a_user_error_naming_it_and_nothing_is_sent(
+    trio: list[OllamaStandIn], value: float
+) -> None:
+    # JSON has no NaN or Infinity: sending the bare tokens is a body Ollama cannot parse
+    async with OllamaProvider(hosts=[trio[0].url], auto_discover=False) as p:
+        with pytest.raises(UserError, match="'temperature'"):
+            await p.execute("llm/generate", {**GEN, "temperature": value})
+        with pytest.raises(UserError, match="'options'"):
+            await p.execute("llm/generate", {**GEN, "options": {"top_p": value}})
+        assert trio[0].requests_to("/api/generate") == []
+        assert p.instances[0].metrics.failures == 0
+
+
 async def test_a_busy_server_is_not_ejected_by_health_checks() -> None:
     with OllamaStandIn(latency=1.0, num_parallel=64) as srv:
         from gleitzeit_jupyter.providers.ollama import OllamaConfig
