@@ -5,7 +5,14 @@ Pure asyncio; no Jupyter imports here (usable from scripts and services).
 
 from .balancing import STRATEGIES
 from .breaker import CircuitBreaker, CircuitState
-from .errors import ExecutionTimeout, HubError, NoResourceAvailable, ResourceFailed, UserError
+from .errors import (
+    ExecutionTimeout,
+    HubError,
+    NoResourceAvailable,
+    ResourceDeclined,
+    ResourceFailed,
+    UserError,
+)
 from .events import HubEvent
 from .instance import ResourceInstance, ResourceStatus
 from .metrics import RELATIVE_ACCURACY, InstanceMetrics
@@ -22,6 +29,7 @@ __all__ = [
     "HubProvider",
     "InstanceMetrics",
     "NoResourceAvailable",
+    "ResourceDeclined",
     "ResourceFailed",
     "ResourceInstance",
     "ResourceStatus",

@@ -9,14 +9,27 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import UserError
 from .instance import ResourceInstance
 
 __all__ = ["STRATEGIES", "Balancer", "HashRing"]
 
-STRATEGIES = ("round_robin", "random", "least_loaded", "least_latency", "weighted", "affinity")
+STRATEGIES = (
+    "fleet",
+    "round_robin",
+    "random",
+    "least_loaded",
+    "least_latency",
+    "weighted",
+    "affinity",
+)
+
+#: ``fleet`` compares expected finish times scaled by up to this much random noise: near-ties
+#: (within a few percent) spread over the instances instead of herding onto one, while an
+#: instance clearly faster still wins every time.
+FLEET_JITTER = 0.08
 
 #: Load bound factor of consistent hashing with bounded loads (Mirrokni et al.): no instance
 #: takes more than ``c`` times the average load, so one hot key cannot pin a busy instance.
@@ -86,11 +99,17 @@ class Balancer:
         candidates: Sequence[ResourceInstance],
         key: str | None = None,
         members: Sequence[ResourceInstance] = (),
+        cost: Callable[[ResourceInstance], float] | None = None,
     ) -> ResourceInstance:
         """Pick one of ``candidates`` (non-empty). ``members`` is the whole pool, used by
-        ``affinity`` so that a key's place on the ring does not depend on who is busy."""
+        ``affinity`` so that a key's place on the ring does not depend on who is busy.
+        ``cost``: the call's expected finish time per instance, used by ``fleet``."""
         if len(candidates) == 1:
             return candidates[0]
+        if strategy == "fleet":
+            if cost is None:
+                return self._p2c(candidates, lambda i: i.in_flight)
+            return self._soonest(candidates, cost)
         if strategy == "least_loaded":
             return self._p2c(candidates, lambda i: i.in_flight)
         if strategy == "round_robin":
@@ -111,6 +130,18 @@ class Balancer:
             return self._affinity(candidates, key, members or candidates)
         self.check(strategy)
         raise AssertionError(strategy)  # pragma: no cover - check raised already
+
+    def _soonest(self, candidates, cost):
+        # Every candidate, not two sampled ones: in a fleet of unequal servers the fast one
+        # must be able to win every call it would finish first (sampling two of three would
+        # cap its share at two thirds). The jitter keeps the randomisation of P2C for ties.
+        rnd = self.rng.random
+        best, best_cost = candidates[0], math.inf
+        for inst in candidates:
+            c = cost(inst) * (1.0 + FLEET_JITTER * rnd())
+            if c < best_cost:
+                best, best_cost = inst, c
+        return best
 
     def _p2c(self, candidates, cost):
         # Power of two random choices: sample two distinct instances, keep the cheaper; on a

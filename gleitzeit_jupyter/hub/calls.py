@@ -25,7 +25,14 @@ from typing import Any, Protocol
 
 from .balancing import Balancer
 from .breaker import CircuitState
-from .errors import ExecutionTimeout, HubError, NoResourceAvailable, ResourceFailed, UserError
+from .errors import (
+    ExecutionTimeout,
+    HubError,
+    NoResourceAvailable,
+    ResourceDeclined,
+    ResourceFailed,
+    UserError,
+)
 from .instance import ResourceInstance, ResourceStatus
 from .lifecycle import Lifecycle
 from .policy import RetryPolicy
@@ -92,6 +99,7 @@ class Pool(Protocol):
     ) -> AsyncIterator[dict[str, Any]]: ...
     def instance_accepts(self, instance: ResourceInstance, method: str, params: dict) -> bool: ...
     def instance_preference(self, instance: ResourceInstance, method: str, params: dict) -> int: ...
+    def instance_cost(self, instance: ResourceInstance, method: str, params: dict) -> float: ...
     def no_instance_error(
         self, method: str, params: dict, instances: list[ResourceInstance]
     ) -> HubError | None: ...
@@ -309,6 +317,9 @@ class CallPath:
                     hint="the call was cancelled after the shutdown grace period",
                 ) from None
             raise exc
+        if isinstance(exc, ResourceDeclined):
+            self._finish_neutral(inst, trial)  # turned away, not failed: move on, eject nothing
+            return exc
         if isinstance(exc, HubError) and not isinstance(exc, ResourceFailed):
             if exc.instance is None:
                 exc.instance = inst.id
@@ -396,12 +407,16 @@ class CallPath:
         free = ready if healthy else doubtful
         if not free:
             return None
-        if len(free) > 1 and self._ranks:
+        # fleet's cost already weighs what preference tiers would (warm, busy): no tiers
+        if len(free) > 1 and self._ranks and strategy != "fleet":
             ranks = [pool.instance_preference(i, method, params) for i in free]
             top = max(ranks)
             free = [i for i, r in zip(free, ranks, strict=True) if r == top]
         key = params.get("affinity_key") or params.get("session")
-        inst = self.balancer.choose(strategy, free, key, accepting)
+        cost = None
+        if strategy == "fleet":
+            cost = lambda i: pool.instance_cost(i, method, params)  # noqa: E731
+        inst = self.balancer.choose(strategy, free, key, accepting, cost)
         trial = inst.breaker.admit() == "trial"  # type: ignore[union-attr]
         inst.in_flight += 1
         pool.dirty = True  # in-flight counts are news too (the next coalesced event)

@@ -10,6 +10,7 @@ __all__ = [
     "ExecutionTimeout",
     "HubError",
     "NoResourceAvailable",
+    "ResourceDeclined",
     "ResourceFailed",
     "UserError",
 ]
@@ -64,6 +65,16 @@ class ResourceFailed(HubError):
     ):
         super().__init__(message, instance=instance, hint=hint)
         self.started = started
+
+
+class ResourceDeclined(ResourceFailed):
+    """The instance turned the call away without running it: its queue is full (backpressure)
+    or it no longer has what the call needs while another instance has. The hub moves the call
+    elsewhere at no cost and holds nothing against the instance (breaker and health as they
+    were)."""
+
+    def __init__(self, message: str, *, instance: str | None = None, hint: str | None = None):
+        super().__init__(message, instance=instance, hint=hint, started=False)
 
 
 class ExecutionTimeout(ResourceFailed):

@@ -207,6 +207,11 @@ class HubProvider(Generic[ConfigT]):
     def instance_preference(self, instance: ResourceInstance, method: str, params: dict) -> int:
         return 0
 
+    def instance_cost(self, instance: ResourceInstance, method: str, params: dict) -> float:
+        """Expected seconds until the call would finish on ``instance`` (the ``fleet``
+        strategy sends it where this is least). Default: its calls in flight."""
+        return float(instance.in_flight)
+
     def instance_extras(self, instance: ResourceInstance) -> dict[str, Any]:
         return {}
 
