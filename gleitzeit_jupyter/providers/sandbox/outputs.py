@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,11 +68,26 @@ _SVG_GEOMETRY = {
 _SVG_ATTRIBUTES = {tag: _SVG_COMMON | _SVG_GEOMETRY for tag in _SVG_TAGS}
 
 
+# SVG attribute values are CSS values to the browser: besides url(...), image-set('...') and
+# friends fetch a URL, and CSS escapes (\\75rl) spell any name. So a value may call only
+# these functions, url() only with a local #id, and may hold no backslash or quote.
+_CSS_FUNCTION = re.compile(r"([A-Za-z_-][A-Za-z0-9_-]*)?\s*\(")
+_CSS_FUNCTIONS = {
+    "url", "rgb", "rgba", "hsl", "hsla", "matrix", "translate", "scale", "rotate", "skewx",
+    "skewy",
+}  # fmt: skip
+_LOCAL_URL = re.compile(r"url\(\s*#[A-Za-z0-9_.:-]*\s*\)", re.IGNORECASE)
+
+
 def _local_refs_only(tag: str, attr: str, value: str) -> str | None:
-    # Paint servers, clip paths and masks may point at this document (url(#id)) only.
-    lowered = value.replace(" ", "").lower()
-    if "url(" in lowered and not all(part.startswith("#") for part in lowered.split("url(")[1:]):
+    if any(c in value for c in "\\'\"") or "/*" in value:
         return None
+    for match in _CSS_FUNCTION.finditer(value):
+        name = (match.group(1) or "").lower()
+        if name not in _CSS_FUNCTIONS:
+            return None
+        if name == "url" and not _LOCAL_URL.match(value, match.start()):
+            return None
     return value
 
 
@@ -81,7 +97,6 @@ def sanitize_html(text: str) -> str:
         tags=_HTML_TAGS,
         attributes=_HTML_ATTRIBUTES,
         url_schemes=_URL_SCHEMES,
-        attribute_filter=_local_refs_only,
     )
 
 

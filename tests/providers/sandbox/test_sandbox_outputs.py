@@ -74,6 +74,34 @@ def test_svg_keeps_shapes_and_loses_scripts_handlers_and_remote_references() -> 
         assert bad not in clean, bad
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        r"\75rl(http://e/x.svg#a)",  # a CSS escape spells url( without the letters
+        r"\000055 rl(http://e/x.svg#a)",
+        "image-set('http://e/x.png' 1x)",  # fetches a string URL, no url( at all
+        "linear-gradient(red, blue), url('http://e/m.svg#m')",
+    ],
+)
+def test_svg_presentation_attributes_cannot_reach_a_remote_url(value: str) -> None:
+    # Chromium fetches each of these from a mask/fill attribute: a way to send what the run
+    # computed past the sandbox's missing network, through the user's browser.
+    svg = f'<svg><rect mask="{value}" fill="{value}" clip-path="{value}"/></svg>'
+    clean = one({"image/svg+xml": svg})["image/svg+xml"]
+    assert "http://e" not in clean
+
+
+def test_svg_keeps_local_references_colours_and_transforms() -> None:
+    svg = (
+        '<svg><g transform="translate(1,2) scale(2) rotate(45)">'
+        '<rect fill="url(#g)" stroke="rgb(1, 2, 3)" mask="url( #m )"/></g></svg>'
+    )
+    clean = one({"image/svg+xml": svg})["image/svg+xml"]
+    for kept in ('transform="translate(1,2) scale(2) rotate(45)"', 'fill="url(#g)"',
+                 'stroke="rgb(1, 2, 3)"', 'mask="url( #m )"'):  # fmt: skip
+        assert kept in clean, kept
+
+
 def test_images_pass_only_when_their_bytes_are_that_image() -> None:
     assert one({"image/png": PNG})["image/png"] == PNG
     assert one({"image/png": base64.b64encode(b"<svg onload=alert(1)>").decode()}) == {}
