@@ -1,8 +1,11 @@
 """OllamaProvider: a pool of Ollama servers behind one HubProvider, spoken to over httpx.
 
-Routing is model-aware: an instance takes a call only if ``/api/tags`` lists the model
-(refreshed during health checks); instances with it already loaded (``/api/ps``) and not just
-busy (503) are preferred; then the hub's strategy picks. See the README's Ollama section.
+Routing knows the fleet: an instance takes a call only if ``/api/tags`` lists the model and
+``/api/show`` says the model can serve it (vision for images, thinking, tools, embedding);
+the default ``fleet`` strategy then sends it where it is expected to finish first, from each
+server's learned speed, slots, queue and models in memory (:mod:`gleitzeit_jupyter.hub.fleet`).
+A 503 (Ollama's queue full) and a 404 for a model another instance lists move the call
+elsewhere without counting as a failure. See the README's Ollama section.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ from ..hub import (
     HubError,
     HubProvider,
     NoResourceAvailable,
+    ResourceDeclined,
     ResourceFailed,
     ResourceInstance,
     ResourceStatus,
     UserError,
 )
+from ..hub.fleet import Fleet
 from . import _ollama_wire as wire
+from .hosts import DEFAULT_HOST, env_hosts, parse_host
 
 __all__ = ["OllamaConfig", "OllamaProvider", "OllamaProviderStreamlined"]
 
@@ -41,21 +47,23 @@ class OllamaConfig:
     """One Ollama server.
 
     ``num_parallel``: the calls it runs at once (its OLLAMA_NUM_PARALLEL; the API does not
-    report it). While fewer are in flight, an instance with the model loaded is preferred;
-    beyond, the others share the load (and load the model). ``max_concurrency``: a hard cap
-    on calls the hub sends it at once, so the hub rather than Ollama queues; ``None``: none.
+    report it); the ``fleet`` strategy divides the queue there by it. ``max_loaded_models``:
+    models it holds in memory at once (OLLAMA_MAX_LOADED_MODELS); None: learned when
+    ``/api/ps`` shows an eviction. ``max_concurrency``: a hard cap on calls the hub sends it at
+    once, so the hub rather than Ollama queues; ``None``: none.
     """
 
     host: str = "http://127.0.0.1:11434"
     num_parallel: int = 4
     max_concurrency: int | None = None
+    max_loaded_models: int | None = None
     max_connections: int = 32
     weight: float = 1.0
     tags: frozenset[str] = frozenset()
 
     @property
     def url(self) -> str:
-        return wire.normalize_host(self.host)
+        return parse_host(self.host)
 
 
 @dataclass
@@ -77,6 +85,9 @@ class _State:
     catalog: dict[str, dict[str, Any]] = field(default_factory=dict)
     refreshed_at: float = float("-inf")
     busy_until: float = 0.0
+    # model -> (digest, capabilities from /api/show); a new digest is asked again
+    capabilities: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    skipped: str | None = None  # why the last call this instance could not take went elsewhere
     samples: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=_TPS_SAMPLES))
 
 
@@ -99,7 +110,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         self,
         hosts: str | OllamaConfig | Iterable[str | OllamaConfig] | None = None,
         auto_discover: bool = True,
-        strategy: str = "least_loaded",
+        strategy: str = "fleet",
         request_timeout: float = 300.0,
         connect_timeout: float = 2.0,
         first_token_timeout: float | None = None,
@@ -131,6 +142,8 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         self.scan_ports = tuple(scan_ports)
         self.model_refresh_interval = model_refresh_interval
         self.busy_backoff = busy_backoff
+        self.fleet = Fleet()
+        self._refreshing: set[asyncio.Task[None]] = set()
 
     # ---- pool membership -------------------------------------------------------------
     def resource_key(self, config: OllamaConfig) -> str:
@@ -146,12 +159,12 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         if self.hosts or self.enable_auto_discovery:
             return list(self.hosts)
         # Nothing named and no discovery: the one place Ollama usually is.
-        return [OllamaConfig(host=(wire.env_hosts() or ["http://127.0.0.1:11434"])[0])]
+        return [OllamaConfig(host=(env_hosts() or [DEFAULT_HOST])[0])]
 
     async def discover_resources(self) -> list[OllamaConfig]:
-        named = wire.env_hosts()  # the user named these: kept even while they are down
-        scanned = [f"http://{self.scan_host}:{p}" for p in self.scan_ports]
-        scanned = [u for u in scanned if wire.normalize_host(u) not in named]
+        named = env_hosts()  # the user named these: kept even while they are down
+        scanned = [parse_host(f"{self.scan_host}:{p}") for p in self.scan_ports]
+        scanned = [u for u in scanned if u not in named]
         async with httpx.AsyncClient(timeout=_PROBE_TIMEOUT) as probe:
             answers = await asyncio.gather(*(self._probe(probe, u) for u in scanned))
         urls = dict.fromkeys(named + [u for u, ok in zip(scanned, answers, strict=True) if ok])
@@ -180,8 +193,12 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         )
         urls = {p: httpx.URL(url + p) for p in wire.PATHS.values()}
         state = _State(client, transport, probe, url, urls, {"timeout": timeout.as_dict()})
+        ident = urlsplit(url).netloc
+        view = self.fleet.server(ident)
+        view.slots = max(1, config.num_parallel)
+        view.max_loaded = config.max_loaded_models
         return ResourceInstance(
-            id=urlsplit(url).netloc,
+            id=ident,
             config=config,
             endpoint=url,
             handle=state,
@@ -192,6 +209,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
 
     async def destroy_resource(self, instance: ResourceInstance) -> None:
         st = _state(instance)
+        self.fleet.forget(instance.id)
         await asyncio.gather(st.client.aclose(), st.probe.aclose())
 
     async def check_resource_health(self, instance: ResourceInstance) -> bool:
@@ -213,14 +231,47 @@ class OllamaProvider(HubProvider[OllamaConfig]):
             wire.normalize_model(m.get("model") or m["name"]): m
             for m in tags.json().get("models") or []
         }
+        await self._refresh_capabilities(st, catalog)
         st.catalog = catalog
         st.models = set(catalog)
-        st.loaded = {
+        in_memory = [
             wire.normalize_model(m.get("model") or m["name"]) for m in ps.json().get("models") or []
-        }
+        ]
+        st.loaded = set(in_memory)
+        self.fleet.set_loaded(instance.id, in_memory)
         st.refreshed_at = time.monotonic()
         instance.metadata["models"] = sorted(st.models)
         instance.metadata["loaded"] = sorted(st.loaded)
+
+    async def _refresh_capabilities(self, st: _State, catalog: dict[str, dict[str, Any]]) -> None:
+        """``/api/show`` for each model whose digest is new here (cached per digest)."""
+        stale = [
+            name
+            for name, meta in catalog.items()
+            if st.capabilities.get(name, ("",))[0] != meta.get("digest", "?")
+        ]
+
+        async def show(name: str) -> None:
+            r = await st.probe.post("/api/show", json={"model": name})
+            if r.status_code == 200:
+                caps = r.json().get("capabilities")
+                if isinstance(caps, list):
+                    st.capabilities[name] = (catalog[name].get("digest", "?"), frozenset(caps))
+
+        await asyncio.gather(*(show(n) for n in stale), return_exceptions=True)
+        for gone in set(st.capabilities) - set(catalog):
+            del st.capabilities[gone]
+
+    def _refresh_soon(self, instance: ResourceInstance) -> None:
+        # After a 404 the model list is stale: re-read it now, not at the next health check.
+        task = asyncio.ensure_future(self._refresh_models(instance))
+        self._refreshing.add(task)
+        task.add_done_callback(self._refresh_done)
+
+    def _refresh_done(self, task: asyncio.Task[None]) -> None:
+        self._refreshing.discard(task)
+        if not task.cancelled():
+            task.exception()  # read: a failed refresh is the health check's business
 
     # ---- routing ---------------------------------------------------------------------
     def validate(self, method: str, params: dict[str, Any]) -> None:
@@ -229,11 +280,36 @@ class OllamaProvider(HubProvider[OllamaConfig]):
     def _model(self, params: dict[str, Any]) -> str:
         return wire.normalize_model(str(params.get("model") or self.default_model))
 
+    def _missing(self, instance: ResourceInstance, method: str, params: dict) -> str | None:
+        """Why this instance cannot take the call; None when it can."""
+        st = _state(instance)
+        model = self._model(params)
+        if st.models is None:
+            return "has not listed its models yet"
+        if model not in st.models:
+            return f"does not have {model}"
+        known = st.capabilities.get(model)
+        if known is None:
+            return None  # /api/show did not answer: let Ollama itself judge
+        lacking = sorted(wire.needs(method, params) - known[1])
+        return f"{model} lacks {', '.join(lacking)}" if lacking else None
+
     def instance_accepts(self, instance: ResourceInstance, method: str, params: dict) -> bool:
         if method not in wire.MODEL_METHODS:
             return True
-        models = _state(instance).models
-        return models is not None and self._model(params) in models
+        why = self._missing(instance, method, params)
+        if why is not None:
+            _state(instance).skipped = why
+            return False
+        return True
+
+    def instance_cost(self, instance: ResourceInstance, method: str, params: dict) -> float:
+        limit = params.get("max_tokens", params.get("num_predict"))
+        opts = params.get("options")
+        if limit is None and isinstance(opts, dict):
+            limit = opts.get("num_predict")
+        tokens = float(limit) if isinstance(limit, int) and limit > 0 else None
+        return self.fleet.cost(instance.id, instance.in_flight, self._model(params), tokens)
 
     def instance_preference(self, instance: ResourceInstance, method: str, params: dict) -> int:
         st = _state(instance)
@@ -251,10 +327,22 @@ class OllamaProvider(HubProvider[OllamaConfig]):
     ) -> HubError | None:
         if method not in wire.MODEL_METHODS or not instances:
             return None
-        if any(self._model(params) in (_state(i).models or ()) for i in instances):
+        if any(
+            self._model(params) in (_state(i).models or ()) and not self._missing(i, method, params)
+            for i in instances
+        ):
             return None  # it exists, on drained or removed instances: the hub's error says so
         model = str(params.get("model") or self.default_model)  # as the caller wrote it
         asked = ", ".join(i.id for i in instances)
+        having = [i for i in instances if self._model(params) in (_state(i).models or ())]
+        if having:
+            where = "; ".join(
+                f"{i.id}: {self._missing(i, method, params) or 'busy'}" for i in having
+            )
+            return UserError(
+                f"no Ollama instance can serve this {method} call with '{model}' ({where})",
+                hint="pick a model that has it (see `ollama show MODEL`) or drop that field",
+            )
         unknown = [i.id for i in instances if _state(i).models is None]
         if unknown:
             return NoResourceAvailable(
@@ -268,10 +356,18 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         )
 
     def instance_extras(self, instance: ResourceInstance) -> dict[str, Any]:
-        return {"tokens_per_s": _tokens_per_s(_state(instance).samples)}
+        st = _state(instance)
+        return {
+            "tokens_per_s": _tokens_per_s(st.samples),
+            "skipped": st.skipped,
+            "routing": self.fleet.snapshot(instance.id),
+        }
 
     def pool_extras(self, instances: list[ResourceInstance]) -> dict[str, Any]:
-        return {"tokens_per_s": _tokens_per_s([s for i in instances for s in _state(i).samples])}
+        return {
+            "tokens_per_s": _tokens_per_s([s for i in instances for s in _state(i).samples]),
+            "routing": _WHY.get(self.strategy, self.strategy),
+        }
 
     # ---- calls -----------------------------------------------------------------------
     async def execute(
@@ -285,13 +381,30 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         st = _state(instance)
         if status == 404 and st.models is not None:
             st.models.discard(model)  # deleted since the last refresh: stop routing it here
-        elif status == 503:  # Ollama's queue is full: send elsewhere for a while
+            st.skipped = f"answered 404 for {model}"
+            self._refresh_soon(instance)
+            if any(model in (_state(i).models or ()) for i in self.instances if i is not instance):
+                return ResourceDeclined(
+                    f"model '{model}' is gone from {instance.id}; trying an instance that lists it",
+                    instance=instance.id,
+                )
+        elif status == 503:
+            # Ollama's queue is full (OLLAMA_MAX_QUEUE): backpressure, not a fault. Send the
+            # call elsewhere, and new calls elsewhere for a while.
             st.busy_until = time.monotonic() + self.busy_backoff
+            st.skipped = "busy (503)"
+            self.fleet.busy(instance.id, self.busy_backoff)
+            return ResourceDeclined(
+                f"Ollama at {instance.id} is busy: {wire.error_message(text)}",
+                instance=instance.id,
+                hint="its queue is full (OLLAMA_MAX_QUEUE); retry later or add an instance",
+            )
         return wire.http_error(status, text, instance.id, model)
 
     def _succeeded(self, instance: ResourceInstance, model: str, data: dict[str, Any]) -> None:
         st = _state(instance)
         st.loaded.add(model)
+        self.fleet.finished(instance.id, model, data)
         count, ns = data.get("eval_count"), data.get("eval_duration")
         if isinstance(count, int) and isinstance(ns, int) and ns > 0:
             st.samples.append((count, ns))
@@ -302,6 +415,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         st = _state(instance)
         path, body, model = wire.build_body(method, params, self.default_model, stream=False)
         content = wire.encode_body(body, params)
+        self.fleet.starting(instance.id, model)
         started = time.perf_counter()
         try:
             r = await wire.post_json(st.transport, st.urls[path], content, st.extensions)
@@ -331,6 +445,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         st = _state(instance)
         path, body, model = wire.build_body(method, params, self.default_model, stream=True)
         content = wire.encode_body(body, params)
+        self.fleet.starting(instance.id, model)
         started = time.perf_counter()
         resp: httpx.Response | None = None
         try:
@@ -421,6 +536,12 @@ class OllamaProvider(HubProvider[OllamaConfig]):
 
 #: Seed-compatible name.
 OllamaProviderStreamlined = OllamaProvider
+
+
+_WHY = {
+    "fleet": "fleet: each call goes where it is expected to finish first (learned speed and"
+    " slots, calls queued there, a cold load if the model is not in memory)",
+}
 
 
 def _tokens_per_s(samples: Any) -> float | None:

@@ -19,6 +19,7 @@ from gleitzeit_jupyter.hub import (
     UserError,
 )
 from gleitzeit_jupyter.providers import _ollama_wire as wire
+from gleitzeit_jupyter.providers.hosts import parse_host
 from gleitzeit_jupyter.providers.ollama import OllamaConfig, OllamaProvider
 from gleitzeit_jupyter.testing.ollama import OllamaStandIn
 
@@ -96,9 +97,9 @@ def test_name_normalization() -> None:
     assert wire.normalize_model("llama3.2") == "llama3.2:latest"
     assert wire.normalize_model("llama3.2:latest") == "llama3.2:latest"
     assert wire.normalize_model("registry:5000/me/m") == "registry:5000/me/m:latest"
-    assert wire.normalize_host("0.0.0.0") == "http://127.0.0.1:11434"
-    assert wire.normalize_host("gpu-box:11500/") == "http://gpu-box:11500"
-    assert wire.normalize_host("https://ollama.example") == "https://ollama.example:443"
+    assert parse_host("0.0.0.0") == "http://127.0.0.1:11434"
+    assert parse_host("gpu-box:11500/") == "http://gpu-box:11500"
+    assert parse_host("https://ollama.example") == "https://ollama.example:443"
 
 
 async def test_loaded_model_is_preferred(pair: tuple[OllamaStandIn, OllamaStandIn]) -> None:
@@ -111,16 +112,35 @@ async def test_loaded_model_is_preferred(pair: tuple[OllamaStandIn, OllamaStandI
         assert p.instances[1].metadata["loaded"] == ["llama3.2:latest"]
 
 
-async def test_model_deleted_after_refresh(pair: tuple[OllamaStandIn, OllamaStandIn]) -> None:
+async def test_model_deleted_on_one_instance_fails_over_to_one_listing_it(
+    pair: tuple[OllamaStandIn, OllamaStandIn],
+) -> None:
     a, b = pair
     a.loaded = ["llama3.2"]
-    async with pool(a.url, b.url) as p:
+    async with pool(a.url, b.url, strategy="least_loaded") as p:
         a.models = ["other"]  # deleted on A; the provider's list is now stale
+        a_id, b_id = p.instances[0].id, p.instances[1].id
+        assert p.instance_accepts(p.instances[0], "llm/generate", GEN)
+        r = await p.execute("llm/generate", GEN, instance=None)
+        assert r["instance"] == b_id  # A's 404 moved the call, it did not fail it
+        assert p.instances[0].breaker_state is CircuitState.CLOSED
+        assert p.get_instance(a_id).metrics.failures == 0
+        for _ in range(50):  # A's model list is read again at once, not at the next check
+            if p.get_instance(a_id).metadata.get("models") == ["other:latest"]:
+                break
+            await asyncio.sleep(0.02)
+        assert p.get_instance(a_id).metadata["models"] == ["other:latest"]
+
+
+async def test_model_missing_everywhere_is_the_callers_error(
+    pair: tuple[OllamaStandIn, OllamaStandIn],
+) -> None:
+    a, b = pair
+    async with pool(a.url, b.url) as p:
+        a.models = b.models = ["other"]  # gone from both since the last refresh
         with pytest.raises(UserError, match="not found"):
             await p.execute("llm/generate", GEN)
-        r = await p.execute("llm/generate", GEN)  # A dropped it from its list: B now
-        assert r["instance"] == p.instances[1].id
-        assert p.instances[0].breaker_state is CircuitState.CLOSED
+        assert all(i.breaker_state is CircuitState.CLOSED for i in p.instances)
 
 
 async def test_busy_503_retries_elsewhere_and_backs_off(
@@ -251,10 +271,10 @@ async def test_discovery_from_env_and_port_scan(monkeypatch: pytest.MonkeyPatch)
         )
         async with p:
             found = {i.id: i.origin for i in p.instances}
+            # GLEITZEIT_OLLAMA_HOSTS names the pool and wins over OLLAMA_HOST, as in config
             assert found == {
                 f"127.0.0.1:{s.port}": o
                 for s, o in (
-                    (a, "discovered"),
                     (b, "discovered"),
                     (c, "discovered"),
                     (d, "explicit"),
@@ -265,6 +285,10 @@ async def test_discovery_from_env_and_port_scan(monkeypatch: pytest.MonkeyPatch)
             monkeypatch.delenv("OLLAMA_HOST")
             await p.discover_now()
             assert {i.id for i in p.instances} == {f"127.0.0.1:{s.port}" for s in (b, d)}
+            monkeypatch.delenv("GLEITZEIT_OLLAMA_HOSTS")
+            monkeypatch.setenv("OLLAMA_HOST", f"0.0.0.0:{a.port}")
+            await p.discover_now()  # OLLAMA_HOST alone names one server
+            assert {i.id for i in p.instances} == {f"127.0.0.1:{s.port}" for s in (a, d)}
 
 
 async def test_a_single_host_string_is_one_host() -> None:

@@ -1,0 +1,204 @@
+"""What a pool knows about unequal servers of models: speed, slots, models in memory.
+
+The ``fleet`` strategy asks :meth:`Fleet.cost` for each candidate and sends the call where it
+is expected to finish first. The estimate for one call of ``model`` on one server:
+
+    cost = backoff + cold + wait + service
+    service = time to first token + tokens / tokens_per_s     (learned per server and model)
+    wait    = calls queued beyond the server's slots x service / slots
+    cold    = 0 if the model is in memory there; the rest of its load if it is loading; else
+              its load time (learned per server and model), plus, when the server is full,
+              the load of the model it would evict (its next call pays that again)
+    backoff = what is left of a "busy" (503) answer's back-off
+
+A server or model without samples borrows the pool's figures for the model (then any model),
+so it is tried and measured early; nothing is a guess once calls have come back. Memory is
+bounded: a few floats per (server, model).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["COLD_LOAD_S", "Fleet", "ServerView"]
+
+#: A load_duration above this is a cold load (a warm model reports microseconds).
+COLD_LOAD_S = 0.05
+_ALPHA = 0.2  # EWMA weight of a new sample
+_PRIOR_LOAD_S = 3.0  # a model's load time before any was seen anywhere
+_PRIOR_SERVICE_S = 1.0
+_PRIOR_TOKENS = 128.0
+
+
+def _ewma(old: float | None, new: float) -> float:
+    return new if old is None else old + _ALPHA * (new - old)
+
+
+@dataclass
+class _Rates:
+    tps: float | None = None  # tokens per second while generating, per call
+    ttft_s: float | None = None  # prompt evaluation: time to first token
+    load_s: float | None = None  # a cold load
+
+
+@dataclass
+class ServerView:
+    """One server as the pool sees it."""
+
+    slots: int = 1
+    max_loaded: int | None = None  # models it holds at once; None: not known (no limit seen)
+    loaded: OrderedDict[str, None] = field(default_factory=OrderedDict)  # oldest use first
+    loading_until: dict[str, float] = field(default_factory=dict)
+    busy_until: float = 0.0
+    rates: dict[str, _Rates] = field(default_factory=dict)
+    cold_loads: int = 0
+    cold_since_refresh: bool = False
+
+
+class Fleet:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._servers: dict[str, ServerView] = {}
+        self._tokens: dict[str, float] = {}  # model -> tokens per answer (EWMA, pool-wide)
+
+    def server(self, ident: str) -> ServerView:
+        view = self._servers.get(ident)
+        if view is None:
+            view = self._servers[ident] = ServerView()
+        return view
+
+    def forget(self, ident: str) -> None:
+        self._servers.pop(ident, None)
+
+    # ---- what the servers tell ----------------------------------------------------------
+    def set_loaded(self, ident: str, models: Iterable[str]) -> None:
+        """The models a server lists as in memory (``/api/ps``, most recently used first).
+        A model gone after a cold load since the last look was evicted: the server holds no
+        more than it lists now."""
+        view = self.server(ident)
+        now = list(models)
+        if view.cold_since_refresh and any(m not in now for m in view.loaded) and now:
+            view.max_loaded = len(now) if view.max_loaded is None else view.max_loaded
+        view.cold_since_refresh = False
+        view.loaded = OrderedDict((m, None) for m in reversed(now))
+        for m in now:
+            view.loading_until.pop(m, None)
+
+    def starting(self, ident: str, model: str) -> None:
+        """A call for ``model`` was just sent to the server: count its load once."""
+        view = self.server(ident)
+        if model in view.loaded:
+            view.loaded.move_to_end(model)
+            return
+        if model in view.loading_until:
+            return
+        view.loading_until[model] = self.clock() + self._load_s(view, model)
+        if view.max_loaded is not None:
+            while view.loaded and len(view.loaded) + len(view.loading_until) > view.max_loaded:
+                view.loaded.popitem(last=False)  # the server evicts its least recently used
+
+    def finished(self, ident: str, model: str, data: dict[str, Any]) -> None:
+        """Learn from a final Ollama answer (durations in ns)."""
+        view = self.server(ident)
+        rates = view.rates.setdefault(model, _Rates())
+        count, eval_ns = data.get("eval_count"), data.get("eval_duration")
+        if isinstance(count, int) and isinstance(eval_ns, (int, float)) and eval_ns > 0:
+            rates.tps = _ewma(rates.tps, count / (eval_ns / 1e9))
+            self._tokens[model] = _ewma(self._tokens.get(model), float(count))
+        prompt_ns = data.get("prompt_eval_duration")
+        if isinstance(prompt_ns, (int, float)) and prompt_ns >= 0:
+            rates.ttft_s = _ewma(rates.ttft_s, prompt_ns / 1e9)
+        load_ns = data.get("load_duration")
+        if isinstance(load_ns, (int, float)) and load_ns / 1e9 > COLD_LOAD_S:
+            rates.load_s = _ewma(rates.load_s, load_ns / 1e9)
+            view.cold_loads += 1
+            view.cold_since_refresh = True
+        view.loading_until.pop(model, None)
+        view.loaded[model] = None
+        view.loaded.move_to_end(model)
+        if view.max_loaded is not None:
+            while len(view.loaded) > view.max_loaded:
+                view.loaded.popitem(last=False)
+
+    def busy(self, ident: str, seconds: float) -> None:
+        self.server(ident).busy_until = self.clock() + seconds
+
+    # ---- estimates ---------------------------------------------------------------------
+    def _pooled(self, model: str, attr: str) -> float | None:
+        same = [getattr(v.rates[model], attr) for v in self._servers.values() if model in v.rates]
+        same = [x for x in same if x is not None]
+        if same:
+            return sum(same) / len(same)
+        anyv = [getattr(r, attr) for v in self._servers.values() for r in v.rates.values()]
+        anyv = [x for x in anyv if x is not None]
+        return sum(anyv) / len(anyv) if anyv else None
+
+    def _rate(self, view: ServerView, model: str, attr: str) -> float | None:
+        own = view.rates.get(model)
+        value = getattr(own, attr) if own is not None else None
+        if value is None:
+            mine = [getattr(r, attr) for r in view.rates.values() if getattr(r, attr) is not None]
+            value = sum(mine) / len(mine) if mine else self._pooled(model, attr)
+        return value
+
+    def _load_s(self, view: ServerView, model: str) -> float:
+        own = view.rates.get(model)
+        if own is not None and own.load_s is not None:
+            return own.load_s
+        return self._pooled(model, "load_s") or _PRIOR_LOAD_S
+
+    def service_s(self, ident: str, model: str, tokens: float | None = None) -> float:
+        """Expected seconds one call of ``model`` runs on the server once it has a slot."""
+        view = self.server(ident)
+        n = tokens if tokens is not None else self._tokens.get(model, _PRIOR_TOKENS)
+        tps = self._rate(view, model, "tps")
+        ttft = self._rate(view, model, "ttft_s") or 0.0
+        if tps is None or tps <= 0:
+            return _PRIOR_SERVICE_S + ttft
+        return ttft + n / tps
+
+    def cost(self, ident: str, in_flight: int, model: str, tokens: float | None = None) -> float:
+        """Expected seconds until a call of ``model`` sent now would finish there."""
+        view = self.server(ident)
+        now = self.clock()
+        service = self.service_s(ident, model, tokens)
+        slots = max(view.slots, 1)
+        wait = max(0, in_flight + 1 - slots) * service / slots
+        cold = 0.0
+        if model not in view.loaded:
+            until = view.loading_until.get(model)
+            if until is not None:
+                cold = max(0.0, until - now)
+            else:
+                cold = self._load_s(view, model)
+                full = view.max_loaded is not None and (
+                    len(view.loaded) + len(view.loading_until) >= view.max_loaded
+                )
+                if full and view.loaded:
+                    # Ollama evicts only an idle model: the calls running there finish first,
+                    # and the evicted model's next call loads it again.
+                    victim = next(iter(view.loaded))
+                    cold += in_flight * service / slots + self._load_s(view, victim)
+        return max(0.0, view.busy_until - now) + cold + wait + service
+
+    def snapshot(self, ident: str) -> dict[str, Any]:
+        """JSON-able figures for status(): what the estimate is made of."""
+        view = self.server(ident)
+        return {
+            "slots": view.slots,
+            "max_loaded": view.max_loaded,
+            "loaded": list(view.loaded),
+            "cold_loads": view.cold_loads,
+            "rates": {
+                m: {
+                    "tokens_per_s": None if r.tps is None else round(r.tps, 1),
+                    "ttft_ms": None if r.ttft_s is None else round(r.ttft_s * 1000, 1),
+                    "load_ms": None if r.load_s is None else round(r.load_s * 1000, 1),
+                }
+                for m, r in view.rates.items()
+            },
+        }
