@@ -7,11 +7,11 @@ be read, and tested, in one place.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
-import os
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -24,9 +24,10 @@ __all__ = [
     "build_body",
     "check_params",
     "encode_body",
+    "error_message",
     "first_line",
     "http_error",
-    "normalize_host",
+    "needs",
     "normalize_model",
     "post_json",
     "shape_chunk",
@@ -39,7 +40,8 @@ METHODS = (GENERATE, CHAT, EMBED, MODELS)
 MODEL_METHODS = frozenset({GENERATE, CHAT, EMBED})
 PATHS = {GENERATE: "/api/generate", CHAT: "/api/chat", EMBED: "/api/embed"}
 
-#: Ollama's own top-level request fields, forwarded as they are.
+#: Ollama's own top-level request fields (its api/types.go and the official client's
+#: request types), forwarded as they are. ``stream`` is checked against the call's kind.
 FIELDS = {
     GENERATE: (
         "model",
@@ -48,16 +50,74 @@ FIELDS = {
         "system",
         "template",
         "context",
-        "images",
-        "format",
-        "options",
-        "keep_alive",
-        "think",
+        "stream",
         "raw",
+        "format",
+        "keep_alive",
+        "images",
+        "options",
+        "think",
+        "logprobs",
+        "top_logprobs",
+        "truncate",
+        "shift",
     ),
-    CHAT: ("model", "messages", "tools", "format", "options", "keep_alive", "think"),
+    CHAT: (
+        "model",
+        "messages",
+        "tools",
+        "stream",
+        "format",
+        "keep_alive",
+        "options",
+        "think",
+        "logprobs",
+        "top_logprobs",
+        "truncate",
+        "shift",
+    ),
     EMBED: ("model", "input", "truncate", "options", "keep_alive", "dimensions"),
 }
+#: Keys of ``options`` Ollama documents (runner options, then sampling options).
+OPTIONS = frozenset(
+    {
+        "numa",
+        "num_ctx",
+        "num_batch",
+        "num_gpu",
+        "main_gpu",
+        "low_vram",
+        "f16_kv",
+        "logits_all",
+        "vocab_only",
+        "use_mmap",
+        "use_mlock",
+        "embedding_only",
+        "num_thread",
+        "num_keep",
+        "seed",
+        "num_predict",
+        "top_k",
+        "top_p",
+        "min_p",
+        "tfs_z",
+        "typical_p",
+        "repeat_last_n",
+        "temperature",
+        "repeat_penalty",
+        "presence_penalty",
+        "frequency_penalty",
+        "mirostat",
+        "mirostat_tau",
+        "mirostat_eta",
+        "penalize_newline",
+        "stop",
+    }
+)
+MESSAGE_FIELDS = frozenset(
+    {"role", "content", "thinking", "images", "tool_calls", "tool_name", "tool_call_id"}
+)
+THINK_LEVELS = ("low", "medium", "high")
 #: Convenience parameters that belong *inside* ``options`` (Ollama silently ignores them at
 #: the top level, so forwarding them there would drop them without a word).
 CONVENIENCE_OPTIONS = {
@@ -81,26 +141,83 @@ def normalize_model(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
-def normalize_host(host: str) -> str:
-    """``OLLAMA_HOST`` style (``0.0.0.0``, ``host:port``, ``https://h``) to a base URL."""
-    host = host.strip().rstrip("/")
-    if "://" not in host:
-        host = f"http://{host}"
-    parts = urlsplit(host)
-    hostname = parts.hostname or "127.0.0.1"
-    if hostname in ("0.0.0.0", "::"):  # a bind-all address: reach it on loopback
-        hostname = "127.0.0.1"
-    port = parts.port or (443 if parts.scheme == "https" else 11434)
-    if ":" in hostname:
-        hostname = f"[{hostname}]"
-    return f"{parts.scheme}://{hostname}:{port}{parts.path}"
+def _is_base64(value: Any) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
 
 
-def env_hosts() -> list[str]:
-    """Hosts named by ``OLLAMA_HOST`` and ``GLEITZEIT_OLLAMA_HOSTS`` (comma-separated)."""
-    names = [os.environ.get("OLLAMA_HOST", "")]
-    names += os.environ.get("GLEITZEIT_OLLAMA_HOSTS", "").split(",")
-    return [normalize_host(n) for n in names if n.strip()]
+def _check_images(images: Any, where: str) -> None:
+    if not isinstance(images, list) or not all(_is_base64(i) for i in images):
+        raise UserError(
+            f"{where} must be a list of base64-encoded images",
+            hint="base64.b64encode(open(path, 'rb').read()).decode()",
+        )
+
+
+def _check_message(msg: Any) -> None:
+    if not isinstance(msg, dict) or "role" not in msg:
+        raise UserError("llm/chat needs messages: a list of {'role': ..., 'content': ...}")
+    unknown = sorted(set(msg) - MESSAGE_FIELDS)
+    if unknown:
+        raise UserError(
+            f"a chat message does not take {', '.join(map(repr, unknown))}",
+            hint=f"message fields: {', '.join(sorted(MESSAGE_FIELDS))}",
+        )
+    if "images" in msg:
+        _check_images(msg["images"], "messages[].images")
+    if "tool_calls" in msg and not isinstance(msg["tool_calls"], list):
+        raise UserError("messages[].tool_calls must be a list of {'function': {...}}")
+
+
+def _check_shapes(method: str, params: dict[str, Any]) -> None:
+    """The documented types of the fields whose shape decides where a call can go."""
+    fmt = params.get("format")
+    if fmt is not None and fmt != "" and fmt != "json" and not isinstance(fmt, dict):
+        raise UserError("format must be 'json' or a JSON schema (a dict)")
+    think = params.get("think")
+    if think is not None and not isinstance(think, bool) and think not in THINK_LEVELS:
+        raise UserError(f"think must be true, false or one of {', '.join(THINK_LEVELS)}")
+    if "images" in params:
+        _check_images(params["images"], "images")
+    tools = params.get("tools")
+    if tools is not None and not (
+        isinstance(tools, list) and all(isinstance(t, dict) for t in tools)
+    ):
+        raise UserError("tools must be a list of {'type': 'function', 'function': {...}}")
+    opts = params.get("options")
+    if opts is not None:
+        if not isinstance(opts, dict):
+            raise UserError("options must be a dict of Ollama model parameters")
+        unknown = sorted(set(opts) - OPTIONS)
+        if unknown:
+            raise UserError(
+                f"options do not take {', '.join(map(repr, unknown))}",
+                hint=f"Ollama's options: {', '.join(sorted(OPTIONS))}",
+            )
+
+
+def needs(method: str, params: dict[str, Any]) -> frozenset[str]:
+    """The model capabilities (as ``/api/show`` names them) a call needs."""
+    if method == EMBED:
+        return frozenset({"embedding"})
+    need = {"completion"}
+    if params.get("images") or (
+        method == CHAT
+        and any(isinstance(m, dict) and m.get("images") for m in params.get("messages") or ())
+    ):
+        need.add("vision")
+    if params.get("think"):
+        need.add("thinking")
+    if params.get("tools"):
+        need.add("tools")
+    if params.get("suffix"):
+        need.add("insert")
+    return frozenset(need)
 
 
 def check_params(method: str, params: dict[str, Any], default_model: str | None) -> None:
@@ -123,23 +240,27 @@ def check_params(method: str, params: dict[str, Any], default_model: str | None)
         raise UserError("llm/generate needs a prompt (a string)")
     if method == CHAT:
         msgs = params.get("messages")
-        if not isinstance(msgs, list) or not all(isinstance(m, dict) and "role" in m for m in msgs):
+        if not isinstance(msgs, list):
             raise UserError("llm/chat needs messages: a list of {'role': ..., 'content': ...}")
+        for msg in msgs:
+            _check_message(msg)
     if method == EMBED:
         inp = params.get("input")
         if not (
             isinstance(inp, str) or (isinstance(inp, list) and all(isinstance(s, str) for s in inp))
         ):
             raise UserError("llm/embed needs input: a string or a list of strings")
-    opts = params.get("options")
-    if opts is not None and not isinstance(opts, dict):
-        raise UserError("options must be a dict of Ollama model parameters")
+    _check_shapes(method, params)
 
 
 def build_body(
     method: str, params: dict[str, Any], default_model: str | None, stream: bool
 ) -> tuple[str, dict[str, Any], str]:
     """Return (path, JSON body, normalized model) for Ollama."""
+    asked = params.get("stream")
+    if asked is not None and asked is not stream:
+        use = "stream()" if asked else "execute()"
+        raise UserError(f"stream={asked!r} asks for {use}; this call was made with the other")
     body: dict[str, Any] = {k: params[k] for k in FIELDS[method] if k in params}
     model = str(params.get("model") or default_model)
     body["model"] = model
@@ -247,6 +368,19 @@ def _ms(ns: Any) -> float | None:
     return round(ns / 1e6, 3) if isinstance(ns, (int, float)) else None
 
 
+_KEPT = (
+    "done_reason",
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+    "context",
+    "logprobs",
+)
+
+
 def shape_result(
     method: str, data: dict[str, Any], latency_ms: float, ttft_ms: float | None, instance: str
 ) -> dict[str, Any]:
@@ -264,12 +398,20 @@ def shape_result(
         msg = data.get("message") or {}
         out["message"] = msg
         out["response"] = msg.get("content", "")
+        if msg.get("thinking"):
+            out["thinking"] = msg["thinking"]
+        if msg.get("tool_calls"):
+            out["tool_calls"] = msg["tool_calls"]
     elif method == EMBED:
         out["embeddings"] = data.get("embeddings", [])
     else:
         out["response"] = data.get("response", "")
         if data.get("thinking"):
             out["thinking"] = data["thinking"]
+    # Ollama's own names too, so a result reads like Ollama's docs say it does.
+    for key in _KEPT:
+        if key in data:
+            out[key] = data[key]
     out.update(
         model=data.get("model"),
         instance=instance,
@@ -290,16 +432,22 @@ def shape_chunk(method: str, data: dict[str, Any]) -> dict[str, Any]:
     if method == CHAT:
         msg = data.get("message") or {}
         out = {"message": msg, "response": msg.get("content", "")}
+        if msg.get("thinking"):
+            out["thinking"] = msg["thinking"]
+        if msg.get("tool_calls"):
+            out["tool_calls"] = msg["tool_calls"]
     else:
         out = {"response": data.get("response", "")}
         if data.get("thinking"):
             out["thinking"] = data["thinking"]
+    if "logprobs" in data:
+        out["logprobs"] = data["logprobs"]
     out["model"] = data.get("model")
     out["done"] = False
     return out
 
 
-def _message(resp_text: str) -> str:
+def error_message(resp_text: str) -> str:
     try:
         data = json.loads(resp_text)
         if isinstance(data, dict) and "error" in data:
@@ -311,7 +459,7 @@ def _message(resp_text: str) -> str:
 
 def http_error(status: int, text: str, instance: str, model: str) -> HubError:
     """Map an Ollama error status: 400/404 are the caller's, 503/5xx the server's."""
-    msg = _message(text)
+    msg = error_message(text)
     if status == 404:
         return UserError(
             f"model '{model}' not found on {instance}: {msg}",
