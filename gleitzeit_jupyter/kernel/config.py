@@ -8,14 +8,17 @@ in ``ipython_config.py``; defaults come from ``GLEITZEIT_OLLAMA_HOSTS`` / ``OLLA
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from traitlets import Bool, Float, Int, List, Unicode, default, observe
 from traitlets.config import Configurable
 
+from ..providers.hosts import DEFAULT_HOST, env_hosts, parse_host
+
 __all__ = ["DEFAULT_OLLAMA_HOST", "Gleitzeit", "hosts_from_env", "normalize_host"]
 
-DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+DEFAULT_OLLAMA_HOST = DEFAULT_HOST
 
 
 def _live_runtime() -> Any:
@@ -26,34 +29,15 @@ def _live_runtime() -> Any:
 
 
 def normalize_host(host: str) -> str:
-    """``OLLAMA_HOST`` style (``0.0.0.0``, ``host:port``, ``http://host``) to a base URL."""
-    host = host.strip().rstrip("/")
-    if not host:
-        return DEFAULT_OLLAMA_HOST
-    if "://" not in host:
-        host = f"http://{host}"
-    scheme, rest = host.split("://", 1)
-    hostport = rest.split("/", 1)[0]
-    if hostport.startswith("["):  # IPv6 literal
-        has_port = "]:" in hostport
-    else:
-        has_port = ":" in hostport
-    if not has_port:
-        rest = rest.replace(hostport, f"{hostport}:11434", 1)
-    # Ollama listens on 0.0.0.0 when OLLAMA_HOST says so; a client must dial a real address.
-    rest = rest.replace("0.0.0.0", "127.0.0.1", 1)
-    return f"{scheme}://{rest}"
+    """``OLLAMA_HOST`` style (``0.0.0.0``, ``host:port``, ``https://host``) to a base URL, by
+    Ollama's own client rules (see :mod:`gleitzeit_jupyter.providers.hosts`)."""
+    return parse_host(host)
 
 
-def hosts_from_env(environ: dict[str, str] | None = None) -> list[str]:
+def hosts_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
     """Ollama hosts named by the environment: ``GLEITZEIT_OLLAMA_HOSTS`` (comma separated)
     wins over ``OLLAMA_HOST``; neither set gives the laptop default."""
-    env = os.environ if environ is None else environ
-    many = env.get("GLEITZEIT_OLLAMA_HOSTS", "").strip()
-    if many:
-        return [normalize_host(h) for h in many.split(",") if h.strip()]
-    one = env.get("OLLAMA_HOST", "").strip()
-    return [normalize_host(one)] if one else [DEFAULT_OLLAMA_HOST]
+    return env_hosts(environ) or [DEFAULT_OLLAMA_HOST]
 
 
 class Gleitzeit(Configurable):
