@@ -173,6 +173,31 @@ def decode_value(enc: Any, *, arrow: bool = True) -> Any:
     raise CodecError(f"unknown encoded value kind {kind!r}")
 
 
+def _bounded_dtype(pd: Any, name: str) -> bool:
+    """Whether a column may be converted to dtype ``name`` from the sender's map: one whose
+    cells have a small fixed size (numbers, bools, times) or pandas' own string, nullable
+    number and time-zone dtypes. ``S200000000`` would allocate 200 MB per cell here."""
+    try:
+        dtype = pd.api.types.pandas_dtype(name)
+    except Exception:  # any name pandas cannot parse is simply not applied
+        return False
+    import numpy as np
+
+    if isinstance(dtype, np.dtype):
+        return dtype.kind in "biufcmM"
+    safe = (pd.StringDtype, pd.BooleanDtype, pd.DatetimeTZDtype, pd.CategoricalDtype)
+    numbers = tuple(
+        getattr(pd, f"{kind}{bits}Dtype", type(None))
+        for kind, sizes in (
+            ("Int", (8, 16, 32, 64)),
+            ("UInt", (8, 16, 32, 64)),
+            ("Float", (32, 64)),
+        )
+        for bits in sizes
+    )
+    return isinstance(dtype, safe + numbers)
+
+
 def _decode_frame(enc: dict[str, Any]) -> Any:
     import pandas as pd
 
@@ -211,7 +236,7 @@ def _decode_frame(enc: dict[str, Any]) -> Any:
         key = next((c for c in df.columns if str(c) == col), None)
         if key is None:
             continue
-        if not isinstance(dtype, str):
+        if not isinstance(dtype, str) or not _bounded_dtype(pd, dtype):
             continue
         try:
             if dtype.startswith("datetime64"):

@@ -154,6 +154,41 @@ def test_malformed_values_are_codec_errors(enc: dict) -> None:
         decode_value(enc)
 
 
+@pytest.mark.parametrize("dtype", ["S200000000", "V200000000", "U50000000", "Sparse[S9999999]"])
+def test_a_dataframe_dtype_cannot_blow_up_in_the_kernel(dtype: str) -> None:
+    # A few bytes of JSON whose dtype map asks for 200 MB per cell: astype would allocate
+    # that in the kernel for every row. Only dtypes of bounded size are applied.
+    data = '{"columns":["a"],"index":[0,1,2],"data":[["x"],["y"],["z"]]}'
+    df = decode_value({"t": "dataframe", "fmt": "split", "data": data, "dtypes": {"a": dtype}})
+    assert df.memory_usage(deep=True).sum() < 1 << 20
+    assert list(df["a"]) == ["x", "y", "z"]
+
+
+def test_a_dataframe_keeps_its_ordinary_dtypes() -> None:
+    import pandas as pd
+
+    from gleitzeit_jupyter.providers.sandbox.codec import encode_value
+
+    df = pd.DataFrame(
+        {
+            "i": [1, 2],
+            "u": pd.array([1, 2], dtype="uint8"),
+            "f": [1.5, 2.5],
+            "b": [True, False],
+            "n": pd.array([1, None], dtype="Int64"),
+            "t": pd.to_datetime(["2020-01-01", "2021-01-01"]),
+            "z": pd.to_datetime(["2020-01-01", "2021-01-01"]).tz_localize("UTC"),
+            "s": ["x", "y"],
+        }
+    )
+    back = decode_value(encode_value(df))
+    for col in ("t", "z"):  # the resolution may differ
+        assert str(back[col].dtype).startswith("datetime64"), col
+    assert dict(back.dtypes.astype(str).drop(["t", "z"])) == dict(
+        df.dtypes.astype(str).drop(["t", "z"])
+    )
+
+
 def test_names_must_be_identifiers_and_not_dunder() -> None:
     assert check_names("a, b,a") == ["a", "b"]
     for bad in (["__builtins__"], ["__x__"], ["a b"], ["lambda"], [1], "x,__name__"):
