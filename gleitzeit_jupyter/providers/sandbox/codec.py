@@ -198,6 +198,35 @@ def _bounded_dtype(pd: Any, name: str) -> bool:
     return isinstance(dtype, safe + numbers)
 
 
+def _arrow_cells(pa: Any, arr: Any) -> int:
+    """Cells ``arr`` becomes in pandas (a null counts as 8: a pointer to None), or
+    ValueError for a type a DataFrame from the sandbox never needs, among them those whose
+    cells may share one buffer (views, run-end encoding)."""
+    t, n = arr.type, len(arr)
+    if pa.types.is_null(t):
+        return 8 * n
+    if (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_fixed_size_binary(t)
+        or pa.types.is_temporal(t)
+        or pa.types.is_decimal(t)
+    ):
+        return n
+    if pa.types.is_dictionary(t):
+        return n + _arrow_cells(pa, arr.dictionary)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return n + _arrow_cells(pa, arr.flatten())
+    if pa.types.is_struct(t):
+        return n + sum(_arrow_cells(pa, child) for child in arr.flatten())
+    raise ValueError(f"refusing Arrow type {t}")
+
+
 def _decode_frame(enc: dict[str, Any]) -> Any:
     import pandas as pd
 
@@ -215,8 +244,13 @@ def _decode_frame(enc: dict[str, Any]) -> Any:
                     raise CodecError(f"refusing Arrow extension type in column {field.name!r}")
             table = reader.read_all()
             table.validate(full=True)
+            cells = sum(_arrow_cells(pa, chunk) for col in table.columns for chunk in col.chunks)
         except (pa.ArrowException, ValueError) as exc:
             raise CodecError(f"invalid Arrow data: {exc}") from None
+        # pandas holds at least a byte per cell; Arrow can describe far more cells than it
+        # carries bytes (null columns have no buffers), so refuse what would expand here.
+        if cells > 8 * len(data) + 4096:
+            raise CodecError(f"refusing Arrow data of {cells:,} cells in {len(data):,} bytes")
         return table.to_pandas()
     if enc.get("fmt") != "split":
         raise CodecError(f"unknown DataFrame format {enc.get('fmt')!r}")

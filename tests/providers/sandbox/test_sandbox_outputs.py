@@ -137,6 +137,51 @@ def test_arrow_with_corrupt_offsets_is_refused_not_crashed_on() -> None:
         decode_value(enc, arrow=False)
 
 
+def _arrow(table: pa.Table) -> dict:
+    sink = io.BytesIO()
+    with pyarrow.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return {"t": "dataframe", "fmt": "arrow", "b64": base64.b64encode(sink.getvalue()).decode()}
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pa.nulls(10**8),  # no buffers at all: a few hundred bytes for 10**8 rows of None
+        pa.ListArray.from_arrays(pa.array([0, 10**8], pa.int32()), pa.nulls(10**8)),
+        pa.FixedSizeListArray.from_arrays(pa.nulls(10**8), 10**8),
+        pa.array(["x" * 1000] * 3, pa.string_view()),  # views may all point at one string
+        pa.RunEndEncodedArray.from_arrays(pa.array([10**8], pa.int32()), pa.array([1])),
+    ],
+    ids=["null", "list-of-null", "fixed-size-list-of-null", "string-view", "run-end-encoded"],
+)
+def test_arrow_that_would_expand_in_the_kernel_is_refused(column: pa.Array) -> None:
+    # Valid Arrow whose pandas form is far larger than the payload: to_pandas would build
+    # hundreds of MB (or GB) in the kernel from a few hundred bytes.
+    with pytest.raises(CodecError):
+        decode_value(_arrow(pa.table({"a": column})))
+
+
+def test_arrow_of_ordinary_dataframes_still_decodes() -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(
+        {
+            "i": [1, 2, 3],
+            "f": [1.5, None, 2.5],
+            "b": [True, False, True],
+            "s": ["x", None, "z"],
+            "n": [None, None, None],
+            "c": pd.Categorical(["a", "b", "a"]),
+            "l": [[1, 2], [], [3]],
+            "t": pd.to_datetime(["2020-01-01", "2021-01-01", "2022-01-01"]),
+        }
+    )
+    back = decode_value(_arrow(pa.Table.from_pandas(df)))
+    assert back.shape == df.shape
+    assert back["s"][0] == "x" and back["s"].isna()[1] and list(back["l"][0]) == [1, 2]
+
+
 @pytest.mark.parametrize(
     "enc",
     [
