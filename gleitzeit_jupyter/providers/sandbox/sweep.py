@@ -14,6 +14,7 @@ a uid of its own from :data:`RUN_UIDS`. That gives each run a boundary the kerne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
@@ -42,38 +43,88 @@ def runnable(pid: int) -> bool:
     return state not in (b"T", b"t", b"Z", b"X")
 
 
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+# How deep the wipe follows directories it does not own (ours are moved up, see _wipe).
+_FOREIGN_DEPTH = 64
+
+
 def _wipe(root: str, uid: int) -> None:
-    # Iterative, so a directory chain deeper than the recursion limit cannot hide files.
-    todo, mine = [root], []
-    while todo:
-        path = todo.pop()
-        try:
-            entries = list(os.scandir(path))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
+    """Delete every file and directory of ``uid`` under ``root``.
+
+    By directory descriptors, never by path: a chain of directories can be deeper than any
+    path can name (PATH_MAX), and what is down there would otherwise stay. Each directory of
+    ``uid`` is first moved up into ``root`` under a name of ours, so none is ever more than
+    one level down, however deep it was made; it is then emptied and removed. Directories of
+    others (``/tmp/.matplotlib``) are searched in place to a bounded depth.
+    """
+    try:
+        root_fd = os.open(root, _DIR)
+    except OSError:
+        return
+    moved = 0
+    # Each entry: the path of a directory relative to root, as names, and whether it is ours.
+    todo: list[tuple[tuple[str, ...], bool]] = [((), False)]
+    left: list[tuple[str, ...]] = []  # our directories, emptied, to remove
+    try:
+        while todo:
+            names, mine = todo.pop()
+            fd = _open_under(root_fd, names)
+            if fd is None:
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                if st.st_uid == uid:
+            try:
+                for entry in list(os.scandir(fd)):
                     try:
-                        os.chmod(entry.path, 0o700)  # the owner may always open it again
+                        st = entry.stat(follow_symlinks=False)
                     except OSError:
-                        pass
-                    mine.append(entry.path)
-                todo.append(entry.path)
-            elif st.st_uid == uid:
-                try:
-                    os.unlink(entry.path)
-                except OSError:
-                    pass
-    for path in reversed(mine):  # children were found after their parents
+                        continue
+                    if not stat.S_ISDIR(st.st_mode):
+                        if st.st_uid == uid:
+                            with contextlib.suppress(OSError):
+                                os.unlink(entry.name, dir_fd=fd)
+                        continue
+                    if st.st_uid != uid:
+                        if len(names) < _FOREIGN_DEPTH:
+                            todo.append(((*names, entry.name), False))
+                        continue
+                    with contextlib.suppress(OSError):
+                        os.chmod(entry.name, 0o700, dir_fd=fd)  # the owner may open it again
+                    flat = f".gleitzeit-wipe-{uid}-{moved}"
+                    moved += 1
+                    try:
+                        os.rename(entry.name, flat, src_dir_fd=fd, dst_dir_fd=root_fd)
+                    except OSError:  # cannot move it: search it where it is
+                        todo.append(((*names, entry.name), True))
+                    else:
+                        todo.append(((flat,), True))
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            if mine and names:
+                left.append(names)
+        # Children were reached after their parents: remove the deepest first.
+        for names in reversed(left):
+            parent = _open_under(root_fd, names[:-1])
+            if parent is not None:
+                with contextlib.suppress(OSError):
+                    os.rmdir(names[-1], dir_fd=parent)
+                os.close(parent)
+    finally:
+        os.close(root_fd)
+
+
+def _open_under(root_fd: int, names: tuple[str, ...]) -> int | None:
+    """A descriptor of the directory ``names`` below ``root_fd`` (never following links)."""
+    fd = os.dup(root_fd)
+    for name in names:
         try:
-            os.rmdir(path)
+            nxt = os.open(name, _DIR, dir_fd=fd)
         except OSError:
-            pass
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = nxt
+    return fd
 
 
 def _remove_ipc(uid: int) -> None:

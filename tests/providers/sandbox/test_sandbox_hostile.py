@@ -216,6 +216,37 @@ async def test_a_full_tmp_is_empty_again_for_the_next_run(pool: PythonProvider) 
     await still_serves(pool, inst)
 
 
+async def test_files_deeper_than_a_path_can_name_are_wiped_too(pool: PythonProvider) -> None:
+    # A chain of directories whose full path is longer than PATH_MAX: a wipe that walks by
+    # path cannot open it, so the secret and the filled disk at its bottom would stay.
+    inst = pool.instances[0].id
+    plant = (
+        "import os\n"
+        "os.chdir('/tmp')\n"
+        "for _ in range(24):\n"
+        "    os.mkdir('d' * 250, 0o755); os.chmod('d' * 250, 0o755); os.chdir('d' * 250)\n"
+        "open('secret', 'w').write('s3cret'); os.chmod('secret', 0o644)\n"
+        "try:\n"
+        "    with open('fill', 'wb') as fh:\n"
+        "        while True:\n"
+        "            fh.write(b'x' * (1 << 20))\n"
+        "except OSError as exc:\n"
+        "    full = exc.errno\n"
+    )
+    r = await run(pool, plant, instance=inst, returns=["full"], timeout=20)
+    assert r["values"].get("full") in (27, 28), r
+    look = (
+        "import os, shutil\n"
+        "left = sorted(os.listdir('/tmp'))\n"
+        "free = shutil.disk_usage('/tmp').free\n"
+    )
+    r = await run(pool, look, instance=inst, returns=["left", "free"])
+    assert r["error"] is None, r
+    assert not [n for n in r["values"]["left"] if n.startswith("d") or "wipe" in n], r
+    assert r["values"]["free"] > 32 << 20, r["values"]
+    await still_serves(pool, inst)
+
+
 async def _alive_of_uid(pool: PythonProvider, inst: str, uid: int) -> list[str]:
     look = (
         "import os\n"
