@@ -301,19 +301,23 @@ class OllamaApi:
         err_after = self.faults.stream_error_after
         if stream:
             await resp.start_stream()
-        for tok in thoughts:
-            if per_tok:
-                await asyncio.sleep(per_tok)
+        # Tokens are due on a fixed schedule from t_eval, not one sleep after another: on a
+        # busy machine each short sleep overshoots, and the overshoots would add up to a
+        # server slower than its tokens_per_s. An answer sent whole sleeps once.
+        pace = _Pace(t_eval, per_tok)
+        for j, tok in enumerate(thoughts):
             if stream:
+                await pace.until(j + 1)
                 await resp.stream_line(self._chunk(name, "", chat, done=False, thinking=tok))
         for i, tok in enumerate(tokens):
             if err_after is not None and i >= err_after:
+                await pace.until(len(thoughts) + i)
                 await self._fail_mid(resp, stream)
                 return
-            if per_tok:
-                await asyncio.sleep(per_tok)
             if stream:
+                await pace.until(len(thoughts) + i + 1)
                 await resp.stream_line(self._chunk(name, tok, chat, done=False))
+        await pace.until(len(thoughts) + len(tokens))
         n_eval = len(tokens) + len(thoughts)
         eval_ns = max(int((time.perf_counter() - t_eval) * 1e9), 1_000 * max(n_eval, 1))
         final = self._chunk(
@@ -517,6 +521,20 @@ class OllamaApi:
             "evictions": dict(self.memory.evictions),
             "faults": vars(self.faults),
         }
+
+
+class _Pace:
+    """Sleeps until token ``n`` is due, ``n x per_tok`` seconds after ``start``."""
+
+    def __init__(self, start: float, per_tok: float) -> None:
+        self.start = start
+        self.per_tok = per_tok
+
+    async def until(self, n: int) -> None:
+        if self.per_tok:
+            delay = self.start + n * self.per_tok - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
 
 
 def _is_base64(value: Any) -> bool:
