@@ -27,7 +27,14 @@ from typing import Any
 
 import nh3
 
-__all__ = ["OutputLimits", "safe_bundle", "safe_outputs", "sanitize_html", "sanitize_svg"]
+__all__ = [
+    "OutputLimits",
+    "safe_bundle",
+    "safe_outputs",
+    "sanitize_html",
+    "sanitize_svg",
+    "utf8_text",
+]
 
 MiB = 1024 * 1024
 
@@ -132,6 +139,25 @@ def _image(mime: str, value: str) -> str | None:
     return base64.b64encode(raw).decode("ascii")
 
 
+def utf8_text(text: str) -> str:
+    """``text`` with lone surrogates written out (``\\ud800``): JSON from the sandbox may
+    carry them, and Jupyter cannot send a message holding one (it is not UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _utf8_json(value: Any) -> Any:
+    text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.loads(text.encode("utf-8", "replace"))
+    return value
+
+
 def _json_size(value: Any) -> int | None:
     try:
         return len(json.dumps(value, allow_nan=False))
@@ -155,12 +181,13 @@ def safe_bundle(data: dict[Any, Any], limits: OutputLimits) -> dict[str, Any]:
         if mime == "application/json":
             size = _json_size(value) if isinstance(value, (dict, list)) else None
             if size is not None and size <= cap:
-                out[mime] = value
+                out[mime] = _utf8_json(value)
             elif size is not None:
                 notes.append(_too_big(mime, size, cap))
             continue
         if not isinstance(mime, str) or not isinstance(value, str):
             continue
+        value = utf8_text(value)
         if len(value) > cap:
             if mime in ("text/plain", "text/html", "text/markdown", "image/svg+xml",
                         "image/png", "image/jpeg"):  # fmt: skip

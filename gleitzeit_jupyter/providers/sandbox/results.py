@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import decode_value
-from .outputs import OutputLimits, safe_outputs
+from .outputs import OutputLimits, safe_outputs, utf8_text
 
 __all__ = ["ResultLimits", "check_names", "shape_result"]
 
@@ -70,9 +70,9 @@ def _error(raw: Any) -> dict[str, str] | None:
     ):
         return _bad("error")
     return {
-        "ename": str(raw.get("ename") or "Error")[:200],
-        "evalue": str(raw.get("evalue") or "")[:MiB],
-        "traceback": str(raw.get("traceback") or "")[:MiB],
+        "ename": utf8_text(str(raw.get("ename") or "Error")[:200]),
+        "evalue": utf8_text(str(raw.get("evalue") or "")[:MiB]),
+        "traceback": utf8_text(str(raw.get("traceback") or "")[:MiB]),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 
 import pyarrow as pa
@@ -255,3 +256,29 @@ def test_a_reply_cannot_claim_a_timeout_or_values_not_asked_for() -> None:
         big, timeout=1, started=0, requested=["x"], limits=ResultLimits(max_value_bytes=100)
     )
     assert r["values"] == {} and r["error"]["ename"] == "ValueTooLarge"
+
+
+def test_lone_surrogates_from_the_sandbox_cannot_break_what_the_kernel_sends() -> None:
+    # A lone surrogate is a valid Python string but not UTF-8: Jupyter cannot send it, so a
+    # repr or an exception message holding one lost the output, or the whole error silently.
+    raw = {
+        "exit_code": 1,
+        "error": {"ename": "Value\ud800Error", "evalue": "a\ud800b", "traceback": "t\udcffb"},
+        "outputs": [
+            {
+                "type": "display_data",
+                "data": {
+                    "text/plain": "x\ud800y",
+                    "text/html": "<b>\ud800</b>",
+                    "image/svg+xml": "<svg><text>\ud800</text></svg>",
+                    "text/markdown": "*\ud800*",
+                    "application/json": {"k\ud800": ["\udfff"]},
+                },
+            }
+        ],
+    }
+    r = shape_result(raw, timeout=1, started=0)
+    json.dumps(r, ensure_ascii=False).encode("utf-8")  # what Jupyter does with it
+    assert r["error"]["evalue"] == "a\\ud800b"
+    assert r["outputs"][0]["data"]["text/plain"] == "x\\ud800y"
+    assert "text/html" in r["outputs"][0]["data"]
