@@ -51,7 +51,7 @@ class Gleitzeit(Configurable):
     auto_discover = Bool(
         False, help="Also probe for Ollama servers on the local machine and network."
     ).tag(config=True)
-    strategy = Unicode("least_loaded", help="Load-balancing strategy of the Ollama pool.").tag(
+    strategy = Unicode("fleet", help="Load-balancing strategy of the Ollama pool.").tag(
         config=True
     )
     default_model = Unicode(
