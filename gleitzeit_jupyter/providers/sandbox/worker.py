@@ -42,6 +42,24 @@ _DEFAULT_LIMITS = {
 _HEAVY = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot", "scipy", "PIL")
 _SHOWN: set[int] = set()  # figures already sent as a run's value, not to be sent twice
 _LIMITS: dict[str, int] = dict(_DEFAULT_LIMITS)  # the current run's
+_USED = [0]  # bytes of the current run's outputs so far
+
+
+def _keep(outputs: list[dict[str, Any]], out: dict[str, Any]) -> None:
+    """Add an output unless the run's outputs would pass ``max_outputs_bytes``; the first
+    one past it leaves a note. Outputs are dropped as they come: held until the run ends,
+    many large ones would exhaust the sandbox's memory before any cap applied."""
+    size = sum(len(v) for v in out["data"].values() if isinstance(v, str))
+    cap = _LIMITS["max_outputs_bytes"]
+    if _USED[0] + size <= cap:
+        _USED[0] += size
+        outputs.append(out)
+    elif _USED[0] <= cap:
+        _USED[0] = cap + 1
+        note = (
+            f"[gleitzeit: later outputs not shown: over the {cap:,} byte limit (max_outputs_bytes)]"
+        )
+        outputs.append({"type": "display_data", "data": {"text/plain": note}})
 
 
 def worker_main(res: int, out: int, err: int, cmd: int, once: bool) -> None:
@@ -153,7 +171,7 @@ def _fresh_namespace() -> dict[str, Any]:
 
     def display(*objs: Any) -> None:
         for obj in objs:
-            outputs.append({"type": "display_data", "data": mime_bundle(obj)})
+            _keep(outputs, {"type": "display_data", "data": mime_bundle(obj)})
 
     ns["display"] = display
     return ns
@@ -165,6 +183,7 @@ def _run(
     outputs: list[dict[str, Any]] = ns["__gleitzeit_outputs__"]
     outputs.clear()
     _SHOWN.clear()
+    _USED[0] = 0
     limits = dict(_DEFAULT_LIMITS)
     if isinstance(req.get("limits"), dict):
         limits.update({k: v for k, v in req["limits"].items() if type(v) is int})
@@ -184,7 +203,7 @@ def _run(
         if last is not None:
             value = eval(compile(last, filename, "eval"), ns)
             if value is not None:
-                outputs.append({"type": "execute_result", "data": mime_bundle(value)})
+                _keep(outputs, {"type": "execute_result", "data": mime_bundle(value)})
     except SystemExit as exc:
         exit_code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:  # KeyboardInterrupt too: the host's timeout interrupt
@@ -327,7 +346,8 @@ def _collect_figures(outputs: list[dict[str, Any]]) -> None:
         except Exception:
             continue
         if png is not None:
-            outputs.append(
-                {"type": "display_data", "data": {"text/plain": repr(fig), "image/png": png}}
+            _keep(
+                outputs,
+                {"type": "display_data", "data": {"text/plain": repr(fig), "image/png": png}},
             )
     plt.close("all")

@@ -363,6 +363,28 @@ async def test_the_number_of_outputs_is_capped(pool: PythonProvider) -> None:
     assert "not shown" in r["outputs"][-1]["data"]["text/plain"]
 
 
+async def test_many_large_outputs_are_cut_at_the_total_cap_not_run_out_of_memory(
+    pool: PythonProvider,
+) -> None:
+    # 60 outputs of 3.9 MB each: every one under max_mime_bytes, together past
+    # max_outputs_bytes. The run must show the first ones and a note for the rest, rather
+    # than hold them all until its memory runs out.
+    code = (
+        "class H:\n"
+        "    def _repr_html_(self):\n"
+        "        return '<p>' + 'x' * 3_900_000 + '</p>'\n"
+        "for i in range(60):\n"
+        "    display(H())\n"
+        "print('done')\n"
+    )
+    r = await run(pool, code, timeout=60)
+    assert r["error"] is None and r["stdout"] == "done\n", r["error"]
+    shown = [o for o in r["outputs"] if "text/html" in o["data"]]
+    assert 1 <= len(shown) <= 8
+    assert "max_outputs_bytes" in r["outputs"][-1]["data"]["text/plain"]
+    await still_serves(pool)
+
+
 # ---- nothing active reaches the page ---------------------------------------------------------
 async def test_markup_from_the_sandbox_is_sanitised(pool: PythonProvider) -> None:
     code = (
