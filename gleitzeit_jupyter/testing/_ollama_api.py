@@ -553,7 +553,8 @@ def _tool_calls(tools: Any, tokens: list[str]) -> list[dict[str, Any]]:
         return []
     fn = tools[0].get("function") or {}
     args = shaped_json(fn.get("parameters") or {"type": "object"}, "".join(tokens).split())
-    return [{"function": {"name": fn.get("name", "tool"), "arguments": args or {}}}]
+    args = args if isinstance(args, dict) else {}  # arguments are always an object
+    return [{"function": {"name": fn.get("name", "tool"), "arguments": args}}]
 
 
 _ROUTES: dict[tuple[str, str], Any] = {

@@ -309,3 +309,67 @@ async def test_parallel_slots_can_change_at_run_time() -> None:
         s.num_parallel = 3
         await asyncio.gather(*(c.generate(model="llama3.2", prompt="x") for _ in range(3)))
         assert s.peak_active == 3
+
+
+def test_official_client_reads_capabilities_thinking_tools_and_schemas() -> None:
+    caps = {"qwen3": ["completion", "thinking", "tools"], "llava": ["completion", "vision"]}
+    with OllamaStandIn(models=["qwen3", "llava"], capabilities=caps) as s:
+        c = ollama.Client(host=s.url, timeout=10)
+        assert c.show("qwen3").capabilities == ["completion", "thinking", "tools"]
+        msgs = [{"role": "user", "content": "hi"}]
+
+        r = c.chat(model="qwen3", messages=msgs, think=True)
+        assert r.message.thinking and r.message.content
+        parts = list(c.chat(model="qwen3", messages=msgs, think="high", stream=True))
+        thought = "".join(p.message.thinking or "" for p in parts)
+        assert thought == r.message.thinking  # thinking streams first, then the answer
+        assert parts[0].message.thinking and not parts[0].message.content
+
+        def add(a: int, b: int) -> int:
+            """Add two numbers.
+
+            Args:
+              a: first
+              b: second
+            """
+            return a + b
+
+        r = c.chat(model="qwen3", messages=msgs, tools=[add])
+        (call,) = r.message.tool_calls or []
+        assert call.function.name == "add" and set(call.function.arguments) == {"a", "b"}
+
+        schema = {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        }
+        r = c.generate(model="qwen3", prompt="plan", format=schema)
+        answer = json.loads(r.response)
+        assert isinstance(answer["city"], str) and isinstance(answer["days"], int)
+
+        png = b"\x89PNG\r\n\x1a\n fake"
+        r = c.generate(model="llava", prompt="what is it?", images=[png])
+        assert r.response
+        with pytest.raises(ollama.ResponseError, match="does not support images"):
+            c.generate(model="qwen3", prompt="what is it?", images=[png])
+        with pytest.raises(ollama.ResponseError, match="does not support thinking"):
+            c.generate(model="llava", prompt="x", think=True)
+        resp = httpx.post(
+            f"{s.url}/api/generate",
+            json={"model": "llava", "prompt": "x", "images": ["not base64!"], "stream": False},
+        )
+        assert resp.status_code == 400 and "base64" in resp.json()["error"]
+        c._client.close()
+
+
+def test_loading_a_model_evicts_the_least_recently_used_idle_one() -> None:
+    with OllamaStandIn(models=["a", "b"], loaded=["a"], max_loaded=1, load_time=0.05) as s:
+        c = ollama.Client(host=s.url, timeout=10)
+        c.generate(model="a", prompt="x")
+        assert s.memory.loads["a"] == 0  # already in memory
+        r = c.generate(model="b", prompt="x")
+        assert r.load_duration and r.load_duration >= 50_000_000
+        assert [m.model for m in c.ps().models] == ["b:latest"]
+        c.generate(model="a", prompt="x")
+        assert dict(s.memory.loads) == {"b:latest": 1, "a:latest": 1}
+        assert dict(s.memory.evictions) == {"a:latest": 1, "b:latest": 1}
+        c._client.close()

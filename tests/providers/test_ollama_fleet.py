@@ -1,0 +1,163 @@
+"""The fleet strategy over unequal stand-ins: speed, slots, models in memory, capabilities,
+backpressure, and what status() says about it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gleitzeit_jupyter.hub import CircuitState, UserError
+from gleitzeit_jupyter.providers.ollama import OllamaConfig, OllamaProvider
+from gleitzeit_jupyter.testing.ollama import OllamaStandIn
+
+A, B = "alpha:latest", "beta:latest"
+TOKENS = 10
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+@contextlib.asynccontextmanager
+async def pool(*configs: OllamaConfig | str, **kw) -> AsyncIterator[OllamaProvider]:
+    kw.setdefault("health_check_interval", 60)
+    p = OllamaProvider(hosts=list(configs), auto_discover=False, **kw)
+    await p.initialize()
+    try:
+        yield p
+    finally:
+        await p.shutdown()
+
+
+def _unequal_fleet() -> list[OllamaStandIn]:
+    """fast / middle / slow: 400, 200, 100 tokens/s per slot; 4, 2, 1 slots; the middle one
+    has B on disk only and room for one model."""
+    common = {"models": [A, B], "default_tokens": TOKENS, "load_time": 0.5}
+    return [
+        OllamaStandIn(tokens_per_s=400, num_parallel=4, loaded=[A, B], **common),
+        OllamaStandIn(tokens_per_s=200, num_parallel=2, loaded=[A], max_loaded=1, **common),
+        OllamaStandIn(tokens_per_s=100, num_parallel=1, loaded=[A, B], **common),
+    ]
+
+
+async def _makespan(strategy: str, calls: int = 120, concurrency: int = 16) -> tuple[float, int]:
+    """Seconds for the batch, and cold loads on the server without B in memory."""
+    fleet = _unequal_fleet()
+    with contextlib.ExitStack() as stack:
+        for srv in fleet:
+            stack.enter_context(srv)
+        configs = [
+            OllamaConfig(host=s.url, num_parallel=s.num_parallel) for s in fleet
+        ]  # slots as an operator configures them (OLLAMA_NUM_PARALLEL)
+        models = [B] * int(calls * 0.3) + [A] * (calls - int(calls * 0.3))
+        random.Random(3).shuffle(models)
+        sem = asyncio.Semaphore(concurrency)
+        async with pool(*configs, strategy=strategy) as p:
+
+            async def one(model: str) -> None:
+                async with sem:
+                    await p.execute("llm/chat", {"model": model, **CHAT})
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(m) for m in models))
+            took = time.perf_counter() - t0
+        return took, sum(fleet[1].memory.loads.values())
+
+
+async def test_fleet_finishes_an_unequal_batch_far_sooner_than_least_loaded() -> None:
+    # Fluid bound: 120 calls x 10 tokens / (1600 + 400 + 100) tokens/s = 0.57 s.
+    fleet_s, fleet_loads = await _makespan("fleet")
+    other_s, _ = await _makespan("least_loaded")
+    assert fleet_loads <= 1  # B is not loaded where it would evict A, which A's calls need
+    assert fleet_s * 1.5 < other_s, (fleet_s, other_s)
+
+
+async def test_fleet_loads_a_model_on_a_second_server_when_the_wait_is_longer() -> None:
+    # Only `warm` holds the model in memory, with one slot; `cold` can load it in 0.2 s. No
+    # load was seen yet, so the estimate assumes 3 s: a queue of 40 calls of 0.1 s on `warm`
+    # is longer than that, and `cold` loads the model once (not once per call).
+    common = {"models": [A], "default_tokens": TOKENS, "load_time": 0.2}
+    with (
+        OllamaStandIn(tokens_per_s=100, num_parallel=1, loaded=[A], **common) as warm,
+        OllamaStandIn(tokens_per_s=100, num_parallel=1, **common) as cold,
+    ):
+        configs = [OllamaConfig(host=s.url, num_parallel=1) for s in (warm, cold)]
+        async with pool(*configs) as p:
+            await p.execute("llm/chat", {"model": A, **CHAT})  # measured once
+            await asyncio.gather(*(p.execute("llm/chat", {"model": A, **CHAT}) for _ in range(40)))
+        assert cold.memory.loads[A] == 1
+        assert len(cold.requests_to("/api/chat")) >= 5
+
+
+async def test_a_short_queue_stays_on_the_server_with_the_model_in_memory() -> None:
+    common = {"models": [A], "default_tokens": TOKENS, "load_time": 2.0}
+    with (
+        OllamaStandIn(tokens_per_s=1000, num_parallel=2, loaded=[A], **common) as warm,
+        OllamaStandIn(tokens_per_s=1000, num_parallel=2, **common) as cold,
+    ):
+        configs = [OllamaConfig(host=s.url, num_parallel=2) for s in (warm, cold)]
+        async with pool(*configs) as p:
+            for _ in range(3):
+                await asyncio.gather(
+                    *(p.execute("llm/chat", {"model": A, **CHAT}) for _ in range(4))
+                )
+        assert cold.memory.loads[A] == 0 and not cold.requests_to("/api/chat")
+
+
+async def test_capabilities_decide_where_images_think_and_tools_go() -> None:
+    caps_a = {"llava": ["completion", "vision", "thinking"]}
+    caps_b = {"llava": ["completion", "tools"]}
+    with (
+        OllamaStandIn(models=["llava"], capabilities=caps_a) as a,
+        OllamaStandIn(models=["llava"], capabilities=caps_b) as b,
+    ):
+        async with pool(a.url, b.url) as p:
+            a_id, b_id = (i.id for i in p.instances)
+            image = base64.b64encode(b"\x89PNG fake").decode()
+            for _ in range(4):
+                r = await p.execute(
+                    "llm/generate", {"model": "llava", "prompt": "what?", "images": [image]}
+                )
+                assert r["instance"] == a_id
+                r = await p.execute("llm/chat", {"model": "llava", **CHAT, "think": "low"})
+                assert r["instance"] == a_id and r["thinking"]
+                tools = [{"type": "function", "function": {"name": "now", "parameters": {}}}]
+                r = await p.execute("llm/chat", {"model": "llava", **CHAT, "tools": tools})
+                assert r["instance"] == b_id and r["tool_calls"][0]["function"]["name"] == "now"
+            both = {"model": "llava", **CHAT, "think": True, "tools": tools}
+            with pytest.raises(UserError, match="no Ollama instance can serve") as err:
+                await p.execute("llm/chat", both)
+            assert f"{a_id}: llava:latest lacks tools" in str(err.value)
+            assert f"{b_id}: llava:latest lacks thinking" in str(err.value)
+            rows = {r["instance"]: r for r in p.status()["instances"]}
+            assert rows[b_id]["skipped"] == "llava:latest lacks thinking"
+            assert p.status()["totals"]["routing"].startswith("fleet:")
+            assert p.status()["strategy"] == "fleet"
+
+
+async def test_busy_503_moves_the_call_and_is_no_failure() -> None:
+    with OllamaStandIn() as a, OllamaStandIn() as b:
+        a.faults.busy_rate = 1.0
+        async with pool(a.url, b.url, busy_backoff=30, retries=0) as p:
+            for _ in range(20):  # until the tie-breaking noise has tried the busy one too
+                r = await p.execute("llm/generate", {"model": "llama3.2", "prompt": "x"})
+                assert r["instance"] == p.instances[1].id
+            busy = p.instances[0]
+            assert busy.breaker_state is CircuitState.CLOSED
+            assert busy.breaker.consecutive_failures == 0
+            assert p.metrics().set_index("instance").loc[busy.id, "failures"] == 0
+            assert p.status()["instances"][0]["skipped"] == "busy (503)"
+
+
+async def test_status_shows_what_the_estimate_learned() -> None:
+    with OllamaStandIn(tokens_per_s=500, default_tokens=20, load_time=0.1) as srv:
+        async with pool(OllamaConfig(host=srv.url, num_parallel=3)) as p:
+            await p.execute("llm/generate", {"model": "llama3.2", "prompt": "x"})
+            routing = p.status()["instances"][0]["routing"]
+    assert routing["slots"] == 3 and routing["loaded"] == ["llama3.2:latest"]
+    assert routing["cold_loads"] == 1
+    rates = routing["rates"]["llama3.2:latest"]
+    assert 300 < rates["tokens_per_s"] < 600 and rates["load_ms"] >= 100
