@@ -128,7 +128,7 @@ class Supervisor(ProcessHygiene):
                     if fd is not None
                 ]
             idle = self.run is None and bool(
-                self.preload or len(self.spares) < SPARES or self.dirty
+                self._may_preload() or len(self.spares) < SPARES or self.dirty
             )
             ready, _, _ = select.select(fds, [], [], 0.02 if idle else 1.0)
             if not ready and idle:
@@ -180,10 +180,17 @@ class Supervisor(ProcessHygiene):
             if name in PRELOADABLE and name not in sys.modules and name not in self.preload:
                 self.preload.append(name)
 
+    def _may_preload(self) -> bool:
+        """Import in this process only when no run's file can be read by the import: every
+        finished run is wiped, and no session (whose files stay between its runs) is alive.
+        matplotlib reads a matplotlibrc from /tmp when imported; read here, a session's
+        would reach every worker forked afterwards, surviving its reset."""
+        return bool(self.preload) and not self.dirty and self.session is None
+
     def _idle_work(self) -> None:
         if self.dirty:
             self._sweep_dirty()
-        elif self.preload:
+        elif self._may_preload():
             try:
                 __import__(self.preload.pop(0))
             except Exception:

@@ -340,6 +340,28 @@ async def test_a_session_keeps_its_files_only_until_reset(pool: PythonProvider) 
     await still_serves(pool)
 
 
+async def test_a_reset_session_keeps_no_config_it_planted(pool: PythonProvider) -> None:
+    # The supervisor imports libraries a run used while it is idle (so later workers start
+    # with them). Imported while a session's files are still there, matplotlib read the
+    # session's matplotlibrc into the supervisor, and every worker after a reset had it.
+    name = "planted-config"
+    plant = (
+        "import os\n"
+        "for path in ('/tmp/matplotlibrc', '/tmp/.matplotlib/matplotlibrc'):\n"
+        "    open(path, 'w').write('figure.facecolor: red\\n'); os.chmod(path, 0o644)\n"
+        "import matplotlib\n"
+    )
+    r = await run(pool, plant, session=name)
+    assert r["error"] is None, r
+    await asyncio.sleep(2)  # the idle supervisor's window to import matplotlib
+    await pool.execute("python/reset", {"session": name})
+    look = "import matplotlib\nrc = matplotlib.rcParams['figure.facecolor']\n"
+    r = await run(pool, look, session=name, returns=["rc"])
+    assert r["values"] == {"rc": "white"}, r
+    await pool.execute("python/reset", {"session": name})
+    await still_serves(pool)
+
+
 # ---- caps ------------------------------------------------------------------------------------
 async def test_an_80_mb_html_repr_is_not_published(pool: PythonProvider) -> None:
     inst = pool.instances[0].id
