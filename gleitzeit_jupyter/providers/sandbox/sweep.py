@@ -61,7 +61,6 @@ def _wipe(root: str, uid: int) -> None:
         root_fd = os.open(root, _DIR)
     except OSError:
         return
-    moved = 0
     # Each entry: the path of a directory relative to root, as names, and whether it is ours.
     todo: list[tuple[tuple[str, ...], bool]] = [((), False)]
     left: list[tuple[str, ...]] = []  # our directories, emptied, to remove
@@ -88,8 +87,8 @@ def _wipe(root: str, uid: int) -> None:
                         continue
                     with contextlib.suppress(OSError):
                         os.chmod(entry.name, 0o700, dir_fd=fd)  # the owner may open it again
-                    flat = f".gleitzeit-wipe-{uid}-{moved}"
-                    moved += 1
+                    # A name the run cannot have taken in advance to make the move fail.
+                    flat = f".gleitzeit-wipe-{uid}-{os.urandom(8).hex()}"
                     try:
                         os.rename(entry.name, flat, src_dir_fd=fd, dst_dir_fd=root_fd)
                     except OSError:  # cannot move it: search it where it is
