@@ -44,6 +44,7 @@ __all__ = ["CallPath", "Pool", "as_failure", "default_hook", "is_default_hook"]
 _ROUTABLE = (ResourceStatus.HEALTHY, ResourceStatus.DEGRADED)
 _GONE = (ResourceStatus.DRAINING, ResourceStatus.STOPPED)
 _OPEN = CircuitState.OPEN
+_CLOSED = CircuitState.CLOSED
 _HALF_OPEN = CircuitState.HALF_OPEN
 
 
@@ -424,6 +425,15 @@ class CallPath:
 
     async def _reserve(self, method, params, strategy, tried, pin, error, deadline):
         """Route now, else scale up, else wait in the fair queue."""
+        while True:
+            taken = await self._route_or_grow(method, params, strategy, tried, pin, error)
+            if taken is None:
+                taken = await self._wait(method, params, strategy, tried, pin, error, deadline)
+            if taken is not None:
+                return taken
+
+    async def _route_or_grow(self, method, params, strategy, tried, pin, error):
+        """A reservation now, perhaps after a scale-up; None: the call must wait."""
         pool = self._pool
         while True:
             if self.queue:
@@ -436,7 +446,7 @@ class CallPath:
             if taken is not None:
                 raise taken
             if pin is not None:
-                break
+                return None
             try:
                 grown = await pool.scale_up()
             except Exception as exc:
@@ -455,8 +465,7 @@ class CallPath:
                     return taken
                 if taken is not None:
                     raise taken
-                break
-        return await self._wait(method, params, strategy, tried, pin, error, deadline)
+                return None
 
     async def _wait(self, method, params, strategy, tried, pin, error, deadline):
         pool = self._pool
@@ -468,9 +477,10 @@ class CallPath:
         pool.dirty = True  # the queue grew
         try:
             if deadline is None:
-                return await waiter.future
-            async with asyncio.timeout_at(deadline):
-                return await waiter.future
+                inst, trial = await waiter.future
+            else:
+                async with asyncio.timeout_at(deadline):
+                    inst, trial = await waiter.future
         except TimeoutError:
             self.queue.discard(waiter)
             raise ExecutionTimeout(
@@ -484,6 +494,13 @@ class CallPath:
                 inst, trial = fut.result()
                 self._finish_neutral(inst, trial)  # served as we left: pass the slot on
             raise
+        if trial or inst.breaker.state is _CLOSED:  # type: ignore[union-attr]
+            return inst, trial
+        # The slot was handed over while the breaker was closed, and the breaker opened
+        # before this call could start: an OPEN breaker admits nothing, and a HALF_OPEN one
+        # only its trials. Give the slot back; the caller routes again.
+        self._finish_neutral(inst, trial)
+        return None
 
     def has_room(self) -> bool:
         """Some live instance has a free slot and a breaker that is not OPEN."""

@@ -61,3 +61,23 @@ async def test_a_single_dead_server_fails_fast_with_the_time_to_the_next_trial(p
     assert loop.time() - t0 < 0.1
     assert "next trial in" in str(info.value)
     assert res(p, "only").calls == 2
+
+
+async def test_a_waiter_handed_a_slot_does_not_run_if_the_breaker_opened_before_it_started(pool):
+    from gleitzeit_jupyter.testing.memory import MemoryConfig
+
+    p = await pool([MemoryConfig("a", capacity=1)], breaker_recovery_timeout=30.0)
+    free = asyncio.Event()
+    holder = asyncio.create_task(p.execute("m", {"until": free}))
+    await wait_until(lambda: res(p, "a").active == 1)
+    waiter = asyncio.create_task(p.execute("m", {"value": "w"}))
+    await wait_until(lambda: p.queue_length == 1)
+    free.set()
+    await asyncio.sleep(0)  # the holder finishes and hands its slot to the waiter ...
+    assert p.queue_length == 0 and not waiter.done()
+    p.get_instance("a").breaker.trip()  # ... and the breaker opens before the waiter runs
+    with pytest.raises(NoResourceAvailable, match="next trial in"):
+        await waiter
+    await holder
+    assert res(p, "a").calls == 1  # the open breaker admitted nothing
+    assert p.get_instance("a").in_flight == 0
