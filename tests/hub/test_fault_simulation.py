@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from gleitzeit_jupyter.hub import calls
+from gleitzeit_jupyter.hub import CircuitState, breaker, calls
 from gleitzeit_jupyter.testing.simulation import InvariantViolation, run_schedule
 
 SCHEDULES = int(os.environ.get("GLEITZEIT_SIM_SCHEDULES", "2000"))
@@ -52,3 +52,20 @@ def test_the_simulator_catches_a_pool_that_loses_refused_calls(monkeypatch) -> N
     monkeypatch.setattr(calls.CallPath, "_again", no_requeue)
     with pytest.raises(InvariantViolation, match=r"seed \d+.*lost"):
         _run(range(200))
+
+
+def test_the_simulator_counts_half_open_calls_at_the_resource_not_at_the_breaker(
+    monkeypatch,
+) -> None:
+    # A route that never took a trial slot leaves the breaker's own count at zero: the
+    # simulator must still see more calls running on a half-open instance than allowed.
+    real = breaker.CircuitBreaker.admit
+
+    def no_slot(self):
+        return "call" if self.state is CircuitState.HALF_OPEN else real(self)
+
+    monkeypatch.setattr(breaker.CircuitBreaker, "admit", no_slot)
+    monkeypatch.setattr(breaker.CircuitBreaker, "can_admit", lambda self: True)
+    monkeypatch.setattr(calls, "_HALF_OPEN", object())  # the route's own trial check, off
+    with pytest.raises(InvariantViolation, match=r"seed \d+.*half-open"):
+        _run(range(2000))
