@@ -19,7 +19,7 @@ bounded: a few floats per (server, model).
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,7 @@ _ALPHA = 0.2  # EWMA weight of a new sample
 _PRIOR_LOAD_S = 3.0  # a model's load time before any was seen anywhere
 _PRIOR_SERVICE_S = 1.0
 _PRIOR_TOKENS = 128.0
+_SPANS = 32  # recent calls' running spans per server, for learning its slots
 
 
 def _ewma(old: float | None, new: float) -> float:
@@ -50,12 +51,14 @@ class ServerView:
     """One server as the pool sees it."""
 
     slots: int = 1
+    slots_known: bool = False  # configured; else learned (only ever upwards)
     max_loaded: int | None = None  # models it holds at once; None: not known (no limit seen)
     loaded: OrderedDict[str, None] = field(default_factory=OrderedDict)  # oldest use first
     loading_until: dict[str, float] = field(default_factory=dict)
     busy_until: float = 0.0
     rates: dict[str, _Rates] = field(default_factory=dict)
     cold_loads: int = 0
+    spans: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=_SPANS))
     cold_since_refresh: bool = False
 
 
@@ -104,6 +107,8 @@ class Fleet:
     def finished(self, ident: str, model: str, data: dict[str, Any]) -> None:
         """Learn from a final Ollama answer (durations in ns)."""
         view = self.server(ident)
+        if not view.slots_known:
+            self._learn_slots(view, data)
         rates = view.rates.setdefault(model, _Rates())
         count, eval_ns = data.get("eval_count"), data.get("eval_duration")
         if isinstance(count, int) and isinstance(eval_ns, (int, float)) and eval_ns > 0:
@@ -123,6 +128,27 @@ class Fleet:
         if view.max_loaded is not None:
             while len(view.loaded) > view.max_loaded:
                 view.loaded.popitem(last=False)
+
+    def _learn_slots(self, view: ServerView, data: dict[str, Any]) -> None:
+        # When did this call run on the server (not wait there)? Its answer ended about now
+        # and the server says how long loading, the prompt and generation took. The most
+        # such spans seen overlapping at one instant is a lower bound of the server's slots.
+        parts = [data.get(k) for k in ("load_duration", "prompt_eval_duration", "eval_duration")]
+        if not all(isinstance(p, (int, float)) for p in parts):
+            return
+        work = sum(parts) / 1e9  # type: ignore[arg-type]
+        end = self.clock()
+        # Client-side clocks and transfer blur the edges: spans shortened by this much on
+        # each side do not count a slot freed and reused at once as two calls running.
+        blur = max(0.002, 0.05 * work)
+        span = (end - work + blur, end - blur)
+        if span[1] <= span[0]:
+            return
+        recent = view.spans
+        recent.append(span)
+        for point in [s for s, _ in recent if span[0] <= s < span[1]]:
+            running = sum(1 for s, e in recent if s <= point < e)
+            view.slots = max(view.slots, running)
 
     def busy(self, ident: str, seconds: float) -> None:
         self.server(ident).busy_until = self.clock() + seconds
@@ -190,6 +216,7 @@ class Fleet:
         view = self.server(ident)
         return {
             "slots": view.slots,
+            "slots_learned": not view.slots_known,
             "max_loaded": view.max_loaded,
             "loaded": list(view.loaded),
             "cold_loads": view.cold_loads,

@@ -47,14 +47,15 @@ class OllamaConfig:
     """One Ollama server.
 
     ``num_parallel``: the calls it runs at once (its OLLAMA_NUM_PARALLEL; the API does not
-    report it); the ``fleet`` strategy divides the queue there by it. ``max_loaded_models``:
-    models it holds in memory at once (OLLAMA_MAX_LOADED_MODELS); None: learned when
-    ``/api/ps`` shows an eviction. ``max_concurrency``: a hard cap on calls the hub sends it at
-    once, so the hub rather than Ollama queues; ``None``: none.
+    report it); the ``fleet`` strategy divides the queue there by it. None: learned, as the
+    most calls seen running there at once (Ollama's durations say when each one ran).
+    ``max_loaded_models``: models it holds in memory at once (OLLAMA_MAX_LOADED_MODELS);
+    None: learned when ``/api/ps`` shows an eviction. ``max_concurrency``: a hard cap on calls
+    the hub sends it at once, so the hub rather than Ollama queues; ``None``: none.
     """
 
     host: str = "http://127.0.0.1:11434"
-    num_parallel: int = 4
+    num_parallel: int | None = None
     max_concurrency: int | None = None
     max_loaded_models: int | None = None
     max_connections: int = 32
@@ -195,7 +196,8 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         state = _State(client, transport, probe, url, urls, {"timeout": timeout.as_dict()})
         ident = urlsplit(url).netloc
         view = self.fleet.server(ident)
-        view.slots = max(1, config.num_parallel)
+        if config.num_parallel is not None:
+            view.slots, view.slots_known = max(1, config.num_parallel), True
         view.max_loaded = config.max_loaded_models
         return ResourceInstance(
             id=ident,
@@ -318,7 +320,8 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         # that loaded the model and the others would never load it.
         not_busy = 2 if st.busy_until <= time.monotonic() else 0
         warm = (
-            instance.in_flight < instance.config.num_parallel and self._model(params) in st.loaded
+            instance.in_flight < self.fleet.server(instance.id).slots
+            and self._model(params) in st.loaded
         )
         return not_busy + warm
 

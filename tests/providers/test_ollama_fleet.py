@@ -140,9 +140,10 @@ async def test_capabilities_decide_where_images_think_and_tools_go() -> None:
 
 async def test_busy_503_moves_the_call_and_is_no_failure() -> None:
     with OllamaStandIn() as a, OllamaStandIn() as b:
+        a.loaded = ["llama3.2"]  # in memory only on A: the first call goes there
         a.faults.busy_rate = 1.0
         async with pool(a.url, b.url, busy_backoff=30, retries=0) as p:
-            for _ in range(20):  # until the tie-breaking noise has tried the busy one too
+            for _ in range(6):
                 r = await p.execute("llm/generate", {"model": "llama3.2", "prompt": "x"})
                 assert r["instance"] == p.instances[1].id
             busy = p.instances[0]
@@ -150,6 +151,7 @@ async def test_busy_503_moves_the_call_and_is_no_failure() -> None:
             assert busy.breaker.consecutive_failures == 0
             assert p.metrics().set_index("instance").loc[busy.id, "failures"] == 0
             assert p.status()["instances"][0]["skipped"] == "busy (503)"
+            assert len(a.requests_to("/api/generate")) == 1  # then kept off for the backoff
 
 
 async def test_status_shows_what_the_estimate_learned() -> None:
@@ -161,3 +163,17 @@ async def test_status_shows_what_the_estimate_learned() -> None:
     assert routing["cold_loads"] == 1
     rates = routing["rates"]["llama3.2:latest"]
     assert 300 < rates["tokens_per_s"] < 600 and rates["load_ms"] >= 100
+
+
+async def test_slots_are_learned_from_calls_that_did_not_wait() -> None:
+    with OllamaStandIn(tokens_per_s=200, default_tokens=20, num_parallel=3) as srv:
+        async with pool(srv.url) as p:  # num_parallel not configured
+            for _ in range(3):
+                await asyncio.gather(
+                    *(
+                        p.execute("llm/generate", {"model": "llama3.2", "prompt": "x"})
+                        for _ in range(6)
+                    )
+                )
+            routing = p.status()["instances"][0]["routing"]
+    assert routing["slots_learned"] and routing["slots"] == 3  # the 4th call waited for one
