@@ -175,8 +175,13 @@ class CallPath:
                 result.setdefault("instance", inst.id)
                 result.setdefault("latency_ms", latency_ms)
                 return result
+        except asyncio.CancelledError:
+            # wherever it waited: for an instance, a scale-up or the instance's answer
+            self._raise_if_aborted(task)  # type: ignore[arg-type]
+            raise
         finally:
             self._running.discard(task)  # type: ignore[arg-type]
+            self._aborted.discard(task)  # type: ignore[arg-type]
 
     async def stream(
         self,
@@ -237,6 +242,10 @@ class CallPath:
                 else:
                     self._finish_neutral(inst, trial)
                 raise
+            except asyncio.CancelledError:
+                self._finish_neutral(inst, trial)
+                self._raise_if_aborted(task)  # type: ignore[arg-type]
+                raise
             except BaseException as exc:
                 error = self._finish_failed(inst, exc, started, trial, deadline, timeout)
                 if produced or not self._again(error, pin, retries, deadline):
@@ -246,8 +255,22 @@ class CallPath:
                 tried.add(inst.id)
             finally:
                 self._running.discard(task)  # type: ignore[arg-type]
+                # cancelled outside this generator (the consumer's own await): forget it here
+                self._aborted.discard(task)  # type: ignore[arg-type]
                 if chunks is not None:
                     await chunks.aclose()  # type: ignore[attr-defined]
+
+    def _raise_if_aborted(self, task: asyncio.Task) -> None:
+        """A call that shutdown cancelled fails with a clear error; any other cancellation
+        (the caller's own) is left alone."""
+        if task not in self._aborted:
+            return
+        self._aborted.discard(task)
+        task.uncancel()
+        raise NoResourceAvailable(
+            f"the {self._pool.name} provider shut down while the call ran",
+            hint="the call was cancelled after the shutdown grace period",
+        ) from None
 
     async def _prepare(self, method, params, strategy, pin, timeout):
         """Check the call before routing it; returns the strategy and the call's deadline."""
@@ -308,15 +331,6 @@ class CallPath:
         """Account for a failed attempt; re-raise what must not be retried, else return it."""
         if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
             self._finish_neutral(inst, trial)
-            task = asyncio.current_task()
-            if isinstance(exc, asyncio.CancelledError) and task in self._aborted:
-                self._aborted.discard(task)  # type: ignore[arg-type]
-                task.uncancel()  # type: ignore[union-attr]
-                raise NoResourceAvailable(
-                    f"the {self._pool.name} provider shut down while the call ran",
-                    instance=inst.id,
-                    hint="the call was cancelled after the shutdown grace period",
-                ) from None
             raise exc
         if isinstance(exc, ResourceDeclined):
             self._finish_neutral(inst, trial)  # turned away, not failed: move on, eject nothing
