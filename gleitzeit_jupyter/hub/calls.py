@@ -508,11 +508,12 @@ class CallPath:
                 inst, trial = fut.result()
                 self._finish_neutral(inst, trial)  # served as we left: pass the slot on
             raise
-        if trial or inst.breaker.state is _CLOSED:  # type: ignore[union-attr]
+        state = inst.breaker.state  # type: ignore[union-attr]
+        if state is _CLOSED or (trial and state is _HALF_OPEN):
             return inst, trial
-        # The slot was handed over while the breaker was closed, and the breaker opened
-        # before this call could start: an OPEN breaker admits nothing, and a HALF_OPEN one
-        # only its trials. Give the slot back; the caller routes again.
+        # The breaker changed between handing over the slot and this call starting (another
+        # call failed and opened it): an OPEN breaker admits nothing, and a HALF_OPEN one only
+        # its trials. Give the slot back; the caller routes again.
         self._finish_neutral(inst, trial)
         return None
 

@@ -81,3 +81,33 @@ async def test_a_waiter_handed_a_slot_does_not_run_if_the_breaker_opened_before_
     await holder
     assert res(p, "a").calls == 1  # the open breaker admitted nothing
     assert p.get_instance("a").in_flight == 0
+
+
+async def test_trials_handed_out_do_not_run_once_another_trial_reopened_the_breaker(pool):
+    from gleitzeit_jupyter.testing.memory import MemoryConfig
+
+    p = await pool(
+        [MemoryConfig("a"), MemoryConfig("b", capacity=1)],
+        breaker_failure_threshold=1,
+        breaker_recovery_timeout=0.05,
+        breaker_half_open_max=2,
+    )
+    a = p.get_instance("a")
+    a.breaker.trip()
+    free = asyncio.Event()
+    holder = asyncio.create_task(p.execute("m", {"until": free}, instance="b"))
+    await wait_until(lambda: res(p, "b").active == 1)
+    waiters = [asyncio.create_task(p.execute("m", {})) for _ in range(2)]
+    await wait_until(lambda: p.queue_length == 2)
+    await asyncio.sleep(0.06)
+    p.enable("a")  # a dispatch: a is half-open now and hands both waiters a trial slot ...
+    assert p.queue_length == 0 and a.breaker.trials == 2
+    a.breaker.record_failure(trial=False)  # ... and a failure re-opens it before they start
+    assert a.breaker_state is CircuitState.OPEN
+    await asyncio.sleep(0.01)
+    assert res(p, "a").calls == 0  # the open breaker admitted nothing
+    free.set()
+    results = await asyncio.gather(*waiters)
+    assert {r["instance"] for r in results} == {"b"}
+    await holder
+    assert a.breaker.trials == 0 and a.in_flight == 0
