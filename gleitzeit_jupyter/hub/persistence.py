@@ -111,6 +111,8 @@ class RestoreReport:
     failed: dict[str, str] = field(default_factory=dict)  # key -> why it could not come back
     history_rows: int = 0
     already: list[str] = field(default_factory=list)  # this save was merged in before
+    # the save shares some merged history with this instance: not merged (no double count)
+    overlapping: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         parts = [f"{self.pool}: {len(self.added) + len(self.merged)} instance(s) restored"]
@@ -118,6 +120,11 @@ class RestoreReport:
             parts.append(f"re-created {', '.join(self.added)}")
         if self.already:
             parts.append(f"metrics of {', '.join(self.already)} were already loaded from this save")
+        if self.overlapping:
+            parts.append(
+                f"metrics of {', '.join(self.overlapping)} were not merged: the save already"
+                " contains some of this pool's own counts"
+            )
         if self.failed:
             parts.append(
                 "could not restore " + ", ".join(f"{k} ({v})" for k, v in self.failed.items())
@@ -277,6 +284,11 @@ async def restore(
             pass
         elif lineage <= metrics.lineage:
             report.already.append(inst.id)
+        elif lineage & metrics.lineage:
+            # The save holds counters already here plus others (a pool that loaded this
+            # one's save, then ran more calls). Totals cannot be split by lineage, so adding
+            # them would count the shared calls twice: keep this instance's own numbers.
+            report.overlapping.append(inst.id)
         else:
             report.history_rows += _merge_metrics(inst, saved)
             metrics.lineage |= lineage

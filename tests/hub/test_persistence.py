@@ -197,3 +197,23 @@ def test_sketch_round_trip_keeps_quantiles():
     assert back.sum == pytest.approx(m.all_time.sum, rel=RELATIVE_ACCURACY)
     for q in (0.01, 0.5, 0.95, 0.99):
         assert back.get_quantile_value(q) == pytest.approx(m.all_time.get_quantile_value(q))
+
+
+async def test_loading_a_save_that_already_contains_this_pools_counts_does_not_double_them(
+    tmp_path,
+):
+    mine, theirs = tmp_path / "mine.sqlite", tmp_path / "theirs.sqlite"
+    async with _pool("a") as p, _pool("a") as q:
+        await _drive(p, 10)
+        await store.save_pool(p, mine)
+        await store.load_pool(q, mine)  # q now holds p's 10 calls ...
+        await _drive(q, 2)
+        await store.save_pool(q, theirs)  # ... and saves 12, 10 of them p's
+        report = await store.load_pool(p, theirs)
+        a = p.get_instance("a").metrics
+        assert a.requests <= 12  # never p's own 10 counted a second time
+        assert "a" in report.overlapping and "not merged" in str(report)
+        async with _pool("a") as r:  # a fresh pool loading both saves
+            await store.load_pool(r, mine)
+            await store.load_pool(r, theirs)
+            assert r.get_instance("a").metrics.requests <= 12
