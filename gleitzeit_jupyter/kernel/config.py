@@ -51,9 +51,7 @@ class Gleitzeit(Configurable):
     auto_discover = Bool(
         False, help="Also probe for Ollama servers on the local machine and network."
     ).tag(config=True)
-    strategy = Unicode("fleet", help="Load-balancing strategy of the Ollama pool.").tag(
-        config=True
-    )
+    strategy = Unicode("fleet", help="Load-balancing strategy of the Ollama pool.").tag(config=True)
     default_model = Unicode(
         help="Model used when %%llm gets no -m (default: $GLEITZEIT_MODEL or llama3.2)."
     ).tag(config=True)
