@@ -18,11 +18,12 @@ def failed(ename: str, evalue: str) -> dict[str, Any]:
     return {"exit_code": 1, "error": {"ename": ename, "evalue": evalue, "traceback": ""}}
 
 
-def from_worker(frame: dict[str, Any]) -> dict[str, Any]:
+def from_worker(frame: dict[str, Any], returns: object = ()) -> dict[str, Any]:
     """The parts of a worker's result the supervisor passes on, each of the expected type.
 
     Whatever else the frame claims (``oom``, ``killed``, ``timed_out``, ...) is dropped: how a
-    run ended is decided here and on the host, from what was observed.
+    run ended is decided here and on the host, from what was observed. So are values for
+    names the run was not asked for (``returns``): they would only cost the reply its room.
     """
     code = frame.get("exit_code")
     error = frame.get("error")
@@ -34,8 +35,11 @@ def from_worker(frame: dict[str, Any]) -> dict[str, Any]:
         "exit_code": code if type(code) is int and -255 <= code <= 255 else 1,
         "error": error,
         "outputs": frame.get("outputs") if isinstance(frame.get("outputs"), list) else [],
-        "values": frame.get("values") if isinstance(frame.get("values"), dict) else {},
+        "values": {},
     }
+    values = frame.get("values")
+    if isinstance(values, dict) and isinstance(returns, list):
+        out["values"] = {k: values[k] for k in returns if isinstance(k, str) and k in values}
     if isinstance(frame.get("imported"), list):
         out["imported"] = frame["imported"]
     return out

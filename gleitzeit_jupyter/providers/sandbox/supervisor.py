@@ -332,7 +332,7 @@ class Supervisor(ProcessHygiene):
                 self._kill_worker(w)
                 return True
             if frames:
-                self.result = from_worker(frames[0])
+                self.result = from_worker(frames[0], (self.run or {}).get("returns"))
         return True
 
     def _drain(self, w: Worker) -> None:
@@ -404,15 +404,32 @@ class Supervisor(ProcessHygiene):
     def _finish(self, result: dict[str, Any]) -> None:
         assert self.run is not None
         self._flush_stream(final=True)
-        result.update(
-            op="result",
-            id=self.run.get("id"),
-            stdout=self.out.text(),
-            stderr=self.err.text(),
-            run_ms=(time.perf_counter() - self.started) * 1e3,
-        )
+        common = {
+            "op": "result",
+            "id": self.run.get("id"),
+            "stdout": self.out.text(),
+            "stderr": self.err.text(),
+            "run_ms": (time.perf_counter() - self.started) * 1e3,
+        }
+        result.update(common)
+        # The kernel reads no reply larger than max_reply, and takes a larger one for a
+        # broken channel (the container is lost). Text re-encoded here can grow (a non-ASCII
+        # character becomes a six-byte escape), so the reply is measured, not trusted.
+        try:
+            frame = protocol.encode_frame(result)
+            if len(frame) - 4 > self.max_reply:
+                raise protocol.ProtocolError(
+                    f"{len(frame) - 4:,} bytes, over the {self.max_reply:,} byte limit"
+                )
+        except (protocol.ProtocolError, ValueError, TypeError, RecursionError, MemoryError) as exc:
+            frame = b""  # let the large one go before building the small one
+            small = failed("ProtocolError", f"the run's result is too large to send ({exc})")
+            ending = {k: result[k] for k in ("oom", "killed", "session_lost") if k in result}
+            frame = protocol.encode_frame({**small, **ending, **common})
         self.run, self.worker = None, None
-        self.send(result)
+        data = memoryview(frame)
+        while data:
+            data = data[os.write(self.chan_out, data) :]
 
 
 def _seed_matplotlib_cache() -> None:

@@ -122,6 +122,28 @@ async def test_a_hostile_result_fails_only_its_own_run(pool: PythonProvider, att
     await still_serves(pool, inst)
 
 
+# A frame under the supervisor's read limit whose text is 37 million euro signs: re-encoded as
+# \\u20ac escapes, the reply would be twice the size the kernel reads.
+INFLATE = (
+    FORGE + 'forge(None, raw=b\'{"exit_code":0,"values":{"NAME":{"t":"json","v":"\''
+    " + '\\u20ac'.encode() * 37_000_000 + b'\"}}}')\n"
+)
+
+
+@pytest.mark.parametrize("name", ["x", "not_asked_for"])
+async def test_a_result_too_large_to_send_fails_its_run_not_the_container(
+    pool: PythonProvider, name: str
+) -> None:
+    inst = pool.instances[1].id
+    before = container_of(pool, inst)
+    r = await run(pool, INFLATE.replace("NAME", name), instance=inst, returns=["x"], timeout=60)
+    assert container_of(pool, inst) == before  # the channel was not broken
+    assert r["values"] == {}
+    if name == "x":
+        assert r["error"]["ename"] == "ProtocolError" and "too large" in r["error"]["evalue"]
+    await still_serves(pool, inst)
+
+
 async def test_patching_json_and_builtins_breaks_at_most_that_run(pool: PythonProvider) -> None:
     inst = pool.instances[1].id
     before = container_of(pool, inst)
