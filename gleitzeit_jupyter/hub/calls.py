@@ -35,7 +35,7 @@ from .errors import (
 )
 from .instance import ResourceInstance, ResourceStatus
 from .lifecycle import Lifecycle
-from .policy import RetryPolicy
+from .policy import RetryPolicy, checked
 from .queueing import FairQueue
 from .retry import RetryBudget
 
@@ -198,6 +198,8 @@ class CallPath:
         strategy, deadline = await self._prepare(method, params, strategy, pin, timeout)
         if first_token_timeout is None:
             first_token_timeout = pool.retry_policy.first_token_timeout
+        else:
+            first_token_timeout = checked("first_token_timeout", first_token_timeout)
         loop = asyncio.get_running_loop()
         tried: set[str] = set()
         error: ResourceFailed | None = None
@@ -290,9 +292,11 @@ class CallPath:
         if pin is not None and pin not in pool.members:
             known = ", ".join(pool.members) or "none"
             raise UserError(f"no instance {pin!r} in the {pool.name} pool", hint=f"known: {known}")
-        self.budget.deposit()
         if timeout is None:
             timeout = pool.retry_policy.call_timeout
+        else:  # a caller's value: a bad one is their mistake, never an instance's failure
+            timeout = checked("call_timeout", timeout, "timeout")
+        self.budget.deposit()
         if timeout is None:
             return strategy, None
         return strategy, asyncio.get_running_loop().time() + timeout

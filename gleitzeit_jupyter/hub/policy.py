@@ -124,10 +124,12 @@ _RULES: dict[str, tuple[str, float, bool]] = {
 }
 
 
-def checked(name: str, value: Any) -> Any:
+def checked(name: str, value: Any, label: str | None = None) -> Any:
     """``value`` as option ``name`` holds it (numpy numbers become Python ones); a UserError
-    naming the option when it is of the wrong type or out of range."""
+    naming the option (or ``label``, the argument it came as) when it is of the wrong type
+    or out of range."""
     kind, low, inclusive = _RULES[name]
+    name = label or name
     if kind == "bool":
         if isinstance(value, bool):
             return value

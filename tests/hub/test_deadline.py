@@ -8,7 +8,7 @@ import time
 import pytest
 from hub_helpers import wait_until
 
-from gleitzeit_jupyter.hub import ExecutionTimeout
+from gleitzeit_jupyter.hub import CircuitState, ExecutionTimeout, UserError
 from gleitzeit_jupyter.testing.memory import MemoryConfig
 
 
@@ -63,3 +63,22 @@ async def test_first_token_timeout_bounds_the_first_chunk_of_each_attempt(pool):
             pass
     assert time.monotonic() - t0 < 0.5  # two attempts of 0.1 s, not two of 1 s
     assert sum(r.stream_calls for r in p.resources.values()) == 2
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan"), "1"])
+async def test_a_bad_timeout_is_a_user_error_and_no_instance_is_called(pool, value):
+    p = await pool(["a"])
+    with pytest.raises(UserError, match="timeout"):
+        await p.execute("m", {}, timeout=value)
+    assert p.resources["a"].calls == 0
+
+
+@pytest.mark.parametrize("value", [0, -1, "x"])
+async def test_a_bad_first_token_timeout_is_a_user_error_that_trips_no_breaker(pool, value):
+    p = await pool(["a"], breaker_failure_threshold=1)
+    with pytest.raises(UserError, match="first_token_timeout"):
+        async for _ in p.stream("m", {}, first_token_timeout=value):
+            pass
+    inst = p.get_instance("a")
+    assert inst.breaker_state is CircuitState.CLOSED and inst.metrics.failures == 0
+    assert p.resources["a"].stream_calls == 0
