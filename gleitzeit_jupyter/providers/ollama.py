@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -39,6 +40,7 @@ __all__ = ["OllamaConfig", "OllamaProvider", "OllamaProviderStreamlined"]
 
 DEFAULT_SCAN_PORTS = tuple(range(11434, 11440))
 _PROBE_TIMEOUT = 0.5
+_FIRST_BUSY_PAUSE = 0.05  # seconds; doubled up to busy_backoff while a lone server is busy
 _TPS_SAMPLES = 64  # recent calls behind an instance's tokens_per_s (bounded memory)
 
 
@@ -103,8 +105,11 @@ class OllamaProvider(HubProvider[OllamaConfig]):
     servers named by ``OLLAMA_HOST`` / ``GLEITZEIT_OLLAMA_HOSTS`` and any answering on
     ``scan_host`` ports ``scan_ports`` (11434-11439), re-scanned every ``discovery_interval``.
     ``request_timeout`` bounds a silent read, ``connect_timeout`` a connect,
-    ``first_token_timeout`` the wait for a stream's first line. Other keyword arguments go to
-    :class:`HubProvider` (``retries``, ``health_check_interval``, ...).
+    ``first_token_timeout`` the wait for a stream's first line. A 503 (the server's queue is
+    full) sends the call elsewhere and keeps new calls off that server for ``busy_backoff``
+    seconds; with nowhere else to go a call waits out the 503s, at most ``busy_wait``
+    seconds. Other keyword arguments go to :class:`HubProvider` (``retries``,
+    ``health_check_interval``, ...).
     """
 
     def __init__(
@@ -121,6 +126,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         scan_ports: Sequence[int] = DEFAULT_SCAN_PORTS,
         model_refresh_interval: float = 10.0,
         busy_backoff: float = 2.0,
+        busy_wait: float = 30.0,
         **hub_options: Any,
     ) -> None:
         hub_options.setdefault("name", "ollama")
@@ -143,6 +149,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         self.scan_ports = tuple(scan_ports)
         self.model_refresh_interval = model_refresh_interval
         self.busy_backoff = busy_backoff
+        self.busy_wait = busy_wait
         self.fleet = Fleet()
         self._refreshing: set[asyncio.Task[None]] = set()
 
@@ -380,6 +387,18 @@ class OllamaProvider(HubProvider[OllamaConfig]):
             return await self.list_models()
         return await super().execute(method, params, **kwargs)
 
+    def _elsewhere(self, instance: ResourceInstance, model: str) -> bool:
+        """Another instance lists the model and has not said "busy" lately."""
+        now = time.monotonic()
+        return any(
+            i is not instance
+            and i.enabled
+            and i.status in (ResourceStatus.HEALTHY, ResourceStatus.DEGRADED)
+            and model in (_state(i).models or ())
+            and _state(i).busy_until <= now
+            for i in self.instances
+        )
+
     def _failed(self, instance: ResourceInstance, status: int, text: str, model: str) -> HubError:
         st = _state(instance)
         if status == 404 and st.models is not None:
@@ -420,10 +439,19 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         content = wire.encode_body(body, params)
         self.fleet.starting(instance.id, model)
         started = time.perf_counter()
-        try:
-            r = await wire.post_json(st.transport, st.urls[path], content, st.extensions)
-        except httpx.HTTPError as exc:
-            raise wire.transport_error(exc, instance.id, st.url, self.request_timeout) from exc
+        pause = _FIRST_BUSY_PAUSE
+        while True:
+            try:
+                r = await wire.post_json(st.transport, st.urls[path], content, st.extensions)
+            except httpx.HTTPError as exc:
+                raise wire.transport_error(exc, instance.id, st.url, self.request_timeout) from exc
+            waited = time.perf_counter() - started
+            if r.status_code != 503 or waited >= self.busy_wait or self._elsewhere(instance, model):
+                break
+            # Busy here and nowhere else to go: wait for its queue to drain (the call's
+            # deadline still bounds this), with jitter so waiting calls do not return together.
+            await asyncio.sleep(min(pause * (0.5 + random.random()), self.busy_wait - waited))
+            pause = min(pause * 2, self.busy_backoff)
         if r.status_code != 200:
             raise self._failed(instance, r.status_code, r.text, model)
         try:

@@ -177,3 +177,14 @@ async def test_slots_are_learned_from_calls_that_did_not_wait() -> None:
                 )
             routing = p.status()["instances"][0]["routing"]
     assert routing["slots_learned"] and routing["slots"] == 3  # the 4th call waited for one
+
+
+async def test_a_lone_busy_server_is_waited_for_not_failed() -> None:
+    with OllamaStandIn(num_parallel=1, max_queue=0, tokens_per_s=100, default_tokens=10) as srv:
+        async with pool(srv.url, busy_backoff=0.2, retries=0) as p:
+            calls = [
+                p.execute("llm/generate", {"model": "llama3.2", "prompt": "x"}) for _ in range(4)
+            ]
+            results = await asyncio.gather(*calls)  # 3 of 4 got 503 at first: none failed
+        assert len(results) == 4
+        assert len(srv.requests_to("/api/generate")) > 4  # the 503s were asked again
