@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 __all__ = ["COLD_LOAD_S", "Fleet", "ServerView"]
@@ -33,6 +34,16 @@ _PRIOR_LOAD_S = 3.0  # a model's load time before any was seen anywhere
 _PRIOR_SERVICE_S = 1.0
 _PRIOR_TOKENS = 128.0
 _SPANS = 32  # recent calls' running spans per server, for learning its slots
+
+
+def _server_time(stamp: Any) -> float | None:
+    """Seconds of an RFC 3339 ``created_at`` (Go writes up to 9 fractional digits)."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
 
 
 def _ewma(old: float | None, new: float) -> float:
@@ -130,15 +141,19 @@ class Fleet:
                 view.loaded.popitem(last=False)
 
     def _learn_slots(self, view: ServerView, data: dict[str, Any]) -> None:
-        # When did this call run on the server (not wait there)? Its answer ended about now
-        # and the server says how long loading, the prompt and generation took. The most
-        # such spans seen overlapping at one instant is a lower bound of the server's slots.
+        # When did this call run on the server (not wait there)? Its answer says when it was
+        # made (created_at, the server's clock: a client busy elsewhere reads answers late
+        # and in bunches, which would make calls that ran one after another look parallel)
+        # and how long loading, the prompt and generation took. The most such spans seen
+        # overlapping at one instant is a lower bound of the server's slots.
         parts = [data.get(k) for k in ("load_duration", "prompt_eval_duration", "eval_duration")]
         if not all(isinstance(p, (int, float)) for p in parts):
             return
         work = sum(parts) / 1e9  # type: ignore[arg-type]
-        end = self.clock()
-        # Client-side clocks and transfer blur the edges: spans shortened by this much on
+        end = _server_time(data.get("created_at"))
+        if end is None:
+            end = self.clock()
+        # Timestamps and durations are not exact: spans shortened by this much on
         # each side do not count a slot freed and reused at once as two calls running.
         blur = max(0.002, 0.05 * work)
         span = (end - work + blur, end - blur)

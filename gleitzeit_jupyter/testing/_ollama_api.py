@@ -11,14 +11,12 @@ busy, please try again.  maximum pending requests exceeded``). ``stream`` defaul
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import random
 import time
 from collections import deque
 from typing import Any
 
+from ._ollama_answer import Pace, answer, refusal
 from ._ollama_http import HttpRequest, Responder
 from ._ollama_memory import ModelMemory
 from ._ollama_model import (
@@ -28,10 +26,8 @@ from ._ollama_model import (
     details,
     digest,
     embedding_vector,
-    generate_tokens,
     normalize_model,
     now_iso,
-    shaped_json,
 )
 
 __all__ = ["ERR_BUSY", "INFERENCE_PATHS", "OllamaApi"]
@@ -188,25 +184,7 @@ class OllamaApi:
         slots.release()
 
     def _refuse(self, model: str, name: str, body: dict[str, Any], chat: bool) -> str | None:
-        """Ollama's 400 for a request the model cannot serve (its capability checks)."""
-        caps = self.capabilities_of(model)
-        if "completion" not in caps:
-            return f'"{name}" does not support generate'
-        images = body.get("images") or []
-        if chat:
-            images = [i for m in body.get("messages") or [] for i in (m.get("images") or [])]
-        if images:
-            if not all(_is_base64(i) for i in images):
-                return "illegal base64 data in images"
-            if "vision" not in caps:
-                return f'"{name}" does not support images'
-        if body.get("think") and "thinking" not in caps:
-            return f'"{name}" does not support thinking'
-        if body.get("tools") and "tools" not in caps:
-            return f'"{name}" does not support tools'
-        if body.get("suffix") and "insert" not in caps:
-            return f'"{name}" does not support insert'
-        return None
+        return refusal(self.capabilities_of(model), name, body, chat)
 
     # --- generation ------------------------------------------------------------------
     async def _generate_like(self, body: dict[str, Any], resp: Responder, chat: bool) -> None:
@@ -284,19 +262,9 @@ class OllamaApi:
             await asyncio.sleep(self.latency)
         t_eval = time.perf_counter()
         prompt_eval_ns = max(int(self.latency * 1e9), 100_000)
-        tokens, reason = generate_tokens(model, text, options, self.default_tokens)
-        fmt = body.get("format")
-        if fmt and tokens:
-            words = "".join(tokens).split()
-            shaped = {"response": " ".join(words)} if fmt == "json" else shaped_json(fmt, words)
-            tokens = [json.dumps(shaped)]
-        thoughts: list[str] = []
-        if body.get("think"):
-            thoughts, _ = generate_tokens(model, "think\0" + text, options, self.default_tokens)
-        calls = _tool_calls(body.get("tools"), tokens) if chat else []
-        if calls:
-            tokens = []
-            reason = "stop"
+        tokens, thoughts, calls, reason = answer(
+            model, text, options, body, chat, self.default_tokens
+        )
         per_tok = 1.0 / self.tokens_per_s if self.tokens_per_s > 0 else 0.0
         err_after = self.faults.stream_error_after
         if stream:
@@ -304,7 +272,7 @@ class OllamaApi:
         # Tokens are due on a fixed schedule from t_eval, not one sleep after another: on a
         # busy machine each short sleep overshoots, and the overshoots would add up to a
         # server slower than its tokens_per_s. An answer sent whole sleeps once.
-        pace = _Pace(t_eval, per_tok)
+        pace = Pace(t_eval, per_tok)
         for j, tok in enumerate(thoughts):
             if stream:
                 await pace.until(j + 1)
@@ -521,40 +489,6 @@ class OllamaApi:
             "evictions": dict(self.memory.evictions),
             "faults": vars(self.faults),
         }
-
-
-class _Pace:
-    """Sleeps until token ``n`` is due, ``n x per_tok`` seconds after ``start``."""
-
-    def __init__(self, start: float, per_tok: float) -> None:
-        self.start = start
-        self.per_tok = per_tok
-
-    async def until(self, n: int) -> None:
-        if self.per_tok:
-            delay = self.start + n * self.per_tok - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-
-
-def _is_base64(value: Any) -> bool:
-    if not isinstance(value, str) or not value:
-        return False
-    try:
-        base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    return True
-
-
-def _tool_calls(tools: Any, tokens: list[str]) -> list[dict[str, Any]]:
-    """A call of the first tool offered, its arguments shaped by the tool's parameters."""
-    if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
-        return []
-    fn = tools[0].get("function") or {}
-    args = shaped_json(fn.get("parameters") or {"type": "object"}, "".join(tokens).split())
-    args = args if isinstance(args, dict) else {}  # arguments are always an object
-    return [{"function": {"name": fn.get("name", "tool"), "arguments": args}}]
 
 
 _ROUTES: dict[tuple[str, str], Any] = {
