@@ -231,8 +231,9 @@ def check_params(method: str, params: dict[str, Any], default_model: str | None)
     model = params.get("model") or default_model
     if not isinstance(model, str) or not model.strip():
         raise UserError(f"{method} needs a model", hint="pass model='llama3.2' (or default_model)")
-    if method == GENERATE and not isinstance(params.get("prompt"), str):
-        raise UserError("llm/generate needs a prompt (a string)")
+    # No prompt is Ollama's documented way to load a model (with keep_alive 0: to unload it).
+    if method == GENERATE and not isinstance(params.get("prompt") or "", str):
+        raise UserError("llm/generate's prompt must be a string")
     if method == CHAT:
         msgs = params.get("messages")
         if not isinstance(msgs, list):

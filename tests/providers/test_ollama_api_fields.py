@@ -104,3 +104,16 @@ async def test_stream_false_in_a_stream_call_is_a_user_error(provider) -> None:
     with pytest.raises(UserError, match="stream"):
         async for _ in p.stream("llm/generate", {"model": "qwen3", "prompt": "x", "stream": False}):
             pass
+
+
+async def test_the_documented_load_and_unload_bodies_need_no_prompt(provider) -> None:
+    # Ollama's docs load a model with {"model": ...} alone and unload it with keep_alive 0;
+    # its GenerateRequest has no required prompt.
+    p, srv = provider
+    loaded = await p.execute("llm/generate", {"model": "qwen3"})
+    assert loaded["done_reason"] == "load"
+    assert srv.requests_to("/api/generate")[-1].body == {"model": "qwen3", "stream": False}
+    unloaded = await p.execute("llm/generate", {"model": "qwen3", "keep_alive": 0})
+    assert unloaded["done_reason"] == "unload"
+    with pytest.raises(UserError, match="prompt"):
+        await p.execute("llm/generate", {"model": "qwen3", "prompt": 3})
