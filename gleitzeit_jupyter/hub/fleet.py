@@ -115,9 +115,20 @@ class Fleet:
             while view.loaded and len(view.loaded) + len(view.loading_until) > view.max_loaded:
                 view.loaded.popitem(last=False)  # the server evicts its least recently used
 
+    def abandoned(self, ident: str, model: str) -> None:
+        """A call sent by :meth:`starting` ended without an answer (refused, failed,
+        cancelled): it loaded nothing, so its expected load must not count down to "in memory".
+        A load another call started goes unmarked too: overestimating it is the safe side,
+        and the next ``/api/ps`` corrects it."""
+        self.server(ident).loading_until.pop(model, None)
+
     def finished(self, ident: str, model: str, data: dict[str, Any]) -> None:
         """Learn from a final Ollama answer (durations in ns)."""
         view = self.server(ident)
+        if data.get("done_reason") == "unload":  # keep_alive 0 without a prompt
+            view.loading_until.pop(model, None)
+            view.loaded.pop(model, None)
+            return
         if not view.slots_known:
             self._learn_slots(view, data)
         rates = view.rates.setdefault(model, _Rates())

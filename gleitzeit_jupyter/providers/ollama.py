@@ -425,7 +425,10 @@ class OllamaProvider(HubProvider[OllamaConfig]):
 
     def _succeeded(self, instance: ResourceInstance, model: str, data: dict[str, Any]) -> None:
         st = _state(instance)
-        st.loaded.add(model)
+        if data.get("done_reason") == "unload":
+            st.loaded.discard(model)
+        else:
+            st.loaded.add(model)
         self.fleet.finished(instance.id, model, data)
         count, ns = data.get("eval_count"), data.get("eval_duration")
         if isinstance(count, int) and isinstance(ns, int) and ns > 0:
@@ -438,6 +441,21 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         path, body, model = wire.build_body(method, params, self.default_model, stream=False)
         content = wire.encode_body(body, params)
         self.fleet.starting(instance.id, model)
+        try:
+            return await self._post(instance, st, path, content, model, method)
+        except BaseException:
+            self.fleet.abandoned(instance.id, model)
+            raise
+
+    async def _post(
+        self,
+        instance: ResourceInstance,
+        st: _State,
+        path: str,
+        content: bytes,
+        model: str,
+        method: str,
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         pause = _FIRST_BUSY_PAUSE
         while True:
@@ -477,6 +495,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         path, body, model = wire.build_body(method, params, self.default_model, stream=True)
         content = wire.encode_body(body, params)
         self.fleet.starting(instance.id, model)
+        answered = False
         started = time.perf_counter()
         resp: httpx.Response | None = None
         try:
@@ -503,6 +522,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
                             instance=instance.id,
                         )
                     if data.get("done"):
+                        answered = True
                         self._succeeded(instance, model, data)
                         latency = (time.perf_counter() - started) * 1000.0
                         final = wire.shape_result(method, data, latency, ttft_ms, instance.id)
@@ -521,6 +541,8 @@ class OllamaProvider(HubProvider[OllamaConfig]):
                 f"Ollama at {instance.id} sent invalid JSON", instance=instance.id
             ) from exc
         finally:
+            if not answered:
+                self.fleet.abandoned(instance.id, model)
             if resp is not None:
                 await resp.aclose()
 

@@ -188,3 +188,29 @@ async def test_a_lone_busy_server_is_waited_for_not_failed() -> None:
             results = await asyncio.gather(*calls)  # 3 of 4 got 503 at first: none failed
         assert len(results) == 4
         assert len(srv.requests_to("/api/generate")) > 4  # the 503s were asked again
+
+
+async def test_a_call_that_never_loaded_its_model_leaves_it_cold() -> None:
+    # A refused call (503 here) loaded nothing: once the expected load time has passed, the
+    # model must still count as cold there, not as if the refused call had loaded it.
+    with OllamaStandIn(models=[A, B], loaded=[A], max_loaded=1) as srv:
+        async with pool(srv.url, busy_wait=0.0) as p:
+            ident = p.instances[0].id
+            await p.execute("llm/generate", {"model": A, "prompt": "x"})
+            srv.faults.busy_rate = 1.0
+            with pytest.raises(Exception, match="busy"):
+                await p.execute("llm/generate", {"model": B, "prompt": "x"})
+            view = p.fleet.server(ident)
+            assert B not in view.loading_until and list(view.loaded) == [A]
+            assert p.fleet.cost(ident, 0, B) > p.fleet.cost(ident, 0, A)
+
+
+async def test_an_unloaded_model_is_no_longer_counted_in_memory() -> None:
+    with OllamaStandIn(models=[A], loaded=[A]) as srv:
+        async with pool(srv.url) as p:
+            ident = p.instances[0].id
+            await p.execute("llm/generate", {"model": A, "prompt": "x"})
+            r = await p.execute("llm/generate", {"model": A, "keep_alive": 0})
+            assert r["done_reason"] == "unload" and not srv.loaded
+            assert A not in p.fleet.server(ident).loaded
+            assert A not in p.instances[0].handle.loaded
