@@ -18,6 +18,7 @@ bounded: a few floats per (server, model).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -44,6 +45,19 @@ def _server_time(stamp: Any) -> float | None:
         return datetime.fromisoformat(stamp).timestamp()
     except ValueError:
         return None
+
+
+def _figure(value: Any) -> float | None:
+    """A count or duration from an answer, if it is one: a finite number >= 0. JSON from a
+    broken server can hold anything (negatives, NaN, Infinity, integers too big for a float),
+    and one such value would otherwise spread through the pooled estimates."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def _ewma(old: float | None, new: float) -> float:
@@ -132,15 +146,17 @@ class Fleet:
         if not view.slots_known:
             self._learn_slots(view, data)
         rates = view.rates.setdefault(model, _Rates())
-        count, eval_ns = data.get("eval_count"), data.get("eval_duration")
-        if isinstance(count, int) and isinstance(eval_ns, (int, float)) and eval_ns > 0:
-            rates.tps = _ewma(rates.tps, count / (eval_ns / 1e9))
-            self._tokens[model] = _ewma(self._tokens.get(model), float(count))
-        prompt_ns = data.get("prompt_eval_duration")
-        if isinstance(prompt_ns, (int, float)) and prompt_ns >= 0:
+        count, eval_ns = _figure(data.get("eval_count")), _figure(data.get("eval_duration"))
+        if count is not None and eval_ns:
+            tps = count / (eval_ns / 1e9)
+            if math.isfinite(tps):
+                rates.tps = _ewma(rates.tps, tps)
+                self._tokens[model] = _ewma(self._tokens.get(model), count)
+        prompt_ns = _figure(data.get("prompt_eval_duration"))
+        if prompt_ns is not None:
             rates.ttft_s = _ewma(rates.ttft_s, prompt_ns / 1e9)
-        load_ns = data.get("load_duration")
-        if isinstance(load_ns, (int, float)) and load_ns / 1e9 > COLD_LOAD_S:
+        load_ns = _figure(data.get("load_duration"))
+        if load_ns is not None and load_ns / 1e9 > COLD_LOAD_S:
             rates.load_s = _ewma(rates.load_s, load_ns / 1e9)
             view.cold_loads += 1
             view.cold_since_refresh = True
@@ -157,8 +173,10 @@ class Fleet:
         # and in bunches, which would make calls that ran one after another look parallel)
         # and how long loading, the prompt and generation took. The most such spans seen
         # overlapping at one instant is a lower bound of the server's slots.
-        parts = [data.get(k) for k in ("load_duration", "prompt_eval_duration", "eval_duration")]
-        if not all(isinstance(p, (int, float)) for p in parts):
+        parts = [
+            _figure(data.get(k)) for k in ("load_duration", "prompt_eval_duration", "eval_duration")
+        ]
+        if None in parts:
             return
         work = sum(parts) / 1e9  # type: ignore[arg-type]
         end = _server_time(data.get("created_at"))

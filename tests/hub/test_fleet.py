@@ -108,3 +108,28 @@ def test_fleet_choice_takes_the_cheapest_and_spreads_near_ties() -> None:
     tie = {"a": 1.0, "b": 1.01, "c": 9.0}
     picks = Counter(b.choose("fleet", insts, cost=lambda i: tie[i.id]).id for _ in range(400))
     assert picks["a"] > 100 and picks["b"] > 100 and picks["c"] == 0
+
+
+def test_a_server_reporting_impossible_figures_does_not_poison_the_estimates() -> None:
+    # JSON from a broken or lying server can hold negative counts, huge numbers (read as
+    # inf), Infinity and NaN; none of it may make a cost negative, infinite or NaN anywhere.
+    import math
+
+    f = Fleet(clock=Clock())
+    f.finished("good", M, answer(20, 100))
+    f.set_loaded("good", [M])
+    f.set_loaded("liar", [M])
+    for bad in (
+        {"eval_count": -1000, "eval_duration": 10**9},
+        {"eval_count": True, "eval_duration": 1},
+        {"eval_count": 10**400, "eval_duration": 1},
+        {"eval_count": 10, "eval_duration": float("inf")},
+        {"prompt_eval_duration": float("inf"), "load_duration": float("inf")},
+        {"prompt_eval_duration": -(10**9), "load_duration": float("nan")},
+    ):
+        f.finished("liar", M, bad)
+    for ident in ("good", "liar", "new"):
+        for in_flight in (0, 5):
+            c = f.cost(ident, in_flight, M)
+            assert math.isfinite(c) and c > 0, (ident, in_flight, c)
+    assert f.cost("good", 0, M) < 1.0  # 20 tokens at 100/s: still about 0.2 s
