@@ -447,6 +447,18 @@ class OllamaProvider(HubProvider[OllamaConfig]):
             self.fleet.abandoned(instance.id, model)
             raise
 
+    def _wait_busy(self, instance: ResourceInstance, model: str, started: float) -> bool:
+        """After a 503: ask the same server again (busy here and nowhere else to go)?"""
+        waited = time.perf_counter() - started
+        return waited < self.busy_wait and not self._elsewhere(instance, model)
+
+    async def _busy_pause(self, started: float, pause: float) -> float:
+        # Wait for the busy server's queue to drain (the call's deadline still bounds this),
+        # with jitter so waiting calls do not return together; the next pause is returned.
+        left = self.busy_wait - (time.perf_counter() - started)
+        await asyncio.sleep(max(0.0, min(pause * (0.5 + random.random()), left)))
+        return min(pause * 2, self.busy_backoff)
+
     async def _post(
         self,
         instance: ResourceInstance,
@@ -463,13 +475,9 @@ class OllamaProvider(HubProvider[OllamaConfig]):
                 r = await wire.post_json(st.transport, st.urls[path], content, st.extensions)
             except httpx.HTTPError as exc:
                 raise wire.transport_error(exc, instance.id, st.url, self.request_timeout) from exc
-            waited = time.perf_counter() - started
-            if r.status_code != 503 or waited >= self.busy_wait or self._elsewhere(instance, model):
+            if r.status_code != 503 or not self._wait_busy(instance, model, started):
                 break
-            # Busy here and nowhere else to go: wait for its queue to drain (the call's
-            # deadline still bounds this), with jitter so waiting calls do not return together.
-            await asyncio.sleep(min(pause * (0.5 + random.random()), self.busy_wait - waited))
-            pause = min(pause * 2, self.busy_backoff)
+            pause = await self._busy_pause(started, pause)
         if r.status_code != 200:
             raise self._failed(instance, r.status_code, r.text, model)
         try:
@@ -502,12 +510,19 @@ class OllamaProvider(HubProvider[OllamaConfig]):
             # Cancelling the consumer lands here; `finally` closes the response at once, which
             # closes the connection (a half-read stream is never put back in the pool), so
             # Ollama sees the hang-up and stops generating.
-            request = st.client.build_request(
-                "POST", st.urls[path], content=content, headers=wire.JSON_HEADERS
-            )
-            resp, lines, first = await wire.first_line(
-                st.client, request, self.first_token_timeout, instance.id
-            )
+            pause = _FIRST_BUSY_PAUSE
+            while True:
+                request = st.client.build_request(
+                    "POST", st.urls[path], content=content, headers=wire.JSON_HEADERS
+                )
+                resp, lines, first = await wire.first_line(
+                    st.client, request, self.first_token_timeout, instance.id
+                )
+                if resp.status_code != 503 or not self._wait_busy(instance, model, started):
+                    break
+                await resp.aclose()
+                resp = None
+                pause = await self._busy_pause(started, pause)
             if resp.status_code != 200:
                 await resp.aread()
                 raise self._failed(instance, resp.status_code, resp.text, model)

@@ -214,3 +214,17 @@ async def test_an_unloaded_model_is_no_longer_counted_in_memory() -> None:
             assert r["done_reason"] == "unload" and not srv.loaded
             assert A not in p.fleet.server(ident).loaded
             assert A not in p.instances[0].handle.loaded
+
+
+async def test_a_lone_busy_server_is_waited_for_by_streams_too() -> None:
+    with OllamaStandIn(num_parallel=1, max_queue=0, tokens_per_s=100, default_tokens=10) as srv:
+        async with pool(srv.url, busy_backoff=0.2, retries=0) as p:
+
+            async def stream() -> dict:
+                params = {"model": "llama3.2", "prompt": "x"}
+                chunks = [c async for c in p.stream("llm/generate", params)]
+                return chunks[-1]
+
+            finals = await asyncio.gather(*(stream() for _ in range(4)))
+        assert all(f["done"] for f in finals)
+        assert len(srv.requests_to("/api/generate")) > 4
