@@ -19,6 +19,7 @@ from .errors import UserError
 __all__ = [
     "FLAT",
     "BreakerPolicy",
+    "Flat",
     "HealthPolicy",
     "PoolPolicy",
     "RetryPolicy",
@@ -179,3 +180,20 @@ def build(given: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
             f" max_instances ({pool.max_instances})"
         )
     return out
+
+
+class Flat:
+    """A flat keyword of the constructor as an attribute of the provider: reads and writes
+    the field of its policy (the provider's ``<policy>_policy`` attribute)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.policy = f"{FLAT[name]}_policy"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return getattr(getattr(obj, self.policy), self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(getattr(obj, self.policy), self.name, checked(self.name, value))

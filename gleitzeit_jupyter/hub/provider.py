@@ -15,39 +15,19 @@ from typing import Any, Generic
 from . import policy as _policy
 from . import snapshot
 from .balancing import Balancer
-from .breaker import CircuitBreaker, CircuitState
-from .calls import CallPath, as_failure, default_hook
+from .calls import CallPath, default_hook
 from .errors import HubError, NoResourceAvailable, ResourceFailed, UserError
 from .events import EventBus, HubEvent
-from .health import HealthTracker
 from .instance import ConfigT, ResourceInstance, ResourceStatus
 from .lifecycle import Lifecycle, PoolState
-from .metrics import InstanceMetrics
-from .policy import BreakerPolicy, HealthPolicy, PoolPolicy, RetryPolicy
+from .membership import Membership
+from .policy import BreakerPolicy, Flat, HealthPolicy, PoolPolicy, RetryPolicy
 
 __all__ = ["HubProvider"]
 
 log = logging.getLogger(__name__)
 
-_ROUTABLE = (ResourceStatus.HEALTHY, ResourceStatus.DEGRADED)
-_GONE = (ResourceStatus.DRAINING, ResourceStatus.STOPPED)
 _TICK = 1.0  # seconds between maintenance passes (idle reaping, coalesced metrics events)
-
-
-class _Flat:
-    """A flat keyword of the constructor as an attribute: reads and writes its policy's field."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-        self.policy = f"{_policy.FLAT[name]}_policy"
-
-    def __get__(self, obj: Any, owner: type | None = None) -> Any:
-        if obj is None:
-            return self
-        return getattr(getattr(obj, self.policy), self.name)
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        setattr(getattr(obj, self.policy), self.name, _policy.checked(self.name, value))
 
 
 class HubProvider(Generic[ConfigT]):
@@ -67,29 +47,29 @@ class HubProvider(Generic[ConfigT]):
     #: The clock of breakers and the retry budget (a simulation swaps in its virtual one).
     clock: Callable[[], float] = staticmethod(time.monotonic)
 
-    max_instances = _Flat()
-    min_instances = _Flat()
-    idle_timeout = _Flat()
-    enable_auto_discovery = _Flat()
-    discovery_interval = _Flat()
-    enable_sharing = _Flat()
-    max_queue = _Flat()
-    shutdown_grace = _Flat()
-    metrics_window = _Flat()
-    health_check_interval = _Flat()
-    health_check_timeout = _Flat()
-    unhealthy_threshold = _Flat()
-    healthy_threshold = _Flat()
-    degraded_latency_ms = _Flat()
-    breaker_failure_threshold = _Flat()
-    breaker_recovery_timeout = _Flat()
-    breaker_half_open_max = _Flat()
-    retries = _Flat()
-    retry_budget_ratio = _Flat()
-    min_retries_per_s = _Flat()
-    retry_budget_ttl = _Flat()
-    call_timeout = _Flat()
-    first_token_timeout = _Flat()
+    max_instances = Flat()
+    min_instances = Flat()
+    idle_timeout = Flat()
+    enable_auto_discovery = Flat()
+    discovery_interval = Flat()
+    enable_sharing = Flat()
+    max_queue = Flat()
+    shutdown_grace = Flat()
+    metrics_window = Flat()
+    health_check_interval = Flat()
+    health_check_timeout = Flat()
+    unhealthy_threshold = Flat()
+    healthy_threshold = Flat()
+    degraded_latency_ms = Flat()
+    breaker_failure_threshold = Flat()
+    breaker_recovery_timeout = Flat()
+    breaker_half_open_max = Flat()
+    retries = Flat()
+    retry_budget_ratio = Flat()
+    min_retries_per_s = Flat()
+    retry_budget_ttl = Flat()
+    call_timeout = Flat()
+    first_token_timeout = Flat()
 
     def __init__(
         self,
@@ -114,19 +94,14 @@ class HubProvider(Generic[ConfigT]):
         self.name = name or type(self).__name__.removesuffix("Provider").lower() or "hub"
         self.strategy = Balancer.check(strategy)
 
-        self._instances: dict[str, ResourceInstance] = {}
-        self._health: dict[str, HealthTracker] = {}
-        self._keys: dict[str, str] = {}  # instance id -> resource_key (for discovery diffing)
         self._events = EventBus()
         self.lifecycle = Lifecycle()
         self.calls = CallPath(self, max_queue=self.max_queue, fair=self.enable_sharing)
-        self._scale_lock = asyncio.Lock()
+        self.membership = Membership(self, events=self._events, pump=self._pump)
+        # the registry's own dicts, under the names subclasses have always read
+        self._instances = self.membership.instances
+        self._health = self.membership.health
         self._started = asyncio.Event()  # set while running; calls made while starting wait
-        # Keys being created, so two concurrent adds of one config (add_resource racing
-        # discovery) do not both create it.
-        self._adding: set[str] = set()
-        self._creating = 0  # resources being created on demand (counted against the maximum)
-        self._drained = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         #: metrics, in-flight or queue changed since the last "metrics" event
         self.dirty = False
@@ -139,7 +114,7 @@ class HubProvider(Generic[ConfigT]):
 
     @property
     def creating(self) -> int:
-        return self._creating
+        return self.membership.creating
 
     async def wait_started(self) -> None:
         if self.lifecycle.state is PoolState.STARTING:
@@ -150,19 +125,13 @@ class HubProvider(Generic[ConfigT]):
             )
 
     async def scale_up(self) -> ResourceInstance | None:
-        return await self._scale_up()
+        return await self.membership.scale_up()
 
     def eject(self, instance: ResourceInstance, error: ResourceFailed) -> None:
-        """Passive health: the instance refused a call outright, so it is down now, not
-        after ``unhealthy_threshold`` health intervals."""
-        tracker = self._health.get(instance.id)
-        if tracker is None or instance.status in _GONE:
-            return
-        tracker.eject(str(error))
-        self._set_status(instance, ResourceStatus.UNHEALTHY)
+        self.membership.eject(instance, error)
 
     def on_idle(self, instance: ResourceInstance) -> None:
-        self._drained.set()
+        self.membership.drained.set()
 
     def mark_dirty(self) -> None:
         self.dirty = True
@@ -252,10 +221,11 @@ class HubProvider(Generic[ConfigT]):
         try:
             configs = [(c, "explicit") for c in await self.initial_resources()]
             if self.enable_auto_discovery:
-                configs += [(c, "discovered") for c in await self._discover() or []]
-            await asyncio.gather(*(self._add(c, origin, check=True) for c, origin in configs))
+                configs += [(c, "discovered") for c in await self.membership.discover() or []]
+            members = self.membership
+            await asyncio.gather(*(members.add(c, origin, check=True) for c, origin in configs))
             while len(self._instances) < self.min_instances:
-                if await self._scale_up() is None:
+                if await members.scale_up() is None:
                     break
         except BaseException:
             await self.shutdown()
@@ -290,13 +260,13 @@ class HubProvider(Generic[ConfigT]):
         try:
             async with asyncio.timeout_at(loop.time() + grace):
                 while any(i.in_flight for i in self._instances.values()):
-                    self._drained.clear()
-                    await self._drained.wait()
+                    self.membership.drained.clear()
+                    await self.membership.drained.wait()
         except TimeoutError:
             if self.calls.abort_running():
                 await asyncio.sleep(0)  # let the cancelled calls unwind
         instances = list(self._instances.values())
-        await asyncio.gather(*(self._destroy(inst) for inst in instances))
+        await asyncio.gather(*(self.membership.destroy(inst) for inst in instances))
         self.lifecycle.stopped()
 
     async def __aenter__(self):
@@ -312,137 +282,17 @@ class HubProvider(Generic[ConfigT]):
         return list(self._instances.values())
 
     def get_instance(self, instance_id: str) -> ResourceInstance:
-        try:
-            return self._instances[instance_id]
-        except KeyError:
-            known = ", ".join(self._instances) or "none"
-            raise UserError(
-                f"no instance {instance_id!r} in the {self.name} pool", hint=f"known: {known}"
-            ) from None
+        return self.membership.get(instance_id)
 
     async def add_resource(self, config: ConfigT) -> ResourceInstance:
         """Add one resource at run time (calls ``create_resource`` and checks it once)."""
-        instance = await self._add(config, "explicit", check=True, raise_errors=True)
+        instance = await self.membership.add(config, "explicit", check=True, raise_errors=True)
         assert instance is not None
         return instance
 
     async def remove_resource(self, instance_id: str, drain_timeout: float = 60.0) -> None:
         """Stop routing to the instance, wait for its in-flight calls, then destroy it."""
-        instance = self.get_instance(instance_id)
-        self._set_status(instance, ResourceStatus.DRAINING)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + drain_timeout
-        while instance.in_flight > 0 and loop.time() < deadline:
-            self._drained.clear()
-            try:
-                await asyncio.wait_for(self._drained.wait(), deadline - loop.time())
-            except TimeoutError:
-                break
-        await self._destroy(instance)
-
-    async def _add(
-        self, config: ConfigT, origin: str, *, check: bool, raise_errors: bool = False
-    ) -> ResourceInstance | None:
-        key = self.resource_key(config)
-        if key in self._keys.values() or key in self._adding:
-            if raise_errors:
-                raise UserError(f"{key} is already in the {self.name} pool")
-            return None
-        self._adding.add(key)
-        try:
-            return await self._create(config, origin, key, check, raise_errors)
-        finally:
-            self._adding.discard(key)
-
-    async def _create(
-        self, config: ConfigT, origin: str, key: str, check: bool, raise_errors: bool
-    ) -> ResourceInstance | None:
-        generation = self.lifecycle.generation
-        if not self.lifecycle.current(generation):
-            raise NoResourceAvailable(f"the {self.name} provider is not running")
-        try:
-            instance = await self.create_resource(config)
-        except Exception as exc:
-            if not raise_errors:
-                log.warning("%s: could not create %s: %s", self.name, key, exc)
-                return None
-            if isinstance(exc, HubError):
-                raise
-            raise as_failure(exc, ResourceInstance(id=key, config=config)) from exc
-        if not self.lifecycle.current(generation):
-            # the pool stopped (or stopped and restarted) while this was being created
-            await self._discard(instance)
-            raise NoResourceAvailable(f"the {self.name} provider was shut down")
-        if instance.id in self._instances:
-            await self._discard(instance)
-            raise UserError(f"instance id {instance.id!r} is already in the {self.name} pool")
-        self._register(instance, origin, key)
-        if check:
-            await self._check_one(instance)
-        else:
-            self._set_status(instance, ResourceStatus.HEALTHY)
-        return instance
-
-    async def _discard(self, instance: ResourceInstance) -> None:
-        """Destroy a resource that never joined the pool."""
-        instance.status = ResourceStatus.STOPPED
-        try:
-            await self.destroy_resource(instance)
-        except Exception as exc:
-            log.warning("%s: destroying %s failed: %s", self.name, instance.id, exc)
-
-    def _register(self, instance: ResourceInstance, origin: str, key: str) -> None:
-        instance.origin = origin
-        instance.status = ResourceStatus.STARTING
-        instance.metrics = InstanceMetrics(window=self.metrics_window)
-
-        def on_breaker(old: CircuitState, new: CircuitState, ident: str = instance.id) -> None:
-            self._events.emit(HubEvent("breaker", self.name, ident, old, new))
-            self._pump()  # waiters may be servable now, or never (every breaker open)
-
-        b = self.breaker_policy
-        instance.breaker = CircuitBreaker(
-            b.breaker_failure_threshold,
-            b.breaker_recovery_timeout,
-            b.breaker_half_open_max,
-            clock=self.clock,
-            on_change=on_breaker,
-        )
-        self._instances[instance.id] = instance
-        self._keys[instance.id] = key
-        h = self.health_policy
-        self._health[instance.id] = HealthTracker(
-            h.unhealthy_threshold, h.healthy_threshold, h.degraded_latency_ms
-        )
-        self._events.emit(HubEvent("membership", self.name, instance.id, None, "added"))
-
-    async def _destroy(self, instance: ResourceInstance) -> None:
-        if self._instances.pop(instance.id, None) is None:
-            return
-        self._keys.pop(instance.id, None)
-        self._health.pop(instance.id, None)
-        self._set_status(instance, ResourceStatus.STOPPED)
-        try:
-            await self.destroy_resource(instance)
-        except Exception as exc:
-            log.warning("%s: destroying %s failed: %s", self.name, instance.id, exc)
-        self._events.emit(HubEvent("membership", self.name, instance.id, "added", "removed"))
-        self._pump()  # waiters that can no longer be served must learn it
-
-    async def _scale_up(self) -> ResourceInstance | None:
-        """Create one resource on demand; None when at the maximum or the provider can't."""
-        async with self._scale_lock:
-            if len(self._instances) + self._creating >= self.max_instances:
-                return None
-            config = await self.config_for_new_resource()
-            if config is None:
-                return None
-            self._creating += 1
-        try:
-            return await self._add(config, "scaled", check=False, raise_errors=True)
-        finally:
-            self._creating -= 1
-            self._pump()  # waiters held back while we created must learn the outcome
+        await self.membership.remove(instance_id, drain_timeout)
 
     # ---- operator controls ------------------------------------------------------------
     def drain(self, instance_id: str) -> None:
@@ -474,12 +324,7 @@ class HubProvider(Generic[ConfigT]):
         return self._events.subscribe(callback)
 
     def _set_status(self, instance: ResourceInstance, status: ResourceStatus) -> None:
-        old = instance.status
-        if old is status:
-            return
-        instance.status = status
-        self._events.emit(HubEvent("status", self.name, instance.id, old, status))
-        self._pump()
+        self.membership.set_status(instance, status)
 
     def _pump(self) -> None:
         """Serve the waiters the pool can serve now; fail those it never can."""
@@ -528,36 +373,9 @@ class HubProvider(Generic[ConfigT]):
         )
 
     # ---- background loops -------------------------------------------------------------
-    async def _check_one(self, instance: ResourceInstance) -> None:
-        started = time.perf_counter()
-        error = None
-        try:
-            ok = bool(
-                await asyncio.wait_for(
-                    self.check_resource_health(instance), self.health_check_timeout
-                )
-            )
-        except asyncio.CancelledError:
-            raise
-        except TimeoutError:
-            ok, error = False, f"no answer within {self.health_check_timeout:g} s"
-        except Exception as exc:
-            ok, error = False, str(exc) or type(exc).__name__
-        if not ok and error is None:
-            error = "health check failed"
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        tracker = self._health.get(instance.id)
-        if tracker is None or instance.id not in self._instances:
-            return  # removed while we checked
-        span = max(30.0, 2 * self.health_check_interval)
-        rate = instance.metrics.recent_success_rate(span) if instance.metrics else None
-        status = tracker.observe(instance.status, ok, latency_ms, rate, error)
-        self._set_status(instance, status)
-
     async def check_health_now(self) -> None:
         """Run one round of health checks on every instance (concurrently)."""
-        instances = [i for i in self._instances.values() if i.status not in _GONE]
-        await asyncio.gather(*(self._check_one(i) for i in instances))
+        await self.membership.check_all()
 
     async def _health_loop(self) -> None:
         while True:
@@ -572,47 +390,16 @@ class HubProvider(Generic[ConfigT]):
             await asyncio.sleep(_TICK)
             try:
                 self._pump()  # breakers reopen for trials by the clock, not by an event
-                await self._reap_idle()
+                await self.membership.reap_idle()
                 if self.dirty:
                     self.dirty = False
                     self._events.emit(HubEvent("metrics", self.name))
             except Exception:
                 log.exception("%s: maintenance failed", self.name)
 
-    async def _reap_idle(self) -> None:
-        now = time.monotonic()
-        for inst in list(self._instances.values()):
-            if len(self._instances) <= self.min_instances:
-                return
-            if (
-                inst.origin == "scaled"
-                and inst.in_flight == 0
-                and now - inst.last_used >= self.idle_timeout
-            ):
-                await self._destroy(inst)
-
-    async def _discover(self) -> list[ConfigT] | None:
-        """What discovery finds now; None when discovery itself failed."""
-        try:
-            return list(await self.discover_resources())
-        except Exception as exc:
-            log.warning("%s: discovery failed: %s", self.name, exc)
-            return None
-
     async def discover_now(self) -> None:
         """One discovery pass: add new resources, retire discovered ones that vanished."""
-        configs = await self._discover()
-        if configs is None:
-            # A failed discovery is not "nothing found": it must not retire anything.
-            return
-        found = {self.resource_key(c): c for c in configs}
-        known = set(self._keys.values())
-        await asyncio.gather(
-            *(self._add(c, "discovered", check=True) for k, c in found.items() if k not in known)
-        )
-        for inst in list(self._instances.values()):
-            if inst.origin == "discovered" and self._keys.get(inst.id) not in found:
-                await self.remove_resource(inst.id)
+        await self.membership.discover_now(self.remove_resource)
 
     async def _discovery_loop(self) -> None:
         while True:
@@ -624,8 +411,7 @@ class HubProvider(Generic[ConfigT]):
 
     def health_error(self, instance_id: str) -> str | None:
         """Why the instance's last health check failed; None when it passed."""
-        tracker = self._health.get(instance_id)
-        return tracker.last_error if tracker is not None else None
+        return self.membership.health_error(instance_id)
 
     #: Builds a displayable panel for :meth:`panel`. The hub knows nothing of Jupyter; the
     #: top-level package installs the ipywidgets panel here (see gleitzeit_jupyter/__init__).
