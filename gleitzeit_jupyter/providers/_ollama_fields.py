@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from typing import Any
 
 from ..hub import UserError
@@ -169,8 +170,24 @@ def _check_message(msg: Any) -> None:
         raise UserError("messages[].tool_calls must be a list of {'function': {...}}")
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
+def _check_token_limit(value: Any, name: str) -> None:
+    # Ollama reads num_predict into a Go int: true or a number beyond 64 bits is refused
+    # there, and such a value must not reach the cost estimate (a float) either.
+    if value is None or (isinstance(value, float) and math.isfinite(value)):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value not in _INT64:
+        raise UserError(
+            f"{name} must be a whole number of tokens (-1: no limit)", hint=f"got {value!r}"
+        )
+
+
 def _check_shapes(method: str, params: dict[str, Any]) -> None:
     """The documented types of the fields whose shape decides where a call can go."""
+    for name in ("max_tokens", "num_predict"):
+        _check_token_limit(params.get(name), name)
     fmt = params.get("format")
     if fmt is not None and fmt != "" and fmt != "json" and not isinstance(fmt, dict):
         raise UserError("format must be 'json' or a JSON schema (a dict)")
@@ -194,6 +211,7 @@ def _check_shapes(method: str, params: dict[str, Any]) -> None:
                 f"options do not take {', '.join(map(repr, unknown))}",
                 hint=f"Ollama's options: {', '.join(sorted(OPTIONS))}",
             )
+        _check_token_limit(opts.get("num_predict"), "options.num_predict")
 
 
 def needs(method: str, params: dict[str, Any]) -> frozenset[str]:

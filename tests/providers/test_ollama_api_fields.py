@@ -86,6 +86,9 @@ async def test_embed_takes_dimensions_and_truncate(provider) -> None:
         ("llm/generate", {"prompt": "x", "options": {"temprature": 1}}, "temperature"),
         ("llm/generate", {"prompt": "x", "promt": "y"}, "known parameters: .*prompt"),
         ("llm/chat", {"messages": [{"role": "user", "text": "x"}]}, "message fields"),
+        ("llm/generate", {"prompt": "x", "max_tokens": 10**400}, "max_tokens"),
+        ("llm/generate", {"prompt": "x", "options": {"num_predict": 2**63}}, "num_predict"),
+        ("llm/chat", {"messages": [], "num_predict": True}, "num_predict"),
         ("llm/chat", {"messages": [], "tools": "all"}, "tools"),
     ],
 )
