@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from ..hub import UserError
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "env_hosts", "parse_host"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "env_host_values", "env_hosts", "parse_host"]
 
 DEFAULT_PORT = 11434
 DEFAULT_HOST = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -88,9 +88,15 @@ def env_hosts(environ: Mapping[str, str] | None = None) -> list[str]:
     ``GLEITZEIT_OLLAMA_HOSTS`` wins over ``OLLAMA_HOST``: a user who lists a pool does not
     also want the one server the Ollama CLI is pointed at.
     """
+    return list(dict.fromkeys(parse_host(h) for h in env_host_values(environ)))
+
+
+def env_host_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The host strings the environment names, unparsed (same precedence as
+    :func:`env_hosts`), for a caller that reads each one on its own."""
     env = os.environ if environ is None else environ
-    many = [h for h in env.get("GLEITZEIT_OLLAMA_HOSTS", "").split(",") if h.strip()]
+    many = [h.strip() for h in env.get("GLEITZEIT_OLLAMA_HOSTS", "").split(",") if h.strip()]
     if not many:
         one = env.get("OLLAMA_HOST", "").strip()
         many = [one] if one else []
-    return list(dict.fromkeys(parse_host(h) for h in many))
+    return many

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from collections import deque
@@ -34,9 +35,11 @@ from ..hub import (
 )
 from ..hub.fleet import Fleet
 from . import _ollama_wire as wire
-from .hosts import DEFAULT_HOST, env_hosts, parse_host
+from .hosts import DEFAULT_HOST, env_host_values, env_hosts, parse_host
 
 __all__ = ["OllamaConfig", "OllamaProvider", "OllamaProviderStreamlined"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SCAN_PORTS = tuple(range(11434, 11440))
 _PROBE_TIMEOUT = 0.5
@@ -152,6 +155,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         self.busy_wait = busy_wait
         self.fleet = Fleet()
         self._refreshing: set[asyncio.Task[None]] = set()
+        self._bad_hosts: set[str] = set()  # environment entries already reported unreadable
 
     # ---- pool membership -------------------------------------------------------------
     def resource_key(self, config: OllamaConfig) -> str:
@@ -170,13 +174,27 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         return [OllamaConfig(host=(env_hosts() or [DEFAULT_HOST])[0])]
 
     async def discover_resources(self) -> list[OllamaConfig]:
-        named = env_hosts()  # the user named these: kept even while they are down
+        named = self._named_hosts()  # the user named these: kept even while they are down
         scanned = [parse_host(f"{self.scan_host}:{p}") for p in self.scan_ports]
         scanned = [u for u in scanned if u not in named]
         async with httpx.AsyncClient(timeout=_PROBE_TIMEOUT) as probe:
             answers = await asyncio.gather(*(self._probe(probe, u) for u in scanned))
         urls = dict.fromkeys(named + [u for u, ok in zip(scanned, answers, strict=True) if ok])
         return [OllamaConfig(host=u) for u in urls]
+
+    def _named_hosts(self) -> list[str]:
+        # Each entry on its own: one typo in a list of servers must not empty the pool of
+        # the others (discovery failing as a whole would add none of them). The bad entry
+        # is reported once, not at every discovery pass.
+        urls = []
+        for value in env_host_values():
+            try:
+                urls.append(parse_host(value))
+            except UserError as exc:
+                if value not in self._bad_hosts:
+                    self._bad_hosts.add(value)
+                    log.warning("%s: skipping Ollama host from the environment: %s", self.name, exc)
+        return list(dict.fromkeys(urls))
 
     @staticmethod
     async def _probe(client: httpx.AsyncClient, url: str) -> bool:

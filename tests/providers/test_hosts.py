@@ -66,3 +66,18 @@ def test_gleitzeit_hosts_win_over_ollama_host() -> None:
     ]
     both = {"OLLAMA_HOST": "ignored", "GLEITZEIT_OLLAMA_HOSTS": "a, b:1 , a:11434,"}
     assert env_hosts(both) == ["http://a:11434", "http://b:1"]
+
+
+async def test_one_unreadable_entry_in_the_environment_does_not_empty_the_pool(
+    monkeypatch, caplog
+) -> None:
+    from gleitzeit_jupyter.providers.ollama import OllamaProvider
+    from gleitzeit_jupyter.testing.ollama import OllamaStandIn
+
+    with OllamaStandIn(models=["m"]) as srv:
+        monkeypatch.setenv("GLEITZEIT_OLLAMA_HOSTS", f"{srv.url},box:notaport")
+        async with OllamaProvider(scan_ports=[], health_check_interval=60) as p:
+            assert [i.endpoint for i in p.instances] == [srv.url]
+            r = await p.execute("llm/generate", {"model": "m", "prompt": "x"})
+            assert r["instance"] == p.instances[0].id
+    assert "box:notaport" in caplog.text
