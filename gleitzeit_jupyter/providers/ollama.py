@@ -170,8 +170,9 @@ class OllamaProvider(HubProvider[OllamaConfig]):
     async def initial_resources(self) -> list[OllamaConfig]:
         if self.hosts or self.enable_auto_discovery:
             return list(self.hosts)
-        # Nothing named and no discovery: the one place Ollama usually is.
-        return [OllamaConfig(host=(env_hosts() or [DEFAULT_HOST])[0])]
+        # Nothing named and no discovery: the servers the environment lists (all of them: a
+        # pool in GLEITZEIT_OLLAMA_HOSTS is meant whole), else where Ollama usually is.
+        return [OllamaConfig(host=h) for h in env_hosts() or [DEFAULT_HOST]]
 
     async def discover_resources(self) -> list[OllamaConfig]:
         named = self._named_hosts()  # the user named these: kept even while they are down

@@ -81,3 +81,13 @@ async def test_one_unreadable_entry_in_the_environment_does_not_empty_the_pool(
             r = await p.execute("llm/generate", {"model": "m", "prompt": "x"})
             assert r["instance"] == p.instances[0].id
     assert "box:notaport" in caplog.text
+
+
+async def test_without_discovery_every_server_the_environment_lists_joins(monkeypatch) -> None:
+    from gleitzeit_jupyter.providers.ollama import OllamaProvider
+    from gleitzeit_jupyter.testing.ollama import OllamaStandIn
+
+    with OllamaStandIn(models=["m"]) as a, OllamaStandIn(models=["m"]) as b:
+        monkeypatch.setenv("GLEITZEIT_OLLAMA_HOSTS", f"{a.url},{b.url}")
+        async with OllamaProvider(auto_discover=False, health_check_interval=60) as p:
+            assert sorted(i.endpoint for i in p.instances) == sorted([a.url, b.url])
