@@ -4,7 +4,9 @@ One *schedule* is a random sequence of steps (kills, hangs, slowdowns, 503s, res
 connections, recoveries, drains, adds and removes, bursts of calls and streams from several
 tenants, pauses) drawn from ``random.Random(seed)``. It runs on :class:`VirtualTimeLoop`, an
 asyncio loop whose clock jumps to the next timer instead of sleeping, so a schedule spanning
-minutes of pool time takes milliseconds and replays exactly from its seed.
+minutes of pool time takes milliseconds and replays exactly from its seed
+(:mod:`gleitzeit_jupyter.testing.virtual_time`); the pool is the in-memory one, recording
+what each call saw (:mod:`gleitzeit_jupyter.testing.sim_provider`).
 
 After every step the pool's invariants are checked (:class:`Simulation.check`); at the end
 every call must have ended by its deadline, and a recovered pool must serve again. A broken
@@ -16,10 +18,7 @@ invariant raises :class:`InvariantViolation` naming the seed::
 from __future__ import annotations
 
 import asyncio
-import math
 import random
-import selectors
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,147 +29,14 @@ from ..hub import (
     ResourceInstance,
     ResourceStatus,
 )
-from .memory import MemoryConfig, MemoryProvider, MemoryResource
+from .memory import MemoryConfig, MemoryResource
+from .sim_provider import SimProvider
+from .virtual_time import InvariantViolation, VirtualTimeLoop
 
 __all__ = ["InvariantViolation", "Simulation", "VirtualTimeLoop", "run_schedule"]
 
 _ROUTABLE = (ResourceStatus.HEALTHY, ResourceStatus.DEGRADED)
 _SLACK = 1e-3  # virtual seconds a call may end after its deadline (cancellation unwinding)
-SPIN_LIMIT = 100_000  # loop passes without virtual time moving before it is a livelock
-
-
-class InvariantViolation(AssertionError):
-    pass
-
-
-class _NoIO(selectors.BaseSelector):
-    """A selector with nothing to wait for: ``select(t)`` advances the loop's clock by t."""
-
-    def __init__(self, loop: VirtualTimeLoop):
-        self._loop = loop
-        self._map: dict[Any, selectors.SelectorKey] = {}
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
-        key = selectors.SelectorKey(fileobj, fd, events, data)
-        self._map[fileobj] = key
-        return key
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._map.pop(fileobj)
-
-    def select(self, timeout: float | None = None) -> list[Any]:
-        if timeout is None:
-            raise InvariantViolation("deadlock: every task waits and no timer is set")
-        self._loop.advance(timeout)
-        return []
-
-    def get_map(self) -> Any:
-        return self._map
-
-    def close(self) -> None:
-        self._map.clear()
-
-
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An event loop on a virtual clock (no I/O: in-memory resources only)."""
-
-    def __init__(self) -> None:
-        self._now = 0.0
-        self._spins = 0
-        super().__init__(selector=_NoIO(self))
-
-    def time(self) -> float:
-        return self._now
-
-    def advance(self, seconds: float) -> None:
-        if seconds > 0:
-            # at least one tick, as a real clock would, however small the wait
-            self._now = max(self._now + seconds, math.nextafter(self._now, math.inf))
-            self._spins = 0
-            return
-        # Work without time passing. Far too much of it is a livelock (tasks waking each
-        # other forever), which real time would hide as a busy CPU.
-        self._spins += 1
-        if self._spins > SPIN_LIMIT:
-            raise InvariantViolation(f"livelock: {SPIN_LIMIT} loop passes at t={self._now:.3f}")
-
-
-class _SimProvider(MemoryProvider):
-    """The in-memory pool, on the loop's virtual clock, recording what each call saw."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        self._loop_time = asyncio.get_running_loop().time
-        self.stream_attempts: dict[int, int] = {}
-        self.streamed: set[int] = set()  # calls that produced a chunk
-        self.retried_after_output: list[int] = []
-        self.freed_at: dict[str, float] = {}  # instance id -> when a call on it last ended
-        # Calls running on an instance that began while its breaker was not CLOSED, counted
-        # here at the resource rather than read from the breaker's own trial count, so a
-        # route that skipped the breaker's admission is caught too.
-        self.gated: dict[str, int] = {}
-        self.gate_violations: list[str] = []
-        super().__init__(*args, **kwargs)
-
-    @property
-    def clock(self):  # type: ignore[override]
-        return self._loop_time
-
-    def _enter(self, instance: ResourceInstance) -> bool:
-        """Count a call beginning on ``instance``; True when its breaker was not CLOSED."""
-        b = instance.breaker
-        assert b is not None
-        state = b._state  # read without the side effects of b.state (it may dispatch)
-        if state is CircuitState.CLOSED:
-            return False
-        if state is CircuitState.OPEN and (
-            b.opened_at is None or self._loop_time() - b.opened_at < b.recovery_timeout
-        ):
-            self.gate_violations.append(f"a call began on {instance.id} while its breaker was open")
-        n = self.gated[instance.id] = self.gated.get(instance.id, 0) + 1
-        if n > b.half_open_max:
-            self.gate_violations.append(
-                f"{n} calls ran on half-open {instance.id}, max {b.half_open_max}"
-            )
-        return True
-
-    def _leave(self, instance: ResourceInstance, gated: bool) -> None:
-        self.freed_at[instance.id] = self._loop_time()
-        if gated:
-            self.gated[instance.id] -= 1
-
-    async def execute_on_resource(
-        self, instance: ResourceInstance, method: str, params: dict[str, Any]
-    ) -> dict[str, Any]:
-        gated = self._enter(instance)
-        try:
-            return await super().execute_on_resource(instance, method, params)
-        finally:
-            self._leave(instance, gated)
-
-    async def stream_on_resource(
-        self, instance: ResourceInstance, method: str, params: dict[str, Any]
-    ) -> AsyncIterator[dict[str, Any]]:
-        gated = self._enter(instance)
-        try:
-            async for chunk in self._stream(instance, method, params):
-                yield chunk
-        finally:
-            self._leave(instance, gated)
-
-    async def _stream(
-        self, instance: ResourceInstance, method: str, params: dict[str, Any]
-    ) -> AsyncIterator[dict[str, Any]]:
-        call = params["call"]
-        self.stream_attempts[call] = self.stream_attempts.get(call, 0) + 1
-        if call in self.streamed:
-            self.retried_after_output.append(call)
-        resource: MemoryResource = instance.handle
-        if resource.destroyed:
-            resource.after_destroy += 1
-        async for chunk in super().stream_on_resource(instance, method, params):
-            self.streamed.add(call)
-            yield chunk
 
 
 @dataclass
@@ -393,7 +259,7 @@ class Simulation:
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
         rng = self.rng
-        self.p = _SimProvider(
+        self.p = SimProvider(
             [self._config() for _ in range(rng.randint(1, 3))],
             scale_template=MemoryConfig("s", capacity=2) if rng.random() < 0.3 else None,
             max_instances=4,
