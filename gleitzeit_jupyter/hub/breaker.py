@@ -66,6 +66,12 @@ class CircuitBreaker:
             self._set(CircuitState.HALF_OPEN)
         return self._state
 
+    @property
+    def recorded_state(self) -> CircuitState:
+        """The state as last set: unlike :attr:`state`, an OPEN breaker past its timeout is
+        not moved to HALF_OPEN (reading this never notifies ``on_change``)."""
+        return self._state
+
     def _set(self, new: CircuitState) -> None:
         old = self._state
         if old is new:

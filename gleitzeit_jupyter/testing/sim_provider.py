@@ -39,7 +39,7 @@ class SimProvider(MemoryProvider):
         """Count a call beginning on ``instance``; True when its breaker was not CLOSED."""
         b = instance.breaker
         assert b is not None
-        state = b._state  # read without the side effects of b.state (it may dispatch)
+        state = b.recorded_state  # b.state may move it to half-open and dispatch
         if state is CircuitState.CLOSED:
             return False
         if state is CircuitState.OPEN and (
