@@ -39,7 +39,9 @@ def load_ipython_extension(ipython: Any) -> None:
     from .magics import GleitzeitMagics
 
     cfg = _config_for(ipython)
-    ipython.register_magics(GleitzeitMagics(ipython, cfg))
+    magics = GleitzeitMagics(ipython, cfg)
+    ipython.register_magics(magics)
+    ipython.events.register("post_run_cell", magics.errors.on_post_run_cell)
     # In a kernel this starts the runtime (get_runtime() finds cfg on the shell); in a
     # terminal IPython it does nothing and the runtime starts on first use.
     comm.register_comm_target(ipython)
@@ -53,6 +55,9 @@ def unload_ipython_extension(ipython: Any) -> None:
     manager = ipython.magics_manager
     instance = manager.registry.pop(_MAGICS_NAME, None)
     if instance is not None:
+        errors = getattr(instance, "errors", None)
+        if errors is not None:
+            ipython.events.unregister("post_run_cell", errors.on_post_run_cell)
         for kind, table in instance.magics.items():
             for name in table:
                 manager.magics[kind].pop(name, None)

@@ -17,6 +17,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from ..hub.errors import HubError
 from . import admin, batch, llm, sandbox_cell
+from .error_log import ErrorLog
 from .interpolate import interpolate
 from .render import CellError, cell_error
 from .runtime import Gleitzeit, get_runtime
@@ -90,6 +91,8 @@ class GleitzeitMagics(Magics):
         # Cells whose -f code answer was already offered as the next cell: a rerun of the
         # same cell must not add one more cell every time.
         self.offered: set[str] = set()
+        # Tracebacks of failed cells for {Err} / {Err[N]}; fed by the post_run_cell event.
+        self.errors = ErrorLog(shell)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -101,7 +104,7 @@ class GleitzeitMagics(Magics):
 
     def _interpolate(self, text: str, context: str = "%%llm") -> str:
         try:
-            return interpolate(text, self._ns())
+            return interpolate(text, self._ns(), errors=self.errors)
         except HubError as exc:
             raise cell_error(exc, context=context) from None
 
@@ -151,6 +154,11 @@ class GleitzeitMagics(Magics):
         help="markdown (default) | text | code (code block, offered as the next cell)"
         " | json (parsed into a Python object)",
     )
+    @argument(
+        "--raw",
+        action="store_true",
+        help="send the prompt exactly as written: no {name} / {Err} interpolation anywhere",
+    )
     @argument("-o", "--output", metavar="VAR", help="store the answer in this variable")
     @argument("--chat", metavar="SESSION", help="continue the named conversation")
     @argument("--no-stream", action="store_true", help="show the answer only when complete")
@@ -173,7 +181,11 @@ class GleitzeitMagics(Magics):
         """Ask the Ollama pool. The cell (or the rest of the line) is the prompt.
 
         ``{name}``, ``{name.attr}``, ``{In[3]}``, ``{Out[3]}`` are replaced from the notebook's
-        variables; other brace text is left alone and ``{{`` writes a literal brace.
+        variables, ``{Err}`` by the traceback of the last failed cell and ``{Err[3]}`` by
+        cell 3's; an undefined name is an error. Text inside fenced code blocks (``` or ~~~)
+        and inline `code` spans is never interpolated, so pasted code is sent as written;
+        other brace text is left alone and ``{{`` writes a literal brace. ``--raw`` sends the
+        whole prompt exactly as written.
         The answer streams into the output and renders as Markdown; a footer shows model,
         instance, latency and tokens/s. ``%llm PROMPT`` returns the text;
         ``%llm models`` lists the pool's models.
@@ -190,7 +202,7 @@ class GleitzeitMagics(Magics):
             return self._llm_map(args, opts, cell)
         if args.concurrency is not None:
             raise UsageError("--concurrency only applies with --map")
-        prompt = self._interpolate(cell.strip("\n"))
+        prompt = cell.strip("\n") if args.raw else self._interpolate(cell.strip("\n"))
         if not prompt.strip():
             raise UsageError("%%llm: the cell is empty; write the prompt below the %%llm line")
         rt = self.runtime
@@ -228,7 +240,7 @@ class GleitzeitMagics(Magics):
         opts = self._llm_options(args)
         result = llm.ask(
             rt,
-            self._interpolate(prompt, "%llm"),
+            prompt if args.raw else self._interpolate(prompt, "%llm"),
             opts,
             default_model=self.cfg.default_model,
             chats=self.chats,
@@ -242,6 +254,8 @@ class GleitzeitMagics(Magics):
     def _llm_map(self, args: Any, opts: llm.LlmOptions, cell: str) -> None:
         if opts.chat:
             raise UsageError("--map and --chat do not mix: each row is its own conversation")
+        if args.raw:
+            raise UsageError("--map and --raw do not mix: the rows fill the template's {column}s")
         template = cell.strip("\n")
         if not template.strip():
             raise UsageError("%%llm --map: the cell is the per-row template, and it is empty")

@@ -70,3 +70,17 @@ def test_first_namespace_wins() -> None:
 
 def test_references() -> None:
     assert references('{a} {"x": 1} {b.c} {In[2]} {{d}}') == ["a", "b.c", "In[2]", "d"]
+
+
+def test_code_is_left_as_written() -> None:
+    text = "{name} `{n}` and\n```\n{missing}\n```\n{n}"
+    assert interpolate(text, NS) == "Ada `{n}` and\n```\n{missing}\n```\n42"
+
+
+def test_references_outside_code_only() -> None:
+    assert references("{a} `{b}`\n~~~\n{c}\n~~~\n{d}") == ["a", "d"]
+
+
+def test_err_needs_an_error_log() -> None:
+    with pytest.raises(InterpolationError, match=r"\{Err\[2\]\}"):
+        interpolate("{Err[2]}", NS)
