@@ -11,14 +11,24 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from traitlets import Bool, Float, Int, List, Unicode, default, observe
+from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, observe, validate
 from traitlets.config import Configurable
 
 from ..providers.hosts import DEFAULT_HOST, env_hosts, parse_host
+from .llm_args import strategy_problem
 
-__all__ = ["DEFAULT_OLLAMA_HOST", "Gleitzeit", "hosts_from_env", "normalize_host"]
+__all__ = ["DEFAULT_OLLAMA_HOST", "Gleitzeit", "SettingError", "hosts_from_env", "normalize_host"]
 
 DEFAULT_OLLAMA_HOST = DEFAULT_HOST
+
+
+class SettingError(TraitError):
+    """A rejected ``%config Gleitzeit.NAME = value``. A TraitError, so traitlets rolls the
+    setting back; shown as IPython shows a usage error, one line without the traceback
+    through traitlets (IPython's own UsageError handling matches that class exactly)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"UsageError: {self}"]
 
 
 def _live_runtime() -> Any:
@@ -89,6 +99,13 @@ class Gleitzeit(Configurable):
     @default("docker_host")
     def _default_docker_host(self) -> str:
         return os.environ.get("DOCKER_HOST", "")
+
+    @validate("strategy")
+    def _check_strategy(self, proposal: Any) -> str:
+        problem = strategy_problem(proposal["value"])
+        if problem is not None:
+            raise SettingError(f"Gleitzeit.strategy: {problem}")
+        return str(proposal["value"])
 
     @observe("ollama_hosts", "auto_discover", "strategy")
     def _ollama_changed(self, change: Any) -> None:

@@ -16,7 +16,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..hub.errors import HubError
-from . import admin, batch, llm, sandbox_cell
+from . import admin, batch, llm, llm_args, sandbox_cell
 from .error_log import ErrorLog
 from .interpolate import interpolate
 from .render import CellError, cell_error
@@ -144,8 +144,13 @@ class GleitzeitMagics(Magics):
     @magic_arguments()
     @argument("-m", "--model", help="model name (default: Gleitzeit.default_model)")
     @argument("-s", "--system", help="system prompt")
-    @argument("-t", "--temperature", type=float, help="sampling temperature")
-    @argument("--max-tokens", type=int, help="upper bound of generated tokens (num_predict)")
+    @argument("-t", "--temperature", type=llm_args.temperature, help="sampling temperature, 0 to 2")
+    @argument(
+        "--max-tokens",
+        type=llm_args.at_least_one,
+        metavar="N",
+        help="upper bound of generated tokens (num_predict), at least 1",
+    )
     @argument(
         "-f",
         "--format",
@@ -163,7 +168,12 @@ class GleitzeitMagics(Magics):
     @argument("--chat", metavar="SESSION", help="continue the named conversation")
     @argument("--no-stream", action="store_true", help="show the answer only when complete")
     @argument("--instance", metavar="ID", help="send to this instance only")
-    @argument("--strategy", metavar="S", help="load-balancing strategy for this call")
+    @argument(
+        "--strategy",
+        type=llm_args.strategy_name,
+        metavar="S",
+        help="load-balancing strategy for this call: " + ", ".join(llm_args.STRATEGIES),
+    )
     @argument(
         "--map",
         metavar="EXPR",
@@ -172,9 +182,9 @@ class GleitzeitMagics(Magics):
     )
     @argument(
         "--concurrency",
-        type=int,
+        type=llm_args.at_least_one,
         metavar="N",
-        help="--map: calls in flight at once (default: Gleitzeit.map_concurrency)",
+        help="--map: calls in flight at once, at least 1 (default: Gleitzeit.map_concurrency)",
     )
     @argument("prompt", nargs="*", help="%%llm PROMPT (line form); %%llm models lists models")
     def llm(self, line: str, cell: str | None = None) -> Any:
@@ -265,7 +275,7 @@ class GleitzeitMagics(Magics):
             raise CellError(
                 f"--map {args.map_expr}: {type(exc).__name__}: {exc}", kind="UsageError"
             ) from None
-        concurrency = args.concurrency or self.cfg.map_concurrency
+        concurrency = args.concurrency if args.concurrency is not None else self.cfg.map_concurrency
         if concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
         rt = self.runtime
