@@ -3,12 +3,14 @@
 The ``fleet`` strategy asks :meth:`Fleet.cost` for each candidate and sends the call where it
 is expected to finish first. The estimate for one call of ``model`` on one server:
 
-    cost = backoff + cold + wait + service
+    cost = backoff + foreign + cold + wait + service
     service = time to first token + tokens / tokens_per_s     (learned per server and model)
     wait    = calls queued beyond the server's slots x service / slots
     cold    = 0 if the model is in memory there; the rest of its load if it is loading; else
               its load time (learned per server and model), plus, when the server is full,
               the load of the model it would evict (its next call pays that again)
+    foreign = the wait for a slot other clients' calls caused there lately (total_duration
+              less the rest, less this pool's own queue; it halves every 2 s unasked)
     backoff = what is left of a "busy" (503) answer's back-off
 
 A server or model without samples borrows the pool's figures for the model (then any model),
@@ -35,6 +37,9 @@ _PRIOR_LOAD_S = 3.0  # a model's load time before any was seen anywhere
 _PRIOR_SERVICE_S = 1.0
 _PRIOR_TOKENS = 128.0
 _SPANS = 32  # recent calls' running spans per server, for learning its slots
+#: Half-life of the queue other clients make on a server: it is learned only from calls
+#: sent there, so an estimate that kept its value would keep calls away for good.
+_FOREIGN_HALF_LIFE_S = 2.0
 
 
 def _server_time(stamp: Any) -> float | None:
@@ -85,6 +90,8 @@ class ServerView:
     cold_loads: int = 0
     spans: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=_SPANS))
     cold_since_refresh: bool = False
+    foreign_s: float = 0.0  # the wait for a slot that other clients' calls cause there
+    foreign_at: float = 0.0
 
 
 class Fleet:
@@ -116,18 +123,23 @@ class Fleet:
         for m in now:
             view.loading_until.pop(m, None)
 
-    def starting(self, ident: str, model: str) -> None:
-        """A call for ``model`` was just sent to the server: count its load once."""
+    def starting(self, ident: str, model: str, in_flight: int = 1) -> float:
+        """A call for ``model`` was just sent to the server (``in_flight``: this pool's calls
+        there, this one included): count its load once. Returns the wait for a slot this
+        pool's own calls make it expect, for :meth:`finished`."""
         view = self.server(ident)
+        slots = max(view.slots, 1)
+        own_wait = max(0, in_flight - slots) * self.service_s(ident, model) / slots
         if model in view.loaded:
             view.loaded.move_to_end(model)
-            return
+            return own_wait
         if model in view.loading_until:
-            return
+            return own_wait
         view.loading_until[model] = self.clock() + self._load_s(view, model)
         if view.max_loaded is not None:
             while view.loaded and len(view.loaded) + len(view.loading_until) > view.max_loaded:
                 view.loaded.popitem(last=False)  # the server evicts its least recently used
+        return own_wait
 
     def abandoned(self, ident: str, model: str) -> None:
         """A call sent by :meth:`starting` ended without an answer (refused, failed,
@@ -136,9 +148,16 @@ class Fleet:
         and the next ``/api/ps`` corrects it."""
         self.server(ident).loading_until.pop(model, None)
 
-    def finished(self, ident: str, model: str, data: dict[str, Any]) -> None:
-        """Learn from a final Ollama answer (durations in ns)."""
+    def finished(
+        self, ident: str, model: str, data: dict[str, Any], own_wait: float | None = None
+    ) -> None:
+        """Learn from a final Ollama answer (durations in ns); ``own_wait``: what
+        :meth:`starting` returned for the call."""
         view = self.server(ident)
+        if own_wait == 0.0:
+            # Sent with a slot free of this pool's own calls: a wait for a slot was made by
+            # others. (Behind its own queue a sample cannot tell whose calls it waited for.)
+            self._learn_foreign(view, data, self.service_s(ident, model))
         if data.get("done_reason") == "unload":  # keep_alive 0 without a prompt
             view.loading_until.pop(model, None)
             view.loaded.pop(model, None)
@@ -166,6 +185,30 @@ class Fleet:
         if view.max_loaded is not None:
             while len(view.loaded) > view.max_loaded:
                 view.loaded.popitem(last=False)
+
+    def _learn_foreign(self, view: ServerView, data: dict[str, Any], expected: float) -> None:
+        # Other kernels' calls on a shared server are not in this pool's in-flight counts:
+        # each pool alone would see every server idle and send every call to the fastest.
+        # Ollama's total_duration counts the wait for a slot, the rest of it does not; what
+        # that wait, beyond ``expected`` (one call's service: slack for timing noise), was
+        # made by others.
+        parts = [
+            _figure(data.get(k))
+            for k in ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
+        ]
+        if None in parts:
+            return
+        total, load, prompt, gen = parts
+        waited = max(0.0, (total - load - prompt - gen) / 1e9)  # type: ignore[operator]
+        now = self.clock()
+        view.foreign_s = _ewma(self._foreign(view, now), max(0.0, waited - expected))
+        view.foreign_at = now
+
+    @staticmethod
+    def _foreign(view: ServerView, now: float) -> float:
+        if not view.foreign_s:
+            return 0.0
+        return view.foreign_s * 0.5 ** (max(0.0, now - view.foreign_at) / _FOREIGN_HALF_LIFE_S)
 
     def _learn_slots(self, view: ServerView, data: dict[str, Any]) -> None:
         # When did this call run on the server (not wait there)? Its answer says when it was
@@ -253,7 +296,8 @@ class Fleet:
                     # and the evicted model's next call loads it again.
                     victim = next(iter(view.loaded))
                     cold += in_flight * service / slots + self._load_s(view, victim)
-        return max(0.0, view.busy_until - now) + cold + wait + service
+        foreign = self._foreign(view, now)
+        return max(0.0, view.busy_until - now) + foreign + cold + wait + service
 
     def snapshot(self, ident: str) -> dict[str, Any]:
         """JSON-able figures for status(): what the estimate is made of."""

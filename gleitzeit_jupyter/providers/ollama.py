@@ -442,13 +442,15 @@ class OllamaProvider(HubProvider[OllamaConfig]):
             )
         return wire.http_error(status, text, instance.id, model)
 
-    def _succeeded(self, instance: ResourceInstance, model: str, data: dict[str, Any]) -> None:
+    def _succeeded(
+        self, instance: ResourceInstance, model: str, data: dict[str, Any], own_wait: float
+    ) -> None:
         st = _state(instance)
         if data.get("done_reason") == "unload":
             st.loaded.discard(model)
         else:
             st.loaded.add(model)
-        self.fleet.finished(instance.id, model, data)
+        self.fleet.finished(instance.id, model, data, own_wait)
         count, ns = data.get("eval_count"), data.get("eval_duration")
         if isinstance(count, int) and isinstance(ns, int) and ns > 0:
             st.samples.append((count, ns))
@@ -459,9 +461,9 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         st = _state(instance)
         path, body, model = wire.build_body(method, params, self.default_model, stream=False)
         content = wire.encode_body(body, params)
-        self.fleet.starting(instance.id, model)
+        own_wait = self.fleet.starting(instance.id, model, instance.in_flight)
         try:
-            return await self._post(instance, st, path, content, model, method)
+            return await self._post(instance, st, path, content, model, method, own_wait)
         except BaseException:
             self.fleet.abandoned(instance.id, model)
             raise
@@ -486,6 +488,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         content: bytes,
         model: str,
         method: str,
+        own_wait: float,
     ) -> dict[str, Any]:
         started = time.perf_counter()
         pause = _FIRST_BUSY_PAUSE
@@ -509,7 +512,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
             raise ResourceFailed(
                 f"Ollama at {instance.id} failed: {data['error']}", instance=instance.id
             )
-        self._succeeded(instance, model, data)
+        self._succeeded(instance, model, data, own_wait)
         latency_ms = (time.perf_counter() - started) * 1000.0
         return wire.shape_result(method, data, latency_ms, None, instance.id)
 
@@ -521,7 +524,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         st = _state(instance)
         path, body, model = wire.build_body(method, params, self.default_model, stream=True)
         content = wire.encode_body(body, params)
-        self.fleet.starting(instance.id, model)
+        own_wait = self.fleet.starting(instance.id, model, instance.in_flight)
         answered = False
         started = time.perf_counter()
         resp: httpx.Response | None = None
@@ -557,7 +560,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
                         )
                     if data.get("done"):
                         answered = True
-                        self._succeeded(instance, model, data)
+                        self._succeeded(instance, model, data, own_wait)
                         latency = (time.perf_counter() - started) * 1000.0
                         final = wire.shape_result(method, data, latency, ttft_ms, instance.id)
                         final["done"] = True

@@ -228,3 +228,36 @@ async def test_a_lone_busy_server_is_waited_for_by_streams_too() -> None:
             finals = await asyncio.gather(*(stream() for _ in range(4)))
         assert all(f["done"] for f in finals)
         assert len(srv.requests_to("/api/generate")) > 4
+
+
+async def test_kernels_sharing_servers_do_not_all_herd_onto_the_fastest() -> None:
+    # Eight pools (kernels), one call at a time each, over two one-slot servers of 400 and
+    # 300 tokens/s: each pool alone sees nothing in flight anywhere. The queue the others
+    # make is visible only in Ollama's total_duration (it counts the wait for a slot); without
+    # it every pool sends every call to the faster server and the slower one idles.
+    common = {"models": [A], "loaded": [A], "num_parallel": 1, "default_tokens": 20}
+    with (
+        OllamaStandIn(tokens_per_s=400, **common) as fast,
+        OllamaStandIn(tokens_per_s=300, **common) as slow,
+    ):
+        pools = [
+            OllamaProvider(
+                hosts=[fast.url, slow.url], auto_discover=False, health_check_interval=60
+            )
+            for _ in range(8)
+        ]
+        for p in pools:
+            await p.initialize()
+        try:
+
+            async def kernel(p: OllamaProvider) -> None:
+                for _ in range(15):
+                    await p.execute("llm/generate", {"model": A, "prompt": "x"})
+
+            await asyncio.gather(*(kernel(p) for p in pools))
+        finally:
+            for p in pools:
+                await p.shutdown()
+        on_slow = len(slow.requests_to("/api/generate"))
+    # 120 calls; in proportion to speed the slower server takes about 51 of them
+    assert on_slow >= 30, on_slow
