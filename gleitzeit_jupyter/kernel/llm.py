@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from IPython.display import display
 
-from ..hub.errors import HubError, UserError
+from ..hub.errors import HubError, NoResourceAvailable, UserError
 from .render import (
     CellError,
     CellInterrupted,
@@ -261,8 +261,6 @@ def ask(
 
 
 def _is_unreachable(exc: BaseException) -> bool:
-    from ..hub.errors import NoResourceAvailable
-
     return isinstance(exc, NoResourceAvailable)
 
 
@@ -271,7 +269,20 @@ def show_result(opts: LlmOptions, result: LlmResult) -> None:
     display(final_bundle(opts, result.text, result.value), raw=True)
 
 
-def models_frame(runtime: Any) -> pd.DataFrame:
+def _nobody_answered(res: Any, hosts: list[str]) -> NoResourceAvailable | None:
+    # An empty table would read as "no models pulled" when in truth no server answered.
+    reach = res.get("instances") if isinstance(res, dict) else None
+    if not isinstance(reach, dict) or any(
+        isinstance(v, dict) and v.get("reachable") for v in reach.values()
+    ):
+        return None
+    tried = ", ".join(reach) if reach else "no instance in the pool"
+    return NoResourceAvailable(
+        f"no Ollama server answered (tried: {tried})", hint=no_ollama_hint(hosts)
+    )
+
+
+def models_frame(runtime: Any, hosts: list[str] | None = None) -> pd.DataFrame:
     """The pool's models: which instances have each, and where it is loaded."""
     error: BaseException | None = None
     try:
@@ -282,7 +293,11 @@ def models_frame(runtime: Any) -> pd.DataFrame:
     except Exception as exc:
         error = exc
     if error is not None:
-        raise cell_error(error, context="%llm models") from None
+        hint = no_ollama_hint(hosts or []) if _is_unreachable(error) else None
+        raise cell_error(error, context="%llm models", hint=hint) from None
+    nobody = _nobody_answered(res, hosts or [])
+    if nobody is not None:
+        raise cell_error(nobody, context="%llm models") from None
     rows = res.get("models", []) if isinstance(res, dict) else res
     frame = pd.DataFrame(list(rows))
     if "name" in frame.columns:

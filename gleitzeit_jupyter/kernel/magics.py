@@ -244,7 +244,7 @@ class GleitzeitMagics(Magics):
             raise UsageError("--map needs the cell form: %%llm --map EXPR, template in the cell")
         rt = self.runtime
         if prompt.strip() == "models" and not optstr:
-            return llm.models_frame(rt)
+            return llm.models_frame(rt, hosts=list(self.cfg.ollama_hosts))
         if not prompt.strip():
             raise UsageError("%llm PROMPT: nothing to ask (usage: %llm [options] PROMPT)")
         opts = self._llm_options(args)

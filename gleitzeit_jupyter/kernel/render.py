@@ -129,11 +129,42 @@ class SandboxException(_NoContext, HubError):
         return [head, *body]
 
 
+# One class per library error type, made on first use: CellError's one-line display, and
+# still an instance of what the library raised, so `except UserError:` around a magic (or
+# around code calling the functions behind it) catches what the documentation promises.
+_TYPED: dict[type[HubError], type[CellError]] = {}
+# The one-line error's own fields; everything else the original carried is copied over.
+_OWN_FIELDS = frozenset({"message", "hint", "kind", "cause"})
+
+
+def _typed_class(kind: type[BaseException]) -> type[CellError]:
+    if not issubclass(kind, HubError) or issubclass(kind, (CellError, _NoContext)):
+        return CellError
+    cls = _TYPED.get(kind)
+    if cls is None:
+        cls = type(kind.__name__, (CellError, kind), {"__module__": __name__})
+        _TYPED[kind] = cls
+    return cls
+
+
+def _typed_cell_error(exc: BaseException, text: str, kind: str) -> CellError:
+    try:
+        err = _typed_class(type(exc))(text, kind=kind, cause=exc)
+    except TypeError:
+        # An error type whose constructor wants more than a message: still one line.
+        return CellError(text, kind=kind, cause=exc)
+    for name, value in vars(exc).items():
+        if name not in _OWN_FIELDS:
+            setattr(err, name, value)
+    return err
+
+
 def cell_error(exc: BaseException, *, context: str = "", hint: str | None = None) -> CellError:
     """Turn any error from the runtime or a provider into one line for the user.
 
     ``context`` says what was being done ("%%llm", "%%sandbox"); ``hint`` (what the kernel
-    knows and the provider does not, e.g. how to configure hosts) is appended.
+    knows and the provider does not, e.g. how to configure hosts) is appended. For a
+    :class:`HubError` the result is also an instance of the original's type.
     """
     if isinstance(exc, CellError):
         return exc
@@ -150,7 +181,7 @@ def cell_error(exc: BaseException, *, context: str = "", hint: str | None = None
     text = " ".join(text.split())  # one line, whatever the message held
     if context:
         text = f"{context}: {text}"
-    return CellError(text, kind=kind, cause=exc)
+    return _typed_cell_error(exc, text, kind)
 
 
 def no_ollama_hint(hosts: list[str]) -> str:

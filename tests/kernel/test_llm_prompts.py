@@ -6,7 +6,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from kernel_helpers import run
 
-from gleitzeit_jupyter.hub.errors import HubError
+from gleitzeit_jupyter.hub.errors import UserError
 from gleitzeit_jupyter.testing.ollama import OllamaStandIn
 
 
@@ -94,7 +94,7 @@ def test_raw_sends_the_cell_exactly_as_written(
 def test_undefined_name_is_one_line_naming_it(shell: InteractiveShell) -> None:
     shell.user_ns.pop("missing_var", None)
     cell = run(shell, "%%llm\nTell me about {missing_var}")
-    assert isinstance(cell.error, HubError)
+    assert isinstance(cell.error, UserError)
     lines = [line for line in cell.text.splitlines() if line.strip()]
     assert len(lines) == 1, cell.text
     assert "missing_var" in lines[0]
@@ -124,7 +124,7 @@ def test_err_n_picks_that_cell(shell: InteractiveShell, standin: OllamaStandIn) 
 def test_err_without_a_failure_is_a_clear_user_error(shell: InteractiveShell) -> None:
     ok = run(shell, "fine = 2")
     cell = run(shell, f"%%llm\n{{Err[{ok.result.execution_count}]}}")
-    assert isinstance(cell.error, HubError)
+    assert isinstance(cell.error, UserError)
     assert f"cell {ok.result.execution_count} did not fail" in cell.text
     assert len([line for line in cell.text.splitlines() if line.strip()]) == 1
 
