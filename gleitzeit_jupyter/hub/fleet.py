@@ -118,6 +118,10 @@ class Fleet:
         now = list(models)
         if view.cold_since_refresh and any(m not in now for m in view.loaded) and now:
             view.max_loaded = len(now) if view.max_loaded is None else view.max_loaded
+        if view.max_loaded is not None and len(now) > view.max_loaded:
+            # It holds more than that right now: the room was learned from a model that left
+            # for another reason (its keep_alive ran out), or configured too small.
+            view.max_loaded = len(now)
         view.cold_since_refresh = False
         view.loaded = OrderedDict((m, None) for m in reversed(now))
         for m in now:

@@ -133,3 +133,19 @@ def test_a_server_reporting_impossible_figures_does_not_poison_the_estimates() -
             c = f.cost(ident, in_flight, M)
             assert math.isfinite(c) and c > 0, (ident, in_flight, c)
     assert f.cost("good", 0, M) < 1.0  # 20 tokens at 100/s: still about 0.2 s
+
+
+def test_room_for_models_grows_when_the_server_shows_more_in_memory() -> None:
+    # A model can leave memory for other reasons than an eviction (its keep_alive ran out
+    # just as another loaded): a room learned too small is corrected by the next /api/ps
+    # that lists more models, instead of counting evictions that do not happen for good.
+    f = Fleet(clock=Clock())
+    f.set_loaded("s", [M])
+    f.finished("s", N, answer(10, 100, load_s=2.0))
+    f.set_loaded("s", [N])
+    assert f.server("s").max_loaded == 1
+    f.set_loaded("s", [M, N])
+    assert f.server("s").max_loaded == 2
+    f.finished("s", M, answer(10, 100))
+    assert set(f.server("s").loaded) == {M, N}
+    assert f.cost("s", 0, N) < 1.0  # in memory: no load, no eviction
