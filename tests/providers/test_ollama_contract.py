@@ -153,8 +153,8 @@ async def test_unknown_model_is_a_user_error_without_retry(
 
 
 async def test_bad_calls_are_user_errors(provider: OllamaProvider, target: Target) -> None:
-    with pytest.raises(UserError, match="prompt"):
-        await provider.execute("llm/generate", {"model": target.model})
+    with pytest.raises(UserError, match="prompt"):  # none is Ollama's "load the model"
+        await provider.execute("llm/generate", {"model": target.model, "prompt": ["x"]})
     with pytest.raises(UserError, match="max_token"):
         await provider.execute(
             "llm/generate", {"model": target.model, "prompt": "x", "max_token": 3}
