@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,6 +43,7 @@ __all__ = [
     "check_params",
     "encode_body",
     "error_message",
+    "figure",
     "first_line",
     "http_error",
     "needs",
@@ -164,8 +166,21 @@ async def first_line(
         ) from None
 
 
+def figure(value: Any) -> float | None:
+    """A count or duration from an answer as a float, if it is one: finite and >= 0 (a
+    broken server's JSON can hold negatives, NaN, Infinity or integers too big for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
 def _ms(ns: Any) -> float | None:
-    return round(ns / 1e6, 3) if isinstance(ns, (int, float)) else None
+    value = figure(ns)
+    return None if value is None else round(value / 1e6, 3)
 
 
 _KEPT = (
@@ -186,11 +201,12 @@ def shape_result(
 ) -> dict[str, Any]:
     """A final Ollama object as a gleitzeit result (usage fields under readable names)."""
     eval_count = data.get("eval_count")
-    eval_ns = data.get("eval_duration")
+    count, eval_ns = figure(eval_count), figure(data.get("eval_duration"))
     tps = None
-    if isinstance(eval_count, int) and isinstance(eval_ns, (int, float)) and eval_ns > 0:
-        tps = round(eval_count / (eval_ns / 1e9), 2)
-    if ttft_ms is None and isinstance(eval_ns, (int, float)):
+    if count is not None and eval_ns:
+        tps = count / (eval_ns / 1e9)
+        tps = round(tps, 2) if math.isfinite(tps) else None
+    if ttft_ms is None and eval_ns is not None:
         # Not streamed: the first token came about eval_duration before the end.
         ttft_ms = max(0.0, latency_ms - eval_ns / 1e6)
     out: dict[str, Any] = {}

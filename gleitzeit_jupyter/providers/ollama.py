@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -451,8 +452,8 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         else:
             st.loaded.add(model)
         self.fleet.finished(instance.id, model, data, own_wait)
-        count, ns = data.get("eval_count"), data.get("eval_duration")
-        if isinstance(count, int) and isinstance(ns, int) and ns > 0:
+        count, ns = wire.figure(data.get("eval_count")), wire.figure(data.get("eval_duration"))
+        if count is not None and ns and math.isfinite(count / ns):
             st.samples.append((count, ns))
 
     async def execute_on_resource(

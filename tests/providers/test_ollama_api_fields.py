@@ -120,3 +120,18 @@ async def test_the_documented_load_and_unload_bodies_need_no_prompt(provider) ->
     assert unloaded["done_reason"] == "unload"
     with pytest.raises(UserError, match="prompt"):
         await p.execute("llm/generate", {"model": "qwen3", "prompt": 3})
+
+
+def test_impossible_figures_in_an_answer_are_not_read_as_figures() -> None:
+    # A broken server's durations and counts (too big for a float, infinite, negative)
+    # must not crash shaping the result, nor be reported as a speed.
+    from gleitzeit_jupyter.providers import _ollama_wire as wire
+
+    for bad in (
+        {"eval_count": 10**400, "eval_duration": 10, "total_duration": 10**400},
+        {"eval_count": -5, "eval_duration": 10, "load_duration": float("inf")},
+        {"eval_count": True, "eval_duration": float("nan")},
+    ):
+        r = wire.shape_result("llm/generate", {"response": "x", **bad}, 5.0, None, "i")
+        assert r["tokens_per_s"] is None and r["total_ms"] is None and r["load_ms"] is None
+        assert r["time_to_first_token_ms"] is None or r["time_to_first_token_ms"] >= 0
