@@ -179,8 +179,9 @@ def _check_token_limit(value: Any, name: str) -> None:
     if value is None or (isinstance(value, float) and math.isfinite(value)):
         return
     if isinstance(value, bool) or not isinstance(value, int) or value not in _INT64:
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
         raise UserError(
-            f"{name} must be a whole number of tokens (-1: no limit)", hint=f"got {value!r}"
+            f"{name} must be a whole number of tokens (-1: no limit)", hint=f"got {shown}"
         )
 
 
