@@ -24,6 +24,7 @@ from .render import (
     footer_text,
     no_ollama_hint,
     show_footer,
+    token_counts,
     tokens_per_second,
 )
 
@@ -56,6 +57,15 @@ class LlmResult:
     latency_ms: float
     tokens_per_s: float | None
     raw: dict[str, Any] = field(default_factory=dict)
+    first_token_ms: float | None = None
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        return token_counts(self.raw)[0]
+
+    @property
+    def completion_tokens(self) -> int | None:
+        return token_counts(self.raw)[1]
 
     def footer(self) -> str:
         return footer_text(
@@ -63,7 +73,19 @@ class LlmResult:
             instance=self.instance,
             latency_ms=self.latency_ms,
             tokens_per_s=self.tokens_per_s,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            first_token_ms=self.first_token_ms,
         )
+
+
+def _first_token_ms(raw: dict[str, Any], latency_ms: float) -> float | None:
+    # Without streaming the first token is not seen arriving: the wait is the whole call
+    # less the time Ollama spent generating (eval_duration, ns), as a streamed call shows it.
+    dur = raw.get("eval_duration")
+    if not isinstance(dur, (int, float)) or dur < 0:
+        return None
+    return max(0.0, latency_ms - float(dur) / 1e6)
 
 
 class ChatStore:
@@ -203,12 +225,16 @@ def ask(
     error: BaseException | None = None
     interrupted = False
     view: StreamingDisplay | None = None
+    first_at: float | None = None
     try:
         provider = runtime.ollama()
         if opts.stream and show:
             view = StreamingDisplay(opts.fmt, interval)
             for chunk in runtime.stream(lambda: provider.stream(method, params, **kwargs)):
-                view.append(_text_of(chunk))
+                piece = _text_of(chunk)
+                if piece and first_at is None:
+                    first_at = time.perf_counter()
+                view.append(piece)
                 instance = chunk.get("instance") or instance
                 if chunk.get("done"):
                     raw = chunk
@@ -256,6 +282,11 @@ def ask(
         latency_ms=latency_ms,
         tokens_per_s=tokens_per_second(raw),
         raw=raw,
+        first_token_ms=(
+            (first_at - start) * 1000.0
+            if first_at is not None
+            else _first_token_ms(raw, latency_ms)
+        ),
     )
     return result
 

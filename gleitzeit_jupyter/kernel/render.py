@@ -292,16 +292,34 @@ def tokens_per_second(result: dict[str, Any]) -> float | None:
     return None
 
 
+def _count(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and value >= 0 else None
+
+
+def token_counts(result: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(prompt tokens, completion tokens) as Ollama reports them on a finished call."""
+    return _count(result.get("prompt_eval_count")), _count(result.get("eval_count"))
+
+
 def footer_text(
     *,
     model: str | None,
     instance: str | None,
     latency_ms: float | None,
     tokens_per_s: float | None,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    first_token_ms: float | None = None,
 ) -> str:
     parts = [model or "?", instance or "?"]
     if latency_ms is not None:
         parts.append(f"{latency_ms:,.0f} ms")
+    if prompt_tokens is not None or completion_tokens is not None:
+        sent = "?" if prompt_tokens is None else f"{prompt_tokens:,}"
+        got = "?" if completion_tokens is None else f"{completion_tokens:,}"
+        parts.append(f"{sent} → {got} tokens")
+    if first_token_ms is not None:
+        parts.append(f"first token {first_token_ms:,.0f} ms")
     if tokens_per_s is not None:
         parts.append(f"{tokens_per_s:.1f} tok/s")
     return " · ".join(parts)
