@@ -74,8 +74,10 @@ def test_quickstart_runs_and_renders(tmp_path: Path, monkeypatch) -> None:
         for m in find("gz-cell-requests")
     }
     per_ollama = [v for k, v in requests.items() if k.startswith("gz-row-127_0_0_1_")]
-    # %llm models + 1 %%llm + 30 --map rows went to the Ollama pool, split across both.
-    assert len(per_ollama) == 2 and all(v > 0 for v in per_ollama)
+    # %llm models + 1 %%llm + 30 --map rows went to the Ollama pool. The fleet strategy may
+    # keep them all on the server that has the model in memory while it has free slots, so
+    # only the total is fixed; both servers still have their row.
+    assert len(per_ollama) == 2
     assert sum(per_ollama) >= 31
     head = find("gz-head-extra")
     assert {m["value"] for m in head} == {"tokens/s", "runs / recyc."}
