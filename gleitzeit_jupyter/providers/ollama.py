@@ -407,14 +407,15 @@ class OllamaProvider(HubProvider[OllamaConfig]):
             return await self.list_models()
         return await super().execute(method, params, **kwargs)
 
-    def _elsewhere(self, instance: ResourceInstance, model: str) -> bool:
-        """Another instance lists the model and has not said "busy" lately."""
+    def _elsewhere(self, instance: ResourceInstance, method: str, params: dict) -> bool:
+        """Another instance can take the call (it lists the model, with the capabilities
+        the call needs) and has not said "busy" lately."""
         now = time.monotonic()
         return any(
             i is not instance
             and i.enabled
             and i.status in (ResourceStatus.HEALTHY, ResourceStatus.DEGRADED)
-            and model in (_state(i).models or ())
+            and self._missing(i, method, params) is None
             and _state(i).busy_until <= now
             for i in self.instances
         )
@@ -464,15 +465,17 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         content = wire.encode_body(body, params)
         own_wait = self.fleet.starting(instance.id, model, instance.in_flight)
         try:
-            return await self._post(instance, st, path, content, model, method, own_wait)
+            return await self._post(instance, st, path, content, model, method, params, own_wait)
         except BaseException:
             self.fleet.abandoned(instance.id, model)
             raise
 
-    def _wait_busy(self, instance: ResourceInstance, model: str, started: float) -> bool:
+    def _wait_busy(
+        self, instance: ResourceInstance, method: str, params: dict, started: float
+    ) -> bool:
         """After a 503: ask the same server again (busy here and nowhere else to go)?"""
         waited = time.perf_counter() - started
-        return waited < self.busy_wait and not self._elsewhere(instance, model)
+        return waited < self.busy_wait and not self._elsewhere(instance, method, params)
 
     async def _busy_pause(self, started: float, pause: float) -> float:
         # Wait for the busy server's queue to drain (the call's deadline still bounds this),
@@ -489,6 +492,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         content: bytes,
         model: str,
         method: str,
+        params: dict[str, Any],
         own_wait: float,
     ) -> dict[str, Any]:
         started = time.perf_counter()
@@ -498,7 +502,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
                 r = await wire.post_json(st.transport, st.urls[path], content, st.extensions)
             except httpx.HTTPError as exc:
                 raise wire.transport_error(exc, instance.id, st.url, self.request_timeout) from exc
-            if r.status_code != 503 or not self._wait_busy(instance, model, started):
+            if r.status_code != 503 or not self._wait_busy(instance, method, params, started):
                 break
             pause = await self._busy_pause(started, pause)
         if r.status_code != 200:
@@ -541,7 +545,9 @@ class OllamaProvider(HubProvider[OllamaConfig]):
                 resp, lines, first = await wire.first_line(
                     st.client, request, self.first_token_timeout, instance.id
                 )
-                if resp.status_code != 503 or not self._wait_busy(instance, model, started):
+                if resp.status_code != 503:
+                    break
+                if not self._wait_busy(instance, method, params, started):
                     break
                 await resp.aclose()
                 resp = None

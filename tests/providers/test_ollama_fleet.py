@@ -261,3 +261,27 @@ async def test_kernels_sharing_servers_do_not_all_herd_onto_the_fastest() -> Non
         on_slow = len(slow.requests_to("/api/generate"))
     # 120 calls; in proportion to speed the slower server takes about 51 of them
     assert on_slow >= 30, on_slow
+
+
+async def test_a_busy_server_is_waited_for_when_the_others_cannot_take_the_call() -> None:
+    # The other server lists the model but without vision: it is no place to go for a call
+    # with images, so the only server that can serve it is waited for, not given up on.
+    img = base64.b64encode(b"img").decode()
+    with (
+        OllamaStandIn(
+            models=[A],
+            capabilities={A: ["completion", "vision"]},
+            num_parallel=1,
+            max_queue=0,
+            tokens_per_s=100,
+            default_tokens=10,
+        ) as seeing,
+        OllamaStandIn(models=[A], capabilities={A: ["completion"]}) as blind,
+    ):
+        async with pool(seeing.url, blind.url, busy_backoff=0.2, retries=0) as p:
+            calls = [
+                p.execute("llm/generate", {"model": A, "prompt": "x", "images": [img]})
+                for _ in range(4)
+            ]
+            results = await asyncio.gather(*calls)
+        assert len(results) == 4 and not blind.requests_to("/api/generate")
