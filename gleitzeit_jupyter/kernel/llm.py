@@ -16,6 +16,7 @@ import pandas as pd
 from IPython.display import display
 
 from ..hub.errors import HubError, NoResourceAvailable, UserError
+from .models_table import models_table
 from .render import (
     CellError,
     CellInterrupted,
@@ -330,10 +331,7 @@ def models_frame(runtime: Any, hosts: list[str] | None = None) -> pd.DataFrame:
     if nobody is not None:
         raise cell_error(nobody, context="%llm models") from None
     rows = res.get("models", []) if isinstance(res, dict) else res
-    frame = pd.DataFrame(list(rows))
-    if "name" in frame.columns:
-        frame = frame.set_index("name").sort_index()
-    return frame
+    return models_table([r for r in rows if isinstance(r, dict)])
 
 
 def store(ns: MutableMapping[str, Any], name: str | None, value: Any) -> None:
