@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["COLD_LOAD_S", "Fleet", "ServerView"]
+__all__ = ["COLD_LOAD_S", "Fleet", "ServerView", "figure"]
 
 #: A load_duration above this is a cold load (a warm model reports microseconds).
 COLD_LOAD_S = 0.05
@@ -52,7 +52,7 @@ def _server_time(stamp: Any) -> float | None:
         return None
 
 
-def _figure(value: Any) -> float | None:
+def figure(value: Any) -> float | None:
     """A count or duration from an answer, if it is one: a finite number >= 0. JSON from a
     broken server can hold anything (negatives, NaN, Infinity, integers too big for a float),
     and one such value would otherwise spread through the pooled estimates."""
@@ -169,16 +169,16 @@ class Fleet:
         if not view.slots_known:
             self._learn_slots(view, data)
         rates = view.rates.setdefault(model, _Rates())
-        count, eval_ns = _figure(data.get("eval_count")), _figure(data.get("eval_duration"))
+        count, eval_ns = figure(data.get("eval_count")), figure(data.get("eval_duration"))
         if count is not None and eval_ns:
             tps = count / (eval_ns / 1e9)
             if math.isfinite(tps):
                 rates.tps = _ewma(rates.tps, tps)
                 self._tokens[model] = _ewma(self._tokens.get(model), count)
-        prompt_ns = _figure(data.get("prompt_eval_duration"))
+        prompt_ns = figure(data.get("prompt_eval_duration"))
         if prompt_ns is not None:
             rates.ttft_s = _ewma(rates.ttft_s, prompt_ns / 1e9)
-        load_ns = _figure(data.get("load_duration"))
+        load_ns = figure(data.get("load_duration"))
         if load_ns is not None and load_ns / 1e9 > COLD_LOAD_S:
             rates.load_s = _ewma(rates.load_s, load_ns / 1e9)
             view.cold_loads += 1
@@ -197,7 +197,7 @@ class Fleet:
         # that wait, beyond ``expected`` (one call's service: slack for timing noise), was
         # made by others.
         parts = [
-            _figure(data.get(k))
+            figure(data.get(k))
             for k in ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
         ]
         if None in parts:
@@ -221,7 +221,7 @@ class Fleet:
         # and how long loading, the prompt and generation took. The most such spans seen
         # overlapping at one instant is a lower bound of the server's slots.
         parts = [
-            _figure(data.get(k)) for k in ("load_duration", "prompt_eval_duration", "eval_duration")
+            figure(data.get(k)) for k in ("load_duration", "prompt_eval_duration", "eval_duration")
         ]
         if None in parts:
             return

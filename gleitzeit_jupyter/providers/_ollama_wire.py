@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from ..hub import ExecutionTimeout, HubError, ResourceFailed, UserError
+from ..hub.fleet import figure
 from ._ollama_fields import (
     CHAT,
     CONVENIENCE_OPTIONS,
@@ -164,18 +165,6 @@ async def first_line(
         raise ExecutionTimeout(
             f"no first token from {ident} within {timeout:g} s", instance=ident
         ) from None
-
-
-def figure(value: Any) -> float | None:
-    """A count or duration from an answer as a float, if it is one: finite and >= 0 (a
-    broken server's JSON can hold negatives, NaN, Infinity or integers too big for a float)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) and number >= 0 else None
 
 
 def _ms(ns: Any) -> float | None:
