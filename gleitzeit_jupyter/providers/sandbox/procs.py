@@ -5,11 +5,12 @@ from __future__ import annotations
 import codecs
 import os
 import signal
+import sys
 import time
 
 try:  # on the host this is a normal package module
     from . import protocol
-    from .sweep import RUN_UIDS, become, kill_all, running, wipe
+    from .sweep import RUN_UIDS, become, kill_all, survivors, wipe
     from .worker import worker_main
 except ImportError:  # inside the container the bootstrap has installed them
     import gleitzeit_protocol as protocol  # type: ignore[import-not-found,no-redef]
@@ -17,12 +18,16 @@ except ImportError:  # inside the container the bootstrap has installed them
         RUN_UIDS,
         become,
         kill_all,
-        running,
+        survivors,
         wipe,
     )
     from gleitzeit_worker import worker_main  # type: ignore[import-not-found,no-redef]
 
 __all__ = ["Capture", "ProcessHygiene", "Worker", "nondumpable", "oom_kills"]
+
+# How long a run's start may spend killing a process of an earlier run that is not dying
+# before the container is given up (see _settle_sweeps).
+SETTLE_LIMIT = 3.0
 
 
 class Capture:
@@ -168,25 +173,52 @@ class ProcessHygiene:
 
     def _sweep_dirty(self) -> None:
         """Wipe the files of finished runs whose processes are all dead (killed at _retire)."""
-        for uid in list(self.dirty):
-            if not running(uid):
-                wipe(uid)
-                self.dirty.discard(uid)
+        live, undying = survivors(self.dirty)
+        for uid in undying:  # see _settle_sweeps
+            kill_all(uid)
+        for uid in self.dirty - live:
+            wipe(uid)
+            self.dirty.discard(uid)
 
     def _settle_sweeps(self) -> None:
-        """Before a run starts: wipe what every earlier run left, now.
+        """Before a run starts: no earlier run's process may still act, nor its files remain.
 
-        Its processes were all killed when it ended (kill_all), so none can act any more; a
-        few may still be exiting. Waiting for that would add their teardown to this run's
-        latency, so the files are wiped now, and once more when the last one is gone (a
-        system call already under way at the kill may still have created one).
+        Every process of a finished run was killed when it ended (kill_all). A killed process
+        stays listed until the scheduler lets it act on the signal, which on a busy host can
+        take a while, but it never runs its own code again; waiting for that would add the
+        teardown to this run's latency. So what is checked here is that each one left is
+        dying (a SIGKILL pending, or exiting). One that is not is killed again until it is;
+        if that keeps failing, nothing about this container can be trusted any more: the
+        supervisor exits, which kills everything in it, and the pool replaces it.
+
+        The files are wiped now, and once more when the last process is gone (a system
+        call already under way at the kill may still have created one).
         """
+        if not self.dirty:
+            return
+        live, undying = survivors(self.dirty)
+        pause, waited = 0.001, 0.0
+        while undying:
+            if waited > SETTLE_LIMIT:
+                self._abandon(f"processes of uids {sorted(undying)} survive SIGKILL")
+            for uid in undying:
+                kill_all(uid)
+            # Between taking SIGKILL and starting to exit, a process shows neither; it is
+            # seen dying once it got the CPU for a moment.
+            time.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 0.05)
+            live, undying = survivors(self.dirty)
         for uid in list(self.dirty):
-            if running(uid):
-                wipe(uid)  # stays dirty: the loop wipes again after the exits
-            else:
-                wipe(uid)
+            wipe(uid)
+            if uid not in live:
                 self.dirty.discard(uid)
+
+    def _abandon(self, why: str) -> None:
+        """Fail safe: end this container (PID 1 exiting kills every process in it)."""
+        sys.stderr.write(f"gleitzeit supervisor: {why}; giving up this container\n")
+        sys.stderr.flush()
+        os._exit(70)
 
     def _fork_once(self, once: bool) -> Worker:
         uid = self._take_uid()

@@ -20,7 +20,16 @@ import signal
 import stat
 from typing import Any
 
-__all__ = ["RUN_UIDS", "WIPE_ROOTS", "become", "kill_all", "runnable", "running", "wipe"]
+__all__ = [
+    "RUN_UIDS",
+    "WIPE_ROOTS",
+    "become",
+    "kill_all",
+    "runnable",
+    "running",
+    "survivors",
+    "wipe",
+]
 
 RUN_UIDS = range(20000, 20064)
 WIPE_ROOTS = ("/tmp", "/dev/shm", "/dev/mqueue")
@@ -154,30 +163,8 @@ def _remove_ipc(uid: int) -> None:
                     getattr(libc, call)(ipc_id, 0, None)
 
 
-def _running(uid: int) -> bool:
-    """Some process of ``uid`` has not yet become a zombie (it could still create a file)."""
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status", "rb") as fh:
-                status = fh.read()
-        except OSError:
-            continue
-        fields = dict(line.split(b":", 1) for line in status.splitlines() if b":" in line)
-        uids = fields.get(b"Uid", b"").split()
-        if (
-            uids
-            and uids[0] == str(uid).encode()
-            and fields.get(b"State", b"").strip()[:1] not in (b"Z", b"X")
-        ):
-            return True
-    return False
-
-
 def kill_all(uid: int) -> None:
-    """Kill every process of ``uid`` at once (at their normal priority: the next run waits
-    until they are gone, so their teardown should be quick, not polite).
+    """Kill every process of ``uid`` at once.
 
     Called by the root supervisor, which takes on ``uid`` as its real and effective uid for
     the moment (the saved uid stays 0, so it can return): ``kill(-1)`` then reaches exactly
@@ -196,20 +183,91 @@ def kill_all(uid: int) -> None:
 
 def running(uid: int) -> bool:
     """Some process of ``uid`` is not yet a zombie (it could still be creating a file)."""
-    want = b"\nUid:\t%d\t" % uid
+    return uid in survivors((uid,))[0]
+
+
+_SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+_PF_EXITING = 0x4  # task flag, /proc/PID/stat field 9
+
+
+def _field(status: bytes, key: bytes) -> bytes:
+    at = status.find(b"\n" + key + b":\t")
+    if at < 0:
+        return b""
+    start = at + len(key) + 3
+    end = status.find(b"\n", start)
+    return status[start : end if end >= 0 else None]
+
+
+def _task_dying(path: str, status: bytes) -> bool:
+    """The task can never run its own code again: a SIGKILL is pending or it is exiting.
+
+    A killed process stays in ``/proc`` (not yet a zombie) until the scheduler gives it the
+    CPU to act on the signal, which on a busy host can take a while; until then it can at
+    most finish a system call already under way.
+    """
+    for key in (b"SigPnd", b"ShdPnd"):
+        try:
+            if int(_field(status, key) or b"0", 16) & _SIGKILL_BIT:
+                return True
+        except ValueError:
+            pass
+    try:
+        with open(f"{path}/stat", "rb") as fh:
+            flags = int(fh.read().rsplit(b")", 1)[1].split()[6])
+    except (OSError, IndexError, ValueError):
+        return True  # gone meanwhile
+    return bool(flags & _PF_EXITING)
+
+
+def _dying(pid: str, status: bytes) -> bool:
+    """Every task of the process is dying (see _task_dying) or dead."""
+    if _field(status, b"Threads") == b"1":
+        return _task_dying(f"/proc/{pid}", status)
+    try:  # several threads, or a leader that exited before them: look at each
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for tid in tids:
+        path = f"/proc/{pid}/task/{tid}"
+        try:
+            with open(f"{path}/status", "rb") as fh:
+                task = fh.read(8192)
+        except OSError:
+            continue
+        if _field(task, b"State")[:1] not in (b"Z", b"X") and not _task_dying(path, task):
+            return False
+    return True
+
+
+def survivors(uids: Any) -> tuple[set[int], set[int]]:
+    """In one pass over ``/proc``: the uids among ``uids`` with a process that is not yet a
+    zombie (``live``), and those with one that is not even dying (``undying``: it escaped a
+    kill and could still act)."""
+    wanted = {b"%d" % uid: uid for uid in uids}
+    live: set[int] = set()
+    undying: set[int] = set()
+    if not wanted:
+        return live, undying
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/status", "rb") as fh:
-                head = fh.read(1024)  # State and Uid are among the first lines
+                status = fh.read(8192)
         except OSError:
             continue
-        if want in head:
-            at = head.find(b"\nState:\t")
-            if at < 0 or head[at + 8 : at + 9] not in (b"Z", b"X"):
-                return True
-    return False
+        uid = wanted.get(_field(status, b"Uid").split(b"\t", 1)[0])
+        if uid is None:
+            continue
+        state = _field(status, b"State")[:1]
+        # A zombie leader whose other threads still run is not done yet.
+        if state in (b"Z", b"X") and _field(status, b"Threads") in (b"", b"0", b"1"):
+            continue
+        live.add(uid)
+        if uid not in undying and not _dying(name, status):
+            undying.add(uid)
+    return live, undying
 
 
 def wipe(uid: int) -> None:

@@ -270,19 +270,60 @@ async def test_files_deeper_than_a_path_can_name_are_wiped_too(pool: PythonProvi
 
 
 async def _alive_of_uid(pool: PythonProvider, inst: str, uid: int) -> list[str]:
+    """Processes of ``uid`` that can still run code of their own, seen by the next run.
+
+    The promise is that none exists once the next run starts. A killed process is listed
+    until the scheduler gives it the CPU to exit (on a busy host that can take a while), so
+    processes with a SIGKILL pending or already exiting (PF_EXITING) are dead already; that
+    they do go is checked by _gone_eventually.
+    """
     look = (
         "import os\n"
+        "def field(text, key):\n"
+        "    for line in text.splitlines():\n"
+        "        if line.startswith(key + ':'):\n"
+        "            return line.split(':', 1)[1].strip()\n"
+        "    return ''\n"
+        "def acts(path):\n"
+        "    status = open(path + '/status').read()\n"
+        "    flags = int(open(path + '/stat').read().rsplit(')', 1)[1].split()[6])\n"
+        "    pending = [int(field(status, k) or '0', 16) for k in ('SigPnd', 'ShdPnd')]\n"
+        "    killed = (pending[0] | pending[1]) & 0x100\n"
+        "    return field(status, 'State')[:1] not in 'ZX' and not killed and not flags & 4\n"
         "alive = []\n"
+        "for pid in os.listdir('/proc'):\n"
+        "    try:\n"
+        "        status = open(f'/proc/{pid}/status').read()\n"
+        f"        if field(status, 'Uid').split()[0] != '{uid}':\n"
+        "            continue\n"
+        "        if any(acts(f'/proc/{pid}/task/{t}') for t in os.listdir(f'/proc/{pid}/task')):\n"
+        "            alive.append(pid)\n"
+        "    except (OSError, IndexError, ValueError):\n"
+        "        continue\n"
+    )
+    r = await run(pool, look, instance=inst, returns=["alive"])
+    return list(r["values"]["alive"])
+
+
+async def _gone_eventually(pool: PythonProvider, inst: str, uid: int) -> None:
+    """Every process of ``uid`` exits (zombies only wait to be reaped)."""
+    look = (
+        "import os\n"
+        "left = []\n"
         "for pid in os.listdir('/proc'):\n"
         "    try:\n"
         "        status = open(f'/proc/{pid}/status').read()\n"
         "    except OSError:\n"
         "        continue\n"
         f"    if f'Uid:\\t{uid}\\t' in status and 'State:\\tZ' not in status:\n"
-        "        alive.append(pid)\n"
+        "        left.append(pid)\n"
     )
-    r = await run(pool, look, instance=inst, returns=["alive"])
-    return list(r["values"]["alive"])
+    for _ in range(100):
+        r = await run(pool, look, instance=inst, returns=["left"])
+        if not r["values"]["left"]:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"processes of uid {uid} still there: {r['values']['left']}")
 
 
 DAEMON = (
@@ -307,6 +348,7 @@ async def test_no_daemon_of_an_earlier_run_survives(pool: PythonProvider) -> Non
     inst = pool.instances[0].id
     r = await run(pool, DAEMON + "time.sleep(0.3)\n", instance=inst, returns=["me"])
     assert await _alive_of_uid(pool, inst, r["values"]["me"]) == []
+    await _gone_eventually(pool, inst, r["values"]["me"])
     await still_serves(pool, inst)
 
 
@@ -325,6 +367,7 @@ async def test_no_pid_hopper_of_an_earlier_run_survives(pool: PythonProvider) ->
     inst = pool.instances[0].id
     r = await run(pool, DAEMON + HOPPER + "time.sleep(0.3)\n", instance=inst, returns=["me"])
     assert await _alive_of_uid(pool, inst, r["values"]["me"]) == []
+    await _gone_eventually(pool, inst, r["values"]["me"])
     await still_serves(pool, inst)
 
 
