@@ -40,6 +40,8 @@ def from_worker(frame: dict[str, Any], returns: object = ()) -> dict[str, Any]:
     values = frame.get("values")
     if isinstance(values, dict) and isinstance(returns, list):
         out["values"] = {k: values[k] for k in returns if isinstance(k, str) and k in values}
+    if isinstance(frame.get("files"), dict):
+        out["files"] = frame["files"]
     if isinstance(frame.get("imported"), list):
         out["imported"] = frame["imported"]
     return out

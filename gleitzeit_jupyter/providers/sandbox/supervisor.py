@@ -30,6 +30,7 @@ try:  # on the host (tests, tooling) this is a normal package module
     from . import protocol
     from .endings import died, failed, from_worker
     from .procs import Capture, ProcessHygiene, Worker, nondumpable, oom_kills
+    from .usage import cpu_ms, from_rusage, peak_memory_mb
 except ImportError:  # inside the container the bootstrap has installed these modules
     import gleitzeit_protocol as protocol  # type: ignore[import-not-found,no-redef]
     from gleitzeit_endings import (  # type: ignore[import-not-found,no-redef]
@@ -45,6 +46,11 @@ except ImportError:  # inside the container the bootstrap has installed these mo
         oom_kills,
     )
     from gleitzeit_sweep import runnable  # type: ignore[import-not-found,no-redef]
+    from gleitzeit_usage import (  # type: ignore[import-not-found,no-redef]
+        cpu_ms,
+        from_rusage,
+        peak_memory_mb,
+    )
 else:
     from .sweep import runnable
 
@@ -88,6 +94,12 @@ class Supervisor(ProcessHygiene):
         self.result: dict[str, Any] | None = None
         self.killed = False
         self.oom_before: int | None = None
+        self.displayed: list[dict[str, Any] | None] = []
+        self.displayed_bytes = 0
+        self.dropped = 0
+        self.max_outputs = 100
+        self.max_outputs_bytes = 32 * MiB
+        self.cpu_before: float | None = None
         self.started = 0.0
         self.exited: dict[int, int] = {}
         # Modules to import in the parent while idle (GLEITZEIT_PRELOAD up front, then what
@@ -258,6 +270,9 @@ class Supervisor(ProcessHygiene):
         self._settle_sweeps()
         self.run, self.out, self.err = msg, Capture(cap, stream), Capture(cap, stream)
         self.result, self.killed = None, False
+        self.displayed, self.displayed_bytes, self.dropped = [], 0, 0
+        self.max_outputs = int(limits.get("max_outputs") or 100)
+        self.max_outputs_bytes = int(limits.get("max_outputs_bytes") or 32 * MiB)
         self.oom_before = oom_kills()
         self.started = time.perf_counter()
         try:
@@ -281,6 +296,7 @@ class Supervisor(ProcessHygiene):
             )
             return
         assert self.worker.cmd is not None
+        self.cpu_before = cpu_ms(self.worker.pid)
         self.worker.decoder = protocol.FrameDecoder(self.max_reply)
         try:
             data = memoryview(protocol.encode_frame(msg))
@@ -307,11 +323,11 @@ class Supervisor(ProcessHygiene):
             if getattr(w, name) == fd:
                 self._consume(w, name)
 
-    def _consume(self, w: Worker, name: str) -> bool:
+    def _consume(self, w: Worker, name: str, most: int = 1 << 16) -> bool:
         """Read one chunk from a worker pipe; False when nothing more is there right now."""
         fd = getattr(w, name)
         try:
-            data = os.read(fd, 1 << 16)
+            data = os.read(fd, min(most, 1 << 16))
         except BlockingIOError:
             return False
         if not data:  # EOF: stop selecting on it (strays may hold other ends open)
@@ -331,9 +347,42 @@ class Supervisor(ProcessHygiene):
                 self.result = failed("ProtocolError", f"the run's result is unusable: {exc}")
                 self._kill_worker(w)
                 return True
-            if frames:
-                self.result = from_worker(frames[0], (self.run or {}).get("returns"))
+            for frame in frames:
+                if self.result is not None:
+                    break
+                if frame.get("op") == "display":
+                    self._display(w, frame.get("output"), frame.get("at"))
+                else:
+                    self.result = from_worker(frame, (self.run or {}).get("returns"))
         return True
+
+    def _display(self, w: Worker, output: Any, at: Any) -> None:
+        """An output shown while the run goes on: after the text printed before it.
+
+        ``at`` is how many bytes the worker says it had written to stdout and stderr; only
+        the order of what is shown depends on it, so a false claim misplaces only its own run's
+        output."""
+        if not isinstance(output, dict) or self.run is None:
+            return
+        size = len(protocol.encode_frame(output))
+        full = self.displayed_bytes + size > self.max_outputs_bytes
+        if len(self.displayed) >= self.max_outputs or full:
+            self.dropped += 1  # past the caps: dropped here, noted in the result
+            return
+        self.displayed_bytes += size
+        marks = at if isinstance(at, list) and len(at) == 2 else [None, None]
+        marks = [m if type(m) is int else None for m in marks]
+        for name, capture, mark in (("out", self.out, marks[0]), ("err", self.err, marks[1])):
+            # That text was flushed before the frame was written: it is in the pipe by now.
+            while mark is not None and getattr(w, name) is not None and capture.seen < mark:
+                if not self._consume(w, name, mark - capture.seen):
+                    break
+        if self.run.get("stream"):
+            self._flush_stream(upto=marks)
+            self.send({"op": "chunk", "id": self.run.get("id"), "output": output})
+            self.displayed.append(None)  # counted, already sent
+        else:
+            self.displayed.append(output)
 
     def _drain(self, w: Worker) -> None:
         for name in ("out", "err", "res"):
@@ -344,7 +393,7 @@ class Supervisor(ProcessHygiene):
         reaped_any = False
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, ru = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
@@ -354,6 +403,7 @@ class Supervisor(ProcessHygiene):
                 continue  # a stray (orphans are re-parented to us, PID 1)
             reaped_any = True
             w.alive = False
+            w.usage = from_rusage(ru)
             if w is self.worker:  # only the current run's status is ever read
                 self.exited[pid] = status
             if w in self.spares:
@@ -378,6 +428,18 @@ class Supervisor(ProcessHygiene):
             result = died(status, self.killed, oom_now > (self.oom_before or 0))
         else:
             result = dict(self.result)
+        shown = [o for o in self.displayed if o is not None]
+        result["outputs"] = shown + list(result.get("outputs") or [])
+        if self.dropped:
+            note = (
+                f"[gleitzeit: {self.dropped} more outputs not shown: over the limit of"
+                f" {self.max_outputs} outputs or {self.max_outputs_bytes:,} bytes per run]"
+            )
+            result["outputs"].append({"type": "display_data", "data": {"text/plain": note}})
+        usage = self._usage(w)
+        if usage is not None:
+            result["cpu_ms"] = max(0.0, usage[0] - (self.cpu_before or 0.0))
+            result["peak_memory_mb"] = usage[1]
         self._want(result.pop("imported", None))
         result.setdefault("oom", False)
         result.setdefault("killed", self.killed)
@@ -391,12 +453,39 @@ class Supervisor(ProcessHygiene):
         if len(self.spares) < SPARES and not self.preload:
             self.spares.append(self._fork(once=True))  # one now; the idle loop tops up
 
-    def _flush_stream(self, final: bool = False) -> None:
+    def _usage(self, w: Worker) -> tuple[float, float] | None:
+        """(CPU ms, peak MiB) of the run's worker, from the kernel's accounting: /proc while
+        it lives, ``wait4`` once it exited; never what the worker reports."""
+        for _ in range(20):
+            if not w.alive:
+                return w.usage
+            cpu, peak = cpu_ms(w.pid), peak_memory_mb(w.pid)
+            if cpu is not None and peak is not None:
+                return cpu, peak
+            # Exiting (its memory already gone, not yet a zombie to reap): wait a moment.
+            time.sleep(0.0005)
+            self._reap()
+        return None
+
+    def _flush_stream(self, final: bool = False, upto: list[int | None] | None = None) -> None:
         """Send output captured since the last flush as one ``chunk`` frame (streaming runs;
-        once per loop pass, so a busy printer yields few, larger frames)."""
+        once per loop pass, so a busy printer yields few, larger frames).
+
+        Display outputs written before the text read so far are taken first (they wait in
+        the result pipe), so text printed after an output is never sent before it."""
         if self.run is None or not self.run.get("stream"):
             return
-        chunk = {"stdout": self.out.take(final), "stderr": self.err.take(final)}
+        w = self.worker
+        if upto is None and w is not None and self.result is None:
+            while w.res is not None and self.result is None and self._consume(w, "res"):
+                pass
+        if self.run is None:  # the drain may have finished a failing run
+            return
+        upto = upto or [None, None]
+        chunk = {
+            "stdout": self.out.take(final, upto[0]),
+            "stderr": self.err.take(final, upto[1]),
+        }
         chunk = {k: v for k, v in chunk.items() if v}
         if chunk:
             self.send({"op": "chunk", "id": self.run.get("id"), **chunk})
