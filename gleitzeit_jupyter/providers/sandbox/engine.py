@@ -73,6 +73,7 @@ def bootstrap_command() -> list[str]:
             "sweep",
             "procs",
             "usage",
+            "relay",
             "endings",
         )
     ]

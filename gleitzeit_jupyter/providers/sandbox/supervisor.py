@@ -30,7 +30,8 @@ try:  # on the host (tests, tooling) this is a normal package module
     from . import protocol
     from .endings import died, failed, from_worker
     from .procs import Capture, ProcessHygiene, Worker, nondumpable, oom_kills
-    from .usage import cpu_ms, from_rusage, peak_memory_mb
+    from .relay import OutputRelay
+    from .usage import cpu_ms, from_rusage
 except ImportError:  # inside the container the bootstrap has installed these modules
     import gleitzeit_protocol as protocol  # type: ignore[import-not-found,no-redef]
     from gleitzeit_endings import (  # type: ignore[import-not-found,no-redef]
@@ -45,12 +46,9 @@ except ImportError:  # inside the container the bootstrap has installed these mo
         nondumpable,
         oom_kills,
     )
+    from gleitzeit_relay import OutputRelay  # type: ignore[import-not-found,no-redef]
     from gleitzeit_sweep import runnable  # type: ignore[import-not-found,no-redef]
-    from gleitzeit_usage import (  # type: ignore[import-not-found,no-redef]
-        cpu_ms,
-        from_rusage,
-        peak_memory_mb,
-    )
+    from gleitzeit_usage import cpu_ms, from_rusage  # type: ignore[import-not-found,no-redef]
 else:
     from .sweep import runnable
 
@@ -66,7 +64,7 @@ SPARES = 2
 PRELOADABLE = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot", "scipy", "PIL")
 
 
-class Supervisor(ProcessHygiene):
+class Supervisor(OutputRelay, ProcessHygiene):
     def __init__(self) -> None:
         # Move the channel off fds 0/1 so a worker's stdio can never be the channel.
         self.chan_in = os.dup(0)
@@ -356,34 +354,6 @@ class Supervisor(ProcessHygiene):
                     self.result = from_worker(frame, (self.run or {}).get("returns"))
         return True
 
-    def _display(self, w: Worker, output: Any, at: Any) -> None:
-        """An output shown while the run goes on: after the text printed before it.
-
-        ``at`` is how many bytes the worker says it had written to stdout and stderr; only
-        the order of what is shown depends on it, so a false claim misplaces only its own run's
-        output."""
-        if not isinstance(output, dict) or self.run is None:
-            return
-        size = len(protocol.encode_frame(output))
-        full = self.displayed_bytes + size > self.max_outputs_bytes
-        if len(self.displayed) >= self.max_outputs or full:
-            self.dropped += 1  # past the caps: dropped here, noted in the result
-            return
-        self.displayed_bytes += size
-        marks = at if isinstance(at, list) and len(at) == 2 else [None, None]
-        marks = [m if type(m) is int else None for m in marks]
-        for name, capture, mark in (("out", self.out, marks[0]), ("err", self.err, marks[1])):
-            # That text was flushed before the frame was written: it is in the pipe by now.
-            while mark is not None and getattr(w, name) is not None and capture.seen < mark:
-                if not self._consume(w, name, mark - capture.seen):
-                    break
-        if self.run.get("stream"):
-            self._flush_stream(upto=marks)
-            self.send({"op": "chunk", "id": self.run.get("id"), "output": output})
-            self.displayed.append(None)  # counted, already sent
-        else:
-            self.displayed.append(output)
-
     def _drain(self, w: Worker) -> None:
         for name in ("out", "err", "res"):
             while getattr(w, name) is not None and self._consume(w, name):
@@ -452,43 +422,6 @@ class Supervisor(ProcessHygiene):
             self._forget(w, wait=False)
         if len(self.spares) < SPARES and not self.preload:
             self.spares.append(self._fork(once=True))  # one now; the idle loop tops up
-
-    def _usage(self, w: Worker) -> tuple[float, float] | None:
-        """(CPU ms, peak MiB) of the run's worker, from the kernel's accounting: /proc while
-        it lives, ``wait4`` once it exited; never what the worker reports."""
-        for _ in range(20):
-            if not w.alive:
-                return w.usage
-            cpu, peak = cpu_ms(w.pid), peak_memory_mb(w.pid)
-            if cpu is not None and peak is not None:
-                return cpu, peak
-            # Exiting (its memory already gone, not yet a zombie to reap): wait a moment.
-            time.sleep(0.0005)
-            self._reap()
-        return None
-
-    def _flush_stream(self, final: bool = False, upto: list[int | None] | None = None) -> None:
-        """Send output captured since the last flush as one ``chunk`` frame (streaming runs;
-        once per loop pass, so a busy printer yields few, larger frames).
-
-        Display outputs written before the text read so far are taken first (they wait in
-        the result pipe), so text printed after an output is never sent before it."""
-        if self.run is None or not self.run.get("stream"):
-            return
-        w = self.worker
-        if upto is None and w is not None and self.result is None:
-            while w.res is not None and self.result is None and self._consume(w, "res"):
-                pass
-        if self.run is None:  # the drain may have finished a failing run
-            return
-        upto = upto or [None, None]
-        chunk = {
-            "stdout": self.out.take(final, upto[0]),
-            "stderr": self.err.take(final, upto[1]),
-        }
-        chunk = {k: v for k, v in chunk.items() if v}
-        if chunk:
-            self.send({"op": "chunk", "id": self.run.get("id"), **chunk})
 
     def _finish(self, result: dict[str, Any]) -> None:
         assert self.run is not None
