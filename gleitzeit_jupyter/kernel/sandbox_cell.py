@@ -107,6 +107,7 @@ def run_cell(
     if error is not None:
         raise cell_error(error, context="%%sandbox", hint=_hint(error)) from None
     show_result(result, skip=streamed)
+    _warn_once(result.get("warnings"))
     # Variables and files come back even when the run failed later on: what exists is returned.
     for name, value in (result.get("values") or {}).items():
         ns[name] = value
@@ -157,6 +158,18 @@ def footer_text(result: dict[str, Any]) -> str:
         if isinstance(value, (int, float)):
             parts.append(fmt.format(value))
     return "sandbox · " + " · ".join(parts)
+
+
+# Warnings already shown in this kernel: a mismatch is said once, not under every cell.
+_WARNED: set[str] = set()
+
+
+def _warn_once(warnings: Any) -> None:
+    for text in warnings if isinstance(warnings, list) else []:
+        if isinstance(text, str) and text not in _WARNED:
+            _WARNED.add(text)
+            sys.stderr.write(f"gleitzeit warning: {text}\n")
+            sys.stderr.flush()
 
 
 def _stream_run(

@@ -142,3 +142,25 @@ def test_download_never_follows_a_link_out_of_the_cwd(
     )
     assert isinstance(cell.error, CellError)
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_value_crossing_major_versions_warns_once(shell: InteractiveShell) -> None:
+    import numpy as np
+
+    from gleitzeit_jupyter.kernel import sandbox_cell
+    from gleitzeit_jupyter.kernel.runtime import current_runtime
+
+    sandbox_cell._WARNED.clear()  # as in a new kernel
+    assert run(shell, "%sandbox 1").error is None
+    hello = current_runtime().sandbox().instances[0].handle.container.hello
+    inside = hello["versions"]["numpy"]
+    assert inside.split(".")[0].isdigit()
+    shell.user_ns["arr"] = np.arange(3)
+    first = run(shell, "%sandbox --in arr --out n n = len(arr)")
+    second = run(shell, "%sandbox --in arr --out n n = len(arr)")
+    mismatch = inside.split(".")[0] != np.__version__.split(".")[0]
+    warning = f"the sandbox image has numpy {inside}, the kernel numpy {np.__version__}"
+    assert (warning in first.stderr) is mismatch, first.stderr
+    assert warning not in second.stderr  # once per kernel, not under every cell
+    plain = run(shell, "%sandbox --in n --out m m = n")
+    assert "gleitzeit warning" not in plain.stderr  # an int crosses unchanged

@@ -22,6 +22,7 @@ from .outputs import safe_outputs
 from .protocol import ProtocolError
 from .results import ResultLimits, check_names, shape_result
 from .slots import Slot
+from .stack import libraries_of, mismatches
 
 __all__ = ["RunsMixin"]
 
@@ -124,6 +125,8 @@ class RunsMixin:
         result["outputs"] = _capped(shown + result["outputs"], limits.outputs.max_outputs)
         result["streamed_outputs"] = len(shown)
         result["container"] = container.id[:12]
+        crossed = [*(params.get("inputs") or {}).values(), *result["values"].values()]
+        result["warnings"] = mismatches(container.hello, libraries_of(crossed))
         slot.cpu_ms += result["cpu_ms"] or 0.0
         slot.peak_memory_mb = max(slot.peak_memory_mb, result["peak_memory_mb"] or 0.0)
         anomaly = raw.get("oom") is True or raw.get("killed") is True or raw.get("session_lost")

@@ -31,7 +31,7 @@ try:  # on the host (tests, tooling) this is a normal package module
     from .endings import died, failed, from_worker
     from .procs import Capture, ProcessHygiene, Worker, nondumpable, oom_kills
     from .relay import OutputRelay
-    from .usage import cpu_ms, from_rusage
+    from .usage import cpu_ms, from_rusage, installed_versions
 except ImportError:  # inside the container the bootstrap has installed these modules
     import gleitzeit_protocol as protocol  # type: ignore[import-not-found,no-redef]
     from gleitzeit_endings import (  # type: ignore[import-not-found,no-redef]
@@ -48,7 +48,11 @@ except ImportError:  # inside the container the bootstrap has installed these mo
     )
     from gleitzeit_relay import OutputRelay  # type: ignore[import-not-found,no-redef]
     from gleitzeit_sweep import runnable  # type: ignore[import-not-found,no-redef]
-    from gleitzeit_usage import cpu_ms, from_rusage  # type: ignore[import-not-found,no-redef]
+    from gleitzeit_usage import (  # type: ignore[import-not-found,no-redef]
+        cpu_ms,
+        from_rusage,
+        installed_versions,
+    )
 else:
     from .sweep import runnable
 
@@ -122,7 +126,13 @@ class Supervisor(OutputRelay, ProcessHygiene):
         for mod in ("numpy", "pandas", "matplotlib", "pyarrow"):
             caps[mod] = any(os.path.isdir(os.path.join(p, mod)) for p in sys.path if p)
         self.send(
-            {"op": "hello", "pid": os.getpid(), "python": sys.version.split()[0], "caps": caps}
+            {
+                "op": "hello",
+                "pid": os.getpid(),
+                "python": sys.version.split()[0],
+                "caps": caps,
+                "versions": installed_versions(("numpy", "pandas", "matplotlib", "pyarrow")),
+            }
         )
 
     # ---- main loop ---------------------------------------------------------------------

@@ -7,8 +7,9 @@ claim other figures for itself; it can only hide work in processes it does not w
 from __future__ import annotations
 
 import os
+import sys
 
-__all__ = ["cpu_ms", "from_rusage", "peak_memory_mb"]
+__all__ = ["cpu_ms", "from_rusage", "installed_versions", "peak_memory_mb"]
 
 _TICK_MS = 1000.0 / os.sysconf("SC_CLK_TCK")
 
@@ -41,3 +42,23 @@ def from_rusage(ru: os.struct_rusage | None) -> tuple[float, float] | None:  # t
     if ru is None:
         return None
     return (ru.ru_utime + ru.ru_stime) * 1000.0, ru.ru_maxrss / 1024.0
+
+
+def installed_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Versions of the installed distributions ``names``, from their metadata directories'
+    names (``numpy-1.24.2.egg-info``, ``pandas-3.0.1.dist-info``): nothing is imported."""
+    found: dict[str, str] = {}
+    for path in sys.path:
+        try:
+            entries = os.listdir(path or ".")
+        except OSError:
+            continue
+        for entry in entries:
+            stem, _, kind = entry.rpartition(".")
+            if kind not in ("dist-info", "egg-info") or "-" not in stem:
+                continue
+            name, _, version = stem.partition("-")
+            name = name.lower().replace("_", "-")
+            if name in names and name not in found:
+                found[name] = version.split("-")[0]
+    return found
