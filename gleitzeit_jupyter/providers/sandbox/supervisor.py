@@ -99,6 +99,7 @@ class Supervisor(OutputRelay, ProcessHygiene):
         self.displayed: list[dict[str, Any] | None] = []
         self.displayed_bytes = 0
         self.dropped = 0
+        self.phase = None
         self.max_outputs = 100
         self.max_outputs_bytes = 32 * MiB
         self.cpu_before: float | None = None
@@ -279,6 +280,7 @@ class Supervisor(OutputRelay, ProcessHygiene):
         self.run, self.out, self.err = msg, Capture(cap, stream), Capture(cap, stream)
         self.result, self.killed = None, False
         self.displayed, self.displayed_bytes, self.dropped = [], 0, 0
+        self.phase: Any = None
         self.max_outputs = int(limits.get("max_outputs") or 100)
         self.max_outputs_bytes = int(limits.get("max_outputs_bytes") or 32 * MiB)
         self.oom_before = oom_kills()
@@ -358,7 +360,9 @@ class Supervisor(OutputRelay, ProcessHygiene):
             for frame in frames:
                 if self.result is not None:
                     break
-                if frame.get("op") == "display":
+                if frame.get("op") == "phase":
+                    self.phase = frame.get("phase")
+                elif frame.get("op") == "display":
                     self._display(w, frame.get("output"), frame.get("at"))
                 else:
                     self.result = from_worker(frame, (self.run or {}).get("returns"))
@@ -405,7 +409,8 @@ class Supervisor(OutputRelay, ProcessHygiene):
         if self.result is None:  # the worker died without a word
             status = self.exited.pop(w.pid, 0)
             oom_now = oom_kills() or 0
-            result = died(status, self.killed, oom_now > (self.oom_before or 0))
+            phase = self.phase if self.phase in ("inputs", "values") else None
+            result = died(status, self.killed, oom_now > (self.oom_before or 0), phase)
         else:
             result = dict(self.result)
         shown = [o for o in self.displayed if o is not None]

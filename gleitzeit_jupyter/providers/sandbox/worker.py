@@ -161,10 +161,20 @@ def _warm_up(decoder: Any) -> None:
     each page (refcounts!) costs a page fault and a copy. Doing that here, while the worker
     waits as a spare, keeps those faults out of the next run's latency."""
     frame = protocol.encode_frame({"op": "run", "code": "_ = repr(1)", "inputs": {}, "returns": []})
+    send = _SEND[:]
+    _SEND.clear()  # nothing of the warm-up may reach the supervisor
     for req in decoder.feed(frame):
         result = _run(req, _fresh_namespace(), os.getpid(), "<warm-up>")
         protocol.encode_frame(result)
+    _SEND.extend(send)
     sys.stdout.write("")
+
+
+def _phase(name: str) -> None:
+    """Tell the supervisor what the run is doing: if it runs out of memory, the message can
+    say whether moving values (not the user's code) took the memory."""
+    if _SEND:
+        _SEND[0]({"op": "phase", "phase": name})
 
 
 def _failure(exc: BaseException) -> dict[str, Any]:
@@ -248,8 +258,10 @@ def _run(
     try:
         workdir.enter()
         workdir.receive(req.get("files"))
+        _phase("inputs")
         for name, enc in (req.get("inputs") or {}).items():
             ns[name] = codec.decode_value(enc)
+        _phase("code")
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         tree = ast.parse(code, filename, "exec")
         last = None
@@ -269,6 +281,7 @@ def _run(
     if os.getpid() != me:  # a child forked by user code must never answer for the run
         os._exit(0)
     _collect_figures(outputs)
+    _phase("values")
     values, value_error = _values(req, ns, limits)
     error = error or value_error
     files: dict[str, str] = {}
