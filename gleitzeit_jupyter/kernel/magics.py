@@ -16,7 +16,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..hub.errors import HubError
-from . import admin, batch, llm, llm_args, sandbox_cell
+from . import admin, batch, llm, llm_args, sandbox_cell, sandbox_install
 from .error_log import ErrorLog
 from .interpolate import interpolate
 from .render import CellError, cell_error
@@ -360,6 +360,10 @@ class GleitzeitMagics(Magics):
                 return sandbox_cell.reset_session(self.runtime, args.session)
             if not code.strip():
                 raise UsageError("%sandbox CODE: nothing to run (usage: %sandbox [options] CODE)")
+            words = code.split()
+            if words[0] == "install" and not optstr:
+                sandbox_install.install(self.runtime, self.cfg, words[1:])
+                return None
             cell = code
         else:
             args = parse(self.sandbox, line)
