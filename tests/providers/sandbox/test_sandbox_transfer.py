@@ -16,6 +16,7 @@ from gleitzeit_jupyter.providers.sandbox import PythonProvider
 from gleitzeit_jupyter.providers.sandbox.endings import died
 
 from .conftest import RUNTIME, run
+from .test_sandbox_hostile import FORGE
 
 pytestmark = [pytest.mark.docker, pytest.mark.asyncio(loop_scope="module")]
 
@@ -29,7 +30,8 @@ async def small(docker_client: docker.DockerClient) -> AsyncIterator[PythonProvi
 
 
 async def test_running_out_of_memory_receiving_inputs_says_so(small: PythonProvider) -> None:
-    df = pd.DataFrame({"a": np.arange(1_000_000), "b": np.random.default_rng(0).random(1_000_000)})
+    # Strings travel as JSON, which takes many times the frame's size to decode.
+    df = pd.DataFrame({"a": np.arange(1_000_000), "s": np.arange(1_000_000).astype(str)})
     r = await run(small, "len(df)", inputs={"df": df})
     assert r["oom"] is True, r["error"]
     assert "while receiving the --in values" in r["error"]["evalue"]
@@ -47,3 +49,46 @@ async def test_the_cells_own_allocation_is_not_blamed_on_the_transfer() -> None:
     err = died(signal.SIGKILL, killed=False, oom_grew=True, phase=None)["error"]
     assert err["ename"] == "MemoryError"
     assert "transfer" not in err["evalue"] and "--mem" in err["evalue"]
+
+
+async def test_numeric_frames_round_trip_with_exact_dtypes(pool: PythonProvider) -> None:
+    df = pd.DataFrame(
+        {
+            "i8": np.arange(5, dtype="int8"),
+            "u4": np.arange(5, dtype="uint32"),
+            "f4": np.linspace(0, 1, 5, dtype="float32"),
+            "c": np.arange(5) + 1j,
+            "b": np.array([True, False, True, False, True]),
+        },
+        index=np.arange(10, 15),
+    )
+    r = await run(
+        pool,
+        "back = df\nkinds = [str(t) for t in df.dtypes]",
+        inputs={"df": df},
+        returns=["back", "kinds"],
+    )
+    assert r["error"] is None, r["error"]
+    assert r["values"]["kinds"] == ["int8", "uint32", "float32", "complex128", "bool"]
+    pd.testing.assert_frame_equal(r["values"]["back"], df)
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        "{'t': 'dataframe', 'fmt': 'columns', 'names': ['a'], 'columns': [],"
+        " 'index': {'range': [0, 1, 1]}}",
+        "{'t': 'dataframe', 'fmt': 'columns', 'names': ['a'], 'columns': [{'t': 'json', 'v': 1}],"
+        " 'index': {'range': [0, 1, 1]}}",
+        "{'t': 'dataframe', 'fmt': 'columns', 'names': ['a'], 'columns': [{'t': 'ndarray',"
+        " 'dtype': '<i8', 'shape': [2], 'b64': 'AAAAAAAAAAABAAAAAAAAAA=='}],"
+        " 'index': {'range': [0, 5, 1]}}",
+        "{'t': 'dataframe', 'fmt': 'columns', 'names': ['a'], 'columns': [{'t': 'ndarray',"
+        " 'dtype': '<i8', 'shape': [1], 'b64': 'AAAAAAAAAAA='}], 'index': {'range': [0, 1, 0]}}",
+    ],
+    ids=["fewer columns", "not an array", "lengths differ", "zero step"],
+)
+async def test_forged_column_frames_are_refused(pool: PythonProvider, forged: str) -> None:
+    code = FORGE + f"forge({{'exit_code': 0, 'error': None, 'values': {{'x': {forged}}}}})\n"
+    r = await run(pool, code, returns=["x"])
+    assert r["values"] == {} and r["error"]["ename"] == "CodecError", r["error"]
