@@ -94,7 +94,7 @@ class PythonProvider(SlotsMixin, RunsMixin, StreamingMixin, HubProvider[DockerCo
                 max_total_bytes=max_outputs_bytes,
             ),
         )
-        self.max_frame = self.limits.max_reply
+        self.max_frame = self.limits.max_reply_with_files
         self.runtime = runtime or None
         self.start_timeout = start_timeout
         self.engines = [Engine(h) for h in docker_hosts] if docker_hosts else [Engine(None)]

@@ -38,8 +38,14 @@ class ResultLimits:
     def max_reply(self) -> int:
         """Largest reply frame worth reading: every cap full, plus room for framing."""
         # JSON escaping can inflate text (a control character takes six bytes).
-        payload = self.max_values_bytes + self.outputs.max_total_bytes + 2 * self.files.max_bytes
+        payload = self.max_values_bytes + self.outputs.max_total_bytes
         return 2 * payload + 12 * self.max_output + MiB
+
+    @property
+    def max_reply_with_files(self) -> int:
+        """``max_reply`` of a run that downloads files: their base64 text on top. Only such a
+        run gets the larger limit, so a reply without files is held to the smaller one."""
+        return self.max_reply + 2 * self.files.max_bytes
 
 
 def check_names(names: Any) -> list[str]:

@@ -80,7 +80,7 @@ class RunsMixin:
                 "max_outputs_bytes": limits.outputs.max_total_bytes,
                 "max_value_bytes": limits.max_value_bytes,
                 "max_values_bytes": limits.max_values_bytes,
-                "max_reply": limits.max_reply,
+                "max_reply": limits.max_reply_with_files if download else limits.max_reply,
             },
         }
         started = time.perf_counter()
