@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ...hub import UserError
 
-__all__ = ["FileLimits", "check_globs", "pack_uploads", "safe_name", "unpack_downloads"]
+__all__ = [
+    "FileLimits",
+    "check_globs",
+    "matches_download",
+    "pack_uploads",
+    "safe_name",
+    "unpack_downloads",
+]
 
 MiB = 1024 * 1024
 _MAX_NAME = 1024
@@ -83,10 +92,43 @@ def check_globs(patterns: Any) -> list[str]:
     return list(patterns)
 
 
+def matches_download(name: str, patterns: list[str]) -> bool:
+    """Whether ``glob.glob(pattern, recursive=True)`` in the run's directory could have found
+    ``name`` for one of ``patterns``: ``*`` stays within a segment, ``**`` spans directories,
+    and a dot-name is only matched by a pattern segment that starts with a dot."""
+    parts = name.split("/")
+    for pattern in patterns:
+        pats = pattern.split("/")
+
+        @functools.cache
+        def match(i: int, j: int, pats: list[str] = pats) -> bool:
+            if j == len(pats):
+                return i == len(parts)
+            if pats[j] == "**":
+                if match(i, j + 1):
+                    return True
+                return i < len(parts) and not parts[i].startswith(".") and match(i + 1, j)
+            if i == len(parts):
+                return False
+            if parts[i].startswith(".") and not pats[j].startswith("."):
+                return False
+            return fnmatch.fnmatchcase(parts[i], pats[j]) and match(i + 1, j + 1)
+
+        if match(0, 0):
+            return True
+    return False
+
+
 def unpack_downloads(
-    raw: Any, limits: FileLimits
+    raw: Any, limits: FileLimits, patterns: list[str] | None = None
 ) -> tuple[dict[str, bytes], dict[str, str] | None]:
-    """The files a reply carries, as ``{name: bytes}``; anything unsafe fails the transfer."""
+    """The files a reply carries, as ``{name: bytes}``; anything unsafe fails the transfer.
+
+    Only names the run's ``download`` patterns match are accepted (none without patterns):
+    the kernel writes them into its working directory, which is on its import path and may be
+    the user's home, so an unasked-for ``numpy.py`` or ``.ipython/.../startup/x.py`` would be
+    code the host runs later.
+    """
 
     def bad(why: str) -> tuple[dict[str, bytes], dict[str, str]]:
         return {}, {"ename": "FileTransferError", "evalue": why, "traceback": ""}
@@ -102,6 +144,8 @@ def unpack_downloads(
     for name, text in raw.items():
         if safe_name(name) is None:
             return bad(f"the run sent a file named {str(name)[:200]!r}, refused")
+        if not matches_download(name, patterns or []):
+            return bad(f"the run sent {name[:200]!r}, which no download pattern matches; refused")
         if not isinstance(text, str) or len(text) > 2 * limits.max_bytes:
             return bad(f"the run sent a malformed file {name!r}")
         try:

@@ -146,6 +146,7 @@ def shape_result(
     requested: list[str] | None = None,
     arrow: bool = False,
     limits: ResultLimits | None = None,
+    download: list[str] | None = None,
 ) -> dict[str, Any]:
     """The public result of a run from the supervisor's reply.
 
@@ -162,7 +163,7 @@ def shape_result(
         }
     values, value_error = _values(raw.get("values"), requested or [], arrow, limits)
     error = error or value_error
-    files, files_error = unpack_downloads(raw.get("files"), limits.files)
+    files, files_error = unpack_downloads(raw.get("files"), limits.files, download)
     error = error or files_error
     exit_code = raw.get("exit_code")
     if type(exit_code) is not int or not -255 <= exit_code <= 255:

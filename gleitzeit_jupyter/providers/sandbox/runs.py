@@ -120,6 +120,7 @@ class RunsMixin:
             requested=returns,
             arrow=arrow,
             limits=limits,
+            download=download,
         )
         # Outputs shown while the run went on come first, in the order they were produced.
         result["outputs"] = _capped(shown + result["outputs"], limits.outputs.max_outputs)

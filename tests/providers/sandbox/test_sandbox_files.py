@@ -7,7 +7,7 @@ import pytest
 
 from gleitzeit_jupyter.hub import UserError
 from gleitzeit_jupyter.providers.sandbox import PythonProvider
-from gleitzeit_jupyter.providers.sandbox.files import safe_name
+from gleitzeit_jupyter.providers.sandbox.files import matches_download, safe_name
 
 from .conftest import run
 from .test_sandbox_hostile import FORGE, still_serves
@@ -107,3 +107,38 @@ async def test_only_plain_relative_names_are_safe() -> None:
     assert safe_name("a/b.csv") == "a/b.csv"
     for bad in ("", "/a", "../a", "a/..", "a//b", "a\\b", "a\x00", "./a", "a\nb", 7, "x" * 2000):
         assert safe_name(bad) is None, bad
+
+
+@pytest.mark.parametrize(
+    ("download", "forged"),
+    [
+        (None, "{'numpy.py': 'eA=='}"),
+        (["*.csv"], "{'numpy.py': 'eA=='}"),
+        (["*.csv"], "{'.ipython/profile_default/startup/x.py': 'eA=='}"),
+        (["**/*.csv"], "{'.git/hooks/a.csv': 'eA=='}"),
+        (["out/*"], "{'out/a/b': 'eA=='}"),
+    ],
+)
+async def test_a_reply_cannot_return_files_nobody_asked_for(
+    pool: PythonProvider, download: list[str] | None, forged: str
+) -> None:
+    # Downloaded files land in the kernel's cwd, which is on its import path and may be the
+    # user's home: a name the patterns do not match could be a module or a startup script.
+    inst = pool.instances[0].id
+    code = FORGE + f"forge({{'exit_code': 0, 'error': None, 'files': {forged}}})\n"
+    r = await run(pool, code, instance=inst, download=download)
+    assert r["files"] == {}, r["files"]
+    assert r["error"] is not None and r["error"]["ename"] == "FileTransferError", r
+    await still_serves(pool, inst)
+
+
+async def test_names_match_download_patterns_as_glob_would() -> None:
+    assert matches_download("a.csv", ["*.csv"])
+    assert matches_download("d/e/a.csv", ["**/*.csv"]) and matches_download("a.csv", ["**/*.csv"])
+    assert matches_download("out/deep/b.bin", ["out/**/*"])
+    assert matches_download(".env", [".env"]) and matches_download("d/.x", ["d/.*"])
+    assert not matches_download("d/a.csv", ["*.csv"])
+    assert not matches_download(".a.csv", ["*.csv"])
+    assert not matches_download(".git/a.csv", ["**/*.csv"])
+    assert not matches_download("x", [])
+    assert not matches_download("a/" * 300 + "b", ["**/" * 30 + "c"])
