@@ -112,9 +112,8 @@ def run_cell(
     for name, value in (result.get("values") or {}).items():
         ns[name] = value
     received = result.get("files") or {}
-    if received:
-        sandbox_files.save_downloads(received)
-    moved = sandbox_files.summary(sent, received, bool(download))
+    replaced = sandbox_files.save_downloads(received) if received else []
+    moved = sandbox_files.summary(sent, received, bool(download), replaced)
     if moved:
         print(moved)
     if out_var:

@@ -8,9 +8,11 @@ following links, so a reply cannot place a file anywhere but under the working d
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Sequence
 
 from ..providers.sandbox.files import FileLimits, safe_name
 from .render import CellError
@@ -89,25 +91,46 @@ def _make_parents(root: str, name: str) -> None:
 
 
 def save_downloads(files: dict[str, bytes], cwd: str | None = None) -> list[str]:
-    """Write the run's files under ``cwd``; returns the names written, or CellError."""
+    """Write the run's files under ``cwd``; returns the names that replaced an existing entry.
+
+    Each file is written to a new temporary file beside its target and renamed over it: an
+    existing name is replaced, never opened, so a hard link, a FIFO (which would block the
+    kernel on open) or a link in its place is not written through. CellError if refused.
+    """
     root = os.path.realpath(cwd or os.getcwd())
-    written: list[str] = []
+    replaced: list[str] = []
+    mask = os.umask(0o022)
+    os.umask(mask)
     for name, data in files.items():
         if safe_name(name) is None or not isinstance(data, bytes):
             raise CellError(f"%%sandbox --download: refused file name {name!r}", kind="Refused")
         path = os.path.join(root, name)
         _make_parents(root, name)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise CellError(
+                f"%%sandbox --download: {name}: a directory of that name is here", kind="Refused"
+            )
+        existed = os.path.lexists(path)
         try:
-            fd = os.open(path, flags, 0o644)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".gz-download-")
         except OSError as exc:
             raise CellError(
                 f"%%sandbox --download: {name}: {exc.strerror}", kind="Refused"
             ) from None
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        written.append(name)
-    return written
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                os.fchmod(fh.fileno(), 0o644 & ~mask)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise CellError(
+                f"%%sandbox --download: {name}: {exc.strerror}", kind="Refused"
+            ) from None
+        if existed:
+            replaced.append(name)
+    return replaced
 
 
 def _size(n: int) -> str:
@@ -125,11 +148,19 @@ def _side(arrow: str, files: dict[str, bytes]) -> str:
     return f"{arrow} {count} ({_size(sum(map(len, files.values())))}): {shown}"
 
 
-def summary(sent: dict[str, bytes], received: dict[str, bytes], asked: bool) -> str | None:
-    """One line saying what moved, or None when no file option was given."""
+def summary(
+    sent: dict[str, bytes], received: dict[str, bytes], asked: bool, replaced: Sequence[str] = ()
+) -> str | None:
+    """One line saying what moved and which existing files a download replaced, or None when
+    no file option was given."""
     parts = []
     if sent:
         parts.append(_side("sent", sent))
     if received or asked:
         parts.append(_side("received", received) if received else "received no files")
+    if replaced:
+        shown = ", ".join(replaced[:5]) + (
+            f", … ({len(replaced) - 5} more)" if len(replaced) > 5 else ""
+        )
+        parts.append(f"replaced {len(replaced)} existing: {shown}")
     return "sandbox files: " + " · ".join(parts) if parts else None

@@ -164,3 +164,31 @@ def test_a_value_crossing_major_versions_warns_once(shell: InteractiveShell) -> 
     assert warning not in second.stderr  # once per kernel, not under every cell
     plain = run(shell, "%sandbox --in n --out m m = n")
     assert "gleitzeit warning" not in plain.stderr  # an int crosses unchanged
+
+
+def test_download_replaces_files_without_writing_through_them_and_says_so(
+    shell: InteractiveShell, workdir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import signal
+
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "authorized_keys"
+    elsewhere.write_text("mine")
+    os.link(elsewhere, workdir / "a.csv")  # a hard link: truncating it would change the other
+    os.mkfifo(workdir / "b.csv")  # opening it for writing would wait for a reader forever
+    (workdir / "c.csv").write_text("old")
+    signal.alarm(60)
+    try:
+        cell = run(
+            shell,
+            "%%sandbox --download '*.csv'\n"
+            "for n in 'abcd':\n    open(n + '.csv', 'w').write('new')",
+        )
+    finally:
+        signal.alarm(0)
+    assert cell.error is None, cell.text
+    assert elsewhere.read_text() == "mine"
+    for n in "abcd":
+        assert (workdir / f"{n}.csv").read_text() == "new"
+    summary = [ln for ln in cell.stdout.splitlines() if ln.startswith("sandbox files:")]
+    assert len(summary) == 1 and "replaced 3 existing: a.csv, b.csv, c.csv" in summary[0], summary
+    assert sorted(p.name for p in workdir.iterdir()) == ["a.csv", "b.csv", "c.csv", "d.csv"]
