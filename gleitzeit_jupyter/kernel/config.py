@@ -121,6 +121,8 @@ class Gleitzeit(Configurable):
 
     @observe("docker_host", "sandbox_image", "sandbox_runtime", "sandbox_max_containers")
     def _sandbox_changed(self, change: Any) -> None:
+        if getattr(self, "_pool_swapped", False):
+            return  # %sandbox install already put a pool with the new image in place
         rt = _live_runtime()
         if rt is not None and rt.config_owner is self:
             for name in [n for n in rt.providers if n.startswith("sandbox")]:

@@ -16,7 +16,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..hub.errors import HubError
-from . import admin, batch, llm, llm_args, sandbox_cell
+from . import admin, batch, llm, llm_args, sandbox_cell, sandbox_install
 from .error_log import ErrorLog
 from .interpolate import interpolate
 from .render import CellError, cell_error
@@ -329,7 +329,20 @@ class GleitzeitMagics(Magics):
     @argument("--out", dest="outputs", metavar="c,d", help="sandbox variables brought back")
     @argument("-o", "--output", metavar="VAR", help="store the run's result dict here")
     @argument("--image", metavar="IMG", help="sandbox image (a pool of its own)")
+    @argument(
+        "--upload",
+        action="append",
+        metavar="PATH",
+        help="copy a file, directory or glob from the kernel's cwd into the run's (repeatable)",
+    )
+    @argument(
+        "--download",
+        action="append",
+        metavar="GLOB",
+        help="copy files the run wrote matching GLOB back into the kernel's cwd (repeatable)",
+    )
     @argument("--reset", action="store_true", help="line form: forget --session NAME's state")
+    @argument("code", nargs="*", help="%%sandbox CODE (line form): run this one line")
     def sandbox(self, line: str, cell: str | None = None) -> Any:
         """Run the cell in a warm, hardened Docker container from the sandbox pool.
 
@@ -338,12 +351,28 @@ class GleitzeitMagics(Magics):
         (JSON, Arrow, raw arrays; never pickle). An exception inside the sandbox prints its
         traceback, marked as coming from the sandbox.
         """
-        args = parse(self.sandbox, line)
-        rt = self.runtime
         if cell is None:
-            if args.reset and args.session:
-                return sandbox_cell.reset_session(rt, args.session)
-            raise UsageError("%%sandbox is a cell magic (line form: %sandbox --reset --session N)")
+            optstr, code = split_line_options(line, self.sandbox.parser)
+            args = parse(self.sandbox, optstr)
+            if args.reset:
+                if not args.session or code:
+                    raise UsageError("usage: %sandbox --reset --session NAME")
+                return sandbox_cell.reset_session(self.runtime, args.session)
+            if not code.strip():
+                raise UsageError("%sandbox CODE: nothing to run (usage: %sandbox [options] CODE)")
+            words = code.split()
+            if words[0] == "install" and not optstr:
+                sandbox_install.install(self.runtime, self.cfg, words[1:])
+                return None
+            cell = code
+        else:
+            args = parse(self.sandbox, line)
+            if args.code:
+                raise UsageError(
+                    "%%sandbox takes its code from the cell body; put only options on the first"
+                    " line"
+                )
+        rt = self.runtime
         return sandbox_cell.run_cell(
             rt,
             cell,
@@ -356,6 +385,8 @@ class GleitzeitMagics(Magics):
             outputs=_names(args.outputs),
             out_var=args.output,
             image=args.image,
+            upload=args.upload,
+            download=args.download,
         )
 
     # ------------------------------------------------------------------ %gleitzeit

@@ -110,11 +110,19 @@ class CellInterrupted(_NoContext, KeyboardInterrupt):
 class SandboxException(_NoContext, HubError):
     """An exception raised by the user's code inside the sandbox, shown like a local one."""
 
-    def __init__(self, ename: str, evalue: str, tb_lines: list[str], instance: str | None):
+    def __init__(
+        self,
+        ename: str,
+        evalue: str,
+        tb_lines: list[str],
+        instance: str | None,
+        hint: str | None = None,
+    ):
         super().__init__(f"{ename}: {evalue}", instance=instance)
         self.ename = ename
         self.evalue = evalue
         self.tb_lines = tb_lines
+        self.sandbox_hint = hint  # ours, not the sandbox's: shown after its traceback
 
     def _render_traceback_(self) -> list[str]:
         where = f" {self.instance}" if self.instance else ""
@@ -126,7 +134,8 @@ class SandboxException(_NoContext, HubError):
         last = strip_ansi(body[-1]) if body else ""
         if not last.startswith(self.ename):
             body.append(f"{_RED}{terminal_safe(self.ename)}{_RESET}: {terminal_safe(self.evalue)}")
-        return [head, *body]
+        tail = [self.sandbox_hint] if self.sandbox_hint else []
+        return [head, *body, *tail]
 
 
 # One class per library error type, made on first use: CellError's one-line display, and
@@ -325,11 +334,14 @@ def footer_text(
     return " · ".join(parts)
 
 
-def show_footer(text: str) -> None:
+def show_footer(text: str, kind: str | None = None) -> None:
+    """A dim one-line footer; ``kind`` tags it in the output's metadata (``gleitzeit.footer``)
+    so front ends and tools can tell it from what the cell itself displayed."""
     display(
         {
             "text/plain": text,
             "text/html": f'<div style="font-size:smaller;opacity:0.6">{html.escape(text)}</div>',
         },
+        metadata={"gleitzeit": {"footer": kind}} if kind else None,
         raw=True,
     )

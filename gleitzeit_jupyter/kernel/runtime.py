@@ -338,6 +338,28 @@ class Runtime:
             **options,
         )
 
+    def swap_provider(self, name: str, factory: Callable[[], Any]) -> Any:
+        """Put a new provider under ``name``; the old one finishes what it holds, then stops.
+
+        New calls reach the new provider at once; calls already running or queued on the old
+        one complete there (it is shut down only once it has neither), so none is lost.
+        """
+        self._check_caller()
+        provider = factory()
+        self.run(provider.initialize())
+        with self._create_lock:
+            old = self._providers.get(name)
+            unsub = self._unsubscribe.pop(name, None)
+            self._providers[name] = provider
+            self._unsubscribe[name] = provider.subscribe(self._fan_out(name))
+        if unsub is not None:
+            with contextlib.suppress(Exception):
+                unsub()
+        if old is not None:
+            asyncio.run_coroutine_threadsafe(_retire(old), self._loop)
+        self._announce(name, "added")
+        return provider
+
     def discard_provider(self, name: str) -> None:
         """Shut ``name`` down and forget it (no-op when it does not exist)."""
         provider = self._providers.pop(name, None)
@@ -420,3 +442,14 @@ def _shell_config() -> Gleitzeit:
 
 # The kernel exits (restart, shutdown): stop containers before the interpreter goes away.
 atexit.register(reset_runtime)
+
+
+async def _retire(provider: Any) -> None:
+    """Shut ``provider`` down once nothing runs or waits on it any more."""
+    # The pool offers no event for "queue empty and idle"; a slow poll costs nothing here.
+    while len(provider.calls.queue) or any(i.in_flight for i in provider.instances):  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    try:
+        await provider.shutdown()
+    except Exception:
+        log.exception("gleitzeit: retiring a replaced provider failed")

@@ -5,6 +5,7 @@ Plain functions over a runtime and the user namespace, so they are testable with
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -12,12 +13,14 @@ from typing import Any
 from IPython.display import publish_display_data
 
 from ..hub.errors import NoResourceAvailable, ResourceFailed
+from . import sandbox_files
 from .render import (
     CellError,
     CellInterrupted,
     SandboxException,
     cell_error,
     plain_terminal,
+    show_footer,
     terminal_safe,
 )
 
@@ -70,12 +73,20 @@ def run_cell(
     outputs: list[str] | None = None,
     out_var: str | None = None,
     image: str | None = None,
+    upload: list[str] | None = None,
+    download: list[str] | None = None,
+    footer: bool = True,
 ) -> None:
     if out_var is not None and not out_var.isidentifier():
         raise CellError(f"-o {out_var!r} is not a valid Python variable name", kind="UsageError")
     params = build_params(
         code, ns, timeout=timeout, session=session, inputs=inputs or [], outputs=outputs or []
     )
+    sent = sandbox_files.collect_uploads(upload) if upload else {}
+    if sent:
+        params["files"] = sent
+    if download:
+        params["download"] = list(download)
     error: BaseException | None = None
     interrupted = False
     result: dict[str, Any] = {}
@@ -96,23 +107,68 @@ def run_cell(
     if error is not None:
         raise cell_error(error, context="%%sandbox", hint=_hint(error)) from None
     show_result(result, skip=streamed)
-    # Variables come back even when the run failed later on: what exists is returned.
+    _warn_once(result.get("warnings"))
+    # Variables and files come back even when the run failed later on: what exists is returned.
     for name, value in (result.get("values") or {}).items():
         ns[name] = value
+    received = result.get("files") or {}
+    replaced = sandbox_files.save_downloads(received) if received else []
+    moved = sandbox_files.summary(sent, received, bool(download), replaced)
+    if moved:
+        print(moved)
     if out_var:
         ns[out_var] = result
+    if footer:
+        show_footer(footer_text(result), kind="sandbox")
     err = result.get("error")
     if err:
         instance = result.get("instance")
         if result.get("timed_out"):
             raise CellError(f"%%sandbox: {err.get('evalue')} (instance {instance})", kind="Timeout")
         tb = str(err.get("traceback") or "").rstrip("\n")
-        raise SandboxException(
-            str(err.get("ename") or "Error"),
-            str(err.get("evalue") or ""),
-            tb.splitlines() if tb else [],
-            instance,
-        )
+        ename, evalue = str(err.get("ename") or "Error"), str(err.get("evalue") or "")
+        lines = tb.splitlines() if tb else []
+        raise SandboxException(ename, evalue, lines, instance, _missing_module_hint(ename, evalue))
+
+
+_MISSING = re.compile(r"No module named '([A-Za-z0-9_.]+)'")
+
+
+def _missing_module_hint(ename: str, evalue: str) -> str | None:
+    m = _MISSING.search(evalue) if ename == "ModuleNotFoundError" else None
+    if m is None:
+        return None
+    top = m.group(1).split(".")[0]
+    return (
+        f"hint: the sandbox image has no {top!r}; add it with %sandbox install {top}"
+        " (the sandbox itself has no network, so pip inside cannot work)"
+    )
+
+
+def footer_text(result: dict[str, Any]) -> str:
+    """instance · wall time · CPU time · peak memory, as measured outside the run."""
+    parts = [str(result.get("instance") or "?")]
+    for key, fmt in (
+        ("duration_ms", "{:,.0f} ms"),
+        ("cpu_ms", "cpu {:,.0f} ms"),
+        ("peak_memory_mb", "peak {:,.0f} MiB"),
+    ):
+        value = result.get(key)
+        if isinstance(value, (int, float)):
+            parts.append(fmt.format(value))
+    return "sandbox · " + " · ".join(parts)
+
+
+# Warnings already shown in this kernel: a mismatch is said once, not under every cell.
+_WARNED: set[str] = set()
+
+
+def _warn_once(warnings: Any) -> None:
+    for text in warnings if isinstance(warnings, list) else []:
+        if isinstance(text, str) and text not in _WARNED:
+            _WARNED.add(text)
+            sys.stderr.write(f"gleitzeit warning: {text}\n")
+            sys.stderr.flush()
 
 
 def _stream_run(
@@ -130,6 +186,10 @@ def _stream_run(
         if chunk.get("done"):
             result = chunk
             continue
+        if isinstance(chunk.get("output"), dict):
+            _publish(chunk["output"], clean)
+            streamed.add("outputs")
+            continue
         for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
             text = chunk.get(name)
             if text:
@@ -142,7 +202,8 @@ def _stream_run(
 def show_result(result: dict[str, Any], skip: set[str] | frozenset[str] = frozenset()) -> None:
     """stdout/stderr into the cell's streams, then rich outputs, as a local cell would.
 
-    ``skip`` names streams already shown while the code ran. In a terminal, text from the
+    ``skip`` names streams already shown while the code ran ("outputs": the first
+    ``streamed_outputs`` outputs). In a terminal, text from the
     sandbox keeps its colours but no other control sequence (see ``terminal_safe``); a
     notebook renders only colours anyway. Rich outputs were sanitised by the provider.
     """
@@ -153,12 +214,17 @@ def show_result(result: dict[str, Any], skip: set[str] | frozenset[str] = frozen
     if result.get("stderr") and "stderr" not in skip:
         sys.stderr.write(clean(result["stderr"]))
         sys.stderr.flush()
-    for out in result.get("outputs") or []:
-        data = out.get("data") if isinstance(out, dict) else None
-        if data:
-            if isinstance(data.get("text/plain"), str):
-                data = {**data, "text/plain": clean(data["text/plain"])}
-            publish_display_data(data=data, metadata=out.get("metadata") or {})
+    shown = result.get("streamed_outputs") if "outputs" in skip else 0
+    for out in (result.get("outputs") or [])[shown if type(shown) is int else 0 :]:
+        _publish(out, clean)
+
+
+def _publish(out: Any, clean: Any) -> None:
+    data = out.get("data") if isinstance(out, dict) else None
+    if data:
+        if isinstance(data.get("text/plain"), str):
+            data = {**data, "text/plain": clean(data["text/plain"])}
+        publish_display_data(data=data, metadata=out.get("metadata") or {})
 
 
 def reset_session(rt: Any, session: str) -> None:

@@ -32,7 +32,18 @@ class Cell:
         return ANSI.sub("", self.stdout + self.stderr)
 
     def data(self, mime: str) -> list[str]:
-        return [o.data[mime] for o in self.outputs if mime in o.data]
+        """What the cell displayed in ``mime``, without the %%sandbox footer."""
+        return [o.data[mime] for o in self.outputs if mime in o.data and not _footer(o)]
+
+    @property
+    def footer(self) -> str | None:
+        """The text of the %%sandbox footer, if the cell showed one."""
+        return next((o.data["text/plain"] for o in self.outputs if _footer(o)), None)
+
+
+def _footer(output: Any) -> bool:
+    meta = getattr(output, "metadata", None) or {}
+    return bool((meta.get("gleitzeit") or {}).get("footer") == "sandbox")
 
 
 def run(shell: InteractiveShell, source: str) -> Cell:

@@ -136,7 +136,7 @@ def test_output_arrives_while_the_code_runs(rt, monkeypatch: pytest.MonkeyPatch)
         "import sys, time\nprint('first')\nprint('warn', file=sys.stderr)\n"
         "time.sleep(1.0)\nprint('second')"
     )
-    sandbox_cell.run_cell(runtime, code, {})
+    sandbox_cell.run_cell(runtime, code, {}, footer=False)
     end = time.monotonic()
     assert out.getvalue() == "first\nsecond\n"  # each line once: not repeated at the end
     assert err.getvalue() == "warn\n"

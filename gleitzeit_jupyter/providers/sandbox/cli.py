@@ -29,12 +29,31 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--mirror", default=None, help="Debian mirror (default: apt's)")
     build.add_argument("--suite", default=None, help="Debian release (default: apt's)")
     build.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    build.add_argument(
+        "--packages",
+        default=None,
+        metavar="'PKG ...'",
+        help="build a derived image with these packages (wheels fetched on the host)",
+    )
+    build.add_argument(
+        "--requirements", default=None, metavar="FILE", help="like --packages, from a file"
+    )
+    build.add_argument(
+        "--from", dest="base_image", default=None, help="base of a derived image (default: latest)"
+    )
     args = parser.parse_args(argv)
 
     # Imported late so `--help` works without the docker SDK talking to anything.
-    from .image import build_image
+    from .image import DEFAULT_IMAGE, build_image
+    from .packages import build_packages, read_requirements
 
     try:
+        if args.packages or args.requirements:
+            packages = (args.packages or "").split()
+            if args.requirements:
+                packages += read_requirements(args.requirements)
+            build_packages(packages, base=args.base_image or DEFAULT_IMAGE, force=args.force)
+            return 0
         build_image(
             args.name,
             minimal=args.minimal,

@@ -111,6 +111,9 @@ def _encode_frame(df: Any, *, arrow: bool, name: str) -> dict[str, Any]:
             "fmt": "arrow",
             "b64": base64.b64encode(sink.getvalue()).decode("ascii"),
         }
+    columns = _encode_columns(df)
+    if columns is not None:
+        return columns
     for col in df.columns:
         if df[col].dtype == object and not all(_is_plain(v) for v in df[col]):
             raise CodecError(f"cannot send {name!r}: column {col!r} holds non-JSON objects")
@@ -120,6 +123,66 @@ def _encode_frame(df: Any, *, arrow: bool, name: str) -> dict[str, Any]:
         raise CodecError(f"cannot send {name!r} as JSON: {exc}") from None
     dtypes = {str(c): str(t) for c, t in df.dtypes.items()}
     return {"t": "dataframe", "fmt": "split", "data": data, "dtypes": dtypes}
+
+
+def _encode_columns(df: Any) -> dict[str, Any] | None:
+    """A frame of plain numeric columns (str labels, a default or numeric index) as raw column
+    buffers: exact dtypes, and a small fraction of JSON's time and memory. None otherwise."""
+    pd = sys.modules["pandas"]
+    if not all(type(c) is str for c in df.columns):
+        return None
+    arrays = []
+    for i in range(df.shape[1]):
+        col = df.iloc[:, i]
+        if (
+            not isinstance(col.dtype, sys.modules["numpy"].dtype)
+            or col.dtype.kind not in _SAFE_KINDS
+        ):
+            return None
+        arrays.append(encode_value(col.to_numpy(), name=str(df.columns[i])))
+    index = df.index
+    if isinstance(index, pd.RangeIndex) and index.name is None:
+        idx: Any = {"range": [index.start, index.stop, index.step]}
+    elif index.dtype.kind in _SAFE_KINDS and index.nlevels == 1 and index.name is None:
+        idx = encode_value(index.to_numpy(), name="index")
+    else:
+        return None
+    return {
+        "t": "dataframe",
+        "fmt": "columns",
+        "names": list(df.columns),
+        "columns": arrays,
+        "index": idx,
+    }
+
+
+def _decode_columns(enc: dict[str, Any]) -> Any:
+    import pandas as pd
+
+    names, columns = _field(enc, "names", list), _field(enc, "columns", list)
+    if len(names) != len(columns) or not all(type(n) is str for n in names):
+        raise CodecError("malformed encoded value: column names")
+    if not all(isinstance(c, dict) and c.get("t") == "ndarray" for c in columns):
+        raise CodecError("malformed encoded value: columns")
+    arrays = [decode_value(c) for c in columns]
+    idx = enc.get("index")
+    if isinstance(idx, dict) and "range" in idx:
+        bounds = idx["range"]
+        if not (isinstance(bounds, list) and len(bounds) == 3):
+            raise CodecError("malformed encoded value: index")
+        if not all(type(b) is int for b in bounds) or bounds[2] == 0:
+            raise CodecError("malformed encoded value: index")
+        index: Any = pd.RangeIndex(*bounds)
+    elif isinstance(idx, dict) and idx.get("t") == "ndarray":
+        index = pd.Index(decode_value(idx))
+    else:
+        raise CodecError("malformed encoded value: index")
+    for arr in arrays:
+        if getattr(arr, "ndim", None) != 1 or len(arr) != len(index):
+            raise CodecError("malformed encoded value: columns of different lengths")
+    df = pd.DataFrame(dict(enumerate(arrays)), index=index, copy=False)
+    df.columns = pd.Index(names)
+    return df
 
 
 def _field(enc: dict[str, Any], key: str, kind: type) -> Any:
@@ -252,6 +315,8 @@ def _decode_frame(enc: dict[str, Any]) -> Any:
         if cells > 8 * len(data) + 4096:
             raise CodecError(f"refusing Arrow data of {cells:,} cells in {len(data):,} bytes")
         return table.to_pandas()
+    if enc.get("fmt") == "columns":
+        return _decode_columns(enc)
     if enc.get("fmt") != "split":
         raise CodecError(f"unknown DataFrame format {enc.get('fmt')!r}")
     _field(enc, "data", str)

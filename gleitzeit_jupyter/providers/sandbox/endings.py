@@ -40,22 +40,40 @@ def from_worker(frame: dict[str, Any], returns: object = ()) -> dict[str, Any]:
     values = frame.get("values")
     if isinstance(values, dict) and isinstance(returns, list):
         out["values"] = {k: values[k] for k in returns if isinstance(k, str) and k in values}
+    if isinstance(frame.get("files"), dict):
+        out["files"] = frame["files"]
     if isinstance(frame.get("imported"), list):
         out["imported"] = frame["imported"]
     return out
 
 
-def died(status: int, killed: bool, oom_grew: bool) -> dict[str, Any]:
-    """The result of a worker that exited without a report, from its wait status."""
+_MOVING = {
+    "inputs": "receiving the --in values",
+    "values": "sending the --out values back",
+}
+
+
+def died(status: int, killed: bool, oom_grew: bool, phase: str | None = None) -> dict[str, Any]:
+    """The result of a worker that exited without a report, from its wait status.
+
+    ``phase`` ("inputs", "values") says the worker was moving values when it died; only the
+    wording of an out-of-memory error depends on it."""
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
     code = 128 + sig if sig else os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
     oom = sig == signal.SIGKILL and not killed and oom_grew
     if killed:
         err = ("Killed", "the run was stopped by the host")
+    elif oom and phase in _MOVING:
+        err = (
+            "MemoryError",
+            f"out of memory while {_MOVING[phase]}: the transfer, not the cell's code, needed"
+            " more than the sandbox memory limit; run with a larger one, e.g. --mem 2g",
+        )
     elif oom:
         err = (
             "MemoryError",
-            "out of memory: the run exceeded the sandbox memory limit and was killed",
+            "out of memory: the run exceeded the sandbox memory limit and was killed"
+            " (a larger limit: --mem 2g)",
         )
     elif sig:
         err = ("Killed", f"the worker was killed by signal {sig}")

@@ -64,7 +64,18 @@ def bootstrap_command() -> list[str]:
     """
     modules = [
         (f"gleitzeit_{m}", _module_source(m))
-        for m in ("protocol", "codec", "worker", "sweep", "procs", "endings")
+        for m in (
+            "protocol",
+            "codec",
+            "display_shim",
+            "workdir",
+            "worker",
+            "sweep",
+            "procs",
+            "usage",
+            "relay",
+            "endings",
+        )
     ]
     program = (
         "import sys, types\n"

@@ -34,7 +34,8 @@ class Capture:
     """Keeps the first ``cap`` bytes of a stream and counts the rest.
 
     When the run streams, the kept bytes not yet sent wait in ``pending`` (decoded
-    incrementally, so a UTF-8 sequence split across reads is not mangled).
+    incrementally when taken, so a UTF-8 sequence split across reads is not mangled), and
+    may be taken up to a byte offset: the place of an output displayed in between.
     """
 
     def __init__(self, cap: int, stream: bool = False) -> None:
@@ -42,7 +43,8 @@ class Capture:
         self.buf = bytearray()
         self.dropped = 0
         self.stream = stream
-        self.pending = ""
+        self.pending = bytearray()
+        self.sent = 0  # bytes of the stream already taken
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def add(self, data: bytes) -> None:
@@ -51,11 +53,20 @@ class Capture:
         self.buf += kept
         self.dropped += len(data) - len(kept)
         if self.stream and kept:
-            self.pending += self._decoder.decode(kept)
+            self.pending += kept
 
-    def take(self, final: bool = False) -> str:
-        """Text to stream now (with the truncation marker once, at the end)."""
-        out, self.pending = self.pending, ""
+    @property
+    def seen(self) -> int:
+        """Bytes read from the stream so far, kept or not."""
+        return len(self.buf) + self.dropped
+
+    def take(self, final: bool = False, upto: int | None = None) -> str:
+        """Text to stream now, all of it or up to byte ``upto`` of the stream (with the
+        truncation marker once, at the end)."""
+        n = len(self.pending) if upto is None else max(0, min(len(self.pending), upto - self.sent))
+        data, self.pending = bytes(self.pending[:n]), self.pending[n:]
+        self.sent += n
+        out = self._decoder.decode(data)
         if final:
             out += self._decoder.decode(b"", final=True) + self.marker()
         return out
@@ -83,6 +94,7 @@ class Worker:
         self.err: int | None = err
         self.cmd: int | None = cmd
         self.decoder = protocol.FrameDecoder()
+        self.usage: tuple[float, float] | None = None  # (CPU ms, peak MiB) once reaped
         self.alive = True
 
     def close(self, keep: frozenset[int] = frozenset()) -> None:

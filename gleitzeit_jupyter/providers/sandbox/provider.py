@@ -94,7 +94,7 @@ class PythonProvider(SlotsMixin, RunsMixin, StreamingMixin, HubProvider[DockerCo
                 max_total_bytes=max_outputs_bytes,
             ),
         )
-        self.max_frame = self.limits.max_reply
+        self.max_frame = self.limits.max_reply_with_files
         self.runtime = runtime or None
         self.start_timeout = start_timeout
         self.engines = [Engine(h) for h in docker_hosts] if docker_hosts else [Engine(None)]
@@ -244,6 +244,8 @@ class PythonProvider(SlotsMixin, RunsMixin, StreamingMixin, HubProvider[DockerCo
         return {
             "runs": slot.runs,
             "recycled": slot.recycled,
+            "cpu_ms": round(slot.cpu_ms, 1),
+            "peak_memory_mb": round(slot.peak_memory_mb, 1),
             "session": self.sessions.owner_of(instance.id),
         }
 
@@ -251,6 +253,10 @@ class PythonProvider(SlotsMixin, RunsMixin, StreamingMixin, HubProvider[DockerCo
         return {
             "runs": sum(i.handle.runs for i in instances),
             "recycled": sum(i.handle.recycled for i in instances),
+            "cpu_ms": round(sum(i.handle.cpu_ms for i in instances), 1),
+            "peak_memory_mb": round(
+                max((i.handle.peak_memory_mb for i in instances), default=0), 1
+            ),
         }
 
     # ---- calls ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import decode_value
+from .files import FileLimits, unpack_downloads
 from .outputs import OutputLimits, safe_outputs, utf8_text
 
 __all__ = ["ResultLimits", "check_names", "shape_result"]
@@ -31,6 +32,7 @@ class ResultLimits:
     max_value_bytes: int = 32 * MiB
     max_values_bytes: int = 64 * MiB
     outputs: OutputLimits = field(default_factory=OutputLimits)
+    files: FileLimits = field(default_factory=FileLimits)
 
     @property
     def max_reply(self) -> int:
@@ -38,6 +40,12 @@ class ResultLimits:
         # JSON escaping can inflate text (a control character takes six bytes).
         payload = self.max_values_bytes + self.outputs.max_total_bytes
         return 2 * payload + 12 * self.max_output + MiB
+
+    @property
+    def max_reply_with_files(self) -> int:
+        """``max_reply`` of a run that downloads files: their base64 text on top. Only such a
+        run gets the larger limit, so a reply without files is held to the smaller one."""
+        return self.max_reply + 2 * self.files.max_bytes
 
 
 def check_names(names: Any) -> list[str]:
@@ -122,6 +130,13 @@ def _text(raw: Any, cap: int) -> str:
     return raw[:cap] + f"\n[gleitzeit: output truncated, {len(raw) - cap} more characters]\n"
 
 
+def _measure(raw: Any, cap: float) -> float | None:
+    """A figure the supervisor measured: a finite number within ``0..cap``, else None."""
+    if type(raw) not in (int, float) or not 0 <= raw <= cap:
+        return None
+    return float(raw)
+
+
 def shape_result(
     raw: dict[str, Any],
     *,
@@ -131,6 +146,7 @@ def shape_result(
     requested: list[str] | None = None,
     arrow: bool = False,
     limits: ResultLimits | None = None,
+    download: list[str] | None = None,
 ) -> dict[str, Any]:
     """The public result of a run from the supervisor's reply.
 
@@ -147,6 +163,8 @@ def shape_result(
         }
     values, value_error = _values(raw.get("values"), requested or [], arrow, limits)
     error = error or value_error
+    files, files_error = unpack_downloads(raw.get("files"), limits.files, download)
+    error = error or files_error
     exit_code = raw.get("exit_code")
     if type(exit_code) is not int or not -255 <= exit_code <= 255:
         exit_code = 1 if error else 0
@@ -161,5 +179,8 @@ def shape_result(
         "oom": raw.get("oom") is True,
         "outputs": safe_outputs(raw.get("outputs"), limits.outputs),
         "values": values,
+        "files": files,
         "duration_ms": (time.perf_counter() - started) * 1000.0,
+        "cpu_ms": _measure(raw.get("cpu_ms"), 1e12),
+        "peak_memory_mb": _measure(raw.get("peak_memory_mb"), 1e9),
     }

@@ -17,9 +17,12 @@ from typing import Any
 from ...hub import ExecutionTimeout, ResourceFailed, ResourceInstance, UserError
 from .codec import CodecError, encode_value
 from .container import ContainerDied, SandboxContainer, SupervisorUnresponsive
+from .files import check_globs, pack_uploads
+from .outputs import safe_outputs
 from .protocol import ProtocolError
 from .results import ResultLimits, check_names, shape_result
 from .slots import Slot
+from .stack import libraries_of, mismatches
 
 __all__ = ["RunsMixin"]
 
@@ -56,6 +59,8 @@ class RunsMixin:
             raise UserError(str(exc)) from None
         returns = check_names(params.get("returns") or params.get("values") or [])
         limits = self.limits
+        files = pack_uploads(params.get("files"), limits.files)
+        download = check_globs(params.get("download"))
         if params.get("max_output"):
             limits = dataclasses.replace(limits, max_output=int(params["max_output"]))
         request = {
@@ -65,19 +70,25 @@ class RunsMixin:
             "session": params.get("session") is not None,
             "arrow": arrow,
             "max_output": limits.max_output,
+            "files": files,
+            "download": download,
             "limits": {
+                "max_files": limits.files.max_files,
+                "max_files_bytes": limits.files.max_bytes,
                 "max_mime_bytes": limits.outputs.max_mime_bytes,
                 "max_outputs": limits.outputs.max_outputs,
                 "max_outputs_bytes": limits.outputs.max_total_bytes,
                 "max_value_bytes": limits.max_value_bytes,
                 "max_values_bytes": limits.max_values_bytes,
-                "max_reply": limits.max_reply,
+                "max_reply": limits.max_reply_with_files if download else limits.max_reply,
             },
         }
         started = time.perf_counter()
         slot.runs += 1
+        shown: list[dict[str, Any]] = []
+        relay = None if on_chunk is None else _relay(on_chunk, shown, limits)
         try:
-            raw, timed_out = await container.run(request, timeout, on_chunk=on_chunk)
+            raw, timed_out = await container.run(request, timeout, on_chunk=relay)
         except ProtocolError as exc:  # our own request did not fit in a frame
             raise UserError(f"the run's code and inputs are too large to send: {exc}") from None
         except ContainerDied as exc:
@@ -109,8 +120,16 @@ class RunsMixin:
             requested=returns,
             arrow=arrow,
             limits=limits,
+            download=download,
         )
+        # Outputs shown while the run went on come first, in the order they were produced.
+        result["outputs"] = _capped(shown + result["outputs"], limits.outputs.max_outputs)
+        result["streamed_outputs"] = len(shown)
         result["container"] = container.id[:12]
+        crossed = [*(params.get("inputs") or {}).values(), *result["values"].values()]
+        result["warnings"] = mismatches(container.hello, libraries_of(crossed))
+        slot.cpu_ms += result["cpu_ms"] or 0.0
+        slot.peak_memory_mb = max(slot.peak_memory_mb, result["peak_memory_mb"] or 0.0)
         anomaly = raw.get("oom") is True or raw.get("killed") is True or raw.get("session_lost")
         if anomaly or (container.runs >= self.max_runs_per_container and not params.get("session")):
             self._recycle(
@@ -133,3 +152,35 @@ class RunsMixin:
             await self._recycle(inst, reason)
         except Exception as exc:  # engine trouble: the health check keeps trying
             log.warning("sandbox: replacing %s failed: %s", inst.id, exc)
+
+
+def _capped(outputs: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
+    # Streamed and final outputs were each capped; together they may not exceed the cap
+    # (plus the one note saying what was left out).
+    if len(outputs) <= most + 1:
+        return outputs
+    note = f"[gleitzeit: {len(outputs) - most} more outputs not shown (max_outputs)]"
+    return [*outputs[:most], {"type": "display_data", "data": {"text/plain": note}}]
+
+
+def _relay(
+    on_chunk: Callable[[dict[str, Any]], None], shown: list[dict[str, Any]], limits: ResultLimits
+) -> Callable[[dict[str, Any]], None]:
+    """Pass text chunks on; an output only once sanitised and within the run's caps."""
+    budget = [limits.outputs.max_total_bytes]
+
+    def relay(chunk: dict[str, Any]) -> None:
+        if "output" not in chunk:
+            on_chunk(chunk)
+            return
+        if len(shown) >= limits.outputs.max_outputs:
+            return
+        safe = safe_outputs([chunk["output"]], limits.outputs)
+        size = sum(len(str(v)) for out in safe for v in out["data"].values())
+        if not safe or size > budget[0]:
+            return
+        budget[0] -= size
+        shown.extend(safe)
+        on_chunk({"output": safe[0]})
+
+    return relay

@@ -46,6 +46,8 @@ class Slot:
     replacing: asyncio.Task[None] | None = None
     runs: int = 0
     recycled: int = 0
+    cpu_ms: float = 0.0  # CPU time of all runs here, as the supervisor measured it
+    peak_memory_mb: float = 0.0  # the largest peak of any one run here
     origin: str = "explicit"  # the hub's origin while a session holds the slot
 
 

@@ -1,7 +1,9 @@
 """Streaming runs: ``stream("python/execute", ...)`` yields output while the code runs.
 
 Chunks are ``{"stdout": text}`` / ``{"stderr": text}`` as the supervisor reads them (capped like
-the result), then one ``{"done": True, **result}``. Sessions pin their container here too.
+the result), ``{"output": {type, data}}`` for each ``display()`` (sanitised, in its place among
+the text), then one ``{"done": True, **result}`` whose ``outputs`` start with the
+``streamed_outputs`` already yielded. Sessions pin their container here too.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class StreamingMixin:
         task.add_done_callback(lambda _: queue.put_nowait(None))
         try:
             while (chunk := await queue.get()) is not None:
-                yield {k: v for k, v in chunk.items() if k in ("stdout", "stderr")}
+                yield {k: v for k, v in chunk.items() if k in ("stdout", "stderr", "output")}
             yield {"done": True, **task.result()}  # raises what the run raised
         finally:
             if not task.done():  # the consumer stopped reading: stop the run too

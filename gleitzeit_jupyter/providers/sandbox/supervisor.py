@@ -30,6 +30,8 @@ try:  # on the host (tests, tooling) this is a normal package module
     from . import protocol
     from .endings import died, failed, from_worker
     from .procs import Capture, ProcessHygiene, Worker, nondumpable, oom_kills
+    from .relay import OutputRelay
+    from .usage import cpu_ms, from_rusage, installed_versions
 except ImportError:  # inside the container the bootstrap has installed these modules
     import gleitzeit_protocol as protocol  # type: ignore[import-not-found,no-redef]
     from gleitzeit_endings import (  # type: ignore[import-not-found,no-redef]
@@ -44,7 +46,13 @@ except ImportError:  # inside the container the bootstrap has installed these mo
         nondumpable,
         oom_kills,
     )
+    from gleitzeit_relay import OutputRelay  # type: ignore[import-not-found,no-redef]
     from gleitzeit_sweep import runnable  # type: ignore[import-not-found,no-redef]
+    from gleitzeit_usage import (  # type: ignore[import-not-found,no-redef]
+        cpu_ms,
+        from_rusage,
+        installed_versions,
+    )
 else:
     from .sweep import runnable
 
@@ -60,7 +68,7 @@ SPARES = 2
 PRELOADABLE = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot", "scipy", "PIL")
 
 
-class Supervisor(ProcessHygiene):
+class Supervisor(OutputRelay, ProcessHygiene):
     def __init__(self) -> None:
         # Move the channel off fds 0/1 so a worker's stdio can never be the channel.
         self.chan_in = os.dup(0)
@@ -88,6 +96,13 @@ class Supervisor(ProcessHygiene):
         self.result: dict[str, Any] | None = None
         self.killed = False
         self.oom_before: int | None = None
+        self.displayed: list[dict[str, Any] | None] = []
+        self.displayed_bytes = 0
+        self.dropped = 0
+        self.phase = None
+        self.max_outputs = 100
+        self.max_outputs_bytes = 32 * MiB
+        self.cpu_before: float | None = None
         self.started = 0.0
         self.exited: dict[int, int] = {}
         # Modules to import in the parent while idle (GLEITZEIT_PRELOAD up front, then what
@@ -112,7 +127,13 @@ class Supervisor(ProcessHygiene):
         for mod in ("numpy", "pandas", "matplotlib", "pyarrow"):
             caps[mod] = any(os.path.isdir(os.path.join(p, mod)) for p in sys.path if p)
         self.send(
-            {"op": "hello", "pid": os.getpid(), "python": sys.version.split()[0], "caps": caps}
+            {
+                "op": "hello",
+                "pid": os.getpid(),
+                "python": sys.version.split()[0],
+                "caps": caps,
+                "versions": installed_versions(("numpy", "pandas", "matplotlib", "pyarrow")),
+            }
         )
 
     # ---- main loop ---------------------------------------------------------------------
@@ -258,6 +279,10 @@ class Supervisor(ProcessHygiene):
         self._settle_sweeps()
         self.run, self.out, self.err = msg, Capture(cap, stream), Capture(cap, stream)
         self.result, self.killed = None, False
+        self.displayed, self.displayed_bytes, self.dropped = [], 0, 0
+        self.phase: Any = None
+        self.max_outputs = int(limits.get("max_outputs") or 100)
+        self.max_outputs_bytes = int(limits.get("max_outputs_bytes") or 32 * MiB)
         self.oom_before = oom_kills()
         self.started = time.perf_counter()
         try:
@@ -281,6 +306,7 @@ class Supervisor(ProcessHygiene):
             )
             return
         assert self.worker.cmd is not None
+        self.cpu_before = cpu_ms(self.worker.pid)
         self.worker.decoder = protocol.FrameDecoder(self.max_reply)
         try:
             data = memoryview(protocol.encode_frame(msg))
@@ -307,11 +333,11 @@ class Supervisor(ProcessHygiene):
             if getattr(w, name) == fd:
                 self._consume(w, name)
 
-    def _consume(self, w: Worker, name: str) -> bool:
+    def _consume(self, w: Worker, name: str, most: int = 1 << 16) -> bool:
         """Read one chunk from a worker pipe; False when nothing more is there right now."""
         fd = getattr(w, name)
         try:
-            data = os.read(fd, 1 << 16)
+            data = os.read(fd, min(most, 1 << 16))
         except BlockingIOError:
             return False
         if not data:  # EOF: stop selecting on it (strays may hold other ends open)
@@ -331,8 +357,15 @@ class Supervisor(ProcessHygiene):
                 self.result = failed("ProtocolError", f"the run's result is unusable: {exc}")
                 self._kill_worker(w)
                 return True
-            if frames:
-                self.result = from_worker(frames[0], (self.run or {}).get("returns"))
+            for frame in frames:
+                if self.result is not None:
+                    break
+                if frame.get("op") == "phase":
+                    self.phase = frame.get("phase")
+                elif frame.get("op") == "display":
+                    self._display(w, frame.get("output"), frame.get("at"))
+                else:
+                    self.result = from_worker(frame, (self.run or {}).get("returns"))
         return True
 
     def _drain(self, w: Worker) -> None:
@@ -344,7 +377,7 @@ class Supervisor(ProcessHygiene):
         reaped_any = False
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, ru = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
@@ -354,6 +387,7 @@ class Supervisor(ProcessHygiene):
                 continue  # a stray (orphans are re-parented to us, PID 1)
             reaped_any = True
             w.alive = False
+            w.usage = from_rusage(ru)
             if w is self.worker:  # only the current run's status is ever read
                 self.exited[pid] = status
             if w in self.spares:
@@ -375,9 +409,22 @@ class Supervisor(ProcessHygiene):
         if self.result is None:  # the worker died without a word
             status = self.exited.pop(w.pid, 0)
             oom_now = oom_kills() or 0
-            result = died(status, self.killed, oom_now > (self.oom_before or 0))
+            phase = self.phase if self.phase in ("inputs", "values") else None
+            result = died(status, self.killed, oom_now > (self.oom_before or 0), phase)
         else:
             result = dict(self.result)
+        shown = [o for o in self.displayed if o is not None]
+        result["outputs"] = shown + list(result.get("outputs") or [])
+        if self.dropped:
+            note = (
+                f"[gleitzeit: {self.dropped} more outputs not shown: over the limit of"
+                f" {self.max_outputs} outputs or {self.max_outputs_bytes:,} bytes per run]"
+            )
+            result["outputs"].append({"type": "display_data", "data": {"text/plain": note}})
+        usage = self._usage(w)
+        if usage is not None:
+            result["cpu_ms"] = max(0.0, usage[0] - (self.cpu_before or 0.0))
+            result["peak_memory_mb"] = usage[1]
         self._want(result.pop("imported", None))
         result.setdefault("oom", False)
         result.setdefault("killed", self.killed)
@@ -390,16 +437,6 @@ class Supervisor(ProcessHygiene):
             self._forget(w, wait=False)
         if len(self.spares) < SPARES and not self.preload:
             self.spares.append(self._fork(once=True))  # one now; the idle loop tops up
-
-    def _flush_stream(self, final: bool = False) -> None:
-        """Send output captured since the last flush as one ``chunk`` frame (streaming runs;
-        once per loop pass, so a busy printer yields few, larger frames)."""
-        if self.run is None or not self.run.get("stream"):
-            return
-        chunk = {"stdout": self.out.take(final), "stderr": self.err.take(final)}
-        chunk = {k: v for k, v in chunk.items() if v}
-        if chunk:
-            self.send({"op": "chunk", "id": self.run.get("id"), **chunk})
 
     def _finish(self, result: dict[str, Any]) -> None:
         assert self.run is not None

@@ -24,10 +24,12 @@ import traceback
 from typing import Any
 
 try:  # on the host this is a normal package module
-    from . import codec, protocol
+    from . import codec, display_shim, protocol, workdir
 except ImportError:  # inside the container the bootstrap has installed these modules
     import gleitzeit_codec as codec  # type: ignore[import-not-found,no-redef]
+    import gleitzeit_display_shim as display_shim  # type: ignore[import-not-found,no-redef]
     import gleitzeit_protocol as protocol  # type: ignore[import-not-found,no-redef]
+    import gleitzeit_workdir as workdir  # type: ignore[import-not-found,no-redef]
 
 _MAX_REPR = 64 * 1024
 MiB = 1024 * 1024
@@ -38,6 +40,8 @@ _DEFAULT_LIMITS = {
     "max_outputs_bytes": 32 * MiB,
     "max_value_bytes": 32 * MiB,
     "max_values_bytes": 64 * MiB,
+    "max_files": 1000,
+    "max_files_bytes": 32 * MiB,
 }
 _HEAVY = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot", "scipy", "PIL")
 _SHOWN: set[int] = set()  # figures already sent as a run's value, not to be sent twice
@@ -62,6 +66,37 @@ def _keep(outputs: list[dict[str, Any]], out: dict[str, Any]) -> None:
         outputs.append({"type": "display_data", "data": {"text/plain": note}})
 
 
+# Sends one frame to the supervisor; display() uses it so outputs keep their place among
+# printed text (set by worker_main, from references taken before user code ran).
+_SEND: list[Any] = []
+# Bytes written so far to stdout and stderr: a display output carries them, so the supervisor
+# puts it after exactly that much text (text printed after it may already be in the pipe).
+_WRITTEN = [0, 0]
+
+
+class _CountingFd(io.RawIOBase):
+    def __init__(self, fd: int, slot: int) -> None:
+        self._fd, self._slot = fd, slot
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, data: Any) -> int:
+        n = os.write(self._fd, data)
+        _WRITTEN[self._slot] += n
+        return n
+
+
+def _counted(fd: int, slot: int, line_buffering: bool) -> io.TextIOWrapper:
+    raw = io.BufferedWriter(_CountingFd(fd, slot))
+    return io.TextIOWrapper(
+        raw, encoding="utf-8", errors="backslashreplace", line_buffering=line_buffering
+    )
+
+
 def worker_main(res: int, out: int, err: int, cmd: int, once: bool) -> None:
     """Serve requests from ``cmd``: one and exit (``once``, a fresh run) or many (session)."""
     os.setpgid(0, 0)  # own process group: the supervisor kills the run's whole tree at once
@@ -77,14 +112,13 @@ def worker_main(res: int, out: int, err: int, cmd: int, once: bool) -> None:
             fh.write("1000")
     except OSError:
         pass
-    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-    sys.stderr = open(
-        2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1
-    )
+    sys.stdout = _counted(1, 0, line_buffering=False)
+    sys.stderr = _counted(2, 1, line_buffering=True)
     me = os.getpid()
     namespace = _fresh_namespace()
     decoder = protocol.FrameDecoder()
     send = _sender(res)
+    _SEND.append(send)
     read, exit_now = os.read, os._exit
     _warm_up(decoder)
     counter = 0
@@ -109,8 +143,15 @@ def worker_main(res: int, out: int, err: int, cmd: int, once: bool) -> None:
                 result = _failure(exc)
             if os.getpid() == me:  # a child forked by user code must never answer
                 send(result)
-            if once or os.getpid() != me:
+            if os.getpid() != me:
                 exit_now(0)
+            if once:
+                # Stay until the supervisor, having measured this process (CPU, peak
+                # memory), kills it or closes the pipe: an exiting process has no figures.
+                try:
+                    read(cmd, 1)
+                finally:
+                    exit_now(0)
 
 
 def _warm_up(decoder: Any) -> None:
@@ -120,10 +161,20 @@ def _warm_up(decoder: Any) -> None:
     each page (refcounts!) costs a page fault and a copy. Doing that here, while the worker
     waits as a spare, keeps those faults out of the next run's latency."""
     frame = protocol.encode_frame({"op": "run", "code": "_ = repr(1)", "inputs": {}, "returns": []})
+    send = _SEND[:]
+    _SEND.clear()  # nothing of the warm-up may reach the supervisor
     for req in decoder.feed(frame):
         result = _run(req, _fresh_namespace(), os.getpid(), "<warm-up>")
         protocol.encode_frame(result)
+    _SEND.extend(send)
     sys.stdout.write("")
+
+
+def _phase(name: str) -> None:
+    """Tell the supervisor what the run is doing: if it runs out of memory, the message can
+    say whether moving values (not the user's code) took the memory."""
+    if _SEND:
+        _SEND[0]({"op": "phase", "phase": name})
 
 
 def _failure(exc: BaseException) -> dict[str, Any]:
@@ -169,11 +220,25 @@ def _fresh_namespace() -> dict[str, Any]:
         "__gleitzeit_outputs__": outputs,
     }
 
-    def display(*objs: Any) -> None:
+    def display(*objs: Any, **_: Any) -> None:
         for obj in objs:
-            _keep(outputs, {"type": "display_data", "data": mime_bundle(obj)})
+            output = {"type": "display_data", "data": mime_bundle(obj)}
+            size = sum(len(v) for v in output["data"].values() if isinstance(v, str))
+            if not _SEND or _USED[0] + size > _LIMITS["max_outputs_bytes"]:
+                _keep(outputs, output)  # the warm-up, or past the cap: dropped with a note
+                continue
+            _USED[0] += size
+            # Text printed so far goes first: the supervisor reads the pipes up to here
+            # before it passes this output on.
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            _SEND[0]({"op": "display", "output": output, "at": list(_WRITTEN)})
 
     ns["display"] = display
+    display_shim.install(display)
     return ns
 
 
@@ -191,8 +256,12 @@ def _run(
     exit_code, error = 0, None
     code = str(req.get("code") or "")
     try:
+        workdir.enter()
+        workdir.receive(req.get("files"))
+        _phase("inputs")
         for name, enc in (req.get("inputs") or {}).items():
             ns[name] = codec.decode_value(enc)
+        _phase("code")
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         tree = ast.parse(code, filename, "exec")
         last = None
@@ -212,8 +281,18 @@ def _run(
     if os.getpid() != me:  # a child forked by user code must never answer for the run
         os._exit(0)
     _collect_figures(outputs)
+    _phase("values")
     values, value_error = _values(req, ns, limits)
     error = error or value_error
+    files: dict[str, str] = {}
+    try:
+        files, files_note = workdir.collect(
+            req.get("download"), limits["max_files"], limits["max_files_bytes"]
+        )
+    except Exception as exc:
+        files_note = f"--download failed: {type(exc).__name__}: {exc}"
+    if files_note:
+        error = error or {"ename": "FileTransferError", "evalue": files_note, "traceback": ""}
     del outputs[limits["max_outputs"] :]
     if len(outputs) == limits["max_outputs"]:
         note = f"[gleitzeit: outputs past the limit of {limits['max_outputs']} not shown]"
@@ -232,6 +311,7 @@ def _run(
         "error": error,
         "outputs": list(outputs),
         "values": values,
+        "files": files,
         "imported": imported,
     }
 
@@ -315,6 +395,12 @@ def mime_bundle(obj: Any) -> dict[str, str]:
             elif isinstance(rendered, str):
                 data[mime] = rendered
     png = _figure_png(obj)
+    if png is None and callable(getattr(obj, "_repr_png_", None)):
+        try:
+            png = obj._repr_png_()
+        except Exception:
+            png = None
+        png = png if isinstance(png, str) else None
     if png is not None and len(png) <= cap:
         data["image/png"] = png
     return data
