@@ -87,7 +87,12 @@ def _make_parents(root: str, name: str) -> None:
                 kind="Refused",
             )
         if not os.path.exists(here):
-            os.mkdir(here)
+            try:
+                os.mkdir(here)
+            except OSError as exc:
+                raise CellError(
+                    f"%%sandbox --download: {name[:200]!r}: {exc.strerror}", kind="Refused"
+                ) from None
 
 
 def save_downloads(files: dict[str, bytes], cwd: str | None = None) -> list[str]:

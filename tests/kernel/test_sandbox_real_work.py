@@ -206,3 +206,12 @@ def test_upload_of_a_huge_directory_is_refused_quickly(workdir: Path) -> None:
     with pytest.raises(CellError, match="1000"):
         collect_uploads(["d"])
     assert time.perf_counter() - started < 3.0  # it stops counting at the limit
+
+
+def test_a_download_name_the_file_system_refuses_is_a_cell_error(workdir: Path) -> None:
+    from gleitzeit_jupyter.kernel.sandbox_files import save_downloads
+
+    for name in ("d" * 300 + "/x", "a" * 300):
+        with pytest.raises(CellError, match="too long"):
+            save_downloads({name: b"x"})
+    assert list(workdir.iterdir()) == []
