@@ -48,7 +48,7 @@ def collect_uploads(
     """The files ``patterns`` name under ``cwd``, as ``{relative name: bytes}``."""
     limits = limits or FileLimits()
     root = os.path.realpath(cwd or os.getcwd())
-    names: list[str] = []
+    names: dict[str, None] = {}  # ordered, and a constant-time "seen already"
     for pattern in patterns:
         pattern = os.path.normpath(pattern).replace(os.sep, "/")
         if os.path.isabs(pattern) or pattern == ".." or pattern.startswith("../"):
@@ -60,10 +60,10 @@ def collect_uploads(
             for rel in _walk(root, match.replace(os.sep, "/")):
                 if safe_name(rel) is None or not _inside(root, os.path.join(root, rel)):
                     raise _refuse(f"{rel!r} is outside the working directory")
-                if rel not in names:
-                    names.append(rel)
-    if len(names) > limits.max_files:
-        raise _refuse(f"{len(names)} files, over the limit of {limits.max_files}")
+                names[rel] = None
+                if len(names) > limits.max_files:
+                    # Stopped here: a large tree (or the whole home directory) is not walked.
+                    raise _refuse(f"over {limits.max_files} files, the limit (at {rel})")
     files: dict[str, bytes] = {}
     total = 0
     for rel in names:
@@ -87,7 +87,12 @@ def _make_parents(root: str, name: str) -> None:
                 kind="Refused",
             )
         if not os.path.exists(here):
-            os.mkdir(here)
+            try:
+                os.mkdir(here)
+            except OSError as exc:
+                raise CellError(
+                    f"%%sandbox --download: {name[:200]!r}: {exc.strerror}", kind="Refused"
+                ) from None
 
 
 def save_downloads(files: dict[str, bytes], cwd: str | None = None) -> list[str]:

@@ -192,3 +192,26 @@ def test_download_replaces_files_without_writing_through_them_and_says_so(
     summary = [ln for ln in cell.stdout.splitlines() if ln.startswith("sandbox files:")]
     assert len(summary) == 1 and "replaced 3 existing: a.csv, b.csv, c.csv" in summary[0], summary
     assert sorted(p.name for p in workdir.iterdir()) == ["a.csv", "b.csv", "c.csv", "d.csv"]
+
+
+def test_upload_of_a_huge_directory_is_refused_quickly(workdir: Path) -> None:
+    import time
+
+    from gleitzeit_jupyter.kernel.sandbox_files import collect_uploads
+
+    (workdir / "d").mkdir()
+    for i in range(30_000):
+        (workdir / "d" / str(i)).touch()
+    started = time.perf_counter()
+    with pytest.raises(CellError, match="1000"):
+        collect_uploads(["d"])
+    assert time.perf_counter() - started < 3.0  # it stops counting at the limit
+
+
+def test_a_download_name_the_file_system_refuses_is_a_cell_error(workdir: Path) -> None:
+    from gleitzeit_jupyter.kernel.sandbox_files import save_downloads
+
+    for name in ("d" * 300 + "/x", "a" * 300):
+        with pytest.raises(CellError, match="too long"):
+            save_downloads({name: b"x"})
+    assert list(workdir.iterdir()) == []

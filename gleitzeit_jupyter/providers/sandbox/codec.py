@@ -331,8 +331,13 @@ def _decode_frame(enc: dict[str, Any]) -> Any:
         dtype=False,
         **({"convert_dates": False} if legacy else {}),
     )
+    # Each label by its text, the first of equal ones: looked up once per column, not by a
+    # scan of all columns each time (quadratic: minutes for a few thousand columns).
+    by_text: dict[str, Any] = {}
+    for c in df.columns:
+        by_text.setdefault(str(c), c)
     for col, dtype in (enc.get("dtypes") or {}).items():
-        key = next((c for c in df.columns if str(c) == col), None)
+        key = by_text.get(col) if isinstance(col, str) else None
         if key is None:
             continue
         if not isinstance(dtype, str) or not _bounded_dtype(pd, dtype):

@@ -12,6 +12,7 @@ import base64
 import binascii
 import fnmatch
 import functools
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
 MiB = 1024 * 1024
 _MAX_NAME = 1024
 _MAX_GLOBS = 64
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,10 @@ def safe_name(name: Any) -> str | None:
     parts = name.split("/")
     if any(p in ("", ".", "..") for p in parts):
         return None
-    if any(ord(c) < 32 for c in name):
+    # Control and format characters (C0, DEL, C1, bidi overrides, zero-width), line
+    # separators and lone surrogates: a name must read as what it is where it is shown, and
+    # be a path the file system can take.
+    if any(unicodedata.category(c) in _UNSAFE_CATEGORIES for c in name):
         return None
     return name
 

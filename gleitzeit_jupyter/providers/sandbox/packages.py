@@ -150,7 +150,10 @@ def _download(packages: list[str], probe: dict[str, object], wheels: str, log: L
             *packages,
         ]
         log("$ pip download " + " ".join(packages) + f" (python {py}, {machine})")
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        # Run from the fresh wheels directory, not the caller's cwd: ``-m`` puts the cwd first
+        # on pip's import path, and the kernel's cwd holds files from the sandbox (a pip.py
+        # there would run on the host; a file named like a package would be built as one).
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=wheels)
         if done.returncode != 0:
             tail = "\n".join(done.stderr.strip().splitlines()[-3:])
             raise RuntimeError(f"pip download failed: {tail}")

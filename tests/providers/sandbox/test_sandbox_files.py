@@ -142,3 +142,11 @@ async def test_names_match_download_patterns_as_glob_would() -> None:
     assert not matches_download(".git/a.csv", ["**/*.csv"])
     assert not matches_download("x", [])
     assert not matches_download("a/" * 300 + "b", ["**/" * 30 + "c"])
+
+
+async def test_names_that_display_as_something_else_are_not_safe() -> None:
+    # Shown in the cell's summary line and written to the user's disk: a right-to-left
+    # override makes "x\u202egpj.py" read as "xyp.jpg"; a lone surrogate cannot be a path.
+    for bad in ("x\u202egpj.py", "a\u200bb", "a\x7fb", "a\x9bb", "a\u2028b", "a\ud800b"):
+        assert safe_name(bad) is None, repr(bad)
+    assert safe_name("données/été.csv") == "données/été.csv"

@@ -3,6 +3,8 @@ no network, cached by content hash (real engine, real pip with this machine's co
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import docker
 import pytest
 
@@ -56,3 +58,26 @@ async def test_the_command_line_builds_from_a_requirements_file(tmp_path, capsys
 async def test_anything_but_a_requirement_is_refused(spec: str) -> None:
     with pytest.raises(ValueError):
         build_packages([spec], client=docker.from_env(), log=lambda _: None)
+
+
+async def test_pip_on_the_host_does_not_import_from_the_kernels_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kernel's cwd receives files from the sandbox; ``python -m pip`` there would run a
+    # pip.py (or a json.py pip imports) found in it, and treat a cwd file named like the
+    # package as a local archive to build.
+    from gleitzeit_jupyter.providers.sandbox.packages import _download
+
+    cwd = tmp_path
+    marker = cwd / "ran"
+    (cwd / "pip.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "1")
+    wheels = cwd / "wheels"
+    wheels.mkdir()
+    probe = {"python": "3.11", "machine": "x86_64", "installed": {}}
+    with pytest.raises(RuntimeError, match="pip download failed"):
+        _download(["nonexistent-pkg-zz"], probe, str(wheels), lambda _: None)
+    assert not marker.exists()

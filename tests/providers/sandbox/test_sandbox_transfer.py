@@ -92,3 +92,21 @@ async def test_forged_column_frames_are_refused(pool: PythonProvider, forged: st
     code = FORGE + f"forge({{'exit_code': 0, 'error': None, 'values': {{'x': {forged}}}}})\n"
     r = await run(pool, code, returns=["x"])
     assert r["values"] == {} and r["error"]["ename"] == "CodecError", r["error"]
+
+
+async def test_a_wide_json_frame_decodes_in_linear_time() -> None:
+    # A reply of a few hundred kB naming thousands of columns must not hold the kernel for
+    # minutes while each column's dtype is looked up.
+    import json
+    import time
+
+    from gleitzeit_jupyter.providers.sandbox.codec import decode_value, encode_value
+
+    df = pd.DataFrame([[0] * 5000], columns=[f"c{i}" for i in range(5000)]).astype(object)
+    df.iloc[0, 0] = "s"
+    enc = json.loads(json.dumps(encode_value(df, name="df")))
+    assert enc["fmt"] == "split"
+    started = time.perf_counter()
+    out = decode_value(enc)
+    assert time.perf_counter() - started < 5.0
+    assert out.shape == (1, 5000) and out.iloc[0, 0] == "s"
