@@ -78,7 +78,8 @@ def test_min_instances_above_max_instances_is_a_user_error():
 
 
 def test_numpy_numbers_are_accepted_as_plain_python_numbers():
-    np = pytest.importorskip("numpy")
+    import numpy as np  # a dependency through pandas
+
     p = MemoryProvider(retries=np.int64(3), call_timeout=np.float32(1.5), max_instances=np.int8(2))
     assert (p.retries, p.call_timeout, p.max_instances) == (3, 1.5, 2)
     assert type(p.retries) is int and type(p.call_timeout) is float
