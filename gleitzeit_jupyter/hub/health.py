@@ -1,12 +1,50 @@
-"""Active health: turn a stream of check results into an instance status."""
+"""Active health: turn a stream of check results into an instance status, and let a health
+check stand in for a half-open breaker's trial call."""
 
 from __future__ import annotations
 
+from .breaker import CircuitBreaker, CircuitState
 from .instance import ResourceStatus
 
-__all__ = ["HealthTracker"]
+__all__ = ["HealthTracker", "health_trial", "is_refusal"]
 
 _FIXED = (ResourceStatus.DRAINING, ResourceStatus.STOPPED)
+_SERVING = (ResourceStatus.HEALTHY, ResourceStatus.DEGRADED)
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Is a ConnectionRefusedError behind ``exc`` (HTTP clients wrap it)? Nothing listens
+    there: the instance is down now, as when a call is refused."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ConnectionRefusedError):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def health_trial(breaker: CircuitBreaker | None, ok: bool, status: ResourceStatus) -> None:
+    """Active recovery: a HALF_OPEN breaker takes a health check as its trial call, so a
+    recovered instance closes on its own instead of waiting for user traffic to reach it,
+    and a still-broken one re-opens with a longer timeout.
+
+    The trial goes through the breaker's own ``admit``/``record_*`` protocol, so its
+    guarantees hold: an OPEN breaker keeps its timeout (checks passing meanwhile do not
+    shorten it), and a check never takes a trial slot a call already holds. A check that
+    passes while the instance is not yet healthy again (``healthy_threshold``) gives no
+    verdict."""
+    if breaker is None or breaker.state is not CircuitState.HALF_OPEN:
+        return
+    if breaker.admit() != "trial":
+        return  # every trial slot is held by a call: its outcome decides
+    if ok and status in _SERVING:
+        breaker.record_success(trial=True)
+    elif ok:
+        breaker.record_neutral(trial=True)
+    else:
+        breaker.record_failure(trial=True)
 
 
 class HealthTracker:
@@ -50,10 +88,16 @@ class HealthTracker:
         latency_ms: float | None = None,
         recent_success_rate: float | None = None,
         error: str | None = None,
+        refused: bool = False,
     ) -> ResourceStatus:
+        """The status after one check. ``refused``: the check's connection was refused,
+        which ejects at once (see :meth:`eject`) instead of counting towards the threshold."""
         self.last_check_ms = latency_ms
         if current in _FIXED:
             return current
+        if not ok and refused:
+            self.eject(error or "connection refused")
+            return ResourceStatus.UNHEALTHY
         if not ok:
             self.last_error = error
             self.consecutive_failures += 1

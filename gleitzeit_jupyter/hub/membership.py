@@ -17,7 +17,7 @@ from .breaker import CircuitBreaker, CircuitState
 from .calls import as_failure
 from .errors import HubError, NoResourceAvailable, ResourceFailed, UserError
 from .events import EventBus, HubEvent
-from .health import HealthTracker
+from .health import HealthTracker, health_trial, is_refusal
 from .instance import ResourceInstance, ResourceStatus
 from .lifecycle import Lifecycle
 from .metrics import InstanceMetrics
@@ -258,6 +258,7 @@ class Membership:
         h = self._host.health_policy
         started = time.perf_counter()
         error = None
+        refused = False
         try:
             ok = bool(
                 await asyncio.wait_for(
@@ -269,7 +270,7 @@ class Membership:
         except TimeoutError:
             ok, error = False, f"no answer within {h.health_check_timeout:g} s"
         except Exception as exc:
-            ok, error = False, str(exc) or type(exc).__name__
+            ok, error, refused = False, str(exc) or type(exc).__name__, is_refusal(exc)
         if not ok and error is None:
             error = "health check failed"
         latency_ms = (time.perf_counter() - started) * 1000.0
@@ -278,8 +279,10 @@ class Membership:
             return  # removed while we checked
         span = max(30.0, 2 * h.health_check_interval)
         rate = instance.metrics.recent_success_rate(span) if instance.metrics else None
-        status = tracker.observe(instance.status, ok, latency_ms, rate, error)
+        status = tracker.observe(instance.status, ok, latency_ms, rate, error, refused=refused)
         self.set_status(instance, status)
+        if status not in _GONE:
+            health_trial(instance.breaker, ok, status)
 
     async def check_all(self) -> None:
         instances = [i for i in self.instances.values() if i.status not in _GONE]

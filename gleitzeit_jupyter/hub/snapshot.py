@@ -1,7 +1,10 @@
 """Snapshots of a provider's pool: a JSON-able dict and pandas DataFrames.
 
 Widgets, the labextension and ``provider.metrics()`` all read the pool through here, so they
-always agree. pandas is imported lazily: the hub itself must not need it.
+always agree: whether an instance is *available* (takes calls now), the pool's counts, the
+short labels that tell instances apart and how old an instance's last error is are decided
+once, in :func:`status`, and every view only draws them. pandas is imported lazily: the hub
+itself must not need it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,22 @@ from .metrics import MetricsSummary, merge_summaries
 if TYPE_CHECKING:
     from .provider import HubProvider
 
-__all__ = ["METRIC_COLUMNS", "history_frame", "metrics_frame", "status"]
+__all__ = [
+    "ERROR_FRESH_S",
+    "METRIC_COLUMNS",
+    "history_frame",
+    "is_available",
+    "metrics_frame",
+    "short_labels",
+    "status",
+]
+
+#: Seconds a call's error keeps colouring an instance; older errors are still listed, with
+#: their age, but a healthy instance is no longer shown as failing because of them.
+ERROR_FRESH_S = 60.0
+
+_SERVING = (ResourceStatus.HEALTHY, ResourceStatus.DEGRADED)
+_SEPARATORS = ":/.-_@"
 
 METRIC_COLUMNS = (
     "instance",
@@ -68,12 +86,54 @@ def _instance_row(provider: HubProvider, inst: Any, window: bool) -> dict[str, A
     return row
 
 
+def is_available(inst: Any, breaker: str | None = None) -> bool:
+    """Would the pool route a call to ``inst`` now: enabled, healthy (or degraded) and its
+    breaker not OPEN. Passive health (a refused call ejects at once) and the breaker make
+    this follow call failures, not only health checks."""
+    breaker = inst.breaker_state.value if breaker is None else breaker
+    return inst.enabled and inst.status in _SERVING and breaker != "open"
+
+
+def short_labels(names: list[str]) -> dict[str, str]:
+    """Names that tell instances apart in a narrow column: the prefix every name shares is
+    cut back to a separator and replaced by ``…``, so ``127.0.0.1:11434`` and
+    ``127.0.0.1:11435`` read ``…:11434`` and ``…:11435``. The distinguishing part is never
+    cut; one name (or names without a shared prefix) stays whole."""
+    unique = list(dict.fromkeys(names))
+    if len(unique) < 2:
+        return {n: n for n in unique}
+    prefix = unique[0]
+    for name in unique[1:]:
+        k = 0
+        while k < min(len(prefix), len(name)) and prefix[k] == name[k]:
+            k += 1
+        prefix = prefix[:k]
+    # Cut at the last separator, which stays in the label (":11434", not "11434").
+    cut = max((prefix.rfind(c) for c in _SEPARATORS), default=-1)
+    if cut <= 0:
+        return {n: n for n in unique}
+    return {n: "\u2026" + n[cut:] for n in unique}
+
+
+def _error_age(at: float | None, now: float) -> float | None:
+    return None if at is None else round(max(0.0, now - at), 1)
+
+
 def status(provider: HubProvider) -> dict[str, Any]:
     instances = provider.instances
+    now = time.time()
+    labels = short_labels([i.id for i in instances])
     rows = []
     for inst in instances:
         # "instance" (as in metrics()) and "id" (as on ResourceInstance): consumers read either.
         row = {"id": inst.id, **_instance_row(provider, inst, window=False)}
+        age = _error_age(row["last_error_at"], now)
+        row.update(
+            label=labels.get(inst.id, inst.id),
+            available=is_available(inst, row["breaker"]),
+            last_error_age_s=age,
+            error_fresh=age is not None and age < ERROR_FRESH_S,
+        )
         row.update(
             health=inst.status.value,
             enabled=inst.enabled,
@@ -86,15 +146,15 @@ def status(provider: HubProvider) -> dict[str, Any]:
         )
         rows.append(row)
     totals = _summary_fields(merge_summaries(i.metrics for i in instances))
+    breakers = [r["breaker"] for r in rows]
     totals.update(
         instances=len(instances),
-        healthy=sum(
-            1
-            for i in instances
-            if i.enabled and i.status in (ResourceStatus.HEALTHY, ResourceStatus.DEGRADED)
-        ),
+        # the one count every view shows ("2/3 available", "LLM 2/3", the ALL row)
+        available=sum(1 for r in rows if r["available"]),
+        healthy=sum(1 for i in instances if i.enabled and i.status in _SERVING),
         in_flight=sum(i.in_flight for i in instances),
-        open_breakers=sum(1 for i in instances if i.breaker_state.value != "closed"),
+        open_breakers=breakers.count("open"),
+        half_open_breakers=breakers.count("half_open"),
     )
     totals.update(provider.pool_extras(instances))
     return {
@@ -102,7 +162,7 @@ def status(provider: HubProvider) -> dict[str, Any]:
         "kind": type(provider).__name__,
         "strategy": provider.strategy,
         "initialized": provider.initialized,
-        "time": time.time(),
+        "time": now,
         "queue": {"waiting": provider.queue_length, "tenants": provider.queue_tenants},
         "instances": rows,
         "totals": totals,
