@@ -3,7 +3,8 @@
 Rows are rendered on the notebook thread (the template sees the row and the user namespace),
 sent concurrently from the runtime loop (bounded by ``concurrency``; the hub spreads them over
 the instances and queues the rest), and collected back on the notebook thread, which drives the
-progress bar. A failed row holds its error; it never aborts the batch.
+progress bar. A failed row holds its error; it never aborts the batch. The summary line
+counts rows, lists the failed ones, and totals the tokens the rows used.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..hub.errors import HubError, UserError
@@ -22,6 +24,8 @@ from .interpolate import interpolate
 from .render import CellInterrupted
 
 __all__ = ["BatchInterrupted", "BatchOutcome", "map_rows", "render_prompts", "run_batch"]
+
+_LISTED = 10  # failed rows named in the summary line; the rest are counted
 
 
 class BatchInterrupted(CellInterrupted):
@@ -40,6 +44,18 @@ class BatchOutcome:
     elapsed_s: float
     instances: dict[str, int] = field(default_factory=dict)
     first_failure: tuple[Any, BaseException] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Aggregate generation speed: every row's completion tokens over the batch's time."""
+        if not self.completion_tokens or self.elapsed_s <= 0:
+            return None
+        return self.completion_tokens / self.elapsed_s
+
+    def failed_rows(self) -> list[Any]:
+        return [_label(i) for i, v in self.series.items() if isinstance(v, BaseException)]
 
     def summary(self) -> str:
         total = self.ok + self.failed
@@ -47,6 +63,15 @@ class BatchOutcome:
         if self.instances:
             spread = ", ".join(f"{k}: {v}" for k, v in sorted(self.instances.items()))
             text += f" ({spread})"
+        if self.prompt_tokens or self.completion_tokens:
+            text += f"; {self.prompt_tokens:,} → {self.completion_tokens:,} tokens"
+            if self.tokens_per_s is not None:
+                text += f", {self.tokens_per_s:,.1f} tok/s"
+        if self.failed:
+            rows = self.failed_rows()
+            shown = ", ".join(repr(i) for i in rows[:_LISTED])
+            more = f" and {len(rows) - _LISTED} more" if len(rows) > _LISTED else ""
+            text += f"; failed rows: {shown}{more}"
         if self.first_failure is not None:
             idx, exc = self.first_failure
             msg = " ".join(str(exc).split())
@@ -99,33 +124,40 @@ def render_prompts(
     return prompts
 
 
-Call = Callable[[str], Awaitable[tuple[Any, str | None]]]
+#: One row's call: its request (a prompt, or whatever the caller rendered) to
+#: ``(value, instance)`` or ``(value, instance, usage)``; ``usage`` is the finished call's
+#: Ollama counters (``prompt_eval_count``, ``eval_count``). A value that is an exception
+#: (an answer that failed validation) marks the row failed; its tokens still count.
+Call = Callable[[Any], Awaitable[tuple[Any, ...]]]
+_Done = tuple[int, Any, str | None, BaseException | None, dict[str, Any] | None]
 
 
-async def _produce(
-    prompts: list[str | BaseException], call: Call, concurrency: int
-) -> AsyncIterator[tuple[int, Any, str | None, BaseException | None]]:
-    """Yield (position, value, instance, error) as rows finish.
+async def _produce(prompts: list[Any], call: Call, concurrency: int) -> AsyncIterator[_Done]:
+    """Yield (position, value, instance, error, usage) as rows finish.
 
     ``concurrency`` workers pull rows from a shared iterator, so a 100,000-row batch holds
     ``concurrency`` tasks, not one per row, and never floods the hub's queue.
     """
-    done: asyncio.Queue[tuple[int, Any, str | None, BaseException | None]] = asyncio.Queue()
-    todo = iter([(pos, p) for pos, p in enumerate(prompts) if isinstance(p, str)])
+    done: asyncio.Queue[_Done] = asyncio.Queue()
+    todo = iter([(pos, p) for pos, p in enumerate(prompts) if not isinstance(p, BaseException)])
     for pos, prompt in enumerate(prompts):
         if isinstance(prompt, BaseException):
-            done.put_nowait((pos, None, None, prompt))
+            done.put_nowait((pos, None, None, prompt, None))
 
     async def worker() -> None:
         for pos, prompt in todo:  # shared iterator: each row is taken by one worker
             try:
-                value, instance = await call(prompt)
+                value, instance, *rest = await call(prompt)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                done.put_nowait((pos, None, None, exc))
+                done.put_nowait((pos, None, None, exc, None))
+                continue
+            usage = rest[0] if rest else None
+            if isinstance(value, BaseException):
+                done.put_nowait((pos, None, instance, value, usage))
             else:
-                done.put_nowait((pos, value, instance, None))
+                done.put_nowait((pos, value, instance, None, usage))
 
     workers = [asyncio.create_task(worker()) for _ in range(max(1, concurrency))]
     try:
@@ -148,7 +180,7 @@ def _progress_bar(total: int, desc: str) -> Any:
     if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
         # A real kernel: the widget bar (tqdm.auto decides once, at import time, which is
         # wrong when the module was first imported outside the kernel).
-        from tqdm.notebook import tqdm as notebook_tqdm
+        from .widgets.progress import NotebookProgress as notebook_tqdm
 
         return notebook_tqdm(total=total, desc=desc)
     from tqdm.std import tqdm as std_tqdm
@@ -156,9 +188,19 @@ def _progress_bar(total: int, desc: str) -> Any:
     return std_tqdm(total=total, desc=desc, file=sys.stderr)
 
 
+def _label(value: Any) -> Any:
+    # A row label as the user wrote it: 22, not np.int64(22).
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _count(usage: dict[str, Any] | None, key: str) -> int:
+    value = (usage or {}).get(key)
+    return int(value) if isinstance(value, (int, float)) and value > 0 else 0
+
+
 def run_batch(
     runtime: Any,
-    prompts: list[str | BaseException],
+    prompts: list[Any],
     index: pd.Index,
     call: Call,
     *,
@@ -171,13 +213,16 @@ def run_batch(
     values: list[Any] = [None] * len(prompts)
     instances: dict[str, int] = {}
     ok = failed = 0
+    sent = got = 0
     first_pos: int | None = None
     start = time.perf_counter()
     bar = _progress_bar(len(prompts), desc) if progress else None
     try:
-        for pos, value, instance, exc in runtime.stream(
+        for pos, value, instance, exc, usage in runtime.stream(
             lambda: _produce(prompts, call, concurrency)
         ):
+            sent += _count(usage, "prompt_eval_count")
+            got += _count(usage, "eval_count")
             if exc is not None:
                 values[pos] = exc
                 failed += 1
@@ -209,5 +254,7 @@ def run_batch(
         failed=failed,
         elapsed_s=time.perf_counter() - start,
         instances=instances,
-        first_failure=None if first_pos is None else (index[first_pos], values[first_pos]),
+        first_failure=None if first_pos is None else (_label(index[first_pos]), values[first_pos]),
+        prompt_tokens=sent,
+        completion_tokens=got,
     )

@@ -16,6 +16,7 @@ import pandas as pd
 from IPython.display import display
 
 from ..hub.errors import HubError, NoResourceAvailable, UserError
+from .llm_schema import Schema, to_jsonable
 from .models_table import models_table
 from .render import (
     CellError,
@@ -28,6 +29,7 @@ from .render import (
     token_counts,
     tokens_per_second,
 )
+from .thinking import ThinkingDisplay, show_thinking, thinking_of, with_thinking
 
 __all__ = ["FORMATS", "ChatStore", "LlmOptions", "LlmResult", "ask", "extract_code", "models_frame"]
 
@@ -47,6 +49,10 @@ class LlmOptions:
     instance: str | None = None
     strategy: str | None = None
     timeout: float | None = None
+    schema: Schema | None = None  # --schema: sent as format, answers validated into it
+    images: list[str] = field(default_factory=list)  # --image, base64
+    image_columns: list[str] = field(default_factory=list)  # --map's --image {column}
+    think: bool | str | None = None  # --think [low|medium|high]
 
 
 @dataclass
@@ -59,6 +65,7 @@ class LlmResult:
     tokens_per_s: float | None
     raw: dict[str, Any] = field(default_factory=dict)
     first_token_ms: float | None = None
+    thinking: str = ""  # the reasoning, with --think
 
     @property
     def prompt_tokens(self) -> int | None:
@@ -112,7 +119,8 @@ class ChatStore:
             self.sessions.pop(name, None)
 
 
-def _text_of(chunk: dict[str, Any]) -> str:
+def text_of(chunk: dict[str, Any]) -> str:
+    """The answer text in one Ollama chunk or finished call (generate or chat)."""
     if "response" in chunk and isinstance(chunk["response"], str):
         return chunk["response"]
     msg = chunk.get("message")
@@ -120,6 +128,8 @@ def _text_of(chunk: dict[str, Any]) -> str:
         return msg["content"]
     return ""
 
+
+_text_of = text_of  # the name magics used before text_of was public
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.S)
 
@@ -144,8 +154,15 @@ def build_request(
     params: dict[str, Any] = {"model": model}
     if options:
         params["options"] = options
-    if opts.fmt == "json":
+    if opts.schema is not None:
+        params["format"] = opts.schema.json_schema
+    elif opts.fmt == "json":
         params["format"] = "json"
+    if opts.think is not None:
+        params["think"] = opts.think
+    user: dict[str, Any] = {"role": "user", "content": prompt}
+    if opts.images:
+        user["images"] = list(opts.images)
     kwargs: dict[str, Any] = {}
     if opts.instance:
         kwargs["instance"] = opts.instance
@@ -155,19 +172,23 @@ def build_request(
         if chats is None:
             raise UserError("--chat needs a chat store")
         history = chats.messages(opts.chat, opts.system)
-        params["messages"] = [*history, {"role": "user", "content": prompt}]
+        params["messages"] = [*history, user]
         # Same conversation, same server: its KV cache already holds the history.
         params["affinity_key"] = f"chat:{opts.chat}"
         if not opts.instance and not opts.strategy:
             kwargs["strategy"] = "affinity"
         return "llm/chat", params, kwargs
     params["prompt"] = prompt
+    if opts.images:
+        params["images"] = list(opts.images)
     if opts.system:
         params["system"] = opts.system
     return "llm/generate", params, kwargs
 
 
 def finish_value(opts: LlmOptions, text: str) -> Any:
+    if opts.schema is not None:
+        return opts.schema.validate(text)
     if opts.fmt == "json":
         try:
             return json.loads(text)
@@ -187,6 +208,7 @@ def final_bundle(opts: LlmOptions, text: str, value: Any) -> dict[str, Any]:
     if opts.fmt == "code":
         return {"text/markdown": f"```python\n{value}\n```", "text/plain": value}
     if opts.fmt == "json":
+        value = to_jsonable(value)
         pretty = json.dumps(value, indent=2, ensure_ascii=False)
         return {
             "application/json": value if isinstance(value, (dict, list)) else {"value": value},
@@ -226,24 +248,33 @@ def ask(
     error: BaseException | None = None
     interrupted = False
     view: StreamingDisplay | None = None
+    thoughts: ThinkingDisplay | None = None
     first_at: float | None = None
     try:
         provider = runtime.ollama()
         if opts.stream and show:
+            # Created first, so the reasoning sits above the answer.
+            thoughts = ThinkingDisplay(interval) if opts.think else None
             view = StreamingDisplay(opts.fmt, interval)
             for chunk in runtime.stream(lambda: provider.stream(method, params, **kwargs)):
-                piece = _text_of(chunk)
-                if piece and first_at is None:
-                    first_at = time.perf_counter()
+                piece, thought = text_of(chunk), thinking_of(chunk)
+                if (piece or thought) and first_at is None:
+                    first_at = time.perf_counter()  # reasoning is generated output too
+                if thoughts is not None:
+                    thoughts.append(thought)
+                    if piece:
+                        thoughts.finish()
                 view.append(piece)
                 instance = chunk.get("instance") or instance
                 if chunk.get("done"):
                     raw = chunk
             view.flush()
             text = view.text
+            if thoughts is not None:
+                thoughts.finish()
         else:
             raw = runtime.run(call_once(provider, method, params, kwargs))
-            text = _text_of(raw)
+            text = text_of(raw)
             instance = raw.get("instance")
     except KeyboardInterrupt:
         interrupted = True
@@ -251,6 +282,8 @@ def ask(
         error = exc
     # Raised outside the except blocks so no library exception rides along as __context__.
     if interrupted:
+        if thoughts is not None:
+            thoughts.finish()
         if view is not None:
             view.flush()
         raise CellInterrupted(
@@ -263,15 +296,17 @@ def ask(
         raise cell_error(error, context=context, hint=hint) from None
     latency_ms = (time.perf_counter() - start) * 1000.0
     instance = instance or raw.get("instance")
+    thinking = thoughts.text if thoughts is not None else thinking_of(raw)
     try:
-        value = finish_value(opts, text)
+        value = with_thinking(finish_value(opts, text), thinking)
     except HubError as exc:
         if view is not None:
             view.finish()
+        exc.instance = exc.instance or instance
         raise cell_error(exc, context=context) from None
     if opts.chat and chats is not None:
         history = chats.messages(opts.chat, None)
-        history.append({"role": "user", "content": prompt})
+        history.append(params["messages"][-1])
         history.append({"role": "assistant", "content": text})
     if view is not None:
         view.finish(final_bundle(opts, text, value))
@@ -288,6 +323,7 @@ def ask(
             if first_at is not None
             else _first_token_ms(raw, latency_ms)
         ),
+        thinking=thinking,
     )
     return result
 
@@ -298,6 +334,7 @@ def _is_unreachable(exc: BaseException) -> bool:
 
 def show_result(opts: LlmOptions, result: LlmResult) -> None:
     """Render a finished (non-streamed) result and its footer."""
+    show_thinking(result.thinking)
     display(final_bundle(opts, result.text, result.value), raw=True)
 
 

@@ -16,9 +16,10 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..hub.errors import HubError
-from . import admin, batch, llm, llm_args, sandbox_cell, sandbox_install
+from . import admin, batch, llm, llm_args, llm_map, sandbox_cell, sandbox_install
 from .error_log import ErrorLog
 from .interpolate import interpolate
+from .llm_schema import SchemaError
 from .render import CellError, cell_error
 from .runtime import Gleitzeit, get_runtime
 
@@ -36,9 +37,12 @@ def split_line_options(line: str, parser: Any) -> tuple[str, str]:
     (or after ``--``).
     """
     takes_value: dict[str, bool] = {}
+    optional: dict[str, Any] = {}  # nargs="?" options: the values they may take
     for action in parser._actions:
         for opt in action.option_strings:
             takes_value[opt] = action.nargs != 0
+            if action.nargs == "?":
+                optional[opt] = action.choices or ()
     pos = 0
     while True:
         m = _TOKEN.match(line, pos)
@@ -58,6 +62,8 @@ def split_line_options(line: str, parser: Any) -> tuple[str, str]:
             v = _TOKEN.match(line, pos)
             if v is None:
                 return line.strip(), ""
+            if name in optional and v.group(1) not in optional[name]:
+                continue  # --think What is...: the prompt, not the option's value
             pos = v.end()
 
 
@@ -125,18 +131,22 @@ class GleitzeitMagics(Magics):
             # Checked before the call: a typo should not cost a generation.
             raise UsageError(f"-o {args.output!r} is not a valid Python variable name")
         timeout = self.cfg.request_timeout or None
+        try:
+            extras = llm_args.namespace_options(args, self._ns())
+        except HubError as exc:
+            raise cell_error(exc, context="%%llm") from None
         return llm.LlmOptions(
             model=args.model,
             system=args.system,
             temperature=args.temperature,
             max_tokens=args.max_tokens,
-            fmt=args.format,
             out=args.output,
             chat=args.chat,
             stream=not args.no_stream,
             instance=args.instance,
             strategy=args.strategy,
             timeout=timeout,
+            **extras,
         )
 
     # ------------------------------------------------------------------ %%llm / %llm
@@ -158,6 +168,29 @@ class GleitzeitMagics(Magics):
         choices=llm.FORMATS,
         help="markdown (default) | text | code (code block, offered as the next cell)"
         " | json (parsed into a Python object)",
+    )
+    @argument(
+        "--schema",
+        metavar="NAME",
+        help="structured answer (implies -f json): NAME is a Pydantic model, dataclass,"
+        " TypedDict or JSON-schema dict; sent as Ollama's format, the answer is validated into"
+        " it (with --map: a DataFrame, one column per field)",
+    )
+    @argument(
+        "--image",
+        action="append",
+        metavar="X",
+        help="repeatable; for vision models: a variable holding a path, bytes, PIL image or"
+        " matplotlib figure, or a file path; with --map, {column} is each row's path or bytes",
+    )
+    @argument(
+        "--think",
+        nargs="?",
+        const=True,
+        choices=llm_args.THINK_LEVELS,
+        metavar="LEVEL",
+        help="thinking models: reasoning shown in a collapsed section above the answer;"
+        " LEVEL low|medium|high (bare --think: on); -o's text answer has it on .thinking",
     )
     @argument(
         "--raw",
@@ -216,16 +249,20 @@ class GleitzeitMagics(Magics):
         if not prompt.strip():
             raise UsageError("%%llm: the cell is empty; write the prompt below the %%llm line")
         rt = self.runtime
-        result = llm.ask(
-            rt,
-            prompt,
-            opts,
-            default_model=self.cfg.default_model,
-            chats=self.chats,
-            interval=self.cfg.stream_interval,
-            show=True,
-            hosts=list(self.cfg.ollama_hosts),
-        )
+        try:
+            result = llm.ask(
+                rt,
+                prompt,
+                opts,
+                default_model=self.cfg.default_model,
+                chats=self.chats,
+                interval=self.cfg.stream_interval,
+                show=True,
+                hosts=list(self.cfg.ollama_hosts),
+            )
+        except SchemaError as exc:
+            llm.store(self._ns(), opts.out, exc)  # the raw answer stays reachable: VAR.raw
+            raise
         if not opts.stream:
             llm.show_result(opts, result)
         llm.print_footer(result)
@@ -288,28 +325,24 @@ class GleitzeitMagics(Magics):
             provider = rt.ollama()
         except Exception as exc:
             raise cell_error(exc, context="%%llm --map") from None
-        default_model = self.cfg.default_model
         row_opts = llm.LlmOptions(**{**opts.__dict__, "stream": False})
-
-        async def call(prompt: str) -> tuple[Any, str | None]:
-            method, params, kwargs = llm.build_request(row_opts, prompt, default_model, None)
-            if row_opts.timeout:
-                kwargs["timeout"] = row_opts.timeout
-            res = await provider.execute(method, params, **kwargs)
-            text = llm._text_of(res)
-            return llm.finish_value(row_opts, text), res.get("instance")
-
+        try:
+            requests = llm_map.row_requests(prompts, rows, row_opts)
+        except HubError as exc:
+            raise cell_error(exc, context="%%llm --map") from None
+        call = llm_map.row_caller(provider, row_opts, self.cfg.default_model)
         name = opts.out or None
         try:
-            outcome = batch.run_batch(rt, prompts, index, call, concurrency=concurrency, name=name)
+            outcome = batch.run_batch(rt, requests, index, call, concurrency=concurrency, name=name)
         except batch.BatchInterrupted as exc:
-            llm.store(self._ns(), opts.out, exc.partial)
+            llm.store(self._ns(), opts.out, llm_map.map_result(exc.partial, opts))
             raise
         print(outcome.summary())
-        llm.store(self._ns(), opts.out, outcome.series)
+        result = llm_map.map_result(outcome.series, opts)
+        llm.store(self._ns(), opts.out, result)
         if not opts.out:
-            # Without -o the Series is the cell's result, shown like any other value.
-            self.shell.displayhook(outcome.series)
+            # Without -o the result is the cell's value, shown like any other value.
+            self.shell.displayhook(result)
 
     # ------------------------------------------------------------------ %%sandbox
     @line_cell_magic

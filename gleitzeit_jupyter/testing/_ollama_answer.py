@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from ._ollama_model import generate_tokens, shaped_json
+from ._ollama_model import Faults, generate_tokens, off_schema_json, shaped_json
 
 __all__ = ["Pace", "answer", "refusal"]
 
@@ -22,13 +22,19 @@ def answer(
     body: dict[str, Any],
     chat: bool,
     default_tokens: int,
+    faults: Faults | None = None,
 ) -> tuple[list[str], list[str], list[dict[str, Any]], str]:
     """(answer tokens, thinking tokens, tool calls, done_reason) for one request."""
     tokens, reason = generate_tokens(model, text, options, default_tokens)
     fmt = body.get("format")
     if fmt and tokens:
         words = "".join(tokens).split()
-        shaped = {"response": " ".join(words)} if fmt == "json" else shaped_json(fmt, words)
+        if isinstance(fmt, dict) and faults is not None and faults.off_schema(text):
+            shaped = off_schema_json(fmt)
+        elif fmt == "json":
+            shaped = {"response": " ".join(words)}
+        else:
+            shaped = shaped_json(fmt, words)
         tokens = [json.dumps(shaped)]
     thoughts: list[str] = []
     if body.get("think"):

@@ -263,7 +263,7 @@ class OllamaApi:
         t_eval = time.perf_counter()
         prompt_eval_ns = max(int(self.latency * 1e9), 100_000)
         tokens, thoughts, calls, reason = answer(
-            model, text, options, body, chat, self.default_tokens
+            model, text, options, body, chat, self.default_tokens, self.faults
         )
         per_tok = 1.0 / self.tokens_per_s if self.tokens_per_s > 0 else 0.0
         err_after = self.faults.stream_error_after

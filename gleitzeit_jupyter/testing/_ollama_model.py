@@ -12,6 +12,8 @@ from typing import Any
 
 __all__ = [
     "Faults",
+    "off_schema_json",
+    "shaped_json",
     "RecordedRequest",
     "details",
     "digest",
@@ -67,6 +69,15 @@ class Faults:
     reset_rate: float = 0.0  # drop the connection with a TCP RST before answering
     hang: bool = False  # accept inference calls and never answer while set
     stream_error_after: int | None = None  # emit an {"error"} line after N tokens
+    # A ``format`` schema is not kept (as by a server without grammar support, or a model
+    # cut short): with this probability, or always when the prompt contains the marker.
+    off_schema_rate: float = 0.0
+    off_schema_marker: str | None = None
+
+    def off_schema(self, prompt: str, rng: random.Random | None = None) -> bool:
+        if self.off_schema_marker and self.off_schema_marker in prompt:
+            return True
+        return self.off_schema_rate > 0 and (rng or random).random() < self.off_schema_rate
 
     def update(self, **knobs: Any) -> None:
         for key, value in knobs.items():
@@ -129,27 +140,75 @@ def default_capabilities(name: str) -> list[str]:
     return ["completion", "tools", "embedding"]
 
 
-def shaped_json(schema: Any, words: list[str], depth: int = 0) -> Any:
-    """A value matching a JSON schema's ``type``/``properties``/``items``/``enum`` (what
-    Ollama's grammar-constrained ``format`` guarantees), filled with generated words."""
+def _resolve(schema: Any, root: Any) -> Any:
+    """Follow a local ``$ref`` (``#/$defs/Name``, as Pydantic writes nested models)."""
+    seen = 0
+    while isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and seen < 16:
+        node: Any = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            node = node.get(part) if isinstance(node, dict) and part else node
+        schema = node if isinstance(node, dict) else {}
+        seen += 1
+    return schema
+
+
+def _clamp(value: float, schema: dict[str, Any]) -> float:
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    high = schema.get("maximum", schema.get("exclusiveMaximum"))
+    if isinstance(low, (int, float)) and value <= low:
+        value = low + (1 if "exclusiveMinimum" in schema and "minimum" not in schema else 0)
+    if isinstance(high, (int, float)) and value >= high:
+        value = high - (1 if "exclusiveMaximum" in schema and "maximum" not in schema else 0)
+    return value
+
+
+def shaped_json(schema: Any, words: list[str], depth: int = 0, root: Any = None) -> Any:
+    """A value matching a JSON schema's ``type``/``properties``/``items``/``enum``/``const``,
+    ``anyOf``/``oneOf``/``allOf``, local ``$ref`` and numeric bounds (what Ollama's
+    grammar-constrained ``format`` guarantees), filled with generated words."""
+    root = schema if root is None else root
+    schema = _resolve(schema, root)
     if not isinstance(schema, dict) or depth > 8:
         return " ".join(words).strip()
+    if "const" in schema:
+        return schema["const"]
     if schema.get("enum"):
         return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [_resolve(o, root) for o in schema.get(key) or []]
+        options = [o for o in options if isinstance(o, dict) and o.get("type") != "null"]
+        if options:
+            return shaped_json(options[0], words, depth + 1, root)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "string")
     if kind == "object" or "properties" in schema:
         props = schema.get("properties") or {}
-        return {k: shaped_json(v, words, depth + 1) for k, v in props.items()}
+        return {k: shaped_json(v, words, depth + 1, root) for k, v in props.items()}
     if kind == "array":
-        return [shaped_json(schema.get("items") or {}, words, depth + 1)]
+        count = max(1, int(schema.get("minItems") or 1))
+        return [shaped_json(schema.get("items") or {}, words, depth + 1, root)] * count
     if kind == "integer":
-        return len(words)
+        return int(_clamp(len(words), schema))
     if kind == "number":
-        return len(words) / 2
+        return _clamp(len(words) / 2, schema)
     if kind == "boolean":
         return len(words) % 2 == 0
     if kind == "null":
         return None
     return " ".join(words).strip()
+
+
+def off_schema_json(schema: Any) -> Any:
+    """JSON that breaks a schema the way an unconstrained model does: every field present,
+    each with the wrong type (a word where a number belongs, a number where text does)."""
+    schema = _resolve(schema, schema)
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(props, dict) or not props:
+        return {"unexpected": ["not", "what", "was", "asked"]}
+    out: dict[str, Any] = {}
+    for name, prop in props.items():
+        prop = _resolve(prop, schema)
+        kind = prop.get("type") if isinstance(prop, dict) else None
+        out[name] = "several" if kind in ("integer", "number", "boolean") else 42
+    return out

@@ -1,0 +1,92 @@
+"""``%%llm --image X``: images for vision models, as the base64 strings Ollama's ``images``
+field takes.
+
+X names a variable holding a file path (``str`` or ``pathlib.Path``), raw ``bytes``, a PIL
+image or a matplotlib figure; a name that is not a variable is read as a file path. With
+``--map``, ``--image {column}`` takes each row's image (a path or bytes) from that column.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..hub.errors import UserError
+
+__all__ = ["ImageError", "encode_image", "image_column", "resolve_images"]
+
+_COLUMN = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+class ImageError(UserError):
+    """An ``--image`` that cannot be read or encoded."""
+
+
+def _png_of(value: Any, what: str) -> bytes | None:
+    """PNG bytes of a matplotlib figure or a PIL image (duck-typed: neither is a dependency)."""
+    buf = io.BytesIO()
+    if callable(getattr(value, "savefig", None)):
+        value.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+    if callable(getattr(value, "save", None)) and hasattr(value, "mode") and hasattr(value, "size"):
+        image = value if value.mode in ("RGB", "RGBA", "L") else value.convert("RGBA")
+        image.save(buf, format="PNG")
+        return buf.getvalue()
+    return None
+
+
+def _read(path: str | os.PathLike[str], what: str) -> bytes:
+    p = Path(path).expanduser()
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{what}: no such file {str(p)!r}") from None
+    except IsADirectoryError:
+        raise ImageError(f"{what}: {str(p)!r} is a directory, not an image file") from None
+    except OSError as exc:
+        raise ImageError(f"{what}: cannot read {str(p)!r} ({exc.strerror})") from None
+
+
+def encode_image(value: Any, what: str = "--image") -> str:
+    """One image as base64 text. ``what`` names it in errors ("--image cat")."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+    elif isinstance(value, (str, os.PathLike)):
+        data = _read(value, what)
+    else:
+        png = _png_of(value, what)
+        if png is None:
+            raise ImageError(
+                f"{what} is a {type(value).__name__}; use a file path, bytes, a PIL image"
+                " or a matplotlib figure"
+            )
+        data = png
+    if not data:
+        raise ImageError(f"{what} is empty")
+    return base64.b64encode(data).decode("ascii")
+
+
+def image_column(spec: str) -> str | None:
+    """The column a ``--image {column}`` names, or None for a plain ``--image X``."""
+    m = _COLUMN.match(spec.strip())
+    return m.group(1) if m else None
+
+
+def resolve_images(specs: list[str], ns: Mapping[str, Any]) -> list[str]:
+    """Every plain ``--image`` of a call, encoded (``{column}`` ones are per row: --map)."""
+    out: list[str] = []
+    for spec in specs:
+        if image_column(spec) is not None:
+            raise ImageError(f"--image {spec} takes each row's image; use it with --map")
+        if spec.isidentifier() and spec in ns:
+            out.append(encode_image(ns[spec], f"--image {spec}"))
+        elif spec.isidentifier() and not Path(spec).exists():
+            raise ImageError(f"--image {spec}: no variable or file named {spec!r}")
+        else:
+            out.append(encode_image(spec, f"--image {spec}"))
+    return out

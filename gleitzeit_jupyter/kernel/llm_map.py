@@ -1,0 +1,99 @@
+"""``%%llm --map`` rows as model calls: each row's request (prompt and images), the call,
+and the result: a Series of answers, or with ``--schema`` a DataFrame with one column per
+field of the schema.
+
+In the schema DataFrame a row that failed (its answer did not validate, or its call failed)
+holds NaN/None in every column; its error is kept in ``df.attrs["errors"]`` (row label to
+exception; a validation error carries the raw answer on ``.raw``), and the summary line
+lists the failed rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pandas as pd
+
+from ..hub.errors import HubError, UserError
+from .batch import Call
+from .llm import LlmOptions, build_request, finish_value, text_of
+from .llm_images import encode_image
+from .thinking import thinking_of, with_thinking
+
+__all__ = ["RowRequest", "map_result", "row_caller", "row_requests"]
+
+
+@dataclass(frozen=True)
+class RowRequest:
+    """One row's call: the rendered prompt and the row's ``--image {column}`` values (paths or
+    bytes, encoded only when the row is sent, so a large batch never holds every image)."""
+
+    prompt: str
+    images: tuple[tuple[str, Any], ...] = ()
+
+
+def row_requests(
+    prompts: list[str | BaseException], rows: list[Mapping[str, Any]], opts: LlmOptions
+) -> list[RowRequest | BaseException]:
+    """Pair each rendered prompt with its row's images; a row whose prompt failed keeps its
+    error. A column that is not there is wrong for every row, so that raises."""
+    for column in opts.image_columns:
+        if rows and column not in rows[0]:
+            raise UserError(
+                f"--image {{{column}}}: no column {column!r} in the --map rows",
+                hint=f"columns: {', '.join(k for k in rows[0] if k not in ('item', 'index'))}",
+            )
+    out: list[RowRequest | BaseException] = []
+    for prompt, row in zip(prompts, rows, strict=True):
+        if isinstance(prompt, BaseException):
+            out.append(prompt)
+            continue
+        images = tuple((c, row[c]) for c in opts.image_columns)
+        out.append(RowRequest(prompt, images))
+    return out
+
+
+def row_caller(provider: Any, opts: LlmOptions, default_model: str) -> Call:
+    """The call for one row: ``(value, instance, usage)``. An answer that does not validate
+    against ``--schema`` is returned as its error (the row fails; its tokens still count)."""
+
+    async def call(req: RowRequest) -> tuple[Any, str | None, dict[str, Any]]:
+        row_opts = opts
+        if req.images:
+            encoded = await asyncio.to_thread(
+                lambda: [encode_image(v, f"--image {{{c}}}") for c, v in req.images]
+            )
+            row_opts = replace(opts, images=[*opts.images, *encoded])
+        method, params, kwargs = build_request(row_opts, req.prompt, default_model, None)
+        if opts.timeout:
+            kwargs["timeout"] = opts.timeout
+        res = await provider.execute(method, params, **kwargs)
+        instance = res.get("instance")
+        try:
+            value = finish_value(opts, text_of(res))
+        except HubError as exc:
+            exc.instance = exc.instance or instance
+            return exc, instance, res
+        return with_thinking(value, thinking_of(res)), instance, res
+
+    return call
+
+
+def map_result(series: pd.Series, opts: LlmOptions) -> pd.Series | pd.DataFrame:
+    """What ``--map`` stores: the Series of answers, or with a schema one column per field."""
+    schema = opts.schema
+    if schema is None:
+        return series
+    errors = {i: v for i, v in series.items() if isinstance(v, BaseException)}
+    records = [
+        {} if v is None or isinstance(v, BaseException) else schema.columns(v) for v in series
+    ]
+    columns = list(schema.fields) or ["value"]
+    frame = pd.DataFrame.from_records(records, index=series.index, columns=columns)
+    if len(records) == 0:
+        frame = pd.DataFrame(index=series.index, columns=columns)
+    frame.attrs["errors"] = errors
+    return frame

@@ -1,0 +1,211 @@
+"""``%%llm --schema NAME``: a structured answer, validated into the type the user named.
+
+NAME may be a Pydantic model class, a dataclass, a ``TypedDict`` or a JSON-schema dict. Its
+JSON schema goes to Ollama as ``format`` (Ollama constrains generation to it); the answer is
+validated and returned as an instance of the model (a dict for a TypedDict or a plain schema).
+
+Validation uses well-kept libraries rather than a hand-rolled checker: Pydantic for models,
+dataclasses and TypedDicts (``TypeAdapter``; imported only when such a schema is used, so
+Pydantic is not a dependency), and ``jsonschema`` for plain dicts (every Jupyter install has
+it through nbformat; it is a declared dependency here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, get_type_hints, is_typeddict
+
+from ..hub.errors import UserError
+
+__all__ = ["Schema", "SchemaError", "resolve_schema", "to_jsonable"]
+
+
+class SchemaError(UserError):
+    """The model's answer does not match ``--schema``.
+
+    ``raw`` is the answer as the model wrote it; ``errors`` lists every problem found (one
+    line each, the first is in the message). With ``-o VAR`` the failed cell stores this
+    error in VAR, so ``VAR.raw`` still has the answer.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw: str = "",
+        errors: tuple[str, ...] = (),
+        instance: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, instance=instance, hint=hint)
+        self.raw = raw
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A resolved ``--schema``: what goes to Ollama and how an answer is checked."""
+
+    name: str
+    json_schema: dict[str, Any]
+    _check: Callable[[str], tuple[Any, tuple[str, ...]]]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Top-level properties, in order: the columns of a ``--map`` result."""
+        props = self.json_schema.get("properties")
+        return tuple(props) if isinstance(props, Mapping) else ()
+
+    def validate(self, text: str) -> Any:
+        """The answer as an instance of the schema's type; SchemaError if it does not fit."""
+        value, problems = self._check(text)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise SchemaError(
+                f"the answer does not match schema {self.name}: {problems[0]}{more}",
+                raw=text,
+                errors=problems,
+                hint="the model's text is on the error's .raw",
+            )
+        return value
+
+    def columns(self, value: Any) -> dict[str, Any]:
+        """One validated answer as a row: field name to value."""
+        if not self.fields:
+            return {"value": value}
+        if isinstance(value, Mapping):
+            return {f: value.get(f) for f in self.fields}
+        return {f: getattr(value, f, None) for f in self.fields}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _pydantic_problems(exc: Any) -> tuple[str, ...]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        msg = _one_line(err.get("msg", ""))
+        out.append(f"{loc}: {msg}" if loc else msg)
+    return tuple(out) or (_one_line(str(exc)),)
+
+
+def _pydantic_schema(name: str, target: Any) -> Schema:
+    try:
+        from pydantic import TypeAdapter, ValidationError
+    except ImportError:
+        raise UserError(
+            f"--schema {name}: a {_kind(target)} is validated with Pydantic, which is not"
+            " installed",
+            hint="pip install pydantic, or pass a JSON-schema dict",
+        ) from None
+    try:
+        adapter: Any = TypeAdapter(_pydantic_ready(target))
+        json_schema = adapter.json_schema()
+    except Exception as exc:  # Pydantic's own errors say what it cannot handle
+        raise UserError(
+            f"--schema {name}: {_one_line(str(exc)).split(' For further')[0]}"
+        ) from None
+
+    def check(text: str) -> tuple[Any, tuple[str, ...]]:
+        try:
+            return adapter.validate_json(text), ()
+        except ValidationError as exc:
+            return None, _pydantic_problems(exc)
+
+    return Schema(name, json_schema, check)
+
+
+def _pydantic_ready(target: Any) -> Any:
+    # Pydantic takes only typing_extensions' TypedDict before Python 3.12; the same fields
+    # rebuilt as one validate exactly as the user's class would.
+    if sys.version_info >= (3, 12) or not is_typeddict(target):
+        return target
+    if type(target).__module__ != "typing":
+        return target
+    import typing_extensions as te
+
+    required = getattr(target, "__required_keys__", frozenset())
+    fields = {
+        k: (v if k in required else te.NotRequired[v]) for k, v in get_type_hints(target).items()
+    }
+    return te.TypedDict(target.__name__, fields)  # type: ignore[operator]
+
+
+def _dict_schema(name: str, schema: Mapping[str, Any]) -> Schema:
+    import jsonschema
+    from jsonschema.exceptions import SchemaError as BadSchema
+    from jsonschema.exceptions import relevance
+
+    plain = json.loads(json.dumps(schema))  # a plain JSON tree, as it goes on the wire
+    cls = jsonschema.validators.validator_for(plain)
+    try:
+        cls.check_schema(plain)
+    except BadSchema as exc:
+        problem = _one_line(exc.message)
+        raise UserError(f"--schema {name} is not a valid JSON schema: {problem}") from None
+    validator = cls(plain)
+
+    def check(text: str) -> tuple[Any, tuple[str, ...]]:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return None, (f"not valid JSON ({exc.msg} at char {exc.pos})",)
+        found = sorted(validator.iter_errors(value), key=relevance)
+        problems = tuple(f"{e.json_path}: {_one_line(e.message)}" for e in found)
+        return value, problems
+
+    return Schema(name, plain, check)
+
+
+def _kind(target: Any) -> str:
+    if dataclasses.is_dataclass(target):
+        return "dataclass"
+    if is_typeddict(target):
+        return "TypedDict"
+    return type(target).__name__
+
+
+def _is_pydantic_model(target: Any) -> bool:
+    return isinstance(target, type) and callable(getattr(target, "model_json_schema", None))
+
+
+def resolve_schema(name: str, ns: Mapping[str, Any]) -> Schema:
+    """The schema named NAME in the user namespace (``name`` may be dotted: ``models.Review``)."""
+    root, *attrs = name.split(".")
+    if root not in ns:
+        raise UserError(
+            f"--schema {name}: no such variable",
+            hint="define a Pydantic model, dataclass, TypedDict or JSON-schema dict first",
+        )
+    target = ns[root]
+    for attr in attrs:
+        try:
+            target = getattr(target, attr)
+        except AttributeError:
+            raise UserError(f"--schema {name}: {type(target).__name__} has no {attr!r}") from None
+    if isinstance(target, Mapping):
+        return _dict_schema(name, target)
+    if _is_pydantic_model(target) or (
+        isinstance(target, type) and (dataclasses.is_dataclass(target) or is_typeddict(target))
+    ):
+        return _pydantic_schema(name, target)
+    raise UserError(
+        f"--schema {name} is a {type(target).__name__}; it must be a Pydantic model class,"
+        " a dataclass, a TypedDict or a JSON-schema dict"
+    )
+
+
+def to_jsonable(value: Any) -> Any:
+    """A validated answer as plain JSON data, for the notebook's JSON view."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return json.loads(json.dumps(dataclasses.asdict(value), default=str))
+    return value
