@@ -12,8 +12,6 @@ from typing import Any
 
 __all__ = [
     "Faults",
-    "off_schema_json",
-    "shaped_json",
     "RecordedRequest",
     "details",
     "digest",
@@ -21,6 +19,8 @@ __all__ = [
     "generate_tokens",
     "normalize_model",
     "now_iso",
+    "off_schema_json",
+    "shaped_json",
 ]
 
 WORDS = (
