@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..hub.errors import HubError
@@ -151,6 +151,9 @@ class GleitzeitMagics(Magics):
 
     # ------------------------------------------------------------------ %%llm / %llm
     @line_cell_magic
+    # IPython would expand {name} and $name on the magic's line itself: a line prompt and
+    # --image {column} are ours to read (code spans, --raw), not IPython's.
+    @no_var_expand
     @magic_arguments()
     @argument("-m", "--model", help="model name (default: Gleitzeit.default_model)")
     @argument("-s", "--system", help="system prompt")
