@@ -9,6 +9,7 @@ messages back.
 from __future__ import annotations
 
 import asyncio
+import re
 import textwrap
 import threading
 import time
@@ -18,6 +19,7 @@ import pytest
 from widget_client import Kernel
 
 from gleitzeit_jupyter.hub.balancing import STRATEGIES
+from gleitzeit_jupyter.hub.snapshot import ERROR_FRESH_S
 from gleitzeit_jupyter.kernel.widgets import (
     BREAKER_COLORS,
     HEALTH_COLORS,
@@ -26,6 +28,8 @@ from gleitzeit_jupyter.kernel.widgets import (
     latency_svg,
     row_class,
 )
+from gleitzeit_jupyter.kernel.widgets.formatting import fmt_age
+from gleitzeit_jupyter.kernel.widgets.plot import plot_scale
 from gleitzeit_jupyter.testing.memory import MemoryConfig, MemoryProvider
 
 SETUP = textwrap.dedent(
@@ -377,19 +381,36 @@ def test_panel_follows_membership_and_frees_its_feed(loop_thread) -> None:
     asyncio.run_coroutine_threadsafe(pool.shutdown(), loop).result(10)
 
 
-def test_formatting_and_plot() -> None:
+def test_formatting() -> None:
     assert fmt_ms(None) == "\u2013"
     assert fmt_ms(3.14159) == "3.14 ms"
     assert fmt_ms(42.0) == "42.0 ms"
     assert fmt_ms(420.4) == "420 ms"
     assert fmt_ms(1234.0) == "1.23 s"
+    assert fmt_age(12.4) == "12 s ago" and fmt_age(600) == "10 min ago"
+
+
+def test_plot_spans_a_fixed_window_and_leaves_idle_time_blank() -> None:
     now = 1000.0
-    svg = latency_svg(
-        {"a": [(now - 20, 10.0), (now - 10, 30.0)], "b": [(now - 400, 5.0)]}, now=now, window=300
-    )
-    assert svg.count("<polyline") == 1  # b's only point is outside the window
-    assert "50.0 ms" in svg  # nice ceiling above the 30 ms peak
+    busy = [(now - 60 + 5 * k, 10.0 + k) for k in range(4)]  # four buckets in a row
+    later = [(now - 10, 12.0), (now - 5, 14.0)]  # after 25 s without calls
+    svg = latency_svg({"a": busy + later, "b": [(now - 400, 5.0)]}, now=now, window=300)
+    assert svg.count("<polyline") == 2  # one line per busy stretch, none across the gap
+    assert "-5 min" in svg  # the whole window, however little data there is
+    only_recent = latency_svg({"a": later}, now=now, window=300)
+    assert "-5 min" in only_recent
     assert "no calls" in latency_svg({}, now=now)
+
+
+def test_plot_scale_is_not_flattened_by_one_outlier() -> None:
+    now = 1000.0
+    pts = [(now - 100 + 5 * k, 40.0 + k) for k in range(12)] + [(now - 30, 10_000.0)]
+    svg = latency_svg({"a": pts}, now=now, window=300)
+    assert "100 ms" in svg and "10.00 s" not in svg.split("<title>")[0]  # axis fits the rest
+    assert svg.count('class="gz-clipped"') == 1  # the outlier sits on the edge, marked
+    assert "a: 10.00 s" in svg  # its tooltip gives the value
+    assert plot_scale([40.0, 41.0, 45.0]) == 50.0
+    assert plot_scale([]) == 1.0
 
 
 def test_panels_let_go_when_the_runtime_stops() -> None:
@@ -416,3 +437,86 @@ def test_panels_let_go_when_the_runtime_stops() -> None:
     loop.close()
     cells._after_cell()  # the next cell after the runtime went away
     assert third.closed and not third.subscribed
+
+
+def test_names_are_told_apart_and_old_errors_fade(loop_thread) -> None:
+    loop = loop_thread
+    hosts = ["127.0.0.1:11434", "127.0.0.1:11435", "127.0.0.1:11436"]
+    pool = MemoryProvider([MemoryConfig(h) for h in hosts], health_check_interval=60, retries=0)
+    asyncio.run_coroutine_threadsafe(pool.initialize(), loop).result(10)
+    panel = StatusPanel(pool, loop=loop, interval=0.1)
+    try:
+        rows = panel.rows
+        names = [rows[h]["instance"] for h in hosts]
+        assert names == ["\u2026:11434", "\u2026:11435", "\u2026:11436"]
+        assert all(h in rows[h]["title"] for h in hosts)  # the full name on hover
+        pool.resources[hosts[1]].fail = True
+        call = pool.execute("e", {}, instance=hosts[1])
+        with pytest.raises(Exception, match="down"):
+            asyncio.run_coroutine_threadsafe(call, loop).result(10)
+        panel.refresh()
+        err = panel.rows[hosts[1]]
+        assert re.match(r"\d+ s ago: ", err["last_error"]) and not err["error_old"]
+        pool.resources[hosts[1]].fail = False
+        metrics = pool.get_instance(hosts[1]).metrics
+        metrics.last_error_at -= ERROR_FRESH_S + 5  # as if it failed a while ago
+        panel.refresh()
+        err = panel.rows[hosts[1]]
+        assert re.match(r"6\d s ago: ", err["last_error"]) and err["error_old"]  # not coloured
+    finally:
+        panel.close()
+        asyncio.run_coroutine_threadsafe(pool.shutdown(), loop).result(10)
+
+
+def _display(msgs: list[dict], kind: str) -> list[dict]:
+    return [m["content"] for m in msgs if m["header"]["msg_type"] == kind]
+
+
+def test_display_carries_a_static_picture_that_follows_the_pool(kernel: Kernel) -> None:
+    k = kernel
+    shown = _display(k.execute("sp = show_status(pool)"), "display_data")
+    assert len(shown) == 1
+    first = shown[0]
+    display_id = first["transient"]["display_id"]
+    data = first["data"]
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert 'data-gleitzeit-static="panel"' in data["text/html"]
+    assert "memory" in data["text/plain"] and "ALL" in data["text/plain"]
+    before = k.value("pool.status()['totals']['requests']")
+
+    # the end of a cell brings the static picture up to date
+    updates = _display(k.execute("calls(3)"), "update_display_data")
+    mine = [u for u in updates if u["transient"]["display_id"] == display_id]
+    assert mine, "no static update at the end of the cell"
+    data = mine[-1]["data"]
+    assert "application/vnd.jupyter.widget-view+json" in data  # still live
+    total_line = next(ln for ln in data["text/plain"].splitlines() if ln.startswith("ALL"))
+    assert f"{before + 3:,}" in total_line.split()
+
+    # closed: the output keeps its last picture and no widget that would break
+    updates = _display(k.execute("sp.close()"), "update_display_data")
+    mine = [u for u in updates if u["transient"]["display_id"] == display_id]
+    assert mine and "application/vnd.jupyter.widget-view+json" not in mine[-1]["data"]
+    assert "closed" in mine[-1]["data"]["text/html"]
+
+
+def test_progress_bar_leaves_a_static_picture(kernel: Kernel) -> None:
+    k = kernel
+    msgs = k.execute(
+        "from gleitzeit_jupyter.kernel.widgets.progress import NotebookProgress\n"
+        "bar = NotebookProgress(total=4, desc='rows')\n"
+        "for _ in range(4): bar.update(1)\n"
+        "bar.close()"
+    )
+    shown = _display(msgs, "display_data")
+    assert len(shown) == 1 and "application/vnd.jupyter.widget-view+json" in shown[0]["data"]
+    display_id = shown[0]["transient"]["display_id"]
+    final = [
+        u
+        for u in _display(msgs, "update_display_data")
+        if u["transient"]["display_id"] == display_id
+    ][-1]["data"]
+    assert "application/vnd.jupyter.widget-view+json" not in final
+    assert "4/4" in final["text/plain"] and "rows" in final["text/plain"]
+    assert 'data-gleitzeit-static="progress"' in final["text/html"]
+    assert "width:100.0%" in final["text/html"]

@@ -7,6 +7,8 @@ from typing import Any
 
 import ipywidgets as w
 
+from .cells import hook_shell
+from .display import StaticDisplay
 from .panel import StatusPanel
 
 
@@ -35,6 +37,8 @@ class StatusBoard:
         self._lock = threading.RLock()
         self.empty = w.HTML(empty)
         self.widget = w.VBox([])
+        self.display = StaticDisplay(self.widget, self.static)
+        hook_shell()
 
     def _layout(self) -> None:
         with self._lock:
@@ -58,10 +62,23 @@ class StatusBoard:
                 return
         self._layout()
 
+    def _ipython_display_(self) -> None:
+        self.display.show()
+
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle = dict(self.widget._repr_mimebundle_(**kwargs) or {})
-        bundle["text/plain"] = repr(self)
-        return bundle
+        return self.display.bundle(live=not self.closed)
+
+    def static(self) -> dict[str, str]:
+        """The static pictures of every panel, one after the other."""
+        with self._lock:
+            panels = [p for p in self.panels.values() if not p.closed]
+        if not panels:
+            return {"text/html": self.empty.value, "text/plain": repr(self)}
+        parts = [p.static() for p in panels]
+        return {
+            "text/html": "".join(f"<div>{part['text/html']}</div>" for part in parts),
+            "text/plain": "\n\n".join(part["text/plain"] for part in parts),
+        }
 
     def __repr__(self) -> str:
         return f"<StatusBoard {', '.join(self.panels) or 'no pools'}>"
@@ -73,8 +90,9 @@ class StatusBoard:
     def close(self) -> None:
         if self.closed:
             return
-        self.closed = True
         self._unsubscribe()
+        self.display.finish()  # the last picture, taken before the panels close
+        self.closed = True
         for panel in list(self.panels.values()):
             panel.close()
         self.widget.close()

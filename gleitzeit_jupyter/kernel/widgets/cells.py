@@ -7,6 +7,7 @@ import threading
 import weakref
 from typing import Any
 
+from .display import publish_all
 from .feed import Feed
 from .loop import call_on_loop
 
@@ -33,6 +34,7 @@ def _after_cell(*_args: Any) -> None:
             call_on_loop(feed.loop, feed.refresh_now, timeout=2.0)
         except Exception:
             log.debug("gleitzeit panel: refresh after a cell failed", exc_info=True)
+    publish_all()  # the static pictures a saved notebook keeps
 
 
 def _before_cell(*_args: Any) -> None:

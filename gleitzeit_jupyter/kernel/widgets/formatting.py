@@ -64,7 +64,18 @@ def aggregate_extras(
     return out
 
 
-def shorten(text: str | None, limit: int = 60) -> str:
+def fmt_age(seconds: float | None) -> str:
+    """``12 s ago``, ``4 min ago``, ``2 h ago``."""
+    if seconds is None:
+        return DASH
+    if seconds < 90:
+        return f"{max(0, round(seconds))} s ago"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min ago"
+    return f"{round(seconds / 3600)} h ago"
+
+
+def shorten(text: str | None, limit: int = 90) -> str:
     if not text:
         return ""
     text = " ".join(str(text).split())

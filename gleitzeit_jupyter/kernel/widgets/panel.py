@@ -15,12 +15,14 @@ import ipywidgets as w
 
 from ...hub.balancing import STRATEGIES
 from .cells import hook_shell, open_panels
+from .display import StaticDisplay
 from .feed import Feed
 from .formatting import aggregate_extras, extra_kind
 from .loop import call_on_loop, find_loop, on_loop_thread
 from .plot import latency_series, latency_svg, legend
-from .rows import COLUMNS, GRID, NUMERIC, Row, cell_label
-from .style import STYLE, css_class
+from .rows import COLUMNS, NUMERIC, OPTIONAL, Row, cell_label
+from .static import snapshot_html, snapshot_text
+from .style import css_class, panel_style
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class StatusPanel:
         self._extra_kind: str | None = None
         self._plot_key: Any = None
         self._snapshot: dict[str, Any] | None = None
+        self._series: dict[str, list[tuple[float, float]]] = {}
         name = getattr(provider, "name", "pool")
 
         self.title = w.HTML(f"<b>{html.escape(name)}</b>")
@@ -84,14 +87,10 @@ class StatusPanel:
             [self.title, self.strategy, self.info, self.message, self.close_button],
             layout=w.Layout(align_items="center", justify_content="flex-start", grid_gap="12px"),
         )
+        header.add_class("gz-header")
+        # the column template is in the panel's CSS, which narrows it with the panel
         self.grid = w.GridBox(
-            [],
-            layout=w.Layout(
-                grid_template_columns=GRID,
-                grid_gap="2px 6px",
-                align_items="center",
-                overflow="auto",
-            ),
+            [], layout=w.Layout(grid_gap="2px 8px", align_items="center", overflow="hidden")
         )
         self.grid.add_class("gz-grid")
         self._header = [
@@ -102,9 +101,12 @@ class StatusPanel:
         self.plot = w.HTML(latency_svg({}, window=window))
         self.plot.add_class("gz-latency-plot")
         self.legend = w.HTML("")
-        self.widget = w.VBox([w.HTML(STYLE), header, self.grid, self.plot, self.legend])
+        self.widget = w.VBox(
+            [w.HTML(panel_style(COLUMNS, OPTIONAL)), header, self.grid, self.plot, self.legend]
+        )
         self.widget.add_class("gz-panel")
         self.widget.add_class(css_class("gz-provider-", name))
+        self.display = StaticDisplay(self.widget, self.static)
 
         hook_shell()
         open_panels.add(self)
@@ -120,11 +122,22 @@ class StatusPanel:
         self._on_loop(lambda: self._feed.attach(self))
 
     # -- display ------------------------------------------------------------------------
+    def _ipython_display_(self) -> None:
+        # the widget view plus a static picture of the pool, kept up to date (display.py)
+        self.display.show()
+
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
-        bundle = dict(bundle)
-        bundle["text/plain"] = self.text()
-        return bundle
+        return self.display.bundle(live=not self.closed)
+
+    def static(self) -> dict[str, str]:
+        """``text/html`` and ``text/plain`` pictures of the state shown now."""
+        with self._lock:
+            snap, series = self._snapshot or {}, dict(self._series)
+        note = "closed; last state" if self.closed else "snapshot"
+        return {
+            "text/html": snapshot_html(snap, series, window=self.window, note=note),
+            "text/plain": snapshot_text(snap, note=note),
+        }
 
     def text(self) -> str:
         snap = self._snapshot or {}
@@ -141,7 +154,9 @@ class StatusPanel:
     # -- state ----------------------------------------------------------------------------
     @property
     def rows(self) -> dict[str, dict[str, str]]:
-        """What each row shows now: ``{instance: {column: text}}`` (plus ``ALL``)."""
+        """What each row shows now: ``{instance: {column: text}}`` (plus ``ALL``), with the
+        dot's ``color``, the name's ``title`` (hover text) and ``error_old`` (the last error
+        is shown, uncoloured, as past)."""
         with self._lock:
             out = {}
             for key in [*self._order, "ALL"]:
@@ -150,6 +165,8 @@ class StatusPanel:
                     continue
                 vals = {c: getattr(wid, "value", "") for c, wid in row.cells.items()}
                 vals["color"] = row.dot.style.text_color or ""
+                vals["title"] = row.cells["instance"].tooltip or ""
+                vals["error_old"] = row.error_old
                 out[key] = vals
             return out
 
@@ -163,6 +180,7 @@ class StatusPanel:
             finally:
                 self._applying = False
             self._snapshot = snap
+            self._series = series
             self.updates += 1
 
     def _apply_locked(self, snap: dict[str, Any], series: dict[str, Any]) -> None:
@@ -283,6 +301,7 @@ class StatusPanel:
                     done.result(5)
                 except concurrent.futures.TimeoutError:  # pragma: no cover - loop stuck
                     log.warning("gleitzeit panel: detaching timed out")
+        self.display.finish()
         with self._lock:
             _close_tree(self.widget)
 

@@ -6,29 +6,32 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from .formatting import fmt_extra, fmt_int, fmt_ms, fmt_rate, shorten
+from .formatting import fmt_age, fmt_extra, fmt_int, fmt_ms, fmt_rate, shorten
 from .style import BREAKER_COLORS, HEALTH_COLORS, css_class
 
 if TYPE_CHECKING:
     from .panel import StatusPanel
 
 COLUMNS = (
-    # (key, header, width): fits a JupyterLab notebook of ~1000 px; scrolls when narrower
+    # (key, header, width). Widths live in the panel's CSS (style.py), which drops the
+    # low-priority columns when the panel is narrow; GRID is the full-width template.
     ("dot", "", "16px"),
-    ("instance", "instance", "minmax(90px, 1.5fr)"),
-    ("status", "health", "70px"),
-    ("breaker", "breaker", "66px"),
-    ("in_flight", "in flight", "62px"),
-    ("requests", "requests", "66px"),
-    ("success_rate", "success", "58px"),
-    ("p50_ms", "p50", "60px"),
-    ("p95_ms", "p95", "60px"),
-    ("p99_ms", "p99", "60px"),
-    ("extra", "", "80px"),
-    ("last_error", "last error", "minmax(80px, 2fr)"),
-    ("actions", "", "122px"),
+    ("instance", "instance", "minmax(max-content, 1.2fr)"),
+    ("status", "health", "minmax(64px, max-content)"),
+    ("breaker", "breaker", "minmax(64px, max-content)"),
+    ("in_flight", "in flight", "minmax(52px, max-content)"),
+    ("requests", "requests", "minmax(56px, max-content)"),
+    ("success_rate", "success", "minmax(52px, max-content)"),
+    ("p50_ms", "p50", "minmax(56px, max-content)"),
+    ("p95_ms", "p95", "minmax(56px, max-content)"),
+    ("p99_ms", "p99", "minmax(56px, max-content)"),
+    ("extra", "", "minmax(56px, max-content)"),
+    ("last_error", "last error", "minmax(120px, 3fr)"),
+    ("actions", "", "max-content"),
 )
 NUMERIC = ("in_flight", "requests", "success_rate", "p50_ms", "p95_ms", "p99_ms", "extra")
+#: Columns dropped first when the panel is narrow, in that order (buttons never are).
+OPTIONAL = ("p50_ms", "p99_ms", "extra", "in_flight", "requests", "success_rate", "breaker")
 GRID = " ".join(width for _, _, width in COLUMNS)
 
 
@@ -52,6 +55,7 @@ class Row:
     def __init__(self, panel: StatusPanel, key: str, total: bool = False) -> None:
         self.key = key
         self.total = total
+        self.error_old = False
         kind = "total" if total else "inst"
         self.cells: dict[str, w.Widget] = {}
         for col, _, _ in COLUMNS:
@@ -100,17 +104,19 @@ class Row:
     def set(self, row: dict[str, Any], extra_kind: str | None, totals: bool = False) -> None:
         c = self.cells
         if totals:
-            c["status"].value = f"{row.get('healthy', 0)}/{row.get('instances', 0)} ok"
-            c["breaker"].value = (
-                f"{row['open_breakers']} open" if row.get("open_breakers") else "closed"
-            )
+            # the snapshot's own count, the one the sidebar and the status bar show
+            available = row.get("available", row.get("healthy", 0))
+            c["status"].value = f"{available}/{row.get('instances', 0)} ok"
+            c["breaker"].value = breaker_summary(row)
         else:
             status = row.get("status", "")
             color = HEALTH_COLORS.get(status, "#9e9e9e")
             self.dot.style.text_color = color
             self.dot.tooltip = status
-            c["instance"].value = str(row.get("instance", ""))
-            c["instance"].tooltip = str(row.get("endpoint") or row.get("instance", ""))
+            ident = str(row.get("instance", ""))
+            c["instance"].value = str(row.get("label") or ident)
+            endpoint = row.get("endpoint")
+            c["instance"].tooltip = f"{ident} \u00b7 {endpoint}" if endpoint else ident
             c["status"].value = status
             c["status"].style.text_color = color
             breaker = row.get("breaker", "closed")
@@ -129,9 +135,40 @@ class Row:
         for key in ("p50_ms", "p95_ms", "p99_ms"):
             c[key].value = fmt_ms(row.get(key))
         c["extra"].value = fmt_extra(extra_kind, row)
-        err = row.get("last_error")
-        if not err and row.get("health_error") and row.get("health", "healthy") != "healthy":
-            # an idle instance has no failed calls: say why its health check fails
-            err = f"health check: {row['health_error']}"
-        c["last_error"].value = shorten(err)
-        c["last_error"].tooltip = str(err) if err else None
+        text, full, fresh = error_text(row)
+        c["last_error"].value = text
+        c["last_error"].tooltip = full or None
+        self.error_old = bool(text) and not fresh
+        # add_class / remove_class do nothing when the class is already (not) there
+        if self.error_old:
+            c["last_error"].add_class("gz-err-old")
+        else:
+            c["last_error"].remove_class("gz-err-old")
+
+
+def breaker_summary(totals: dict[str, Any]) -> str:
+    """The ALL row's breaker cell: open and half-open counted apart, as the rows show them."""
+    parts = []
+    if totals.get("open_breakers"):
+        parts.append(f"{totals['open_breakers']} open")
+    if totals.get("half_open_breakers"):
+        parts.append(f"{totals['half_open_breakers']} half-open")
+    return ", ".join(parts) or "closed"
+
+
+def error_text(row: dict[str, Any]) -> tuple[str, str, bool]:
+    """(cell text, full text for the tooltip, fresh?) of a row's last error.
+
+    A call's error shows with its age (``12 s ago: ...``) and stays *fresh* (coloured) for
+    ``ERROR_FRESH_S``; a failing health check is always fresh (it is failing now)."""
+    err = row.get("last_error")
+    if err:
+        age = row.get("last_error_age_s")
+        when = f"{fmt_age(age)}: " if age is not None else ""
+        fresh = bool(row.get("error_fresh", True)) or row.get("health") not in (None, "healthy")
+        return shorten(when + str(err)), when + str(err), fresh
+    if row.get("health_error") and row.get("health", "healthy") != "healthy":
+        # an idle instance has no failed calls: say why its health check fails
+        full = f"health check: {row['health_error']}"
+        return shorten(full), full, True
+    return "", "", False
