@@ -1,0 +1,116 @@
+"""%%llm --think: reasoning in its own collapsed section above the answer, kept on the value."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from kernel_helpers import run
+
+from gleitzeit_jupyter.hub.errors import UserError
+from gleitzeit_jupyter.kernel.thinking import Answer, ThinkingDisplay, thinking_bundle
+from gleitzeit_jupyter.testing.ollama import OllamaStandIn
+
+
+@pytest.fixture
+def thinker(shell: InteractiveShell) -> Iterator[OllamaStandIn]:
+    caps = {"qwen3:latest": ["completion", "thinking"], "llama3.2:latest": ["completion"]}
+    with OllamaStandIn(
+        models=list(caps), capabilities=caps, tokens_per_s=300, default_tokens=10
+    ) as srv:
+        shell.run_cell(f"%config Gleitzeit.ollama_hosts = ['{srv.url}']")
+        yield srv
+
+
+def details(outputs: list) -> list[str]:
+    return [
+        o.data["text/markdown"]
+        for o in outputs
+        if o.data.get("text/markdown", "").startswith("<details>")
+    ]
+
+
+def test_thinking_streams_into_a_collapsed_section_above_the_answer(
+    shell: InteractiveShell, thinker: OllamaStandIn
+) -> None:
+    cell = run(shell, "%%llm -m qwen3 --think -o answer\nWhy is the sky blue")
+    assert cell.error is None, cell.text
+    body = thinker.requests_to("/api/generate")[-1].body
+    assert body["think"] is True
+    answer = shell.user_ns["answer"]
+    assert isinstance(answer, Answer) and isinstance(answer, str)
+    thinking = answer.thinking
+    assert thinking and len(thinking.split()) == 10 and thinking not in answer
+    # The section comes first, its final state is collapsed and titled "thinking".
+    sections = details(cell.outputs)
+    assert sections[-1] == thinking_bundle(thinking)["text/markdown"]
+    assert sections[-1].startswith("<details>\n<summary>thinking</summary>")
+    first_section = next(i for i, o in enumerate(cell.outputs) if "<details>" in str(o.data))
+    first_answer = next(i for i, o in enumerate(cell.outputs) if answer[:20] in str(o.data))
+    assert first_section < first_answer
+    # The answer's own output holds the answer only.
+    answers = [md for md in cell.data("text/markdown") if not md.startswith("<details>")]
+    assert answers[-1] == answer
+    assert cell.data("text/plain")[-1].startswith("qwen3 · ")
+
+
+def test_think_levels_and_no_stream(shell: InteractiveShell, thinker: OllamaStandIn) -> None:
+    cell = run(shell, "%%llm -m qwen3 --think high --no-stream -o a\nPlan a trip")
+    assert cell.error is None, cell.text
+    assert thinker.requests_to("/api/generate")[-1].body["think"] == "high"
+    a = shell.user_ns["a"]
+    assert details(cell.outputs) == [thinking_bundle(a.thinking)["text/markdown"]]
+    assert cell.outputs[1].data["text/markdown"] == a
+    cell = run(shell, "%%llm -m qwen3 --think extreme\nx")
+    assert "argument --think: invalid choice: 'extreme'" in cell.text
+
+
+def test_line_form_returns_the_answer_with_its_thinking(
+    shell: InteractiveShell, thinker: OllamaStandIn
+) -> None:
+    cell = run(shell, "x = %llm -m qwen3 --think Say hi\ny = %llm -m qwen3 --think low Say hi")
+    assert cell.error is None, cell.text
+    x, y = shell.user_ns["x"], shell.user_ns["y"]
+    bodies = [r.body for r in thinker.requests_to("/api/generate")[-2:]]
+    assert [b["prompt"] for b in bodies] == ["Say hi", "Say hi"]
+    assert [b["think"] for b in bodies] == [True, "low"]
+    assert x.thinking and y.thinking
+    assert pickle.loads(pickle.dumps(x)).thinking == x.thinking
+
+
+def test_json_answers_keep_their_type_with_thinking(
+    shell: InteractiveShell, thinker: OllamaStandIn
+) -> None:
+    cell = run(shell, "%%llm -m qwen3 --think -f json -o obj\nAn object")
+    assert cell.error is None, cell.text
+    assert type(shell.user_ns["obj"]) is dict
+    assert details(cell.outputs), "the reasoning is still shown"
+
+
+def test_a_model_that_cannot_think_is_a_clear_error(
+    shell: InteractiveShell, thinker: OllamaStandIn
+) -> None:
+    cell = run(shell, "%%llm -m llama3.2 --think\nWhy")
+    assert isinstance(cell.error, UserError)
+    assert "lacks thinking" in cell.text and len(cell.text.strip().splitlines()) == 1
+
+
+def test_terminal_shows_thinking_dimmed_before_the_answer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    view = ThinkingDisplay(terminal=True)
+    view.append("weighing")
+    view.append(" options")
+    view.finish()
+    view.append("ignored after finish")
+    out = capsys.readouterr().out
+    assert out == "\x1b[2mweighing\x1b[0m\x1b[2m options\x1b[0m\n"
+    assert view.text == "weighing options"
+
+
+def test_thinking_text_is_shown_as_text_not_markup() -> None:
+    md = thinking_bundle("<script>x</script> & </details>")["text/markdown"]
+    assert "&lt;script&gt;x&lt;/script&gt; &amp; &lt;/details&gt;" in md
+    assert md.count("</details>") == 1
