@@ -201,8 +201,9 @@ def _dispatch(
         if len(rest) != 1:
             raise UsageError("usage: %gleitzeit strategy NAME [--provider POOL]")
         return _strategy(magics, rt, rest[0], provider)
+    if cmd in ("drain", "enable") or (cmd == "reset" and rest):
+        return _control(rt, cmd, rest)
     if cmd == "reset":
-        _no_args(cmd, rest)
         names = list(rt.providers)
         for name in names:
             rt.discard_provider(name)
@@ -213,8 +214,21 @@ def _dispatch(
         return None
     raise UsageError(
         f"unknown %gleitzeit command {cmd!r}: status | metrics [--export PATH] |"
-        " add ollama URL | add sandbox | remove ID | strategy NAME | reset | save PATH | load PATH"
+        " add ollama URL | add sandbox | remove ID | drain ID | enable ID | reset ID |"
+        " strategy NAME | reset | save PATH | load PATH"
     )
+
+
+def _control(rt: Any, cmd: str, rest: list[str]) -> None:
+    """drain / enable / reset (the breaker of) one instance: the sidebar's buttons."""
+    if len(rest) != 1:
+        raise UsageError(f"usage: %gleitzeit {cmd} INSTANCE_ID (ids: %gleitzeit status)")
+    from .comm import run_action
+
+    name, p = _owner_of(rt, rest[0])
+    action = "reset_breaker" if cmd == "reset" else cmd
+    print(f"{name}: {_on_loop(rt, run_action, p, action, rest[0])}")
+    return None
 
 
 def _no_args(cmd: str, rest: list[str]) -> None:

@@ -28,7 +28,6 @@ switches to the live view without polling.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import threading
 import time
@@ -41,6 +40,7 @@ __all__ = [
     "CommBridge",
     "get_bridge",
     "register_comm_target",
+    "run_action",
     "unregister",
     "unregister_comm_target",
 ]
@@ -57,6 +57,26 @@ _ACTIONS = {
     "reset_breaker": "reset_breaker",
     "strategy": "set_strategy",
 }
+
+_DONE = {
+    "drain": "{} drained",
+    "enable": "{} back in rotation",
+    "reset_breaker": "{}: breaker reset",
+    "strategy": "strategy: {}",
+}
+
+
+def run_action(provider: Any, action: str, target: Any) -> str:
+    """Run one operator control on ``provider`` and say what it did; raises what the
+    provider raises. The sidebar (through this comm), the panels' buttons and ``%gleitzeit
+    drain|enable|reset ID`` all come here, so each does exactly what the others do. Call it
+    on the provider's loop; ``target`` is the instance id (the strategy for "strategy")."""
+    method_name = _ACTIONS.get(str(action))
+    if method_name is None:
+        raise ValueError(f"unknown action {action!r}; use one of {sorted(_ACTIONS)}")
+    getattr(provider, method_name)(target)
+    return _DONE[action].format(target)
+
 
 _bridge: CommBridge | None = None
 _bridge_lock = threading.Lock()
@@ -245,22 +265,17 @@ class CommBridge:
             "request": data.get("request"),
         }
         try:
-            method_name = _ACTIONS.get(str(action))
-            if method_name is None:
+            if str(action) not in _ACTIONS:
                 raise ValueError(f"unknown action {action!r}; use one of {sorted(_ACTIONS)}")
             provider = dict(self.runtime.providers).get(provider_name)
             if provider is None:
                 raise ValueError(f"no provider named {provider_name!r} in this kernel")
-            method = getattr(provider, method_name)
             arg = data.get("value") if action == "strategy" else instance
-            result = method(arg)
-            if inspect.isawaitable(result):
-                await result
+            message = run_action(provider, str(action), arg)
         except Exception as exc:
             reply.update(ok=False, message=f"{action} failed: {exc}")
         else:
-            target = f" on {instance}" if instance and action != "strategy" else ""
-            reply.update(ok=True, message=f"{action}{target}: done")
+            reply.update(ok=True, message=message)
         self._send_to(comm_id, reply)
         self._request(immediate=True)
 

@@ -433,15 +433,17 @@ class GleitzeitMagics(Magics):
     @argument(
         "command",
         nargs="*",
-        help="status | metrics | add ollama URL | add sandbox | remove ID | strategy NAME"
-        " | reset | save PATH | load PATH",
+        help="status | metrics | add ollama URL | add sandbox | remove ID | drain ID | enable ID"
+        " | reset ID | strategy NAME | reset | save PATH | load PATH",
     )
     def gleitzeit(self, line: str) -> Any:
         """Inspect and manage the pools.
 
         status: the pools and their instances; metrics: one row per instance (and --export);
         add ollama URL / add sandbox: grow a pool; remove ID: drain and remove an instance;
-        strategy NAME: switch load balancing; reset: stop every pool (they restart on next
+        drain ID / enable ID: take an instance out of rotation and back (the sidebar's
+        buttons); reset ID: close its circuit breaker; strategy NAME: switch load
+        balancing; reset: stop every pool (they restart on next
         use, with the current %config) and forget chat sessions; save PATH / load PATH: keep
         the pools and their metrics in a SQLite file across kernel restarts.
         """

@@ -245,3 +245,50 @@ def test_a_call_in_flight_is_pushed_while_the_cell_runs(loaded: KernelHarness) -
     # and the finished call is pushed too
     snap = snapshot_of(loaded.wait_for(is_comm_msg(comm_id, "snapshot"), timeout=3))
     assert sum(r["requests"] for r in instances(snap).values()) >= 1
+
+
+def test_gleitzeit_magic_controls_match_the_sidebar_actions(loaded: KernelHarness) -> None:
+    """``%gleitzeit drain|enable|reset ID`` and the sidebar's buttons run the same control:
+    the same state afterwards and the same message."""
+    comm_id = loaded.comm_open({"type": "refresh"})
+    loaded.wait_for(is_comm_msg(comm_id, "snapshot"))
+
+    def act(**data):
+        loaded.comm_send(comm_id, {"type": "action", "provider": "memory", **data})
+        result = loaded.wait_for(is_comm_msg(comm_id, "action_result"))["content"]["data"]
+        assert result["ok"], result
+        return result["message"]
+
+    def magic(line: str, says: str, holds: str) -> None:
+        """Run ``%gleitzeit line``; it must print ``memory: says`` and leave ``holds`` true."""
+        loaded.execute(
+            "import io, contextlib\nout = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n"
+            f"    get_ipython().run_line_magic('gleitzeit', {line!r})\n"
+            f"assert out.getvalue().strip() == {'memory: ' + says!r}, out.getvalue()\n"
+            f"assert {holds}"
+        )
+
+    m0 = "pool.get_instance('m0')"
+    breaker = "pool.get_instance('m1').breaker.recorded_state.value"
+    trip = "pool.get_instance('m1').breaker.trip()"
+
+    drained = act(action="drain", instance="m0")
+    loaded.execute(f"assert {m0}.enabled is False")
+    enabled = act(action="enable", instance="m0")
+    loaded.execute(f"assert {m0}.enabled is True")
+    magic("drain m0", drained, f"{m0}.enabled is False")
+    magic("enable m0", enabled, f"{m0}.enabled is True")
+
+    loaded.execute(trip)
+    reset = act(action="reset_breaker", instance="m1")
+    loaded.execute(f"assert {breaker} == 'closed'")
+    loaded.execute(trip)
+    magic("reset m1", reset, f"{breaker} == 'closed'")
+    # "reset ID" is not "reset" (which stops every pool)
+    loaded.execute("assert 'memory' in rt.providers")
+    loaded.execute(
+        "try:\n    get_ipython().run_line_magic('gleitzeit', 'drain ghost')\n"
+        "except Exception as e:\n    err = str(e)\n"
+        "assert \"no instance 'ghost'\" in err, err"
+    )

@@ -246,21 +246,11 @@ class StatusPanel:
         provider = self.provider
 
         def run() -> None:
+            from ..comm import run_action  # the sidebar's and %gleitzeit's controls too
+
+            target = value if action == "strategy" else ident
             try:
-                if action == "drain":
-                    provider.drain(ident)
-                    msg = f"{ident} drained"
-                elif action == "enable":
-                    provider.enable(ident)
-                    msg = f"{ident} back in rotation"
-                elif action == "reset_breaker":
-                    provider.reset_breaker(ident)
-                    msg = f"{ident}: breaker reset"
-                elif action == "strategy":
-                    provider.set_strategy(value)
-                    msg = f"strategy: {value}"
-                else:  # pragma: no cover - buttons only send the above
-                    msg = f"unknown action {action}"
+                msg = run_action(provider, action, target)
             except Exception as exc:
                 msg = f"{action} failed: {exc}"
             self.message.value = msg
