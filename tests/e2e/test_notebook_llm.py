@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 from pathlib import Path
 
@@ -55,7 +56,9 @@ async def test_llm_notebook(tmp_path: Path) -> None:
         cell = await nb.run("%%llm --map df --concurrency 16 -o out --max-tokens 3\nName {name}")
         assert cell.ok, cell
         assert "--map: 200 rows, 200 ok, 0 failed" in cell.stream(), cell
-        assert cell.data("application/vnd.jupyter.widget-view+json"), "no progress bar widget"
+        # The progress bar: a live widget that leaves its static picture when it closes.
+        bars = [h for h in cell.data("text/html") if 'data-gleitzeit-static="progress"' in h]
+        assert bars and "200/200" in bars[-1], cell
         check = await nb.run(
             "print(out.index.equals(df.index), out.map(type).eq(str).all(), len(out))"
         )
@@ -102,6 +105,98 @@ async def test_llm_notebook(tmp_path: Path) -> None:
     finally:
         await nb.stop()
         srv.stop()
+
+
+async def test_structured_answers_images_and_thinking_notebook(tmp_path: Path) -> None:
+    """--schema (alone and over --map), an image only the vision server sees, --think."""
+    blind = OllamaStandIn(
+        models=["gemma3:latest"],
+        capabilities={"gemma3:latest": ["completion", "thinking"]},
+        tokens_per_s=300,
+    ).start()
+    seeing = OllamaStandIn(
+        models=["gemma3:latest"],
+        capabilities={"gemma3:latest": ["completion", "vision", "thinking"]},
+        tokens_per_s=300,
+    ).start()
+    seeing.faults.off_schema_marker = "garbled"
+    nb = Notebook(tmp_path)
+    await nb.start()
+    try:
+        cell = await nb.run(
+            "%load_ext gleitzeit_jupyter\n"
+            f"%config Gleitzeit.ollama_hosts = ['{blind.url}', '{seeing.url}']\n"
+            "%config Gleitzeit.default_model = 'gemma3'\n"
+            "from typing import Literal\n"
+            "from pydantic import BaseModel\n"
+            "import pandas as pd\n"
+            "class Review(BaseModel):\n"
+            "    sentiment: Literal['positive', 'negative', 'mixed']\n"
+            "    stars: int\n"
+        )
+        assert cell.ok, cell
+
+        # One structured answer: a Review instance, shown as JSON.
+        cell = await nb.run("%%llm --schema Review -o r\nReview: the kettle boils fast")
+        assert cell.ok, cell
+        shown = cell.data("application/json")[-1]
+        check = await nb.run("print(type(r).__name__, r.model_dump() == " + repr(shown) + ")")
+        assert check.stream().strip() == "Review True", check
+
+        # Over --map: one column per field, aligned; the row that fails validation is NaN
+        # and named in the summary.
+        cell = await nb.run(
+            "reviews = pd.DataFrame({'text': ['fast', 'garbled text', 'dim', 'comfy']},"
+            " index=[101, 102, 103, 104])"
+        )
+        assert cell.ok, cell
+        cell = await nb.run(
+            "%%llm --map reviews --schema Review --strategy round_robin -o table\nReview: {text}"
+        )
+        assert cell.ok, cell
+        summary = cell.stream()
+        assert "--map: 4 rows, 3 ok, 1 failed" in summary and "failed rows: 102;" in summary
+        assert "tokens, " in summary and " tok/s" in summary
+        check = await nb.run(
+            "print(list(table.columns), list(table.index), table.loc[102].isna().all(),"
+            " table.drop(index=102)['sentiment'].notna().all(), list(table.attrs['errors']))"
+        )
+        assert check.stream().strip() == (
+            "['sentiment', 'stars'] [101, 102, 103, 104] True True [102]"
+        ), check
+
+        # An image goes only to the server whose model has vision, whatever the strategy.
+        cell = await nb.run(
+            "from PIL import Image\n"
+            "photo = Image.new('RGB', (16, 9), 'blue')\n"
+            "for _ in range(3):\n"
+            "    %llm --strategy round_robin --image photo What is in this picture"
+        )
+        assert cell.ok, cell
+        with_images = [
+            srv
+            for srv in (blind, seeing)
+            for r in srv.requests_to("/api/generate")
+            if r.body.get("images")
+        ]
+        assert with_images == [seeing] * 3
+
+        # Thinking: a collapsed section above the answer; -o keeps the answer, .thinking the
+        # reasoning.
+        cell = await nb.run("%%llm --think -o a\nWhy is the sky blue")
+        assert cell.ok, cell
+        md = cell.data("text/markdown")
+        assert md[0].startswith("<details>\n<summary>thinking</summary>"), cell
+        check = await nb.run("print(repr(str(a)))\nprint(repr(a.thinking))")
+        answer_repr, thinking_repr = check.stream().strip().splitlines()
+        assert repr(md[1]) == answer_repr and "<details>" not in md[1]
+        thinking = ast.literal_eval(thinking_repr)
+        assert thinking and thinking.split()[0] in md[0]
+        nb.save("structured.ipynb")
+    finally:
+        await nb.stop()
+        blind.stop()
+        seeing.stop()
 
 
 async def _execute_with_cell_id(nb: Notebook, source: str, cell_id: str) -> dict:
