@@ -8,6 +8,7 @@ import { INotebookTracker } from '@jupyterlab/notebook';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { GleitzeitModel } from './model';
+import { StaticFallback } from './staticFallback';
 import { GleitzeitSidebar, GleitzeitStatus, SIDEBAR_ID } from './widgets';
 
 export * from './render';
@@ -30,6 +31,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette: ICommandPalette | null
   ) => {
     const model = new GleitzeitModel(tracker);
+    // saved notebooks: the static picture where a panel's widget cannot be restored
+    new StaticFallback(tracker);
     const sidebar = new GleitzeitSidebar(model);
     app.shell.add(sidebar, 'right', { rank: 900 });
 

@@ -28,7 +28,14 @@ export interface IInstanceStatus {
   p99_ms?: number | null;
   mean_ms?: number | null;
   last_error?: string | null;
+  /** Seconds since last_error (snapshot time); `error_fresh`: younger than ERROR_FRESH_S. */
+  last_error_age_s?: number | null;
+  error_fresh?: boolean;
   health_error?: string | null;
+  /** Short name that tells instances apart (the shared prefix replaced by "…"). */
+  label?: string;
+  /** Takes calls now: enabled, healthy or degraded, breaker not open (decided by the hub). */
+  available?: boolean;
   tokens_per_s?: number | null;
   runs?: number | null;
   recycled?: number | null;
@@ -143,8 +150,15 @@ export function instanceLevel(inst: IInstanceStatus): Level {
   return 'ok';
 }
 
-/** An instance counts as available when it is healthy (or degraded), enabled and not open. */
+/**
+ * An instance counts as available when it is healthy (or degraded), enabled and not open.
+ * The kernel's snapshot says so itself (`available`), so the sidebar, the status bar and
+ * the notebook panels count alike; the rule below only serves older kernels.
+ */
 export function isAvailable(inst: IInstanceStatus): boolean {
+  if (typeof inst.available === 'boolean') {
+    return inst.available;
+  }
   return (
     HEALTHY.has(inst.status) &&
     inst.breaker !== 'open' &&
@@ -160,17 +174,20 @@ function worst(a: Level, b: Level): Level {
 export function summarizeProvider(name: string, p: IProviderStatus): IProviderSummary {
   const instances = p.instances || [];
   let level: Level = instances.length ? 'ok' : 'idle';
-  let healthy = 0;
+  let counted = 0;
   let busy = 0;
   for (const inst of instances) {
     level = worst(level, instanceLevel(inst));
     if (isAvailable(inst)) {
-      healthy += 1;
+      counted += 1;
     }
     if ((inst.in_flight || 0) > 0) {
       busy += 1;
     }
   }
+  // the hub's own count (the notebook panel's ALL row shows the same number)
+  const total = p.totals?.available;
+  const healthy = typeof total === 'number' ? total : counted;
   if (p.error) {
     level = 'error';
   } else if (instances.length > 0 && healthy === 0) {
@@ -229,6 +246,35 @@ export function escapeHtml(value: unknown): string {
 
 function num(value: unknown): number | null {
   return typeof value === 'number' && Number.isFinite(value) ? value : null;
+}
+
+/** "12 s ago", "4 min ago", "2 h ago" (as the notebook panels write it). */
+export function formatAge(seconds: unknown): string {
+  const v = num(seconds);
+  if (v === null) {
+    return '';
+  }
+  if (v < 90) {
+    return `${Math.max(0, Math.round(v))} s ago`;
+  }
+  if (v < 90 * 60) {
+    return `${Math.round(v / 60)} min ago`;
+  }
+  return `${Math.round(v / 3600)} h ago`;
+}
+
+/** The last error line of a card: text (with its age), and whether it still counts. */
+export function errorLine(inst: IInstanceStatus): { text: string; fresh: boolean } {
+  if (inst.last_error) {
+    const age = formatAge(inst.last_error_age_s);
+    const fresh = inst.error_fresh !== false || healthOf(inst) !== 'healthy';
+    return { text: (age ? `${age}: ` : '') + inst.last_error, fresh };
+  }
+  // no failed call: say why the health check fails (an idle instance has no calls)
+  if (inst.health_error && healthOf(inst) !== 'healthy') {
+    return { text: `health check: ${inst.health_error}`, fresh: true };
+  }
+  return { text: '', fresh: false };
 }
 
 /** "123 ms", "1.2 s", "–" */
@@ -315,14 +361,13 @@ export function renderInstance(provider: string, inst: IInstanceStatus): string 
       latency.push(field('recycled', 'recycled', formatCount(inst.recycled)));
     }
   }
-  // A call's error first; else why the health check fails (an idle instance has no calls).
-  const errorText =
-    inst.last_error ||
-    (inst.health_error && healthOf(inst) !== 'healthy' ? `health check: ${inst.health_error}` : '');
-  const error = errorText
-    ? `<div class="gzl-last-error" data-field="last_error" title="${escapeHtml(errorText)}">` +
-      `${escapeHtml(errorText)}</div>`
+  const err = errorLine(inst);
+  const error = err.text
+    ? `<div class="gzl-last-error${err.fresh ? '' : ' gzl-error-old'}" data-field="last_error" ` +
+      `title="${escapeHtml(err.text)}">${escapeHtml(err.text)}</div>`
     : '';
+  const label = inst.label || id;
+  const hover = inst.endpoint && inst.endpoint !== id ? `${id} · ${inst.endpoint}` : id;
   return (
     `<li class="gzl-instance gzl-level-${level}" data-instance="${escapeHtml(id)}" ` +
     `data-status="${escapeHtml(inst.status)}" data-health="${escapeHtml(healthOf(inst))}" ` +
@@ -330,7 +375,7 @@ export function renderInstance(provider: string, inst: IInstanceStatus): string 
     `data-enabled="${enabled}">` +
     `<div class="gzl-instance-head">` +
     `<span class="gzl-badge gzl-status-${escapeHtml(inst.status)}" data-field="status">${escapeHtml(inst.status)}</span>` +
-    `<span class="gzl-instance-id" title="${escapeHtml(id)}">${escapeHtml(id)}</span>` +
+    `<span class="gzl-instance-id" title="${escapeHtml(hover)}">${escapeHtml(label)}</span>` +
     `</div>` +
     `<div class="gzl-instance-sub">` +
     (inst.endpoint

@@ -6,6 +6,7 @@ import {
   ISnapshot,
   LOAD_HINT,
   escapeHtml,
+  formatAge,
   formatMs,
   formatRate,
   renderInstance,
@@ -252,5 +253,45 @@ describe('formatting', () => {
     expect(formatRate(0)).toBe('0%');
     expect(formatRate(null)).toBe('–');
     expect(escapeHtml(`<a href="x">'&'</a>`)).toBe('&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;');
+  });
+});
+
+describe('one snapshot, one count', () => {
+  it('takes availability and the count from the hub', () => {
+    const p = provider('ollama', 'OllamaProvider', [
+      inst('127.0.0.1:11434', { label: '…:11434', available: true }),
+      // healthy by its last check, but its breaker is open: the hub says unavailable
+      inst('127.0.0.1:11435', { label: '…:11435', available: false, breaker: 'open' }),
+      inst('127.0.0.1:11436', { label: '…:11436', available: true, breaker: 'half_open' })
+    ]);
+    p.totals = { available: 2, instances: 3 };
+    const s = summarize(snap({ ollama: p }));
+    expect(s.text).toBe('LLM 2/3');
+    expect(s.level).toBe('error');
+    const html = renderView({ kind: 'live', notebook: 'n.ipynb', snapshot: snap({ ollama: p }) });
+    expect(html).toContain('data-field="available">2/3 available');
+    expect(html).toContain('title="127.0.0.1:11435 · http://127.0.0.1:1/127.0.0.1:11435">…:11435<');
+  });
+
+  it('writes how old an error is and stops alarming once it is old', () => {
+    const fresh = renderInstance(
+      'ollama',
+      inst('a', { last_error: 'connection refused', last_error_age_s: 12.2, error_fresh: true })
+    );
+    expect(fresh).toContain('12 s ago: connection refused');
+    expect(fresh).not.toContain('gzl-error-old');
+    const old = renderInstance(
+      'ollama',
+      inst('a', { last_error: 'connection refused', last_error_age_s: 300, error_fresh: false })
+    );
+    expect(old).toContain('5 min ago: connection refused');
+    expect(old).toContain('gzl-error-old');
+    // an unhealthy instance keeps its error coloured, however old
+    const down = renderInstance(
+      'ollama',
+      inst('a', { status: 'unhealthy', last_error: 'x', last_error_age_s: 300, error_fresh: false })
+    );
+    expect(down).not.toContain('gzl-error-old');
+    expect(formatAge(7200)).toBe('2 h ago');
   });
 });
