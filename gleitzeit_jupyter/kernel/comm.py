@@ -78,6 +78,11 @@ def run_action(provider: Any, action: str, target: Any) -> str:
     return _DONE[action].format(target)
 
 
+#: Hub events that can change what is available: pushed within ``_URGENT`` seconds rather
+#: than the ``min_interval`` throttle, so counts follow failures within a second.
+_AVAILABILITY_EVENTS = ("status", "breaker", "membership")
+_URGENT = 0.25
+
 _bridge: CommBridge | None = None
 _bridge_lock = threading.Lock()
 
@@ -282,7 +287,8 @@ class CommBridge:
     # ---------------------------------------------------------------- snapshots
     def _on_hub_event(self, provider_name: str, event: Any) -> None:
         """Runtime subscriber: runs on the runtime loop, must not block."""
-        self._request()
+        urgent = getattr(event, "kind", None) in _AVAILABILITY_EVENTS
+        self._request(interval=min(self.min_interval, _URGENT) if urgent else None)
 
     def _post_run_cell(self, *args: Any) -> None:
         self.request_snapshot()
@@ -297,18 +303,21 @@ class CommBridge:
         except RuntimeError:  # loop closed meanwhile
             pass
 
-    def _request(self, immediate: bool = False) -> None:
-        """On the runtime loop: flush now, or schedule one flush at the throttle boundary."""
+    def _request(self, immediate: bool = False, interval: float | None = None) -> None:
+        """On the runtime loop: flush now, or schedule one flush at the throttle boundary
+        (``interval`` after the last push; default ``min_interval``)."""
         if not self._started:
             return
         now = time.monotonic()
-        due = self._last_sent + self.min_interval
+        due = self._last_sent + (self.min_interval if interval is None else interval)
         if immediate or now >= due:
             if self._pending is not None:
                 self._pending.cancel()
                 self._pending = None
             self._flush()
-        elif self._pending is None:
+        elif self._pending is None or self._pending.when() > self.loop.time() + (due - now):
+            if self._pending is not None:
+                self._pending.cancel()
             self._pending = self.loop.call_later(due - now, self._flush_pending)
 
     def _flush_pending(self) -> None:

@@ -92,8 +92,11 @@ class Feed:
 
     def on_event(self, event: Any) -> None:
         # Runs on the loop for every hub event: cheap, never blocks. Bursts coalesce into one
-        # refresh at most every ``interval`` seconds.
-        self.schedule(max(0.0, self.last + self.interval - self.loop.time()))
+        # refresh at most every ``interval`` seconds; a change of what is available (status,
+        # breaker, membership) within a quarter second, so counts follow failures at once.
+        urgent = getattr(event, "kind", None) in ("status", "breaker", "membership")
+        interval = min(self.interval, 0.25) if urgent else self.interval
+        self.schedule(max(0.0, self.last + interval - self.loop.time()))
 
     def schedule(self, delay: float) -> None:
         if not self.panels:
