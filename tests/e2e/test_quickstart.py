@@ -47,6 +47,13 @@ def test_quickstart_runs_and_renders(tmp_path: Path, monkeypatch) -> None:
     pngs = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(pngs) == 2
     assert (tmp_path / "quickstart-pools.sqlite").exists()
+    # A schema over --map: validated rows, a summary with token totals, a joined table.
+    schema_map = next(c for c in code if c.source.startswith("%%llm --map first --schema"))
+    summary = "".join(o.get("text", "") for o in schema_map.outputs if o.get("name") == "stdout")
+    assert summary.startswith("--map: 6 rows, 6 ok, 0 failed in "), summary
+    assert " tokens, " in summary and " tok/s" in summary
+    joined = code[code.index(schema_map) + 1].outputs[0]["data"]["text/html"]
+    assert "<th>sentiment</th>" in joined and "<th>issue</th>" in joined
 
     # The panel as saved: rebuild the models the way a front end would from the state.
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
