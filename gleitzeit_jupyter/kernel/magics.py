@@ -288,16 +288,20 @@ class GleitzeitMagics(Magics):
         if not prompt.strip():
             raise UsageError("%llm PROMPT: nothing to ask (usage: %llm [options] PROMPT)")
         opts = self._llm_options(args)
-        result = llm.ask(
-            rt,
-            prompt if args.raw else self._interpolate(prompt, "%llm"),
-            opts,
-            default_model=self.cfg.default_model,
-            chats=self.chats,
-            show=False,
-            hosts=list(self.cfg.ollama_hosts),
-            context="%llm",
-        )
+        try:
+            result = llm.ask(
+                rt,
+                prompt if args.raw else self._interpolate(prompt, "%llm"),
+                opts,
+                default_model=self.cfg.default_model,
+                chats=self.chats,
+                show=False,
+                hosts=list(self.cfg.ollama_hosts),
+                context="%llm",
+            )
+        except SchemaError as exc:
+            llm.store(self._ns(), opts.out, exc)
+            raise
         llm.store(self._ns(), opts.out, result.value)
         return result.value
 

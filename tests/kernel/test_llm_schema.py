@@ -123,6 +123,10 @@ def test_answer_off_the_schema_is_one_line_and_keeps_the_raw_answer(
     # The raw answer is what the model wrote, exactly as the stream showed it.
     assert stored.raw == cell.data("text/plain")[-2]
     assert json.loads(stored.raw) and stored.errors and stored.errors[0] in line
+    # The line form too.
+    cell = run(shell, f"never_set = %llm --schema {schema} -o bad_line Classify it")
+    assert isinstance(cell.error, SchemaError) and "never_set" not in shell.user_ns
+    assert json.loads(shell.user_ns["bad_line"].raw)
 
 
 def test_schema_mistakes_are_caught_before_any_call(
