@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from .llm_schema import SchemaError
 from .runtime import Gleitzeit, Runtime, get_runtime, reset_runtime
+from .thinking import Answer
 
 __all__ = [
+    "Answer",
     "Gleitzeit",
     "Runtime",
+    "SchemaError",
     "get_runtime",
     "load_ipython_extension",
     "reset_runtime",
