@@ -270,8 +270,6 @@ def ask(
                     raw = chunk
             view.flush()
             text = view.text
-            if thoughts is not None:
-                thoughts.finish()
         else:
             raw = runtime.run(call_once(provider, method, params, kwargs))
             text = text_of(raw)
@@ -280,10 +278,10 @@ def ask(
         interrupted = True
     except Exception as exc:
         error = exc
+    if thoughts is not None:
+        thoughts.finish()  # whatever happened, the reasoning so far is complete
     # Raised outside the except blocks so no library exception rides along as __context__.
     if interrupted:
-        if thoughts is not None:
-            thoughts.finish()
         if view is not None:
             view.flush()
         raise CellInterrupted(

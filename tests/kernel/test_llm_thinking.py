@@ -114,3 +114,16 @@ def test_thinking_text_is_shown_as_text_not_markup() -> None:
     md = thinking_bundle("<script>x</script> & </details>")["text/markdown"]
     assert "&lt;script&gt;x&lt;/script&gt; &amp; &lt;/details&gt;" in md
     assert md.count("</details>") == 1
+
+
+def test_a_failure_after_the_reasoning_leaves_the_section_complete(
+    shell: InteractiveShell, thinker: OllamaStandIn
+) -> None:
+    thinker.faults.stream_error_after = 2
+    try:
+        cell = run(shell, "%%llm -m qwen3 --think\nWhy")
+    finally:
+        thinker.faults.stream_error_after = None
+    assert cell.error is not None and len(cell.text.strip().splitlines()) == 1
+    sections = details(cell.outputs)
+    assert sections and sections[-1].startswith("<details>\n<summary>thinking</summary>")
