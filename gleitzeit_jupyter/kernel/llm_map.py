@@ -93,7 +93,5 @@ def map_result(series: pd.Series, opts: LlmOptions) -> pd.Series | pd.DataFrame:
     ]
     columns = list(schema.fields) or ["value"]
     frame = pd.DataFrame.from_records(records, index=series.index, columns=columns)
-    if len(records) == 0:
-        frame = pd.DataFrame(index=series.index, columns=columns)
     frame.attrs["errors"] = errors
     return frame
