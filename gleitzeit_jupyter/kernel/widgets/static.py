@@ -111,7 +111,7 @@ def snapshot_html(
         f"{html.escape(str(snap.get('kind', '')))} \u00b7 strategy "
         f"{html.escape(str(snap.get('strategy', '')))} \u00b7 {queue} queued \u00b7 "
         f"{html.escape(note)} of {_stamp(snap)}</span></div>"
-        f'<table style="border-collapse:collapse;font-variant-numeric:tabular-nums">'
+        f'<table style="border-collapse:collapse;margin:0;font-variant-numeric:tabular-nums">'
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
         f"{plot}</div>"
     )
