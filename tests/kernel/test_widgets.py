@@ -9,6 +9,7 @@ messages back.
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 import textwrap
 import threading
@@ -75,6 +76,11 @@ def _cell(k: Kernel, row: str, col: str):
     return k.widgets.one(f"gz-cell-{col}", row_class(row))
 
 
+def _text(model) -> str:
+    """What a cell reads (the name and error cells are HTML, for their hover text)."""
+    return html.unescape(re.sub(r"<[^>]*>", "", model.state["value"]))
+
+
 def _wait(k: Kernel, predicate, timeout: float = 8.0, what: str = "") -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -94,7 +100,7 @@ def test_rows_colours_and_aggregate(kernel: Kernel) -> None:
     # One row per instance plus ALL; the grid holds header + rows in order.
     grid = w.one("gz-grid")
     kids = [w.get(r) for r in grid.state["children"]]
-    instances = [m.state["value"] for m in kids if "gz-cell-instance" in m.classes]
+    instances = [_text(m) for m in kids if "gz-cell-instance" in m.classes]
     assert instances == ["a", "b", "ALL"]
     assert w.color(_cell(k, "a", "dot")) == HEALTH_COLORS["healthy"]
     assert _cell(k, "a", "status").state["value"] == "healthy"
@@ -122,7 +128,7 @@ def test_rows_colours_and_aggregate(kernel: Kernel) -> None:
     )
     assert _cell(k, "b", "status").state["value"] == "unhealthy"
     assert _cell(k, "ALL", "status").state["value"] == "1/2 ok"
-    assert _cell(k, "b", "last_error").state["value"].startswith("health check:")
+    assert _text(_cell(k, "b", "last_error")).startswith("health check:")
     k.execute("pool.resources['b'].healthy = True")
     _wait(k, lambda: w.color(_cell(k, "b", "dot")) == HEALTH_COLORS["healthy"], what="b ok")
 
@@ -151,7 +157,7 @@ def test_controls_drain_reset_strategy(kernel: Kernel) -> None:
     _wait(k, lambda: _cell(k, "a", "breaker").state["value"] == "open", what="breaker open")
     assert w.color(_cell(k, "a", "breaker")) == BREAKER_COLORS["open"]
     assert reset_a.state["disabled"] is False
-    assert "a is down" in _cell(k, "a", "last_error").state["value"]
+    assert "a is down" in _text(_cell(k, "a", "last_error"))
     k.execute("pool.resources['a'].fail = False")
     k.click(reset_a)
     _wait(k, lambda: _cell(k, "a", "breaker").state["value"] == "closed", what="reset")
@@ -278,9 +284,7 @@ def test_board_follows_the_runtime_pools(kernel: Kernel) -> None:
         what="a panel for the new pool",
     )
     assert [
-        m.state["value"]
-        for m in w.find("gz-cell-instance", "gz-inst")
-        if m.state["value"].startswith("x")
+        _text(m) for m in w.find("gz-cell-instance", "gz-inst") if _text(m).startswith("x")
     ] == ["x1", "x2"]
     k.execute("rt2.discard_provider('extra')")
     _wait(

@@ -117,7 +117,7 @@ def test_names_layout_dark_theme_and_live_counts(
     assert names == [f"\u2026:{s.port}" for s in standins], names
     for s in standins:
         cell = llm.locator(".gz-cell-instance.gz-inst", has_text=f":{s.port}")
-        assert f"127.0.0.1:{s.port}" in (cell.get_attribute("title") or "")
+        assert f"127.0.0.1:{s.port}" in (cell.locator("[title]").get_attribute("title") or "")
 
     # The sidebar open: both panels fit the notebook, nothing clipped, buttons reachable.
     page.locator(STATUS).click()

@@ -164,8 +164,9 @@ class StatusPanel:
                 if row is None:
                     continue
                 vals = {c: getattr(wid, "value", "") for c, wid in row.cells.items()}
+                vals.update(row.text)
                 vals["color"] = row.dot.style.text_color or ""
-                vals["title"] = row.cells["instance"].tooltip or ""
+                vals["title"] = row.title.get("instance", "")
                 vals["error_old"] = row.error_old
                 out[key] = vals
             return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
@@ -49,13 +50,34 @@ def cell_label(text: str = "", *classes: str, tooltip: str | None = None) -> w.L
     return label
 
 
+#: Cells whose full text shows on hover. ipywidgets 8 puts a Label's ``tooltip`` on its
+#: (absent) description, not on the label, so these are HTML cells with a ``title``.
+HOVER = ("instance", "last_error")
+
+
+def hover_cell(*classes: str) -> w.HTML:
+    cell = w.HTML("", layout=w.Layout(min_width="0", overflow="hidden"))
+    for c in classes:
+        cell.add_class(c)
+    return cell
+
+
+def set_hover(cell: w.HTML, text: str, title: str | None) -> None:
+    """Show ``text`` with ``title`` on hover (both escaped)."""
+    attr = f' title="{html.escape(title)}"' if title else ""
+    cell.value = f"<span{attr}>{html.escape(text)}</span>" if text else ""
+
+
 class Row:
-    """The widgets of one instance row (or the aggregate row)."""
+    """The widgets of one instance row (or the aggregate row). ``text`` holds the plain
+    text of the hover cells, ``title`` their hover text."""
 
     def __init__(self, panel: StatusPanel, key: str, total: bool = False) -> None:
         self.key = key
         self.total = total
         self.error_old = False
+        self.text: dict[str, str] = {}
+        self.title: dict[str, str] = {}
         kind = "total" if total else "inst"
         self.cells: dict[str, w.Widget] = {}
         for col, _, _ in COLUMNS:
@@ -70,11 +92,11 @@ class Row:
                 classes.append("gz-err")
             if total:
                 classes.append("gz-total")
-            self.cells[col] = cell_label("", *classes)
+            self.cells[col] = hover_cell(*classes) if col in HOVER else cell_label("", *classes)
         self.dot: w.Label = self.cells["dot"]  # type: ignore[assignment]
         if total:
             self.cells["dot"].value = "\u03a3"
-            self.cells["instance"].value = "ALL"
+            self._hover("instance", "ALL", "every instance of the pool")
             self.actions: w.Widget = cell_label("")
             self.drain = self.reset = None
         else:
@@ -101,6 +123,11 @@ class Row:
     def widgets(self) -> list[w.Widget]:
         return [self.cells[c] if c != "actions" else self.actions for c, _, _ in COLUMNS]
 
+    def _hover(self, col: str, text: str, title: str | None) -> None:
+        if self.text.get(col) != text or self.title.get(col) != (title or ""):
+            set_hover(self.cells[col], text, title)  # type: ignore[arg-type]
+            self.text[col], self.title[col] = text, title or ""
+
     def set(self, row: dict[str, Any], extra_kind: str | None, totals: bool = False) -> None:
         c = self.cells
         if totals:
@@ -114,9 +141,9 @@ class Row:
             self.dot.style.text_color = color
             self.dot.tooltip = status
             ident = str(row.get("instance", ""))
-            c["instance"].value = str(row.get("label") or ident)
             endpoint = row.get("endpoint")
-            c["instance"].tooltip = f"{ident} \u00b7 {endpoint}" if endpoint else ident
+            hover = f"{ident} \u00b7 {endpoint}" if endpoint and endpoint != ident else ident
+            self._hover("instance", str(row.get("label") or ident), hover)
             c["status"].value = status
             c["status"].style.text_color = color
             breaker = row.get("breaker", "closed")
@@ -136,8 +163,7 @@ class Row:
             c[key].value = fmt_ms(row.get(key))
         c["extra"].value = fmt_extra(extra_kind, row)
         text, full, fresh = error_text(row)
-        c["last_error"].value = text
-        c["last_error"].tooltip = full or None
+        self._hover("last_error", text, full or None)
         self.error_old = bool(text) and not fresh
         # add_class / remove_class do nothing when the class is already (not) there
         if self.error_old:
