@@ -192,6 +192,8 @@ def finish_value(opts: LlmOptions, text: str) -> Any:
     if opts.fmt == "json":
         try:
             return json.loads(text)
+        except RecursionError:
+            raise UserError("the model's answer is nested too deeply to read as JSON") from None
         except json.JSONDecodeError as exc:
             raise UserError(
                 f"the model's answer is not valid JSON ({exc.msg} at char {exc.pos})",
@@ -208,7 +210,7 @@ def final_bundle(opts: LlmOptions, text: str, value: Any) -> dict[str, Any]:
     if opts.fmt == "code":
         return {"text/markdown": f"```python\n{value}\n```", "text/plain": value}
     if opts.fmt == "json":
-        value = to_jsonable(value)
+        value = opts.schema.jsonable(value) if opts.schema is not None else to_jsonable(value)
         pretty = json.dumps(value, indent=2, ensure_ascii=False)
         return {
             "application/json": value if isinstance(value, (dict, list)) else {"value": value},

@@ -7,15 +7,18 @@ validated and returned as an instance of the model (a dict for a TypedDict or a 
 Validation uses well-kept libraries rather than a hand-rolled checker: Pydantic for models,
 dataclasses and TypedDicts (``TypeAdapter``; imported only when such a schema is used, so
 Pydantic is not a dependency), and ``jsonschema`` for plain dicts (every Jupyter install has
-it through nbformat; it is a declared dependency here).
+it through nbformat; it is a declared dependency here), its regex keywords bounded in time
+(:mod:`.schema_patterns`). The answer is untrusted input: whatever it holds, checking it ends
+in a value or a :class:`SchemaError` with the raw text, never a hang or a library traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, get_type_hints, is_typeddict
 
@@ -53,6 +56,8 @@ class Schema:
     name: str
     json_schema: dict[str, Any]
     _check: Callable[[str], tuple[Any, tuple[str, ...]]]
+    _dump: Callable[[Any], Any] | None = None  # a validated value as plain JSON data
+    _attrs: Mapping[str, str] = dataclasses.field(default_factory=dict)  # alias -> attribute
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -79,11 +84,24 @@ class Schema:
             return {"value": value}
         if isinstance(value, Mapping):
             return {f: value.get(f) for f in self.fields}
-        return {f: getattr(value, f, None) for f in self.fields}
+        # A Pydantic field with an alias is a property by its alias, an attribute by its name.
+        return {f: getattr(value, self._attrs.get(f, f), None) for f in self.fields}
+
+    def jsonable(self, value: Any) -> Any:
+        """A validated answer as plain JSON data, for the notebook's JSON view."""
+        return self._dump(value) if self._dump is not None else to_jsonable(value)
 
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+_TOO_DEEP = "the answer is nested too deeply to check"
+
+
+def _raised(exc: BaseException) -> str:
+    # A user's validator may raise anything; its error is the answer's problem, in one line.
+    return _one_line(f"a validator raised {type(exc).__name__}: {exc}")
 
 
 def _pydantic_problems(exc: Any) -> tuple[str, ...]:
@@ -117,8 +135,28 @@ def _pydantic_schema(name: str, target: Any) -> Schema:
             return adapter.validate_json(text), ()
         except ValidationError as exc:
             return None, _pydantic_problems(exc)
+        except RecursionError:
+            return None, (_TOO_DEEP,)
+        except Exception as exc:
+            return None, (_raised(exc),)
 
-    return Schema(name, json_schema, check)
+    def dump(value: Any) -> Any:
+        try:
+            return adapter.dump_python(value, mode="json", by_alias=True)
+        except Exception:  # a value a validator replaced with something Pydantic cannot dump
+            return to_jsonable(value)
+
+    return Schema(name, json_schema, check, dump, _aliases(target))
+
+
+def _aliases(target: Any) -> dict[str, str]:
+    fields = getattr(target, "model_fields", None) if _is_pydantic_model(target) else None
+    out: dict[str, str] = {}
+    for attr, info in (fields or {}).items():
+        alias = info.validation_alias if isinstance(info.validation_alias, str) else info.alias
+        if alias and alias != attr:
+            out[alias] = attr
+    return out
 
 
 def _pydantic_ready(target: Any) -> Any:
@@ -141,26 +179,87 @@ def _dict_schema(name: str, schema: Mapping[str, Any]) -> Schema:
     import jsonschema
     from jsonschema.exceptions import SchemaError as BadSchema
     from jsonschema.exceptions import relevance
+    from referencing.exceptions import Unresolvable
 
-    plain = json.loads(json.dumps(schema))  # a plain JSON tree, as it goes on the wire
+    from .schema_patterns import bounded_patterns
+
+    try:
+        plain = json.loads(json.dumps(schema))  # a plain JSON tree, as it goes on the wire
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UserError(f"--schema {name} is not JSON data: {_not_json(exc)}") from None
     cls = jsonschema.validators.validator_for(plain)
     try:
         cls.check_schema(plain)
     except BadSchema as exc:
         problem = _one_line(exc.message)
         raise UserError(f"--schema {name} is not a valid JSON schema: {problem}") from None
-    validator = cls(plain)
+    _check_local_refs(name, plain)
+    validator = bounded_patterns(cls)(plain)
 
     def check(text: str) -> tuple[Any, tuple[str, ...]]:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
             return None, (f"not valid JSON ({exc.msg} at char {exc.pos})",)
-        found = sorted(validator.iter_errors(value), key=relevance)
+        except RecursionError:
+            return None, (_TOO_DEEP,)
+        try:
+            found = sorted(validator.iter_errors(value), key=relevance)
+        except RecursionError:
+            return value, (_TOO_DEEP,)
+        except Unresolvable as exc:
+            return value, (_one_line(f"the schema's $ref cannot be resolved: {exc}"),)
         problems = tuple(f"{e.json_path}: {_one_line(e.message)}" for e in found)
         return value, problems
 
     return Schema(name, plain, check)
+
+
+def _not_json(exc: BaseException) -> str:
+    if isinstance(exc, ValueError) and "Circular reference" in str(exc):
+        return "it contains itself (use $ref for a recursive schema)"
+    if isinstance(exc, RecursionError):
+        return "it is nested too deeply"
+    m = re.match(r"Object of type (\w+)", str(exc))
+    return f"a {m.group(1)} is not JSON" if m else _one_line(str(exc))
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            yield ref
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def _has_nested_id(node: Any, top: bool = True) -> bool:
+    if isinstance(node, dict):
+        if not top and "$id" in node:
+            return True
+        return any(_has_nested_id(v, False) for v in node.values())
+    return isinstance(node, list) and any(_has_nested_id(v, False) for v in node)
+
+
+def _check_local_refs(name: str, plain: Any) -> None:
+    """A ``$ref`` into the schema itself that points nowhere is the schema's mistake: said
+    before the call, not after a generation. (Nested ``$id`` scopes are left to jsonschema.)"""
+    if not isinstance(plain, dict) or _has_nested_id(plain):
+        return
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012, specification_with
+
+    spec = specification_with(plain.get("$schema", ""), default=DRAFT202012)
+    resolver = Registry().resolver_with_root(spec.create_resource(plain))
+    for ref in dict.fromkeys(r for r in _refs(plain) if r.startswith("#")):
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            raise UserError(f"--schema {name}: $ref {ref!r} points nowhere") from None
 
 
 def _kind(target: Any) -> str:

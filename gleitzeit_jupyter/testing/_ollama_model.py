@@ -162,6 +162,9 @@ def _clamp(value: float, schema: dict[str, Any]) -> float:
     return value
 
 
+_DEEP = 4
+
+
 def shaped_json(schema: Any, words: list[str], depth: int = 0, root: Any = None) -> Any:
     """A value matching a JSON schema's ``type``/``properties``/``items``/``enum``/``const``,
     ``anyOf``/``oneOf``/``allOf``, local ``$ref`` and numeric bounds (what Ollama's
@@ -182,11 +185,16 @@ def shaped_json(schema: Any, words: list[str], depth: int = 0, root: Any = None)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "string")
+    # A grammar-constrained model always ends a recursive schema: deep down it writes only
+    # what is required, and arrays as short as allowed.
+    deep = depth >= _DEEP
     if kind == "object" or "properties" in schema:
         props = schema.get("properties") or {}
-        return {k: shaped_json(v, words, depth + 1, root) for k, v in props.items()}
+        need = set(schema.get("required") or props) if deep else set(props)
+        return {k: shaped_json(v, words, depth + 1, root) for k, v in props.items() if k in need}
     if kind == "array":
-        count = max(1, int(schema.get("minItems") or 1))
+        least = int(schema.get("minItems") or 0)
+        count = least if deep else max(1, least)
         return [shaped_json(schema.get("items") or {}, words, depth + 1, root)] * count
     if kind == "integer":
         return int(_clamp(len(words), schema))
