@@ -12,13 +12,18 @@ import base64
 import io
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..hub.errors import UserError
 
-__all__ = ["ImageError", "encode_image", "image_column", "resolve_images"]
+__all__ = ["MAX_IMAGE_BYTES", "ImageError", "encode_image", "image_column", "resolve_images"]
+
+#: The largest image sent. Vision models scale every image down to a few hundred pixels,
+#: and a bigger one is held three times over (bytes, base64, request body) per call.
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
 
 _COLUMN = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -40,14 +45,36 @@ def _png_of(value: Any, what: str) -> bytes | None:
     return None
 
 
+def _mb(size: int) -> str:
+    return f"{size / 1024**2:.1f} MB"
+
+
+def _too_big(what: str, size: int) -> ImageError:
+    return ImageError(
+        f"{what} is {_mb(size)}; the limit is {MAX_IMAGE_BYTES // 1024**2} MB",
+        hint="scale it down first, e.g. PIL's Image.thumbnail((2048, 2048))",
+    )
+
+
 def _read(path: str | os.PathLike[str], what: str) -> bytes:
     p = Path(path).expanduser()
     try:
-        return p.read_bytes()
+        # Looked at before opening: a pipe blocks the open until a writer comes, and a
+        # device such as /dev/zero never ends.
+        st = p.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError(f"{what}: {str(p)!r} is a directory, not an image file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"{what}: {str(p)!r} is not a regular file (a device or a pipe)")
+        if st.st_size > MAX_IMAGE_BYTES:
+            raise _too_big(what, st.st_size)
+        with p.open("rb") as f:
+            data = f.read(MAX_IMAGE_BYTES + 1)  # bounded: the file may grow meanwhile
+        if len(data) > MAX_IMAGE_BYTES:
+            raise _too_big(what, len(data))
+        return data
     except FileNotFoundError:
         raise ImageError(f"{what}: no such file {str(p)!r}") from None
-    except IsADirectoryError:
-        raise ImageError(f"{what}: {str(p)!r} is a directory, not an image file") from None
     except OSError as exc:
         raise ImageError(f"{what}: cannot read {str(p)!r} ({exc.strerror})") from None
 
@@ -68,6 +95,8 @@ def encode_image(value: Any, what: str = "--image") -> str:
         data = png
     if not data:
         raise ImageError(f"{what} is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise _too_big(what, len(data))
     return base64.b64encode(data).decode("ascii")
 
 

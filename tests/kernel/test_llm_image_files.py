@@ -1,0 +1,83 @@
+"""%%llm --image with paths that are not ordinary image files: devices, pipes, huge files.
+
+Each is refused with one line before any call; none may block the kernel or read without
+bound (``/dev/zero`` never ends, a pipe blocks until a writer comes)."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from kernel_helpers import run
+
+from gleitzeit_jupyter.kernel.llm_images import MAX_IMAGE_BYTES, ImageError
+from gleitzeit_jupyter.testing.ollama import OllamaStandIn
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
+
+
+@pytest.fixture
+def vision(shell: InteractiveShell) -> Iterator[OllamaStandIn]:
+    with OllamaStandIn(
+        models=["gemma3:latest"],
+        capabilities={"gemma3:latest": ["completion", "vision"]},
+        tokens_per_s=500,
+    ) as s:
+        shell.run_cell(f"%config Gleitzeit.ollama_hosts = ['{s.url}']")
+        shell.run_cell("%config Gleitzeit.default_model = 'gemma3'")
+        yield s
+    shell.run_cell("%config Gleitzeit.default_model = 'llama3.2'")
+
+
+def sent(srv: OllamaStandIn) -> list[list[str]]:
+    return [r.body["images"] for r in srv.requests_to("/api/generate") if "images" in r.body]
+
+
+def refused(shell: InteractiveShell, spec: str, message: str) -> None:
+    cell = run(shell, f"%%llm --image {spec}\nWhat is it")
+    assert isinstance(cell.error, ImageError), cell.text
+    line = cell.text.strip()
+    assert message in line and "\n" not in line and "Traceback" not in line, line
+
+
+@pytest.mark.timeout(60)
+def test_devices_and_pipes_are_refused_without_reading(
+    shell: InteractiveShell, vision: OllamaStandIn, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    link = tmp_path / "zero.png"
+    link.symlink_to("/dev/zero")
+    refused(shell, "/dev/zero", "'/dev/zero' is not a regular file")
+    refused(shell, str(fifo), "pipe.png' is not a regular file")
+    refused(shell, str(link), "zero.png' is not a regular file")
+    assert sent(vision) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_file_over_the_limit_is_refused_before_it_is_read(
+    shell: InteractiveShell, vision: OllamaStandIn, tmp_path: Path
+) -> None:
+    huge = tmp_path / "scan.png"
+    with huge.open("wb") as f:
+        f.truncate(2 * 1024**3)  # sparse: 2 GB long, nothing on disk
+    refused(shell, str(huge), "scan.png is 2048.0 MB; the limit is")
+    shell.user_ns["blob"] = PNG + b"\x00" * MAX_IMAGE_BYTES
+    refused(shell, "blob", "--image blob is 20.0 MB; the limit is 20 MB")
+    assert sent(vision) == []
+
+
+def test_a_symlink_to_an_image_and_a_file_at_the_limit_are_sent(
+    shell: InteractiveShell, vision: OllamaStandIn, tmp_path: Path
+) -> None:
+    real = tmp_path / "real.png"
+    real.write_bytes(PNG)
+    link = tmp_path / "link.png"
+    link.symlink_to(real)
+    cell = run(shell, f"%%llm --image {link}\nWhat is it")
+    assert cell.error is None, cell.text
+    assert sent(vision) == [[base64.b64encode(PNG).decode()]]
