@@ -367,7 +367,8 @@ export function renderInstance(provider: string, inst: IInstanceStatus): string 
       `title="${escapeHtml(err.text)}">${escapeHtml(err.text)}</div>`
     : '';
   const label = inst.label || id;
-  const hover = inst.endpoint && inst.endpoint !== id ? `${id} · ${inst.endpoint}` : id;
+  // the full name on hover: the endpoint when it holds the id, else both
+  const hover = !inst.endpoint ? id : inst.endpoint.includes(id) ? inst.endpoint : `${id} · ${inst.endpoint}`;
   return (
     `<li class="gzl-instance gzl-level-${level}" data-instance="${escapeHtml(id)}" ` +
     `data-status="${escapeHtml(inst.status)}" data-health="${escapeHtml(healthOf(inst))}" ` +

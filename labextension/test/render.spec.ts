@@ -270,7 +270,7 @@ describe('one snapshot, one count', () => {
     expect(s.level).toBe('error');
     const html = renderView({ kind: 'live', notebook: 'n.ipynb', snapshot: snap({ ollama: p }) });
     expect(html).toContain('data-field="available">2/3 available');
-    expect(html).toContain('title="127.0.0.1:11435 · http://127.0.0.1:1/127.0.0.1:11435">…:11435<');
+    expect(html).toContain('title="http://127.0.0.1:1/127.0.0.1:11435">…:11435<');
   });
 
   it('writes how old an error is and stops alarming once it is old', () => {

@@ -27,12 +27,22 @@ COLUMNS = (
     ("p95_ms", "p95", "minmax(56px, max-content)"),
     ("p99_ms", "p99", "minmax(56px, max-content)"),
     ("extra", "", "minmax(56px, max-content)"),
-    ("last_error", "last error", "minmax(120px, 3fr)"),
+    ("last_error", "last error", "minmax(40px, 3fr)"),
     ("actions", "", "max-content"),
 )
 NUMERIC = ("in_flight", "requests", "success_rate", "p50_ms", "p95_ms", "p99_ms", "extra")
 #: Columns dropped first when the panel is narrow, in that order (buttons never are).
-OPTIONAL = ("p50_ms", "p99_ms", "extra", "in_flight", "requests", "success_rate", "breaker")
+OPTIONAL = (
+    "p50_ms",
+    "p99_ms",
+    "extra",
+    "in_flight",
+    "requests",
+    "success_rate",
+    "breaker",
+    "p95_ms",
+    "status",  # last: the dot still shows the health by its colour
+)
 GRID = " ".join(width for _, _, width in COLUMNS)
 
 
@@ -142,7 +152,10 @@ class Row:
             self.dot.tooltip = status
             ident = str(row.get("instance", ""))
             endpoint = row.get("endpoint")
-            hover = f"{ident} \u00b7 {endpoint}" if endpoint and endpoint != ident else ident
+            # the full name on hover: the endpoint when it holds the id, else both
+            hover = endpoint if endpoint and ident in endpoint else ident
+            if endpoint and ident not in endpoint:
+                hover = f"{ident} \u00b7 {endpoint}"
             self._hover("instance", str(row.get("label") or ident), hover)
             c["status"].value = status
             c["status"].style.text_color = color

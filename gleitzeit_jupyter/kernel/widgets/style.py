@@ -20,7 +20,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#1
 
 #: (narrower than, columns dropped there): the panel sheds its low-priority columns as it
 #: gets narrow (the sidebar opened, a split view) instead of scrolling its buttons away.
-BREAKPOINTS = ((1000, 2), (840, 4), (700, 6), (560, 7))
+BREAKPOINTS = ((1000, 2), (840, 4), (700, 6), (560, 7), (440, 9))
 
 _BASE_CSS = """
 .gz-panel { border: 1px solid var(--jp-border-color1, #d0d7de); border-radius: 6px;
@@ -29,7 +29,9 @@ _BASE_CSS = """
 .gz-panel .widget-label { margin: 0; color: inherit; }
 .gz-panel .gz-header { flex-wrap: wrap; row-gap: 4px; }
 .gz-panel .gz-head { font-weight: bold; color: var(--jp-ui-font-color2, #57606a);
-  border-bottom: 1px solid var(--jp-border-color1, #d0d7de); overflow: visible; }
+  border-bottom: 1px solid var(--jp-border-color1, #d0d7de); overflow: visible;
+  white-space: normal; line-height: 1.2; height: auto; align-self: stretch;
+  align-items: flex-end; }
 .gz-panel .gz-total { font-weight: bold; border-top: 1px solid var(--jp-border-color1, #d0d7de); }
 .gz-panel .gz-num { justify-content: flex-end; font-variant-numeric: tabular-nums; }
 .gz-panel .gz-dot { font-size: 18px; justify-content: center; }
@@ -41,6 +43,7 @@ _BASE_CSS = """
 .gz-panel .gz-axis { fill: var(--jp-ui-font-color2, #57606a); }
 .gz-panel .gz-plot-bg { fill: var(--jp-layout-color2, #fafbfc);
   stroke: var(--jp-border-color1, #d0d7de); }
+.gz-panel .gz-plot { max-width: 100%; height: auto; }
 .gz-panel .gz-gridline { stroke: var(--jp-border-color2, #e5e7eb); }
 .gz-panel .gz-legend { color: var(--jp-ui-font-color2, #57606a); }
 .gz-panel .gz-cell-actions { gap: 4px; }
