@@ -25,7 +25,9 @@ from .render import (
     cell_error,
     footer_text,
     no_ollama_hint,
+    plain_terminal,
     show_footer,
+    terminal_safe,
     token_counts,
     tokens_per_second,
 )
@@ -335,7 +337,11 @@ def _is_unreachable(exc: BaseException) -> bool:
 def show_result(opts: LlmOptions, result: LlmResult) -> None:
     """Render a finished (non-streamed) result and its footer."""
     show_thinking(result.thinking)
-    display(final_bundle(opts, result.text, result.value), raw=True)
+    bundle = final_bundle(opts, result.text, result.value)
+    if plain_terminal():
+        # Printed as is by the terminal: the model's text, without its control sequences.
+        bundle = {"text/plain": terminal_safe(str(bundle["text/plain"]))}
+    display(bundle, raw=True)
 
 
 def _nobody_answered(res: Any, hosts: list[str]) -> NoResourceAvailable | None:

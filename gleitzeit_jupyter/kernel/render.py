@@ -246,7 +246,7 @@ class StreamingDisplay:
             return
         self.text += piece
         if self.terminal:
-            sys.stdout.write(piece)
+            sys.stdout.write(terminal_safe(piece))  # model output: no control sequences
             sys.stdout.flush()
             return
         self._dirty = True

