@@ -16,7 +16,7 @@ import pandas as pd
 from IPython.display import display
 
 from ..hub.errors import HubError, NoResourceAvailable, UserError
-from .llm_schema import Schema, to_jsonable
+from .llm_schema import Schema, parse_json, to_jsonable
 from .models_table import models_table
 from .render import (
     CellError,
@@ -193,12 +193,13 @@ def finish_value(opts: LlmOptions, text: str) -> Any:
         return opts.schema.validate(text)
     if opts.fmt == "json":
         try:
-            return json.loads(text)
+            return parse_json(text)
         except RecursionError:
             raise UserError("the model's answer is nested too deeply to read as JSON") from None
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:
+            where = f"{exc.msg} at char {exc.pos}" if isinstance(exc, json.JSONDecodeError) else exc
             raise UserError(
-                f"the model's answer is not valid JSON ({exc.msg} at char {exc.pos})",
+                f"the model's answer is not valid JSON ({where})",
                 hint="ask for JSON explicitly in the prompt, or use -f text",
             ) from None
     if opts.fmt == "code":

@@ -24,7 +24,7 @@ from typing import Any, get_type_hints, is_typeddict
 
 from ..hub.errors import UserError
 
-__all__ = ["Schema", "SchemaError", "resolve_schema", "to_jsonable"]
+__all__ = ["Schema", "SchemaError", "parse_json", "resolve_schema", "to_jsonable"]
 
 
 class SchemaError(UserError):
@@ -97,6 +97,24 @@ def _one_line(text: str) -> str:
 
 
 _TOO_DEEP = "the answer is nested too deeply to check"
+
+
+def _not_finite(text: str) -> float:
+    raise ValueError(f"{text} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def parse_json(text: str) -> Any:
+    """JSON as RFC 8259 has it: Python's json also reads NaN and Infinity, and NaN compares
+    false with any bound, so ``"minimum": 0`` would let it through. ValueError (a
+    ``json.JSONDecodeError`` for broken syntax) when the text is not JSON."""
+    return json.loads(text, parse_constant=_not_finite, parse_float=_finite)
 
 
 def _raised(exc: BaseException) -> str:
@@ -198,11 +216,13 @@ def _dict_schema(name: str, schema: Mapping[str, Any]) -> Schema:
 
     def check(text: str) -> tuple[Any, tuple[str, ...]]:
         try:
-            value = json.loads(text)
+            value = parse_json(text)
         except json.JSONDecodeError as exc:
             return None, (f"not valid JSON ({exc.msg} at char {exc.pos})",)
         except RecursionError:
             return None, (_TOO_DEEP,)
+        except ValueError as exc:
+            return None, (f"not valid JSON ({exc})",)
         try:
             found = sorted(validator.iter_errors(value), key=relevance)
         except RecursionError:

@@ -208,3 +208,13 @@ def test_schema_over_map_on_an_empty_or_duplicated_index(
     out = shell.user_ns["out"]
     assert list(out.index) == ["a", "b", "b"] and out.loc["b"].isna().all().all()
     assert "2 failed" in cell.stdout
+
+
+@pytest.mark.parametrize("answer", ['{"x": NaN}', '{"x": Infinity}', '{"x": 1e400}'])
+def test_nan_and_infinity_are_not_json_and_cannot_slip_past_bounds(answer: str) -> None:
+    # NaN compares false with everything: jsonschema's minimum/maximum would let it through.
+    bounded = {"type": "object", "properties": {"x": {"type": "number", "minimum": 0}}}
+    err = problem(bounded, answer)
+    assert "not valid JSON" in str(err)
+    with pytest.raises(UserError, match="not valid JSON"):
+        finish_value(LlmOptions(fmt="json"), answer)
