@@ -66,11 +66,16 @@ def test_quickstart_runs_and_renders(tmp_path: Path, monkeypatch) -> None:
     assert len(find("gz-panel", "gz-provider-ollama")) == 1
     assert len(find("gz-panel", "gz-provider-sandbox")) == 1
     rows = find("gz-cell-instance", "gz-inst")
-    instances = sorted(m["value"] for m in rows)
+    # the name cell shows a short label (the full name on hover); the row class names the id
+    instances = sorted(
+        next(c for c in m["_dom_classes"] if c.startswith("gz-row-")).removeprefix("gz-row-")
+        for m in rows
+    )
     assert len(instances) == 3 and "sandbox-1" in instances  # 2 Ollama stand-ins + 1 container
-    ollama_rows = [i for i in instances if i.startswith("127.0.0.1:")]
+    ollama_rows = [i for i in instances if i.startswith("127_0_0_1_")]
+    assert all("\u2026:" in m["value"] for m in rows if "sandbox" not in m["value"])
     for ident in ollama_rows:
-        dot = find("gz-cell-dot", "gz-row-" + ident.replace(".", "_").replace(":", "_"))
+        dot = find("gz-cell-dot", "gz-row-" + ident)
         assert len(dot) == 1
         style = models[dot[0]["style"].removeprefix("IPY_MODEL_")]
         assert style["text_color"] == "#2e9e44"  # healthy green
