@@ -1,0 +1,391 @@
+"""The chat loop behind ``%%llm --tools``: ask, run the tools the model calls, send the
+results back, until the model answers in text or ``--max-steps`` is reached.
+
+One step is one model reply and the tools it called. Each call is shown as it happens; a
+tool that raises, an unknown tool name or bad arguments become the text of the tool message
+(``ExcType: message``), so the model can correct itself. Messages follow Ollama's chat API:
+the assistant message carries ``tool_calls``, each result is a ``role: tool`` message with
+``tool_name``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+import time
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from IPython.display import display
+
+from ..hub.errors import HubError, NoResourceAvailable, UserError
+from .llm import (
+    ChatStore,
+    LlmOptions,
+    LlmResult,
+    build_request,
+    final_bundle,
+    finish_value,
+)
+from .llm_tools import SANDBOX, Tool, ToolError, describe_value, tool_from_function
+from .render import (
+    CellError,
+    CellInterrupted,
+    StreamingDisplay,
+    cell_error,
+    no_ollama_hint,
+    plain_terminal,
+    tokens_per_second,
+)
+from .sandbox_tool import MODEL_LIMIT, sandbox_tool
+
+__all__ = ["DEFAULT_MAX_STEPS", "ToolCall", "ToolsResult", "ask_with_tools", "build_tools"]
+
+DEFAULT_MAX_STEPS = 8
+# What the cell shows of arguments and results; the model gets up to MODEL_LIMIT.
+_SHOWN = 300
+
+
+@dataclass
+class ToolCall:
+    """One call the model made: what it asked for and what it was told."""
+
+    name: str
+    arguments: Any
+    result: str
+    error: bool = False
+
+
+@dataclass
+class ToolsResult(LlmResult):
+    """An answer reached through tools: the calls made, the steps taken, and whether the
+    loop stopped at ``--max-steps`` (``stopped == "max_steps"``) before the model answered."""
+
+    calls: list[ToolCall] = field(default_factory=list)
+    steps: int = 0
+    stopped: str | None = None
+
+
+def build_tools(
+    names: list[str], ns: MutableMapping[str, Any], rt: Any, *, sandbox_timeout: float | None
+) -> list[Tool]:
+    """The tools named in ``--tools``: kernel callables, and ``sandbox`` for ``python``."""
+    tools: list[Tool] = []
+    for name in names:
+        if name == SANDBOX:
+            tools.append(sandbox_tool(rt, timeout=sandbox_timeout))
+            continue
+        if name not in ns:
+            raise UserError(
+                f"--tools {name}: no function {name!r} in the notebook",
+                hint="define it first, or use --tools sandbox for the code interpreter",
+            )
+        tools.append(tool_from_function(name, ns[name]))
+    seen = [t.name for t in tools]
+    if len(set(seen)) != len(seen):
+        raise UserError("--tools: 'python' is the sandbox tool's name; rename your function")
+    return tools
+
+
+def _as_chat(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A generate request as the chat request it stands for (tools need the chat API)."""
+    if method == "llm/chat":
+        return params
+    out = {k: v for k, v in params.items() if k not in ("prompt", "system", "images")}
+    messages: list[dict[str, Any]] = []
+    if params.get("system"):
+        messages.append({"role": "system", "content": params["system"]})
+    user: dict[str, Any] = {"role": "user", "content": params.get("prompt", "")}
+    if params.get("images"):
+        user["images"] = params["images"]
+    messages.append(user)
+    out["messages"] = messages
+    return out
+
+
+def ask_with_tools(
+    runtime: Any,
+    prompt: str,
+    opts: LlmOptions,
+    tools: list[Tool],
+    *,
+    max_steps: int = DEFAULT_MAX_STEPS,
+    default_model: str,
+    chats: ChatStore | None = None,
+    interval: float = 0.1,
+    show: bool = True,
+    hosts: list[str] | None = None,
+    context: str = "%%llm",
+) -> ToolsResult:
+    """Run the tool loop for one prompt; like :func:`llm.ask`, but the model may call tools.
+
+    With ``opts.stream`` and ``show`` the replies stream into the cell; otherwise the caller
+    shows the final answer. Tool calls are shown in either case.
+    """
+    if max_steps < 1:
+        raise UserError("--max-steps must be at least 1")
+    method, params, kwargs = build_request(opts, prompt, default_model, chats)
+    params = _as_chat(method, params)
+    params["tools"] = [t.spec() for t in tools]
+    if opts.timeout:
+        kwargs["timeout"] = opts.timeout
+    messages: list[dict[str, Any]] = params["messages"]
+    turn: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+    by_name = {t.name: t for t in tools}
+    calls: list[ToolCall] = []
+    start = time.perf_counter()
+    first_at: float | None = None
+    text, raw, instance, view = "", {}, None, None
+    stopped: str | None = None
+    steps = 0
+    try:
+        while True:
+            steps += 1
+            step = _Step(runtime, params, kwargs, opts, interval, show, context, hosts)
+            step.run()
+            first_at = first_at or step.first_at
+            raw, instance = step.raw, step.instance or instance
+            reply: dict[str, Any] = {"role": "assistant", "content": step.text}
+            if step.calls:
+                reply["tool_calls"] = step.calls
+            messages.append(reply)
+            turn.append(reply)
+            if step.text or view is None:
+                text, view = step.text, step.view
+            if not step.calls:
+                break
+            for call in step.calls:
+                done = _run_call(call, by_name, show)
+                calls.append(done)
+                answer = {"role": "tool", "content": done.result, "tool_name": done.name}
+                messages.append(answer)
+                turn.append(answer)
+            if steps >= max_steps:
+                stopped = "max_steps"
+                break
+    finally:
+        for t in tools:
+            if t.close is not None:
+                t.close()
+    latency_ms = (time.perf_counter() - start) * 1000.0
+    if stopped:
+        value: Any = text
+        pending = [c.name for c in calls[-len(step.calls) :]]
+        _say_stopped(context, steps, max_steps, pending, bool(text))
+    else:
+        try:
+            value = finish_value(opts, text)
+        except HubError as exc:
+            if view is not None:
+                view.finish()
+            raise cell_error(exc, context=context) from None
+    if view is not None:
+        view.finish(final_bundle(opts, text, value) if not stopped else None)
+    elif show and opts.stream and not stopped:
+        display(final_bundle(opts, text, value), raw=True)
+    if opts.chat and chats is not None:
+        chats.messages(opts.chat, None).extend(turn)
+    return ToolsResult(
+        text=text,
+        value=value,
+        model=str(params["model"]),
+        instance=instance,
+        latency_ms=latency_ms,
+        tokens_per_s=tokens_per_second(raw),
+        raw=raw,
+        first_token_ms=None if first_at is None else (first_at - start) * 1000.0,
+        calls=calls,
+        steps=steps,
+        stopped=stopped,
+    )
+
+
+class _Step:
+    """One model reply: streamed into a display made when its first text arrives (a reply
+    that only calls tools shows nothing), or fetched whole."""
+
+    def __init__(
+        self,
+        runtime: Any,
+        params: dict[str, Any],
+        kwargs: dict[str, Any],
+        opts: LlmOptions,
+        interval: float,
+        show: bool,
+        context: str,
+        hosts: list[str] | None,
+    ) -> None:
+        self.runtime, self.params, self.kwargs = runtime, params, kwargs
+        self.opts, self.interval, self.show = opts, interval, show
+        self.context, self.hosts = context, hosts
+        self.text = ""
+        self.calls: list[dict[str, Any]] = []
+        self.raw: dict[str, Any] = {}
+        self.instance: str | None = None
+        self.view: StreamingDisplay | None = None
+        self.first_at: float | None = None
+
+    def run(self) -> None:
+        error: BaseException | None = None
+        interrupted = False
+        try:
+            provider = self.runtime.ollama()
+            if self.opts.stream and self.show:
+                stream = self.runtime.stream(
+                    lambda: provider.stream("llm/chat", self.params, **self.kwargs)
+                )
+                for chunk in stream:
+                    self._take(chunk)
+                if self.view is not None:
+                    self.view.flush()
+            else:
+                res = self.runtime.run(provider.execute("llm/chat", self.params, **self.kwargs))
+                self._take(res)
+                self.raw = res
+        except KeyboardInterrupt:
+            interrupted = True
+        except Exception as exc:
+            error = exc
+        # Raised outside the except blocks so no library exception rides along as __context__.
+        if interrupted:
+            if self.view is not None:
+                self.view.flush()
+            raise CellInterrupted(
+                f"{self.context} stopped; the request to the model was cancelled"
+            ) from None
+        if error is not None:
+            hint = (
+                no_ollama_hint(self.hosts or []) if isinstance(error, NoResourceAvailable) else None
+            )
+            raise cell_error(error, context=self.context, hint=hint) from None
+
+    def _take(self, chunk: dict[str, Any]) -> None:
+        msg = chunk.get("message") if isinstance(chunk.get("message"), dict) else {}
+        piece = msg.get("content") if isinstance(msg.get("content"), str) else ""
+        if piece:
+            if self.first_at is None:
+                self.first_at = time.perf_counter()
+            if self.opts.stream and self.show:
+                if self.view is None:
+                    self.view = StreamingDisplay(self.opts.fmt, self.interval)
+                self.view.append(piece)
+            else:
+                self.text += piece
+        found = msg.get("tool_calls") or chunk.get("tool_calls") or []
+        self.calls.extend(c for c in found if isinstance(c, dict))
+        self.instance = chunk.get("instance") or self.instance
+        if chunk.get("done"):
+            self.raw = chunk
+        if self.view is not None:
+            self.text = self.view.text
+
+
+def _arguments(raw: Any) -> dict[str, Any]:
+    # Ollama sends an object; OpenAI-compatible servers send a JSON string.
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ToolError(f"the arguments are not valid JSON ({exc.msg})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ToolError("the arguments must be a JSON object")
+    return raw
+
+
+def _run_call(call: dict[str, Any], tools: dict[str, Tool], show: bool) -> ToolCall:
+    fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+    name = str(fn.get("name") or "")
+    raw_args = fn.get("arguments")
+    tool = tools.get(name)
+    view = _CallView(name, raw_args) if show and (tool is None or tool.kind != "sandbox") else None
+    error = True
+    interrupted = False
+    try:
+        if tool is None:
+            known = ", ".join(tools) or "none"
+            raise ToolError(f"there is no tool named {name!r}; the tools are: {known}")
+        value = tool.run(_arguments(raw_args))
+        text, error = describe_value(value, MODEL_LIMIT), False
+    except KeyboardInterrupt:
+        interrupted = True
+    except CellError:
+        raise  # the tool's own infrastructure failed (e.g. no sandbox): stop the cell
+    except ToolError as exc:
+        text = f"error: {exc.message}"
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}"
+    if interrupted:
+        raise CellInterrupted(f"%%llm stopped while the tool {name!r} ran") from None
+    if view is not None:
+        view.done(text, error)
+    return ToolCall(name=name, arguments=raw_args, result=text, error=error)
+
+
+def _call_text(name: str, arguments: Any) -> str:
+    if isinstance(arguments, dict):
+        inner = ", ".join(
+            f"{k}={describe_value(v, 80)!r}"
+            if isinstance(v, str)
+            else f"{k}={describe_value(v, 80)}"
+            for k, v in arguments.items()
+        )
+    else:
+        inner = describe_value(arguments, _SHOWN)
+    return f"{name}({inner})"
+
+
+class _CallView:
+    """One line per call, updated in place: the call as it starts, then its result."""
+
+    def __init__(self, name: str, arguments: Any) -> None:
+        self.call = _call_text(name, arguments)
+        self.terminal = plain_terminal()
+        self.handle = None
+        if self.terminal:
+            print(f"tool {self.call} …", flush=True)
+        else:
+            self.handle = display(
+                self._bundle("…", False),
+                raw=True,
+                display_id=True,
+                metadata={"gleitzeit": {"tool_call": name}},
+            )
+
+    def _bundle(self, result: str, error: bool) -> dict[str, str]:
+        arrow = "⟶ error:" if error else "⟶"
+        plain = f"tool {self.call} {arrow} {result}"
+        colour = "#b3261e" if error else "inherit"
+        return {
+            "text/plain": plain,
+            "text/html": (
+                '<div class="gz-tool-call" style="font-family:monospace">'
+                f'<span style="opacity:0.6">tool</span> {html.escape(self.call)} '
+                f'<span style="color:{colour}">{html.escape(arrow)}</span> '
+                f"{html.escape(result)}</div>"
+            ),
+        }
+
+    def done(self, text: str, error: bool) -> None:
+        shown = text.removeprefix("error: ") if error else text
+        shown = describe_value(shown, _SHOWN)
+        if self.terminal:
+            print(f"  {'⟶ error:' if error else '⟶'} {shown}", flush=True)
+        elif self.handle is not None:
+            self.handle.update(self._bundle(shown, error), raw=True)
+
+
+def _say_stopped(
+    context: str, steps: int, max_steps: int, pending: list[str], has_text: bool
+) -> None:
+    wanted = ", ".join(dict.fromkeys(pending)) or "tools"
+    kept = "its partial answer is kept" if has_text else "it gave no answer text yet"
+    sys.stderr.write(
+        f"{context} stopped after {steps} step{'s' if steps != 1 else ''} (--max-steps"
+        f" {max_steps}): the model had just called {wanted} and has not answered; {kept}."
+        " Raise --max-steps to let it finish.\n"
+    )
+    sys.stderr.flush()
