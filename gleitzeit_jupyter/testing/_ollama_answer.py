@@ -112,17 +112,23 @@ def _tool_turn(body: dict[str, Any], tokens: list[str]) -> tuple[list[str], list
 
 
 _FENCED = re.compile(r"```[^\n]*\n(.*?)```", re.S)
+_ASKED = re.compile(r"\bcall tool `?([A-Za-z_][\w-]*)`?")
 
 
 def _tool_calls(tools: Any, tokens: list[str], prompt: str = "") -> list[dict[str, Any]]:
     """A call of the tool named in ``prompt`` (else the first offered), its arguments shaped
     by the tool's parameters; a string parameter named ``code`` gets the prompt's first
-    fenced code block (else a one-line print), so a code tool receives code that runs."""
+    fenced code block (else a one-line print), so a code tool receives code that runs.
+    ``call tool NAME`` in the prompt calls NAME even when it is not offered."""
     if not isinstance(tools, list):
         return []
     offered = [t.get("function") or {} for t in tools if isinstance(t, dict)]
     if not offered:
         return []
+    asked = _ASKED.search(prompt)
+    if asked and asked.group(1) not in {f.get("name") for f in offered}:
+        # Real models do invent tool names; "call tool NAME" makes this one do it.
+        return [{"function": {"name": asked.group(1), "arguments": {}}}]
     named = [
         f for f in offered if f.get("name") and re.search(rf"\b{re.escape(f['name'])}\b", prompt)
     ]

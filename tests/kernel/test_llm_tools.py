@@ -96,6 +96,20 @@ def test_raising_tool_tells_the_model_and_the_loop_goes_on(
     assert line.startswith("tool lookup(key=") and "⟶ error: KeyError: 'no entry" in line
 
 
+def test_an_unknown_tool_name_is_answered_with_an_error(
+    shell: InteractiveShell, standin: OllamaStandIn
+) -> None:
+    run(shell, ADD)
+    before = len(standin.requests_to("/api/chat"))
+    cell = run(shell, "%%llm --tools add -o ans\nplease call tool teleport")
+    assert cell.error is None, cell.text
+    _, second = chats(standin, before)
+    told = "error: there is no tool named 'teleport'; the tools are: add"
+    assert second["messages"][-1] == {"role": "tool", "content": told, "tool_name": "teleport"}
+    assert tool_lines(cell) == [f"tool teleport() ⟶ {told}"]
+    assert shell.user_ns["calls"] == []
+
+
 def test_the_model_calls_the_tool_its_prompt_names(
     shell: InteractiveShell, standin: OllamaStandIn
 ) -> None:
