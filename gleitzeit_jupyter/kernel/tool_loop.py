@@ -116,13 +116,16 @@ def ask_with_tools(
     chats: ChatStore | None = None,
     interval: float = 0.1,
     show: bool = True,
+    show_calls: bool = True,
     hosts: list[str] | None = None,
     context: str = "%%llm",
 ) -> ToolsResult:
     """Run the tool loop for one prompt; like :func:`llm.ask`, but the model may call tools.
 
     With ``opts.stream`` and ``show`` the replies stream into the cell; otherwise the caller
-    shows the final answer. Tool calls are shown in either case.
+    shows the final answer. Tool calls are shown as they happen with ``show_calls`` (also in
+    the line form, whose answer is returned rather than shown). The footer's token counts
+    and speed add up every step.
     """
     if max_steps < 1:
         raise UserError("--max-steps must be at least 1")
@@ -146,7 +149,7 @@ def ask_with_tools(
             step = _Step(runtime, params, kwargs, opts, interval, show, context, hosts)
             step.run()
             first_at = first_at or step.first_at
-            raw, instance = step.raw, step.instance or instance
+            raw, instance = _add_usage(raw, step.raw), step.instance or instance
             reply: dict[str, Any] = {"role": "assistant", "content": step.text}
             if step.calls:
                 reply["tool_calls"] = step.calls
@@ -157,7 +160,7 @@ def ask_with_tools(
             if not step.calls:
                 break
             for call in step.calls:
-                done = _run_call(call, by_name, show)
+                done = _run_call(call, by_name, show_calls)
                 calls.append(done)
                 answer = {"role": "tool", "content": done.result, "tool_name": done.name}
                 messages.append(answer)
@@ -200,6 +203,20 @@ def ask_with_tools(
         steps=steps,
         stopped=stopped,
     )
+
+
+_USAGE = ("prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration")
+
+
+def _add_usage(total: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
+    """The last step's final object, its usage counts summed over all steps so far."""
+    out = dict(step)
+    for key in _USAGE:
+        a, b = total.get(key), step.get(key)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            out[key] = a + b
+    out.pop("tokens_per_s", None)  # per step; recomputed from the sums
+    return out
 
 
 class _Step:

@@ -182,6 +182,15 @@ def test_chat_keeps_tool_turns_in_the_history(
     assert "tools" not in body  # tools are per cell; the history is what stays
 
 
+def test_line_form_returns_the_answer_and_shows_the_calls(shell: InteractiveShell) -> None:
+    run(shell, ADD)
+    cell = run(shell, "x = %llm --tools add What is 2 + 3?")
+    assert cell.error is None, cell.text
+    ((a, b),) = shell.user_ns["calls"]
+    assert shell.user_ns["x"].startswith(f"[add said: {a + 1000 * b}]")
+    assert tool_lines(cell) == [f"tool add(a={a}, b={b}) ⟶ {a + 1000 * b}"]
+
+
 def test_help_lists_the_tool_options(shell: InteractiveShell) -> None:
     doc = shell.find_cell_magic("llm").__doc__
     assert "--tools f,g|sandbox" in doc and "--max-steps N" in doc
@@ -210,6 +219,7 @@ def test_without_a_cell_the_loop_is_a_plain_function(standin: OllamaStandIn) -> 
             tools,
             default_model="llama3.2",
             show=False,
+            show_calls=False,
         )
     finally:
         rt.shutdown()
@@ -217,6 +227,8 @@ def test_without_a_cell_the_loop_is_a_plain_function(standin: OllamaStandIn) -> 
     (call,) = res.calls
     assert call.name == "square" and call.result == str(seen[0] ** 2) and not call.error
     assert f"[square said: {seen[0] ** 2}]" in res.text
+    replies = [r.body for r in standin.requests_to("/api/chat")[-2:]]
+    assert all(b["tools"][0]["function"]["name"] == "square" for b in replies)
 
 
 class Unit(enum.Enum):
