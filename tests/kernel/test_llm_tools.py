@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import enum
+import re
+from pathlib import Path
 from typing import Literal
 
 import docker
@@ -189,6 +191,20 @@ def test_line_form_returns_the_answer_and_shows_the_calls(shell: InteractiveShel
     ((a, b),) = shell.user_ns["calls"]
     assert shell.user_ns["x"].startswith(f"[add said: {a + 1000 * b}]")
     assert tool_lines(cell) == [f"tool add(a={a}, b={b}) ⟶ {a + 1000 * b}"]
+
+
+def test_the_readme_tools_cell_runs_as_pasted(shell: InteractiveShell) -> None:
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    (block,) = re.findall(
+        r"<!-- test: run this cell -->\n```python\n(.*?)```", readme.read_text(), re.S
+    )
+    assert "%llm --tools word_count" in block
+    cell = run(shell, block)
+    assert cell.error is None, cell.text
+    (line,) = tool_lines(cell)
+    count = int(line.rsplit(" ⟶ ", 1)[1])
+    assert line.startswith("tool word_count(text=")
+    assert f"[word_count said: {count}]" in cell.stdout
 
 
 def test_help_lists_the_tool_options(shell: InteractiveShell) -> None:
