@@ -368,3 +368,42 @@ def test_sandbox_tool_runs_the_models_code_in_the_sandbox_not_the_kernel(
     _, second = chats(standin, before)
     content = second["messages"][2]["content"]
     assert content.startswith("stdout:\nbefore\nerror: ZeroDivisionError: division by zero")
+
+
+@pytest.mark.docker
+def test_python_tool_keeps_variables_between_calls_of_one_cell(shell: InteractiveShell) -> None:
+    docker.from_env().ping()
+    run(shell, "%sandbox print('warm')")  # the cell's runtime and pool, as a user has them
+    src = (
+        "from gleitzeit_jupyter.kernel.runtime import get_runtime\n"
+        "from gleitzeit_jupyter.kernel.tool_loop import build_tools\n"
+        "(tool,) = build_tools(['sandbox'], {}, get_runtime(), sandbox_timeout=30)\n"
+        "try:\n"
+        "    first = tool.run({'code': 'x = 41'})\n"
+        "    second = tool.run({'code': 'print(x + 1)'})\n"
+        "finally:\n"
+        "    tool.close()\n"
+    )
+    cell = run(shell, src)
+    assert cell.error is None, cell.text
+    assert shell.user_ns["first"] == "(the code ran and printed nothing)"
+    assert shell.user_ns["second"] == "stdout:\n42"
+    assert "x" not in shell.user_ns or shell.user_ns["x"] != 41
+
+
+@pytest.mark.docker
+def test_python_tool_has_the_sandbox_time_limit(
+    shell: InteractiveShell, standin: OllamaStandIn
+) -> None:
+    docker.from_env().ping()
+    run(shell, "%config Gleitzeit.sandbox_timeout = 2.0")
+    try:
+        before = len(standin.requests_to("/api/chat"))
+        cell = run(shell, "%%llm --tools sandbox\nRun:\n```python\nwhile True:\n    pass\n```")
+    finally:
+        run(shell, "%config Gleitzeit.sandbox_timeout = 30.0")
+    assert cell.error is None, cell.text
+    _, second = chats(standin, before)
+    told = second["messages"][-1]["content"]
+    assert told == "error: the run exceeded its 2 s timeout and was stopped"
+    assert "Timeout: %%sandbox: the run exceeded its 2 s timeout" in cell.text  # as %%sandbox
