@@ -237,9 +237,9 @@ def _first_error(exc: pydantic.ValidationError) -> str:
     return f"{where}: {first.get('msg')} (got {shown}){more}"
 
 
-def describe_value(value: Any, limit: int) -> str:
-    """``value`` as a model reads it: text as is, data as JSON, else ``repr``; at most
-    ``limit`` characters, a longer text cut with a marker saying how long it was."""
+def describe_value(value: Any, limit: int | None = None) -> str:
+    """``value`` as a model reads it: text as is, data as JSON, else ``str``; with a
+    ``limit``, a longer text is cut with a marker saying how long it was."""
     if isinstance(value, str):
         text = value
     else:
@@ -248,7 +248,7 @@ def describe_value(value: Any, limit: int) -> str:
         except (TypeError, ValueError):
             # str, not repr: a DataFrame's table, numpy's 3 rather than np.int64(3).
             text = str(value)
-    return truncate(text, limit)
+    return text if limit is None else truncate(text, limit)
 
 
 def _not_json(value: Any) -> Any:

@@ -10,7 +10,6 @@ the assistant message carries ``tool_calls``, each result is a ``role: tool`` me
 
 from __future__ import annotations
 
-import html
 import json
 import sys
 import time
@@ -29,23 +28,21 @@ from .llm import (
     final_bundle,
     finish_value,
 )
-from .llm_tools import SANDBOX, Tool, ToolError, describe_value, tool_from_function
+from .llm_tools import SANDBOX, Tool, ToolError, describe_value, tool_from_function, truncate
 from .render import (
     CellError,
     CellInterrupted,
     StreamingDisplay,
     cell_error,
     no_ollama_hint,
-    plain_terminal,
     tokens_per_second,
 )
 from .sandbox_tool import MODEL_LIMIT, sandbox_tool
+from .tool_display import CallView
 
 __all__ = ["DEFAULT_MAX_STEPS", "ToolCall", "ToolsResult", "ask_with_tools", "build_tools"]
 
 DEFAULT_MAX_STEPS = 8
-# What the cell shows of arguments and results; the model gets up to MODEL_LIMIT.
-_SHOWN = 300
 
 
 @dataclass
@@ -318,7 +315,7 @@ def _run_call(call: dict[str, Any], tools: dict[str, Tool], show: bool) -> ToolC
     name = str(fn.get("name") or "")
     raw_args = fn.get("arguments")
     tool = tools.get(name)
-    view = _CallView(name, raw_args) if show and (tool is None or tool.kind != "sandbox") else None
+    view = CallView(name, raw_args) if show and (tool is None or tool.kind != "sandbox") else None
     error = True
     interrupted = False
     try:
@@ -326,7 +323,7 @@ def _run_call(call: dict[str, Any], tools: dict[str, Tool], show: bool) -> ToolC
             known = ", ".join(tools) or "none"
             raise ToolError(f"there is no tool named {name!r}; the tools are: {known}")
         value = tool.run(_arguments(raw_args))
-        text, error = describe_value(value, MODEL_LIMIT), False
+        text, error = describe_value(value), False
     except KeyboardInterrupt:
         interrupted = True
     except CellError:
@@ -338,61 +335,8 @@ def _run_call(call: dict[str, Any], tools: dict[str, Tool], show: bool) -> ToolC
     if interrupted:
         raise CellInterrupted(f"%%llm stopped while the tool {name!r} ran") from None
     if view is not None:
-        view.done(text, error)
-    return ToolCall(name=name, arguments=raw_args, result=text, error=error)
-
-
-def _call_text(name: str, arguments: Any) -> str:
-    if isinstance(arguments, dict):
-        inner = ", ".join(
-            f"{k}={describe_value(v, 80)!r}"
-            if isinstance(v, str)
-            else f"{k}={describe_value(v, 80)}"
-            for k, v in arguments.items()
-        )
-    else:
-        inner = describe_value(arguments, _SHOWN)
-    return f"{name}({inner})"
-
-
-class _CallView:
-    """One line per call, updated in place: the call as it starts, then its result."""
-
-    def __init__(self, name: str, arguments: Any) -> None:
-        self.call = _call_text(name, arguments)
-        self.terminal = plain_terminal()
-        self.handle = None
-        if self.terminal:
-            print(f"tool {self.call} …", flush=True)
-        else:
-            self.handle = display(
-                self._bundle("…", False),
-                raw=True,
-                display_id=True,
-                metadata={"gleitzeit": {"tool_call": name}},
-            )
-
-    def _bundle(self, result: str, error: bool) -> dict[str, str]:
-        arrow = "⟶ error:" if error else "⟶"
-        plain = f"tool {self.call} {arrow} {result}"
-        colour = "#b3261e" if error else "inherit"
-        return {
-            "text/plain": plain,
-            "text/html": (
-                '<div class="gz-tool-call" style="font-family:monospace">'
-                f'<span style="opacity:0.6">tool</span> {html.escape(self.call)} '
-                f'<span style="color:{colour}">{html.escape(arrow)}</span> '
-                f"{html.escape(result)}</div>"
-            ),
-        }
-
-    def done(self, text: str, error: bool) -> None:
-        shown = text.removeprefix("error: ") if error else text
-        shown = describe_value(shown, _SHOWN)
-        if self.terminal:
-            print(f"  {'⟶ error:' if error else '⟶'} {shown}", flush=True)
-        elif self.handle is not None:
-            self.handle.update(self._bundle(shown, error), raw=True)
+        view.done(text, error)  # cut shorter for the cell, with the full length in its marker
+    return ToolCall(name=name, arguments=raw_args, result=truncate(text, MODEL_LIMIT), error=error)
 
 
 def _say_stopped(

@@ -112,6 +112,19 @@ def test_an_unknown_tool_name_is_answered_with_an_error(
     assert shell.user_ns["calls"] == []
 
 
+def test_long_results_are_cut_with_a_marker(
+    shell: InteractiveShell, standin: OllamaStandIn
+) -> None:
+    run(shell, "def dump() -> str:\n    return 'x' * 10_000\n")
+    before = len(standin.requests_to("/api/chat"))
+    cell = run(shell, "%%llm --tools dump\nDump it")
+    assert cell.error is None, cell.text
+    _, second = chats(standin, before)
+    marker = "… [truncated: 10,000 characters in all]"
+    assert second["messages"][-1]["content"] == "x" * 4000 + marker  # what the model reads
+    assert tool_lines(cell) == ["tool dump() ⟶ " + "x" * 300 + marker]  # what the cell shows
+
+
 def test_the_model_calls_the_tool_its_prompt_names(
     shell: InteractiveShell, standin: OllamaStandIn
 ) -> None:
