@@ -79,7 +79,7 @@ def build_tools(
                 f"--tools {name}: no function {name!r} in the notebook",
                 hint="define it first, or use --tools sandbox for the code interpreter",
             )
-        tools.append(tool_from_function(name, ns[name]))
+        tools.append(tool_from_function(name, ns[name], await_with=rt.run))
     seen = [t.name for t in tools]
     if len(set(seen)) != len(seen):
         raise UserError("--tools: 'python' is the sandbox tool's name; rename your function")
@@ -326,11 +326,14 @@ def _run_call(call: dict[str, Any], tools: dict[str, Tool], show: bool) -> ToolC
         text, error = describe_value(value), False
     except KeyboardInterrupt:
         interrupted = True
-    except CellError:
-        raise  # the tool's own infrastructure failed (e.g. no sandbox): stop the cell
     except ToolError as exc:
         text = f"error: {exc.message}"
-    except Exception as exc:
+    except BaseException as exc:
+        # Whatever a kernel function raises is the model's to read, SystemExit included
+        # (argparse and click exit on bad input); only the sandbox tool's own failure to run
+        # (no docker, no container) is not the model's doing and stops the cell.
+        if isinstance(exc, CellError) and tool is not None and tool.kind == "sandbox":
+            raise
         text = f"{type(exc).__name__}: {exc}"
     if interrupted:
         raise CellInterrupted(f"%%llm stopped while the tool {name!r} ran") from None
