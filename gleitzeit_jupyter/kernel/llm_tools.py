@@ -12,6 +12,8 @@ a little off.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
 import enum
 import inspect
 import json
@@ -165,10 +167,22 @@ def _doc_params(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
     return summary.strip(), params
 
 
-def tool_from_function(name: str, fn: Any) -> Tool:
-    """A :class:`Tool` for the kernel callable ``fn``, offered to the model as ``name``."""
+def tool_from_function(
+    name: str, fn: Any, *, await_with: Callable[[Any], Any] | None = None
+) -> Tool:
+    """A :class:`Tool` for the kernel callable ``fn``, offered to the model as ``name``.
+
+    An ``async def`` tool's coroutine is run to its result by ``await_with`` (the kernel
+    passes its runtime's ``run``, so the stop button cancels it); without one, by
+    :func:`asyncio.run` in a thread of its own.
+    """
     if not callable(fn):
         raise UserError(f"--tools {name}: {name!r} is a {type(fn).__name__}, not a function")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise UserError(
+            f"--tools {name}: {name} is a generator function; a tool returns its result"
+            f" (wrap it: def {name}_list(...): return list({name}(...)))"
+        )
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -181,6 +195,7 @@ def tool_from_function(name: str, fn: Any) -> Tool:
     properties: dict[str, Any] = {}
     required: list[str] = []
     fields: dict[str, Any] = {}
+    names: dict[str, str] = {}  # the checking model's field -> the parameter
     positional: list[str] = []
     for pname, param in sig.parameters.items():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
@@ -196,11 +211,18 @@ def tool_from_function(name: str, fn: Any) -> Tool:
         if param.kind is param.POSITIONAL_ONLY:
             positional.append(pname)
         field_type = Any if ann is inspect.Parameter.empty else ann
-        fields[pname] = (field_type, param.default if has_default else ...)
+        # Fields get neutral names, the parameter being the alias: pydantic refuses or warns
+        # about names like _x, model_config, schema or json, all fine for a Python function.
+        field = f"p{len(fields)}"
+        names[field] = pname
+        default = param.default if has_default else ...
+        fields[field] = (field_type, pydantic.Field(default, alias=pname))
     try:
         model = pydantic.create_model(  # type: ignore[call-overload]
             f"{name}_arguments",
-            __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+            __config__=pydantic.ConfigDict(
+                extra="forbid", arbitrary_types_allowed=True, protected_namespaces=()
+            ),
             **fields,
         )
     except Exception as exc:
@@ -215,11 +237,24 @@ def tool_from_function(name: str, fn: Any) -> Tool:
         except pydantic.ValidationError as exc:
             raise ToolError(f"invalid arguments for {name}: {_first_error(exc)}") from None
         # Only the arguments given: a parameter the model left out keeps fn's own default.
-        given = {k: getattr(checked, k) for k in checked.model_fields_set}
+        given = {names[k]: getattr(checked, k) for k in checked.model_fields_set}
         args = [given.pop(p) for p in positional if p in given]
-        return fn(*args, **given)
+        result = fn(*args, **given)
+        if inspect.isawaitable(result):
+            result = (await_with or _run_in_thread)(_as_coroutine(result))
+        return result
 
     return Tool(name=name, description=summary, parameters=parameters, run=run)
+
+
+async def _as_coroutine(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _run_in_thread(coro: Any) -> Any:
+    # asyncio.run cannot run inside a running loop (ipykernel's cells have one).
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _first_error(exc: pydantic.ValidationError) -> str:
