@@ -19,16 +19,20 @@ SHOWN = 300
 
 
 def call_text(name: str, arguments: Any) -> str:
+    """``name(a=1, b='x')``, each value cut short and the whole cut at :data:`SHOWN`
+    characters with the number of arguments said (a hostile call may send thousands)."""
     if isinstance(arguments, dict):
         inner = ", ".join(
-            f"{k}={describe_value(v, 80)!r}"
+            f"{describe_value(k, 40)}={describe_value(v, 80)!r}"
             if isinstance(v, str)
-            else f"{k}={describe_value(v, 80)}"
+            else f"{describe_value(k, 40)}={describe_value(v, 80)}"
             for k, v in arguments.items()
         )
+        if len(inner) > SHOWN:
+            inner = f"{inner[:SHOWN]}… [{len(arguments):,} arguments]"
     else:
         inner = describe_value(arguments, SHOWN)
-    return f"{name}({inner})"
+    return f"{describe_value(name, 80)}({inner})"  # a tool name the model made up, too
 
 
 class CallView:
