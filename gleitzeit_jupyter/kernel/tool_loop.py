@@ -336,6 +336,8 @@ def _run_call(call: dict[str, Any], tools: dict[str, Tool], show: bool) -> ToolC
             raise
         text = f"{type(exc).__name__}: {exc}"
     if interrupted:
+        if view is not None:
+            view.done("error: interrupted", True)
         raise CellInterrupted(f"%%llm stopped while the tool {name!r} ran") from None
     if view is not None:
         view.done(text, error)  # cut shorter for the cell, with the full length in its marker

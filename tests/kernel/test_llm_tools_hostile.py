@@ -160,3 +160,24 @@ def test_interrupting_a_sandbox_tool_stops_the_run_and_frees_its_container(
     assert "stopped while the tool 'python' ran" in cell.text
     assert _held_sessions() == held
     assert run(shell, "%%sandbox\nprint('next')").stdout == "next\n"  # the pool still serves
+
+
+def test_interrupted_in_a_tool_the_cell_stops_and_the_chat_keeps_no_half_turn(
+    shell: InteractiveShell, standin: OllamaStandIn
+) -> None:
+    # The stop button pressed while a kernel function runs: the tool itself gets the
+    # KeyboardInterrupt, as it would from SIGINT.
+    run(
+        shell,
+        "import _thread, time\ndef slow(x: int) -> int:\n"
+        "    _thread.interrupt_main()\n    time.sleep(5)\n    return x\n",
+    )
+    shell.run_cell("%gleitzeit reset")
+    cell = run(shell, "%%llm --chat half --tools slow\ncall slow")
+    assert isinstance(cell.error, KeyboardInterrupt), cell.text
+    assert "stopped while the tool 'slow' ran" in cell.text
+    assert shown(cell)[-1].endswith("⟶ error: interrupted")  # not left at '…'
+    cell = run(shell, "%%llm --chat half\nhello again")
+    assert cell.error is None, cell.text
+    body = standin.requests_to("/api/chat")[-1].body
+    assert [m["role"] for m in body["messages"]] == ["user"]  # no call without its answer
