@@ -18,7 +18,14 @@ from typing import Any
 from IPython.display import display
 
 from .llm_tools import Tool, ToolError, truncate
-from .render import CellError, CellInterrupted, SandboxException, plain_terminal, strip_ansi
+from .render import (
+    CellError,
+    CellInterrupted,
+    SandboxException,
+    plain_terminal,
+    strip_ansi,
+    terminal_safe,
+)
 from .sandbox_cell import run_cell
 
 __all__ = ["MODEL_LIMIT", "result_text", "sandbox_tool"]
@@ -106,7 +113,7 @@ def result_text(result: MutableMapping[str, Any]) -> str:
 
 def _show_code(code: str) -> None:
     if plain_terminal():
-        print(f"python ⟶ sandbox\n{code.rstrip()}")
+        print(f"python ⟶ sandbox\n{terminal_safe(code.rstrip())}")
         return
     display(
         {

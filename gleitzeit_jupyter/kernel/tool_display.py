@@ -10,7 +10,7 @@ from typing import Any
 from IPython.display import display
 
 from .llm_tools import describe_value
-from .render import plain_terminal
+from .render import plain_terminal, terminal_safe
 
 __all__ = ["CallView", "call_text"]
 
@@ -43,7 +43,9 @@ class CallView:
         self.terminal = plain_terminal()
         self.handle = None
         if self.terminal:
-            print(f"tool {self.call} …", flush=True)
+            # What the model chose goes to a terminal as %%sandbox output does: colours
+            # at most, other control sequences shown as text.
+            print(terminal_safe(f"tool {self.call} …"), flush=True)
         else:
             self.handle = display(
                 self._bundle("…", False),
@@ -70,6 +72,6 @@ class CallView:
         shown = text.removeprefix("error: ") if error else text
         shown = describe_value(shown, SHOWN)
         if self.terminal:
-            print(f"  {'⟶ error:' if error else '⟶'} {shown}", flush=True)
+            print(terminal_safe(f"  {'⟶ error:' if error else '⟶'} {shown}"), flush=True)
         elif self.handle is not None:
             self.handle.update(self._bundle(shown, error), raw=True)
