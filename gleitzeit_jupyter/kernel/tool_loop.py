@@ -40,9 +40,19 @@ from .render import (
 from .sandbox_tool import MODEL_LIMIT, sandbox_tool
 from .tool_display import CallView
 
-__all__ = ["DEFAULT_MAX_STEPS", "ToolCall", "ToolsResult", "ask_with_tools", "build_tools"]
+__all__ = [
+    "DEFAULT_MAX_STEPS",
+    "MAX_CALLS_PER_STEP",
+    "ToolCall",
+    "ToolsResult",
+    "ask_with_tools",
+    "build_tools",
+]
 
 DEFAULT_MAX_STEPS = 8
+#: Calls of one model reply that are run; the rest are answered "not run" (--max-steps bounds
+#: the replies, and one reply could otherwise ask for hundreds of sandbox runs).
+MAX_CALLS_PER_STEP = 16
 
 
 @dataclass
@@ -156,12 +166,17 @@ def ask_with_tools(
                 text, view = step.text, step.view
             if not step.calls:
                 break
-            for call in step.calls:
-                done = _run_call(call, by_name, show_calls)
+            for n, call in enumerate(step.calls):
+                if n < MAX_CALLS_PER_STEP:
+                    done = _run_call(call, by_name, show_calls)
+                else:
+                    done = _not_run(call)
                 calls.append(done)
                 answer = {"role": "tool", "content": done.result, "tool_name": done.name}
                 messages.append(answer)
                 turn.append(answer)
+            if len(step.calls) > MAX_CALLS_PER_STEP:
+                _say_not_run(context, len(step.calls))
             if steps >= max_steps:
                 stopped = "max_steps"
                 break
@@ -342,6 +357,25 @@ def _run_call(call: dict[str, Any], tools: dict[str, Tool], show: bool) -> ToolC
     if view is not None:
         view.done(text, error)  # cut shorter for the cell, with the full length in its marker
     return ToolCall(name=name, arguments=raw_args, result=truncate(text, MODEL_LIMIT), error=error)
+
+
+def _not_run(call: dict[str, Any]) -> ToolCall:
+    fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+    text = (
+        f"error: not run: at most {MAX_CALLS_PER_STEP} tool calls are run per reply;"
+        " call it again in your next reply"
+    )
+    name = truncate(str(fn.get("name") or ""), 200)
+    return ToolCall(name=name, arguments=fn.get("arguments"), result=text, error=True)
+
+
+def _say_not_run(context: str, asked: int) -> None:
+    sys.stderr.write(
+        f"{context}: the model asked for {asked} tool calls in one reply; the first"
+        f" {MAX_CALLS_PER_STEP} ran, {asked - MAX_CALLS_PER_STEP} more calls in this reply were"
+        " not run (the model was told so).\n"
+    )
+    sys.stderr.flush()
 
 
 def _say_stopped(

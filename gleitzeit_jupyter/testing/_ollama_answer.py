@@ -113,13 +113,15 @@ def _tool_turn(body: dict[str, Any], tokens: list[str]) -> tuple[list[str], list
 
 _FENCED = re.compile(r"```[^\n]*\n(.*?)```", re.S)
 _ASKED = re.compile(r"\bcall tool `?([A-Za-z_][\w-]*)`?")
+_TIMES = re.compile(r"\b(\d{1,4}) times\b")
 
 
 def _tool_calls(tools: Any, tokens: list[str], prompt: str = "") -> list[dict[str, Any]]:
     """A call of the tool named in ``prompt`` (else the first offered), its arguments shaped
     by the tool's parameters; a string parameter named ``code`` gets the prompt's first
     fenced code block (else a one-line print), so a code tool receives code that runs.
-    ``call tool NAME`` in the prompt calls NAME even when it is not offered."""
+    ``call tool NAME`` in the prompt calls NAME even when it is not offered; ``N times``
+    makes N parallel calls in the one reply, as models may."""
     if not isinstance(tools, list):
         return []
     offered = [t.get("function") or {} for t in tools if isinstance(t, dict)]
@@ -141,4 +143,6 @@ def _tool_calls(tools: Any, tokens: list[str], prompt: str = "") -> list[dict[st
     if isinstance(code_prop, dict) and code_prop.get("type") == "string":
         block = _FENCED.search(prompt)
         args["code"] = block.group(1) if block else f"print({' '.join(words)!r})"
-    return [{"function": {"name": fn.get("name", "tool"), "arguments": args}}]
+    times = _TIMES.search(prompt)
+    n = int(times.group(1)) if times else 1
+    return [{"function": {"name": fn.get("name", "tool"), "arguments": args}} for _ in range(n)]

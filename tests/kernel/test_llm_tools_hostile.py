@@ -18,6 +18,7 @@ from gleitzeit_jupyter.hub.errors import UserError
 from gleitzeit_jupyter.kernel.llm_tools import tool_from_function
 from gleitzeit_jupyter.kernel.runtime import get_runtime
 from gleitzeit_jupyter.kernel.tool_display import CallView
+from gleitzeit_jupyter.kernel.tool_loop import MAX_CALLS_PER_STEP
 from gleitzeit_jupyter.testing.ollama import OllamaStandIn
 
 
@@ -181,3 +182,26 @@ def test_interrupted_in_a_tool_the_cell_stops_and_the_chat_keeps_no_half_turn(
     assert cell.error is None, cell.text
     body = standin.requests_to("/api/chat")[-1].body
     assert [m["role"] for m in body["messages"]] == ["user"]  # no call without its answer
+
+
+def test_a_reply_with_a_flood_of_calls_runs_only_the_first_few(
+    shell: InteractiveShell, standin: OllamaStandIn
+) -> None:
+    # --max-steps bounds replies; one reply may still hold hundreds of calls (40 here keeps
+    # the stand-in's answer, which quotes every result, short).
+    run(shell, "ran = []\ndef note(x: int) -> int:\n    ran.append(x)\n    return len(ran)\n")
+    before = len(standin.requests_to("/api/chat"))
+    cell = run(shell, "%%llm --tools note -o ans\ncall note 40 times")
+    assert cell.error is None, cell.text
+    _, second = [r.body for r in standin.requests_to("/api/chat")[before:]]
+    assert len(second["messages"][1]["tool_calls"]) == 40
+    assert len(shell.user_ns["ran"]) == MAX_CALLS_PER_STEP
+    answers = second["messages"][2:]
+    assert len(answers) == 40  # every call is answered, as the chat API expects
+    assert answers[MAX_CALLS_PER_STEP - 1]["content"] == str(MAX_CALLS_PER_STEP)
+    skipped = answers[MAX_CALLS_PER_STEP]["content"]
+    assert skipped == (
+        f"error: not run: at most {MAX_CALLS_PER_STEP} tool calls are run per reply;"
+        " call it again in your next reply"
+    )
+    assert f"{40 - MAX_CALLS_PER_STEP} more calls in this reply were not run" in cell.stderr

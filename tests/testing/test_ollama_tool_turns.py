@@ -66,3 +66,12 @@ def test_the_named_tool_is_called_and_code_comes_from_the_prompt() -> None:
         r = c.chat(model="qwen3", messages=ask, tools=[weather])
         (call,) = r.message.tool_calls or []
         assert call.function.name == "teleport" and call.function.arguments == {}
+
+
+def test_n_times_in_the_prompt_makes_parallel_calls() -> None:
+    with OllamaStandIn(models=["qwen3"]) as s:
+        c = ollama.Client(host=s.url, timeout=10)
+        msgs: list = [{"role": "user", "content": "weather in Oslo, 3 times"}]
+        r = c.chat(model="qwen3", messages=msgs, tools=[weather])
+        calls = r.message.tool_calls or []
+        assert [call.function.name for call in calls] == ["weather"] * 3
