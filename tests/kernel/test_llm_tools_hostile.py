@@ -205,3 +205,34 @@ def test_a_reply_with_a_flood_of_calls_runs_only_the_first_few(
         " call it again in your next reply"
     )
     assert f"{40 - MAX_CALLS_PER_STEP} more calls in this reply were not run" in cell.stderr
+
+
+FORGE = (
+    "class Page:\n"
+    "    def _repr_html_(self):\n"
+    "        return '<b>bold</b><script>alert(1)</script><img src=x onerror=alert(2)>'\n"
+    "    def _repr_javascript_(self):\n"
+    "        return 'alert(3)'\n"
+    "Page()\n"
+)
+
+
+@pytest.mark.docker
+def test_the_models_html_is_sanitised_exactly_as_sandbox_does(
+    shell: InteractiveShell, standin: OllamaStandIn
+) -> None:
+    docker.from_env().ping()
+    by_sandbox = run(shell, f"%%sandbox\n{FORGE}")
+    assert by_sandbox.error is None, by_sandbox.text
+    by_tool = run(shell, f"%%llm --tools sandbox\nRun:\n```python\n{FORGE}```")
+    assert by_tool.error is None, by_tool.text
+
+    def pages(cell) -> list[tuple[list[str], str]]:
+        found = [o.data for o in cell.outputs if "<b>bold</b>" in str(o.data)]
+        # (the python tool's own display of the code is not the run's output)
+        return [(sorted(d), d.get("text/html", "")) for d in found if "<pre>" not in str(d)]
+
+    expected = pages(by_sandbox)
+    assert expected and pages(by_tool) == expected
+    ((mimes, page),) = expected
+    assert mimes == ["text/html", "text/plain"] and page == "<b>bold</b>"
