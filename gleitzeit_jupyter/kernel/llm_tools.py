@@ -17,6 +17,7 @@ import concurrent.futures
 import enum
 import inspect
 import json
+import reprlib
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -280,9 +281,12 @@ def describe_value(value: Any, limit: int | None = None) -> str:
     else:
         try:
             text = json.dumps(value, ensure_ascii=False, default=_not_json)
-        except (TypeError, ValueError):
-            # str, not repr: a DataFrame's table, numpy's 3 rather than np.int64(3).
-            text = str(value)
+        except (TypeError, ValueError, RecursionError):
+            try:
+                # str, not repr: a DataFrame's table, numpy's 3 rather than np.int64(3).
+                text = str(value)
+            except RecursionError:
+                text = reprlib.repr(value)  # nested deeper than str can go: cut by depth
     return text if limit is None else truncate(text, limit)
 
 

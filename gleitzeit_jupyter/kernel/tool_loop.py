@@ -318,6 +318,8 @@ def _arguments(raw: Any) -> dict[str, Any]:
             raw = json.loads(raw) if raw.strip() else {}
         except json.JSONDecodeError as exc:
             raise ToolError(f"the arguments are not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise ToolError("the arguments are nested too deeply") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

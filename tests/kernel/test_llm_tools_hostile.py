@@ -15,7 +15,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from kernel_helpers import run
 
 from gleitzeit_jupyter.hub.errors import UserError
-from gleitzeit_jupyter.kernel.llm_tools import tool_from_function
+from gleitzeit_jupyter.kernel.llm_tools import ToolError, describe_value, tool_from_function
 from gleitzeit_jupyter.kernel.runtime import get_runtime
 from gleitzeit_jupyter.kernel.tool_display import CallView
 from gleitzeit_jupyter.kernel.tool_loop import MAX_CALLS_PER_STEP
@@ -236,3 +236,17 @@ def test_the_models_html_is_sanitised_exactly_as_sandbox_does(
     assert expected and pages(by_tool) == expected
     ((mimes, page),) = expected
     assert mimes == ["text/html", "text/plain"] and page == "<b>bold</b>"
+
+
+def test_arguments_and_results_nested_too_deep_for_json_are_described_not_raised() -> None:
+    deep: list = [1]
+    for _ in range(100_000):
+        deep = [deep]
+
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    tool = tool_from_function("total", total)
+    with pytest.raises(ToolError, match=r"invalid arguments for total: xs\.0: "):
+        tool.run({"xs": deep})
+    assert describe_value(deep, 60).startswith("[[[")  # a tool returning it is not an error
