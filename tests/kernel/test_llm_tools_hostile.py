@@ -250,3 +250,35 @@ def test_arguments_and_results_nested_too_deep_for_json_are_described_not_raised
     with pytest.raises(ToolError, match=r"invalid arguments for total: xs\.0: "):
         tool.run({"xs": deep})
     assert describe_value(deep, 60).startswith("[[[")  # a tool returning it is not an error
+
+
+def test_a_server_killed_between_steps_fails_over_and_the_tool_ran_once(
+    shell: InteractiveShell, standin: OllamaStandIn, standin2: OllamaStandIn
+) -> None:
+    servers = [standin, standin2]
+    run(shell, f"%config Gleitzeit.ollama_hosts = ['{standin.url}', '{standin2.url}']")
+    seen = [len(s.requests_to("/api/chat")) for s in servers]
+    ran: list[int] = []
+    killed: list[OllamaStandIn] = []
+
+    def kill(x: int) -> str:
+        """Take down the server that asked for this call."""
+        ran.append(x)
+        served = next(
+            s for s, n in zip(servers, seen, strict=True) if len(s.requests_to("/api/chat")) > n
+        )
+        served.down()
+        killed.append(served)
+        return "done"
+
+    shell.user_ns["kill"] = kill
+    try:
+        cell = run(shell, "%%llm --tools kill -o ans\ncall kill")
+    finally:
+        for s in killed:
+            s.up()
+    assert cell.error is None, cell.text
+    assert len(ran) == 1 and len(killed) == 1  # at most once, though the loop failed over
+    (other,) = [s for s in servers if s is not killed[0]]
+    assert other.requests_to("/api/chat")[-1].body["messages"][-1]["content"] == "done"
+    assert "[kill said: done]" in shell.user_ns["ans"]
