@@ -168,7 +168,7 @@ def ask_with_tools(
                 break
             for n, call in enumerate(step.calls):
                 if n < MAX_CALLS_PER_STEP:
-                    done = _run_call(call, by_name, show_calls)
+                    done = _run_call(call, by_name, show_calls, context)
                 else:
                     done = _not_run(call)
                 calls.append(done)
@@ -327,7 +327,9 @@ def _arguments(raw: Any) -> dict[str, Any]:
     return raw
 
 
-def _run_call(call: dict[str, Any], tools: dict[str, Tool], show: bool) -> ToolCall:
+def _run_call(
+    call: dict[str, Any], tools: dict[str, Tool], show: bool, context: str = "%%llm"
+) -> ToolCall:
     fn = call.get("function") if isinstance(call.get("function"), dict) else {}
     name = str(fn.get("name") or "")
     raw_args = fn.get("arguments")
@@ -355,7 +357,7 @@ def _run_call(call: dict[str, Any], tools: dict[str, Tool], show: bool) -> ToolC
     if interrupted:
         if view is not None:
             view.done("error: interrupted", True)
-        raise CellInterrupted(f"%%llm stopped while the tool {name!r} ran") from None
+        raise CellInterrupted(f"{context} stopped while the tool {name!r} ran") from None
     if view is not None:
         view.done(text, error)  # cut shorter for the cell, with the full length in its marker
     return ToolCall(name=name, arguments=raw_args, result=truncate(text, MODEL_LIMIT), error=error)

@@ -282,3 +282,14 @@ def test_a_server_killed_between_steps_fails_over_and_the_tool_ran_once(
     (other,) = [s for s in servers if s is not killed[0]]
     assert other.requests_to("/api/chat")[-1].body["messages"][-1]["content"] == "done"
     assert "[kill said: done]" in shell.user_ns["ans"]
+
+
+def test_the_line_form_names_itself_when_interrupted_in_a_tool(shell: InteractiveShell) -> None:
+    run(
+        shell,
+        "import _thread, time\ndef slow(x: int) -> int:\n"
+        "    _thread.interrupt_main()\n    time.sleep(5)\n",
+    )
+    cell = run(shell, "y = %llm --tools slow call slow")
+    assert isinstance(cell.error, KeyboardInterrupt), cell.text
+    assert str(cell.error) == "%llm stopped while the tool 'slow' ran"
