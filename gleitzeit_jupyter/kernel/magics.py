@@ -16,7 +16,17 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..hub.errors import HubError
-from . import admin, batch, llm, llm_args, llm_map, sandbox_cell, sandbox_install
+from . import (
+    admin,
+    batch,
+    llm,
+    llm_args,
+    llm_map,
+    llm_tools,
+    sandbox_cell,
+    sandbox_install,
+    tool_loop,
+)
 from .error_log import ErrorLog
 from .interpolate import interpolate
 from .llm_schema import SchemaError
@@ -222,6 +232,19 @@ class GleitzeitMagics(Magics):
         metavar="N",
         help="--map: calls in flight at once, at least 1 (default: Gleitzeit.map_concurrency)",
     )
+    @argument(
+        "--tools",
+        type=llm_tools.tool_names,
+        metavar="f,g|sandbox",
+        help="let the model call these kernel functions (schema from type hints and"
+        " docstring); 'sandbox' adds a python tool that runs code in the sandbox pool",
+    )
+    @argument(
+        "--max-steps",
+        type=llm_args.at_least_one,
+        metavar="N",
+        help=f"--tools: model replies at most, at least 1 (default {tool_loop.DEFAULT_MAX_STEPS})",
+    )
     @argument("prompt", nargs="*", help="%%llm PROMPT (line form); %%llm models lists models")
     def llm(self, line: str, cell: str | None = None) -> Any:
         """Ask the Ollama pool. The cell (or the rest of the line) is the prompt.
@@ -235,6 +258,9 @@ class GleitzeitMagics(Magics):
         The answer streams into the output and renders as Markdown; a footer shows model,
         instance, latency and tokens/s. ``%llm PROMPT`` returns the text;
         ``%llm models`` lists the pool's models.
+        ``--tools f,g`` lets the model call those kernel functions (each call is shown; an
+        exception is told to the model); ``--tools sandbox`` gives it a ``python`` tool that
+        runs code in the sandbox, never in the kernel; ``--max-steps`` bounds the loop.
         """
         if cell is None:
             return self._llm_line(line)
@@ -253,7 +279,8 @@ class GleitzeitMagics(Magics):
             raise UsageError("%%llm: the cell is empty; write the prompt below the %%llm line")
         rt = self.runtime
         try:
-            result = llm.ask(
+            result = self._ask(
+                args,
                 rt,
                 prompt,
                 opts,
@@ -289,7 +316,8 @@ class GleitzeitMagics(Magics):
             raise UsageError("%llm PROMPT: nothing to ask (usage: %llm [options] PROMPT)")
         opts = self._llm_options(args)
         try:
-            result = llm.ask(
+            result = self._ask(
+                args,
                 rt,
                 prompt if args.raw else self._interpolate(prompt, "%llm"),
                 opts,
@@ -300,12 +328,30 @@ class GleitzeitMagics(Magics):
                 context="%llm",
             )
         except SchemaError as exc:
-            llm.store(self._ns(), opts.out, exc)
+            llm.store(self._ns(), opts.out, exc)  # the raw answer stays reachable: VAR.raw
             raise
         llm.store(self._ns(), opts.out, result.value)
         return result.value
 
+    def _ask(self, args: Any, rt: Any, prompt: str, opts: llm.LlmOptions, **kw: Any) -> Any:
+        """One answer: plain, or through the tool loop with --tools."""
+        if not args.tools:
+            if args.max_steps is not None:
+                raise UsageError("--max-steps only applies with --tools")
+            return llm.ask(rt, prompt, opts, **kw)
+        context = kw.get("context", "%%llm")
+        try:
+            tools = tool_loop.build_tools(
+                args.tools, self._ns(), rt, sandbox_timeout=self.cfg.sandbox_timeout or None
+            )
+        except HubError as exc:
+            raise cell_error(exc, context=context) from None
+        steps = args.max_steps or tool_loop.DEFAULT_MAX_STEPS
+        return tool_loop.ask_with_tools(rt, prompt, opts, tools, max_steps=steps, **kw)
+
     def _llm_map(self, args: Any, opts: llm.LlmOptions, cell: str) -> None:
+        if args.tools or args.max_steps is not None:
+            raise UsageError("--tools and --max-steps do not apply with --map")
         if opts.chat:
             raise UsageError("--map and --chat do not mix: each row is its own conversation")
         if args.raw:

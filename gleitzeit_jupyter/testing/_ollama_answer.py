@@ -7,6 +7,7 @@ import asyncio
 import base64
 import binascii
 import json
+import re
 import time
 from typing import Any
 
@@ -39,9 +40,10 @@ def answer(
     thoughts: list[str] = []
     if body.get("think"):
         thoughts, _ = generate_tokens(model, "think\0" + text, options, default_tokens)
-    calls = _tool_calls(body.get("tools"), tokens) if chat else []
+    calls: list[dict[str, Any]] = []
+    if chat:
+        tokens, calls = _tool_turn(body, tokens)
     if calls:
-        tokens = []
         reason = "stop"
     return tokens, thoughts, calls, reason
 
@@ -91,11 +93,62 @@ def _is_base64(value: Any) -> bool:
     return True
 
 
-def _tool_calls(tools: Any, tokens: list[str]) -> list[dict[str, Any]]:
-    """A call of the first tool offered, its arguments shaped by the tool's parameters."""
-    if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
+def _tool_turn(body: dict[str, Any], tokens: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """A deterministic tool-using model: (answer tokens, tool calls).
+
+    Once the conversation holds a tool result after the last user message, it answers, and
+    its answer quotes the results (so a test can see they came back); else, when tools are
+    offered, it calls one: the tool the user's message names, or the first.
+    """
+    msgs = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    last_user = max((i for i, m in enumerate(msgs) if m.get("role") == "user"), default=-1)
+    results = [m for m in msgs[last_user + 1 :] if m.get("role") == "tool"]
+    if results and body.get("format"):
+        return tokens, []  # a structured answer stays valid JSON
+    if results:
+        quoted = " ".join(
+            f"[{m.get('tool_name') or 'tool'} said: {str(m.get('content', ''))[:200]}]"
+            for m in results
+        )
+        words = re.findall(r"\s*\S+", quoted)
+        return [*words, *(" " + t.lstrip() for t in tokens)], []
+    prompt = str(msgs[last_user].get("content", "")) if last_user >= 0 else ""
+    calls = _tool_calls(body.get("tools"), tokens, prompt)
+    return ([] if calls else tokens), calls
+
+
+_FENCED = re.compile(r"```[^\n]*\n(.*?)```", re.S)
+_ASKED = re.compile(r"\bcall tool `?([A-Za-z_][\w-]*)`?")
+_TIMES = re.compile(r"\b(\d{1,4}) times\b")
+
+
+def _tool_calls(tools: Any, tokens: list[str], prompt: str = "") -> list[dict[str, Any]]:
+    """A call of the tool named in ``prompt`` (else the first offered), its arguments shaped
+    by the tool's parameters; a string parameter named ``code`` gets the prompt's first
+    fenced code block (else a one-line print), so a code tool receives code that runs.
+    ``call tool NAME`` in the prompt calls NAME even when it is not offered; ``N times``
+    makes N parallel calls in the one reply, as models may."""
+    if not isinstance(tools, list):
         return []
-    fn = tools[0].get("function") or {}
-    args = shaped_json(fn.get("parameters") or {"type": "object"}, "".join(tokens).split())
+    offered = [t.get("function") or {} for t in tools if isinstance(t, dict)]
+    if not offered:
+        return []
+    asked = _ASKED.search(prompt)
+    if asked and asked.group(1) not in {f.get("name") for f in offered}:
+        # Real models do invent tool names; "call tool NAME" makes this one do it.
+        return [{"function": {"name": asked.group(1), "arguments": {}}}]
+    named = [
+        f for f in offered if f.get("name") and re.search(rf"\b{re.escape(f['name'])}\b", prompt)
+    ]
+    fn = (named or offered)[0]
+    params = fn.get("parameters") or {"type": "object"}
+    words = "".join(tokens).split()
+    args = shaped_json(params, words)
     args = args if isinstance(args, dict) else {}  # arguments are always an object
-    return [{"function": {"name": fn.get("name", "tool"), "arguments": args}}]
+    code_prop = (params.get("properties") or {}).get("code") if isinstance(params, dict) else None
+    if isinstance(code_prop, dict) and code_prop.get("type") == "string":
+        block = _FENCED.search(prompt)
+        args["code"] = block.group(1) if block else f"print({' '.join(words)!r})"
+    times = _TIMES.search(prompt)
+    n = int(times.group(1)) if times else 1
+    return [{"function": {"name": fn.get("name", "tool"), "arguments": args}} for _ in range(n)]

@@ -46,6 +46,14 @@ def test_quickstart_runs_and_renders(tmp_path: Path, monkeypatch) -> None:
     assert all(cell.outputs for cell in code[:-1])
     pngs = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(pngs) == 2
+    # The code interpreter: the model's code ran in the sandbox and its output reached the model.
+    interp = next(c for c in code if c.source.startswith("%%llm --tools sandbox"))
+    printed = "".join(o.text for o in interp.outputs if o.output_type == "stream")
+    assert "338350 10000" in printed
+    answers = [
+        o.data["text/markdown"] for o in interp.outputs if "text/markdown" in o.get("data", {})
+    ]
+    assert any("[python said: stdout:\n338350 10000" in a for a in answers), answers
     assert (tmp_path / "quickstart-pools.sqlite").exists()
     # A schema over --map: validated rows, a summary with token totals, a joined table.
     schema_map = next(c for c in code if c.source.startswith("%%llm --map first --schema"))

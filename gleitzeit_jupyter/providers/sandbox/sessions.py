@@ -82,7 +82,12 @@ class SessionLeases:
                 return {"reset": False, "session": session}  # nothing to restart
             if pinned is not None:
                 try:
-                    return await execute(method, params, strategy, pinned, timeout)
+                    result = await execute(method, params, strategy, pinned, timeout)
+                    if method == "python/reset":
+                        # A reset session holds nothing: its container goes back to the pool
+                        # (a session started per cell would otherwise hold one for good).
+                        self.release(session)
+                    return result
                 except NoResourceAvailable:
                     self.release(session)  # its container left the pool: start afresh
                     if method == "python/reset":
