@@ -2,7 +2,8 @@
 
 ``%config Gleitzeit.ollama_hosts = [...]`` in a notebook, ``c.Gleitzeit.ollama_hosts = [...]``
 in ``ipython_config.py``; defaults come from ``GLEITZEIT_OLLAMA_HOSTS`` / ``OLLAMA_HOST`` /
-``GLEITZEIT_MODEL`` / ``DOCKER_HOST`` and work on a laptop with Ollama on its default port.
+``GLEITZEIT_OPENAI_HOSTS`` / ``OPENAI_API_KEY`` / ``GLEITZEIT_MODEL`` / ``DOCKER_HOST`` and
+work on a laptop with Ollama on its default port.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, observe, validate
 from traitlets.config import Configurable
 
+from ..hub import UserError
 from ..providers.hosts import DEFAULT_HOST, env_hosts, parse_host
 from .llm_args import strategy_problem
 
@@ -58,6 +60,16 @@ class Gleitzeit(Configurable):
         help="Ollama base URLs. Default: $GLEITZEIT_OLLAMA_HOSTS (comma separated), else"
         " $OLLAMA_HOST, else http://127.0.0.1:11434.",
     ).tag(config=True)
+    openai_hosts = List(
+        Unicode(),
+        help="OpenAI-compatible servers (vLLM, llama.cpp, LM Studio, SGLang, TGI) as base URLs"
+        " ('http://gpu-2:8000/v1'; no path: /v1 is added). Default: $GLEITZEIT_OPENAI_HOSTS"
+        " (comma separated), else none.",
+    ).tag(config=True)
+    openai_api_key = Unicode(
+        help="Key sent as 'Authorization: Bearer' to the OpenAI-compatible servers"
+        " (default: $OPENAI_API_KEY; local servers usually need none).",
+    ).tag(config=True)
     auto_discover = Bool(
         False, help="Also probe for Ollama servers on the local machine and network."
     ).tag(config=True)
@@ -92,6 +104,11 @@ class Gleitzeit(Configurable):
     def _default_hosts(self) -> list[str]:
         return hosts_from_env()
 
+    @default("openai_hosts")
+    def _default_openai_hosts(self) -> list[str]:
+        env = os.environ.get("GLEITZEIT_OPENAI_HOSTS", "")
+        return [h.strip() for h in env.split(",") if h.strip()]
+
     @default("default_model")
     def _default_model(self) -> str:
         return os.environ.get("GLEITZEIT_MODEL", "llama3.2")
@@ -118,6 +135,25 @@ class Gleitzeit(Configurable):
         if change["name"] == "strategy" and getattr(current, "strategy", None) == change["new"]:
             return  # %gleitzeit strategy already switched the running pool
         rt.discard_provider("ollama")
+
+    @validate("openai_hosts")
+    def _check_openai_hosts(self, proposal: Any) -> list[str]:
+        from ..providers.openai import base_url
+
+        try:
+            return [base_url(h) for h in proposal["value"]]
+        except UserError as exc:
+            raise SettingError(f"Gleitzeit.openai_hosts: {exc}") from None
+
+    @observe("openai_hosts", "openai_api_key", "strategy")
+    def _openai_changed(self, change: Any) -> None:
+        rt = _live_runtime()
+        if rt is None or rt.config_owner is not self:
+            return
+        current = rt.providers.get("openai")
+        if change["name"] == "strategy" and getattr(current, "strategy", None) == change["new"]:
+            return
+        rt.discard_provider("openai")
 
     @observe("docker_host", "sandbox_image", "sandbox_runtime", "sandbox_max_containers")
     def _sandbox_changed(self, change: Any) -> None:

@@ -228,7 +228,7 @@ def ask(
     view: StreamingDisplay | None = None
     first_at: float | None = None
     try:
-        provider = runtime.ollama()
+        provider = runtime.llm(params.get("model"))
         if opts.stream and show:
             view = StreamingDisplay(opts.fmt, interval)
             for chunk in runtime.stream(lambda: provider.stream(method, params, **kwargs)):
@@ -318,7 +318,7 @@ def models_frame(runtime: Any, hosts: list[str] | None = None) -> pd.DataFrame:
     """The pool's models: which instances have each, and where it is loaded."""
     error: BaseException | None = None
     try:
-        provider = runtime.ollama()
+        provider = runtime.llm()
         res = runtime.run(provider.execute("llm/models", {}))
     except KeyboardInterrupt:
         raise CellInterrupted("%llm models was cancelled") from None

@@ -1,5 +1,5 @@
 """Providers: concrete HubProviders. Loaded lazily, so importing one does not pull in the
-dependencies of the others (httpx for Ollama and OpenAI-compatible servers, the docker SDK for the sandbox)."""
+dependencies of the others (httpx for the LLM servers, the docker SDK for the sandbox)."""
 
 from __future__ import annotations
 
