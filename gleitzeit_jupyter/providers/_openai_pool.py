@@ -42,6 +42,9 @@ class State:
     has_metrics: bool | None = None
     queue: tuple[str, float, float] | None = None  # (engine, running, waiting) from /metrics
     busy_until: float = 0.0
+    # Set while /v1/models answers 401/403: the server is up, the key is wrong. Calls still
+    # go there, so the caller gets the one-line key error rather than "no server".
+    auth_error: str | None = None
     skipped: str | None = None
     samples: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=_TPS_SAMPLES))
 
@@ -78,10 +81,8 @@ class OpenAIPoolMixin:
         st = state(instance)
         if st.has_health is not False:
             r = await st.probe.get(st.urls["/health"])
-            if r.status_code in (404, 405):
-                st.has_health = False  # an engine without /health (LM Studio)
-            elif r.status_code in (401, 403):
-                raise UserError(f"{instance.id} refused the API key ({r.status_code})")
+            if r.status_code in (401, 403, 404, 405):
+                st.has_health = False  # none (LM Studio), or behind the key: /v1/models decides
             elif r.status_code != 200:
                 return False  # llama.cpp answers 503 while it loads the model
             else:
@@ -96,12 +97,12 @@ class OpenAIPoolMixin:
         st = state(instance)
         r = await st.probe.get(st.urls["/models"])
         if r.status_code in (401, 403):
-            raise UserError(
-                f"{instance.id} refused the API key ({r.status_code}):"
-                f" {wire.error_message(r.text)}",
-                instance=instance.id,
-            )
+            st.auth_error = f"refused the API key ({r.status_code}): {wire.error_message(r.text)}"
+            instance.metadata["auth_error"] = st.auth_error
+            return
         r.raise_for_status()
+        st.auth_error = None
+        instance.metadata.pop("auth_error", None)
         rows = r.json().get("data") or []
         st.catalog = {str(m["id"]): m for m in rows if isinstance(m, dict) and "id" in m}
         st.models = set(st.catalog)
@@ -139,9 +140,18 @@ class OpenAIPoolMixin:
 
     def _missing(self, instance: ResourceInstance, params: dict[str, Any]) -> str | None:
         st = state(instance)
+        model = self._model(params)
+        if st.auth_error is not None:
+            # Elsewhere if another server has the model; else the call meets the 401, whose
+            # error names the key setting (better than "no server has the model").
+            others = (
+                i
+                for i in self.instances
+                if i is not instance and i.enabled and served_name(state(i), model)
+            )
+            return st.auth_error if any(others) else None
         if st.models is None:
             return "has not listed its models yet"
-        model = self._model(params)
         return None if served_name(st, model) else f"does not serve {model}"
 
     def instance_accepts(self, instance: ResourceInstance, method: str, params: dict) -> bool:
