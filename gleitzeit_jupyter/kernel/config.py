@@ -8,6 +8,7 @@ work on a laptop with Ollama on its default port.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +23,8 @@ from .llm_args import strategy_problem
 __all__ = ["DEFAULT_OLLAMA_HOST", "Gleitzeit", "SettingError", "hosts_from_env", "normalize_host"]
 
 DEFAULT_OLLAMA_HOST = DEFAULT_HOST
+
+log = logging.getLogger(__name__)
 
 
 class SettingError(TraitError):
@@ -106,8 +109,16 @@ class Gleitzeit(Configurable):
 
     @default("openai_hosts")
     def _default_openai_hosts(self) -> list[str]:
-        env = os.environ.get("GLEITZEIT_OPENAI_HOSTS", "")
-        return [h.strip() for h in env.split(",") if h.strip()]
+        from ..providers.openai import base_url
+
+        urls = []
+        for value in os.environ.get("GLEITZEIT_OPENAI_HOSTS", "").split(","):
+            if value.strip():
+                try:
+                    urls.append(base_url(value))
+                except UserError as exc:  # one typo must not lose the other servers
+                    log.warning("GLEITZEIT_OPENAI_HOSTS: skipping %r: %s", value.strip(), exc)
+        return list(dict.fromkeys(urls))
 
     @default("default_model")
     def _default_model(self) -> str:

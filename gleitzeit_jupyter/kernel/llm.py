@@ -293,7 +293,8 @@ def ask(
 
 
 def _is_unreachable(exc: BaseException) -> bool:
-    return isinstance(exc, NoResourceAvailable)
+    # The Ollama hint only for the Ollama pool (the router tags which pool failed).
+    return isinstance(exc, NoResourceAvailable) and getattr(exc, "pool", "ollama") == "ollama"
 
 
 def show_result(opts: LlmOptions, result: LlmResult) -> None:

@@ -130,6 +130,7 @@ class LlmRouter:
             except ExecutionTimeout:
                 raise  # the call's deadline is spent: another pool would overrun it
             except (NoResourceAvailable, ResourceFailed, UserError) as exc:
+                exc.pool = name  # type: ignore[attr-defined]  # for the kernel's hints
                 errors.append((name, exc))
                 continue
             result.setdefault("pool", name)
@@ -150,6 +151,7 @@ class LlmRouter:
                     yield chunk
                 return
             except (NoResourceAvailable, ResourceFailed, UserError) as exc:
+                exc.pool = name  # type: ignore[attr-defined]  # for the kernel's hints
                 if produced or isinstance(exc, ExecutionTimeout):
                     raise  # output cannot be taken back: never restarted in another pool
                 errors.append((name, exc))
@@ -174,6 +176,8 @@ def _combined(errors: list[tuple[str, HubError]]) -> HubError:
     said "not here"."""
     if len(errors) == 1:
         return errors[0][1]
+    if not errors:
+        return NoResourceAvailable("no LLM pool is running", hint="%gleitzeit add ollama URL")
     first = errors[0][1]
     if all(isinstance(e, UserError) for _, e in errors):
         text = "; ".join(f"{n}: {e.message}" for n, e in errors)

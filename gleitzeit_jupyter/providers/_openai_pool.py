@@ -1,9 +1,11 @@
 """What the OpenAI provider knows about each server and how it routes by it: health
 (``/v1/models``, ``/health`` and ``/metrics`` where the engine has them), the models each
-serves, the queue it reports, and the hub's routing hooks built on those."""
+serves, the queue it reports, the hub's routing hooks built on those, and the pool's model
+list."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import deque
@@ -75,6 +77,7 @@ class OpenAIPoolMixin:
     default_model: str | None
     model_refresh_interval: float
     instances: list[ResourceInstance]
+    initialized: bool
 
     # ---- health ------------------------------------------------------------------------
     async def check_resource_health(self, instance: ResourceInstance) -> bool:
@@ -235,6 +238,44 @@ class OpenAIPoolMixin:
             if self.strategy == "fleet"
             else self.strategy,
         }
+
+    # ---- pool-wide -------------------------------------------------------------------
+    async def list_models(self) -> dict[str, Any]:
+        """Union of ``/v1/models`` over the pool: which servers serve each model."""
+        if not self.initialized:
+            raise NoResourceAvailable(
+                f"the {self.name} provider is not running", hint="await provider.initialize()"
+            )
+        live = [
+            i
+            for i in self.instances
+            if i.status not in (ResourceStatus.DRAINING, ResourceStatus.STOPPED)
+        ]
+        outcomes = await asyncio.gather(
+            *(self.refresh_models(i) for i in live), return_exceptions=True
+        )
+        models: dict[str, dict[str, Any]] = {}
+        reach: dict[str, Any] = {}
+        for inst, outcome in zip(live, outcomes, strict=True):
+            st = state(inst)
+            reach[inst.id] = {
+                "reachable": not isinstance(outcome, BaseException),
+                "models": len(st.models or ()),
+            }
+            for name, meta in st.catalog.items():
+                entry = models.setdefault(
+                    name,
+                    {
+                        "name": name,
+                        "size": None,
+                        "details": {"family": meta.get("owned_by")},
+                        "instances": [],
+                        "loaded_on": [],
+                    },
+                )
+                entry["instances"].append(inst.id)
+                entry["loaded_on"].append(inst.id)  # an OpenAI server serves what it lists
+        return {"models": [models[k] for k in sorted(models)], "instances": reach}
 
 
 def tokens_per_s(samples: Any) -> float | None:

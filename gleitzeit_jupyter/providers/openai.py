@@ -29,11 +29,9 @@ from httpx_sse import EventSource
 from ..hub import (
     ExecutionTimeout,
     HubError,
-    NoResourceAvailable,
     ResourceDeclined,
     ResourceFailed,
     ResourceInstance,
-    ResourceStatus,
     UserError,
 )
 from ..hub.fleet import Fleet
@@ -408,41 +406,3 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
                 f"no first token from {ident} within {self.first_token_timeout:g} s",
                 instance=ident,
             ) from None
-
-    # ---- pool-wide -------------------------------------------------------------------
-    async def list_models(self) -> dict[str, Any]:
-        """Union of ``/v1/models`` over the pool: which servers serve each model."""
-        if not self.initialized:
-            raise NoResourceAvailable(
-                f"the {self.name} provider is not running", hint="await provider.initialize()"
-            )
-        live = [
-            i
-            for i in self.instances
-            if i.status not in (ResourceStatus.DRAINING, ResourceStatus.STOPPED)
-        ]
-        outcomes = await asyncio.gather(
-            *(self.refresh_models(i) for i in live), return_exceptions=True
-        )
-        models: dict[str, dict[str, Any]] = {}
-        reach: dict[str, Any] = {}
-        for inst, outcome in zip(live, outcomes, strict=True):
-            st = state(inst)
-            reach[inst.id] = {
-                "reachable": not isinstance(outcome, BaseException),
-                "models": len(st.models or ()),
-            }
-            for name, meta in st.catalog.items():
-                entry = models.setdefault(
-                    name,
-                    {
-                        "name": name,
-                        "size": None,
-                        "details": {"family": meta.get("owned_by")},
-                        "instances": [],
-                        "loaded_on": [],
-                    },
-                )
-                entry["instances"].append(inst.id)
-                entry["loaded_on"].append(inst.id)  # an OpenAI server serves what it lists
-        return {"models": [models[k] for k in sorted(models)], "instances": reach}

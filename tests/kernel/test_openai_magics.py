@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
-from kernel_helpers import run
+from kernel_helpers import closed_port, run
 
 from gleitzeit_jupyter.kernel.comm import CommBridge
 from gleitzeit_jupyter.kernel.llm_pools import split_pool
@@ -174,3 +174,24 @@ def test_metrics_status_comm_and_save_load_show_the_openai_pool(
     restored = rt.providers["openai"]
     assert [i.endpoint for i in restored.instances] == [vllm.url]
     assert sum(i.metrics.requests for i in restored.instances) >= requests["openai"]
+
+
+def test_an_unreachable_openai_server_is_not_given_the_ollama_hint(
+    shell: InteractiveShell,
+) -> None:
+    shell.run_cell(f"%config Gleitzeit.openai_hosts = ['127.0.0.1:{closed_port()}']")
+    try:
+        cell = run(shell, f"%llm -m openai:{QWEN} hi")
+        assert cell.error is not None
+        assert "openai server" in cell.text and "start Ollama" not in cell.text
+    finally:
+        shell.run_cell("%config Gleitzeit.openai_hosts = []")
+
+
+def test_openai_hosts_default_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gleitzeit_jupyter.kernel.config import Gleitzeit
+
+    monkeypatch.setenv("GLEITZEIT_OPENAI_HOSTS", "gpu-2:8000, ftp://bad ,https://h/openai/v1")
+    assert Gleitzeit().openai_hosts == ["http://gpu-2:8000/v1", "https://h/openai/v1"]
+    monkeypatch.delenv("GLEITZEIT_OPENAI_HOSTS")
+    assert Gleitzeit().openai_hosts == []
