@@ -156,15 +156,13 @@ class Gleitzeit(Configurable):
         except UserError as exc:
             raise SettingError(f"Gleitzeit.openai_hosts: {exc}") from None
 
-    @observe("openai_hosts", "openai_api_key", "strategy")
+    @observe("openai_hosts", "openai_api_key")
     def _openai_changed(self, change: Any) -> None:
+        # Not on strategy: the OpenAI pool takes it when it starts, and `%gleitzeit strategy`
+        # switches it while it runs (rebuilding would drop servers added at run time).
         rt = _live_runtime()
-        if rt is None or rt.config_owner is not self:
-            return
-        current = rt.providers.get("openai")
-        if change["name"] == "strategy" and getattr(current, "strategy", None) == change["new"]:
-            return
-        rt.discard_provider("openai")
+        if rt is not None and rt.config_owner is self:
+            rt.discard_provider("openai")
 
     @observe("docker_host", "sandbox_image", "sandbox_runtime", "sandbox_max_containers")
     def _sandbox_changed(self, change: Any) -> None:

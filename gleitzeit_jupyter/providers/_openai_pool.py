@@ -103,10 +103,13 @@ class OpenAIPoolMixin:
             st.auth_error = f"refused the API key ({r.status_code}): {wire.error_message(r.text)}"
             instance.metadata["auth_error"] = st.auth_error
             return
-        r.raise_for_status()
+        if r.status_code == 404:
+            rows = await self._models_from_info(st)
+        else:
+            r.raise_for_status()
+            rows = r.json().get("data") or []
         st.auth_error = None
         instance.metadata.pop("auth_error", None)
-        rows = r.json().get("data") or []
         st.catalog = {str(m["id"]): m for m in rows if isinstance(m, dict) and "id" in m}
         st.models = set(st.catalog)
         st.refreshed_at = time.monotonic()
@@ -114,6 +117,17 @@ class OpenAIPoolMixin:
         self.fleet.set_loaded(instance.id, sorted(st.models))
         instance.metadata["models"] = sorted(st.models)
         instance.metadata["loaded"] = sorted(st.models)
+
+    @staticmethod
+    async def _models_from_info(st: State) -> list[dict[str, Any]]:
+        """TGI versions without ``/v1/models`` name their one model on ``/info``; an
+        engine with neither is not an OpenAI-compatible server (HTTPStatusError)."""
+        r = await st.probe.get(st.urls["/info"])
+        r.raise_for_status()
+        model = r.json().get("model_id")
+        if not isinstance(model, str) or not model:
+            raise ValueError("/info names no model_id")
+        return [{"id": model, "owned_by": "tgi"}]
 
     async def _read_metrics(self, instance: ResourceInstance) -> None:
         st = state(instance)

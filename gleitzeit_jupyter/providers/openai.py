@@ -186,6 +186,7 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
         urls = {p: httpx.URL(url + p) for p in (*fields.PATHS.values(), "/models")}
         urls["/health"] = httpx.URL(root + "/health")
         urls["/metrics"] = httpx.URL(root + "/metrics")
+        urls["/info"] = httpx.URL(root + "/info")  # TGI's, naming its one model
         st = State(client, transport, probe, url, urls, headers, {"timeout": timeout.as_dict()})
         ident = split.netloc + (split.path if split.path != "/v1" else "")
         view = self.fleet.server(ident)

@@ -26,6 +26,7 @@ GAUGES = {
     "vllm": ("vllm:num_requests_running", "vllm:num_requests_waiting"),
     "sglang": ("sglang:num_running_reqs", "sglang:num_queue_reqs"),
     "llama.cpp": ("llamacpp:requests_processing", "llamacpp:requests_deferred"),
+    "tgi": ("tgi_batch_current_size", "tgi_queue_size"),
 }
 
 
@@ -125,7 +126,10 @@ class OpenAIApi:
             return
         self.requests.append(RecordedRequest(req.method, req.path, body))
         route = _ROUTES.get((req.method, req.path))
-        if route is None or (req.path == "/health" and not self.has_health):
+        # TGI: no /v1/models (older versions), its one model on /info instead
+        gone = {"/health"} if not self.has_health else set()
+        gone |= {"/v1/models"} if self.engine == "tgi" else {"/info"}
+        if route is None or req.path in gone:
             await resp.send_json(404, {"detail": "Not Found"})
             return
         self.served[req.path] = self.served.get(req.path, 0) + 1
@@ -347,6 +351,9 @@ class OpenAIApi:
         ]
         await resp.send_json(200, {"object": "list", "data": rows})
 
+    async def info(self, body: dict[str, Any], resp: Responder) -> None:
+        await resp.send_json(200, {"model_id": self.models[0], "version": "2.0.0"})
+
     async def health(self, body: dict[str, Any], resp: Responder) -> None:
         await resp.send_json(200, {"status": "ok"})
 
@@ -399,6 +406,7 @@ _ROUTES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/embeddings"): OpenAIApi.embeddings,
     ("GET", "/v1/models"): OpenAIApi.list_models,
     ("GET", "/health"): OpenAIApi.health,
+    ("GET", "/info"): OpenAIApi.info,
     ("GET", "/metrics"): OpenAIApi.metrics,
     ("POST", "/_standin/control"): OpenAIApi.control,
     ("GET", "/_standin/stats"): OpenAIApi.stats_ep,

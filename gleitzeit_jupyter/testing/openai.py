@@ -10,8 +10,9 @@ In-process (its own thread and event loop)::
         srv.faults.extra_waiting = 20      # /metrics reports 20 requests queued
         srv.down(); srv.up()               # killed (RST) and back on the same port
 
-``engine`` picks the ``/metrics`` gauge names (``"vllm"``, ``"sglang"``, ``"llama.cpp"``;
-None: no ``/metrics``, like LM Studio); ``has_health=False`` drops ``/health``; ``api_key``
+``engine`` picks the ``/metrics`` gauge names (``"vllm"``, ``"sglang"``, ``"llama.cpp"``,
+``"tgi"``, which also answers ``/info`` instead of ``/v1/models``; None: no ``/metrics``,
+like LM Studio); ``has_health=False`` drops ``/health``; ``api_key``
 makes ``/v1/*`` answer 401 without ``Authorization: Bearer <key>``.
 As a process: ``python -m gleitzeit_jupyter.testing.openai --port 8000 --models m1,m2``.
 """
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens-per-s", type=float, default=0.0, help="0 = instant")
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--api-key", default=None)
-    parser.add_argument("--engine", default="vllm", help="vllm | sglang | llama.cpp | none")
+    parser.add_argument("--engine", default="vllm", help="vllm | sglang | llama.cpp | tgi | none")
     args = parser.parse_args(argv)
     srv = OpenAIStandIn(
         host=args.host,

@@ -56,7 +56,7 @@ async def test_a_queue_reported_on_metrics_steers_calls_away(pair: list[OpenAISt
         assert Counter(r["instance"] for r in rs)[p.instances[1].id] == 0
 
 
-@pytest.mark.parametrize("engine", ["vllm", "sglang", "llama.cpp"])
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "llama.cpp", "tgi"])
 async def test_each_engines_queue_gauges_are_read(engine: str) -> None:
     with OpenAIStandIn(engine=engine) as srv:
         srv.faults.update(extra_waiting=3)
@@ -64,6 +64,8 @@ async def test_each_engines_queue_gauges_are_read(engine: str) -> None:
             await p.check_health_now()
             assert p.status()["instances"][0]["queue"]["engine"] == engine
             assert p.status()["instances"][0]["queue"]["waiting"] == 3.0
+            r = await p.execute("llm/generate", GEN)  # TGI: its model read from /info
+            assert r["response"]
 
 
 async def test_no_metrics_and_no_health_still_healthy_and_routed() -> None:
