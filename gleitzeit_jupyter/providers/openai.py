@@ -351,7 +351,9 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
                     data = json.loads(sse.data)
                     if not isinstance(data, dict):
                         raise ValueError("not an object")
-                    if "error" in data:  # in-band failure after the 200 (vLLM, llama.cpp)
+                    # In-band failure after the 200: {"error": {...}} (llama.cpp, newer vLLM)
+                    # or a bare error object {"object": "error", ...} (older vLLM).
+                    if "error" in data or data.get("object") == "error":
                         raise ResourceFailed(
                             f"{instance.id} failed mid-stream: {wire.error_message(sse.data)}",
                             instance=instance.id,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gleitzeit_jupyter.providers._openai_wire import queue_depth
+from gleitzeit_jupyter.providers._openai_wire import error_code, error_message, queue_depth
 from gleitzeit_jupyter.providers.openai import OpenAIProvider
 from gleitzeit_jupyter.testing.openai import OpenAIStandIn
 
@@ -107,3 +107,16 @@ async def test_status_shows_tokens_per_s_and_routing(pair: list[OpenAIStandIn]) 
     assert all(i["queue"]["engine"] == "vllm" for i in snap["instances"])
     learned = [i["routing"]["rates"].get("llama3.2") for i in snap["instances"]]
     assert any(r and r["tokens_per_s"] for r in learned)  # the fleet learned the speed
+
+
+def test_error_bodies_of_each_engine_read_as_one_message() -> None:
+    from gleitzeit_jupyter.providers._openai_wire import error_code, error_message
+
+    openai_style = (
+        '{"error": {"message": "m1", "type": "x", "param": null, "code": "model_not_found"}}'
+    )
+    vllm_old = '{"object": "error", "message": "m2", "type": "NotFoundError", "code": 404}'
+    tgi = '{"error": "m3", "error_type": "validation"}'
+    assert [error_message(t) for t in (openai_style, vllm_old, tgi)] == ["m1", "m2", "m3"]
+    assert error_code(openai_style) == "model_not_found" and error_code(vllm_old) == "404"
+    assert error_message("<html>bad gateway</html>") == "<html>bad gateway</html>"
