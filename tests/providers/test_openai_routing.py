@@ -110,8 +110,6 @@ async def test_status_shows_tokens_per_s_and_routing(pair: list[OpenAIStandIn]) 
 
 
 def test_error_bodies_of_each_engine_read_as_one_message() -> None:
-    from gleitzeit_jupyter.providers._openai_wire import error_code, error_message
-
     openai_style = (
         '{"error": {"message": "m1", "type": "x", "param": null, "code": "model_not_found"}}'
     )
