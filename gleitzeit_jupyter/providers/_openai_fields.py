@@ -28,6 +28,7 @@ __all__ = [
     "PATHS",
     "build_body",
     "check_params",
+    "encode",
     "token_limit",
 ]
 
@@ -227,3 +228,32 @@ def build_body(
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return PATHS[method], body, model
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numbers and arrays in disguise (numpy values out of a DataFrame row), duck
+    typed so numpy need not be importable."""
+    for name in ("tolist", "item"):
+        convert = getattr(value, name, None)
+        if callable(convert):
+            return convert()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# allow_nan=False: JSON has no NaN or Infinity, and the servers reject a body holding them
+_encoder = json.JSONEncoder(
+    default=_plain, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+)
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    """The request body as JSON bytes; a value that cannot be sent is a UserError."""
+    try:
+        return _encoder.encode(body).encode()
+    except (TypeError, ValueError) as exc:
+        raise UserError(
+            f"the request cannot be sent as JSON: {exc}",
+            hint="pass strings, numbers, lists and dicts (numpy values are converted)",
+        ) from None

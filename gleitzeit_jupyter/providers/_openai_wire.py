@@ -107,7 +107,9 @@ def shape_result(
         # Ollama's names too, so code written against the Ollama pool reads these results
         prompt_eval_count=None if prompt is None else int(prompt),
         eval_count=None if completion is None else int(completion),
-        eval_duration=int(gen_ms * 1e6) if method != EMBED else None,
+        # Only when measured from the first token: a footer would otherwise show the first
+        # token at 0 ms for an answer that arrived whole.
+        eval_duration=int(gen_ms * 1e6) if ttft_ms is not None else None,
         id=data.get("id"),
     )
     return out

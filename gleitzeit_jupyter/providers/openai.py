@@ -222,11 +222,7 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
         path, body, model = fields.build_body(method, params, self.default_model, stream)
         # Ask by the name this server lists (``llama3.2`` may be ``llama3.2:latest`` here).
         body["model"] = served_name(state(instance), model) or model
-        try:
-            content = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"the request cannot be encoded as JSON: {exc}") from None
-        return path, content, model
+        return path, fields.encode(body), model
 
     async def _rate_limited(
         self, instance: ResourceInstance, resp: httpx.Response, method: str, params: dict, t0: float
@@ -264,8 +260,9 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
         return wire.http_error(status, text, instance.id, model, KEY_SETTING)
 
     def _learn(self, instance: ResourceInstance, model: str, result: dict, own_wait: float) -> None:
-        gen, ttft = result.get("eval_duration"), result.get("time_to_first_token_ms")
-        count = result.get("completion_tokens")
+        ttft, count = result.get("time_to_first_token_ms"), result.get("completion_tokens")
+        # Not streamed: no first token seen, the whole call counts as generation.
+        gen = result.get("eval_duration") or int(result["latency_ms"] * 1e6)
         data = {"eval_count": count, "eval_duration": gen, "load_duration": 0}
         data["prompt_eval_duration"] = int(ttft * 1e6) if ttft is not None else 0
         self.fleet.finished(instance.id, model, data, own_wait)

@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Iterator
 
+import numpy as np
 import pytest
 
 from gleitzeit_jupyter.hub import UserError
@@ -176,3 +177,13 @@ async def test_ollama_only_fields_are_a_clear_user_error(standin: OpenAIStandIn)
             await p.execute(
                 "llm/generate", {"model": "llama3.2", "prompt": "x", "options": {"num_ctx": 8}}
             )
+
+
+async def test_numpy_values_are_sent_as_json_numbers(standin: OpenAIStandIn) -> None:
+    async with OpenAIProvider(hosts=[standin.url], health_check_interval=60) as p:
+        await p.execute("llm/generate", {"model": "llama3.2", "prompt": "x", "seed": np.int64(3)})
+        with pytest.raises(UserError, match="cannot be sent as JSON"):
+            await p.execute(
+                "llm/generate", {"model": "llama3.2", "prompt": "x", "temperature": float("nan")}
+            )
+    assert standin.requests_to("/v1/chat/completions")[-1].body["seed"] == 3
