@@ -195,3 +195,10 @@ def test_openai_hosts_default_from_the_environment(monkeypatch: pytest.MonkeyPat
     assert Gleitzeit().openai_hosts == ["http://gpu-2:8000/v1", "https://h/openai/v1"]
     monkeypatch.delenv("GLEITZEIT_OPENAI_HOSTS")
     assert Gleitzeit().openai_hosts == []
+
+
+def test_no_stream_footer_shows_speed_but_no_first_token(both: InteractiveShell) -> None:
+    cell = run(both, "%%llm --no-stream -m openai:llama3.2 --max-tokens 5\nhello")
+    assert cell.error is None, cell.text
+    footer = cell.data("text/plain")[-1]
+    assert "→ 5 tokens" in footer and "tok/s" in footer and "first token" not in footer
