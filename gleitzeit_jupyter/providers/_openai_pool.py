@@ -35,7 +35,7 @@ class State:
     probe: httpx.AsyncClient
     url: str
     urls: dict[str, httpx.URL]
-    headers: dict[str, str]
+    headers: dict[str, str] = field(repr=False)  # holds the API key
     extensions: dict[str, Any]
     models: set[str] | None = None  # None: /v1/models never answered yet
     catalog: dict[str, dict[str, Any]] = field(default_factory=dict)

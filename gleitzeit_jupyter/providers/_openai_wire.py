@@ -13,6 +13,7 @@ import json
 import math
 import re
 import time
+from collections.abc import AsyncIterable, AsyncIterator
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -24,11 +25,14 @@ from ._openai_fields import CHAT, EMBED
 
 __all__ = [
     "Assembly",
+    "ChatCompletionError",
     "error_code",
     "error_message",
+    "error_status",
     "http_error",
     "queue_depth",
     "retry_after",
+    "server_events",
     "shape_result",
     "transport_error",
 ]
@@ -54,6 +58,23 @@ def _thinking(msg: dict[str, Any]) -> str:
     return str(msg.get("reasoning_content") or msg.get("reasoning") or "")
 
 
+class ChatCompletionError(ValueError):
+    """A 200 answer that is not what the endpoint returns (no ``choices``, not an object)."""
+
+
+def _checked(method: str, data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ChatCompletionError(f"a JSON {type(data).__name__}, not an object")
+    if method == EMBED:
+        if not isinstance(data.get("data"), list):
+            raise ChatCompletionError("no 'data' list")
+        return data
+    choices = data.get("choices")
+    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
+        raise ChatCompletionError("no 'choices'")
+    return data
+
+
 def shape_result(
     method: str,
     data: dict[str, Any],
@@ -61,8 +82,10 @@ def shape_result(
     ttft_ms: float | None,
     instance: str,
 ) -> dict[str, Any]:
-    """A complete OpenAI answer as a gleitzeit result (the Ollama provider's field names)."""
-    usage = data.get("usage") or {}
+    """A complete OpenAI answer as a gleitzeit result (the Ollama provider's field names).
+    Raises ChatCompletionError for an answer that is not one."""
+    data = _checked(method, data)
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     prompt = figure(usage.get("prompt_tokens"))
     completion = figure(usage.get("completion_tokens"))
     out: dict[str, Any] = {}
@@ -71,8 +94,8 @@ def shape_result(
         rows = sorted(data.get("data") or [], key=lambda d: d.get("index", 0))
         out["embeddings"] = [d.get("embedding") for d in rows]
     else:
-        choice = (data.get("choices") or [{}])[0]
-        msg = choice.get("message") or {}
+        choice = data["choices"][0]
+        msg = choice.get("message") if isinstance(choice.get("message"), dict) else {}
         reason = choice.get("finish_reason")
         message: dict[str, Any] = {"role": "assistant", "content": msg.get("content") or ""}
         if _thinking(msg):
@@ -181,6 +204,9 @@ class Assembly:
         }
 
 
+_TAG = re.compile(r"<[^>]*>")
+
+
 def _error_object(text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
@@ -197,12 +223,22 @@ def _error_object(text: str) -> dict[str, Any]:
 def error_message(text: str) -> str:
     err = _error_object(text)
     msg = err.get("message") or err.get("detail")
-    return str(msg) if msg else (text.strip()[:200] or "(empty body)")
+    if msg:
+        return " ".join(str(msg).split())
+    # A proxy's HTML page: its text, on one line, without the markup.
+    plain = " ".join(_TAG.sub(" ", text).split())
+    return plain[:200] or "(empty body)"
 
 
 def error_code(text: str) -> str:
     err = _error_object(text)
     return str(err.get("code") or err.get("type") or "")
+
+
+def error_status(text: str) -> int | None:
+    """The HTTP status an error body names in its ``code`` (llama.cpp's), if any."""
+    code = _error_object(text).get("code")
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
 def http_error(status: int, text: str, instance: str, model: str, key_setting: str) -> HubError:
@@ -282,6 +318,28 @@ def queue_depth(text: str) -> tuple[str, float, float] | None:
         if running in seen and waiting in seen:
             return engine, seen[running], seen[waiting]
     return None
+
+
+async def server_events(lines: AsyncIterable[str]) -> AsyncIterator[tuple[str, str]]:
+    """(event type, data) of each server-sent event in ``lines`` (the WHATWG algorithm:
+    ``data`` lines joined by newlines, comments and unknown fields skipped, an event without
+    its closing blank line dropped). llama.cpp's nonstandard ``error: {...}`` line, which
+    other SSE readers drop, comes out as an ``error`` event so its message is not lost."""
+    kind, data = "", []
+    async for line in lines:
+        if not line:
+            if data:
+                yield kind or "message", "\n".join(data)
+            kind, data = "", []
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            kind = value
+        elif name == "error":
+            kind, data = "error", [value]
 
 
 def transport_error(exc: httpx.HTTPError, instance: str, url: str, timeout: float) -> HubError:

@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from httpx_sse import EventSource
 
 from ..hub import (
     ExecutionTimeout,
@@ -47,6 +46,9 @@ log = logging.getLogger(__name__)
 KEY_SETTING = "api_key=..., $OPENAI_API_KEY or %config Gleitzeit.openai_api_key"
 
 
+_ENDPOINTS = ("/chat/completions", "/completions", "/embeddings", "/models")
+
+
 def base_url(value: str) -> str:
     """A server as the base URL OpenAI clients take: ``http`` when no scheme is given,
     ``/v1`` when no path is (``gpu-2:8000`` → ``http://gpu-2:8000/v1``)."""
@@ -66,7 +68,13 @@ def base_url(value: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = f"{host}:{port}" if port else host
-    return f"{split.scheme}://{netloc}{split.path or '/v1'}"
+    path = split.path
+    # An endpoint's URL pasted for the base one: the pool adds the endpoint itself.
+    for endpoint in _ENDPOINTS:
+        if path.endswith(endpoint):
+            path = path[: -len(endpoint)]
+            break
+    return f"{split.scheme}://{netloc}{path or '/v1'}"
 
 
 @dataclass(frozen=True)
@@ -310,7 +318,11 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
             self.fleet.abandoned(instance.id, model)
             raise
         latency_ms = (time.perf_counter() - t0) * 1000.0
-        result = wire.shape_result(method, data, latency_ms, None, instance.id)
+        try:
+            result = wire.shape_result(method, data, latency_ms, None, instance.id)
+        except wire.ChatCompletionError as exc:
+            self.fleet.abandoned(instance.id, model)
+            raise _not_an_answer(instance.id, method, exc) from None
         if method != fields.EMBED:
             self._learn(instance, model, result, own_wait)
         return result
@@ -326,6 +338,7 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
         t0 = time.perf_counter()
         answered = False
         resp: httpx.Response | None = None
+        events: AsyncIterator[tuple[str, str]] | None = None
         try:
             while True:
                 request = st.client.build_request("POST", st.urls[path], content=content)
@@ -342,29 +355,30 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
             whole = wire.Assembly(method)
             sse = first
             while sse is not None:
-                if sse.data == "[DONE]":
+                kind, text = sse
+                if text == "[DONE]":
                     break
-                if sse.data:
-                    data = json.loads(sse.data)
-                    if not isinstance(data, dict):
-                        raise ValueError("not an object")
-                    # In-band failure after the 200: {"error": {...}} (llama.cpp, newer vLLM)
-                    # or a bare error object {"object": "error", ...} (older vLLM).
-                    if "error" in data or data.get("object") == "error":
-                        raise ResourceFailed(
-                            f"{instance.id} failed mid-stream: {wire.error_message(sse.data)}",
-                            instance=instance.id,
-                        )
-                    chunk = whole.add(data)
-                    if chunk is not None:
-                        if ttft_ms is None:
-                            ttft_ms = (time.perf_counter() - t0) * 1000.0
-                        yield chunk
+                data = json.loads(text)
+                if not isinstance(data, dict):
+                    raise ValueError("not an object")
+                # In-band failure after the 200: {"error": {...}} (newer vLLM), a bare
+                # error object {"object": "error", ...} (older vLLM), llama.cpp's
+                # `error: {...}` line, or an `event: error`.
+                if kind == "error" or "error" in data or data.get("object") == "error":
+                    raise _stream_error(instance.id, text, model)
+                chunk = whole.add(data)
+                if chunk is not None:
+                    if ttft_ms is None:
+                        ttft_ms = (time.perf_counter() - t0) * 1000.0
+                    yield chunk
                 sse = await anext(events, None)
-            if sse is None:
+            if sse is None and whole.finish_reason is None:
                 raise ResourceFailed(
-                    f"{instance.id} ended the stream without [DONE]", instance=instance.id
+                    f"{instance.id} ended the stream before the answer finished",
+                    instance=instance.id,
                 )
+            # A closed stream after the finish_reason is complete: TGI before 2.2 and some
+            # llama.cpp forks send no [DONE].
             answered = True
             latency_ms = (time.perf_counter() - t0) * 1000.0
             final = wire.shape_result(method, whole.complete(), latency_ms, ttft_ms, instance.id)
@@ -378,6 +392,8 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
         finally:
             if not answered:
                 self.fleet.abandoned(instance.id, model)
+            if events is not None:
+                await events.aclose()  # type: ignore[attr-defined]
             if resp is not None:
                 await resp.aclose()
 
@@ -390,7 +406,14 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
             try:
                 if resp.status_code != 200:
                     return resp, None, None
-                events = EventSource(resp).aiter_sse()
+                kind = resp.headers.get("content-type", "")
+                if "text/event-stream" not in kind:
+                    raise ResourceFailed(
+                        f"{ident} answered a streamed call with {kind or 'no Content-Type'},"
+                        " not server-sent events",
+                        instance=ident,
+                    )
+                events = wire.server_events(resp.aiter_lines())
                 return resp, events, await anext(events, None)
             except BaseException:
                 await resp.aclose()
@@ -406,3 +429,17 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
                 f"no first token from {ident} within {self.first_token_timeout:g} s",
                 instance=ident,
             ) from None
+
+
+def _not_an_answer(ident: str, method: str, exc: Exception) -> ResourceFailed:
+    what = "an embeddings list" if method == fields.EMBED else "a chat completion"
+    return ResourceFailed(f"{ident} answered 200 with {exc}: not {what}", instance=ident)
+
+
+def _stream_error(ident: str, text: str, model: str) -> HubError:
+    """An error sent inside a stream; one with a 4xx code (llama.cpp's prompt longer than
+    the context) is the caller's, like the same status before the stream."""
+    code = wire.error_status(text)
+    if code is not None and 400 <= code < 500 and code not in (408, 429):
+        return wire.http_error(code, text, ident, model, KEY_SETTING)
+    return ResourceFailed(f"{ident} failed mid-stream: {wire.error_message(text)}", instance=ident)
