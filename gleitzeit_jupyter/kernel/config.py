@@ -36,6 +36,14 @@ class SettingError(TraitError):
         return [f"UsageError: {self}"]
 
 
+class _Secret(str):
+    """A key that reads as itself but shows as ``'***'``: ``%config Gleitzeit`` prints each
+    setting's repr, and a notebook's outputs get shared."""
+
+    def __repr__(self) -> str:
+        return "'***'" if self else "''"
+
+
 def _live_runtime() -> Any:
     # Imported here: the runtime module imports this one.
     from .runtime import current_runtime
@@ -155,6 +163,10 @@ class Gleitzeit(Configurable):
             return [base_url(h) for h in proposal["value"]]
         except UserError as exc:
             raise SettingError(f"Gleitzeit.openai_hosts: {exc}") from None
+
+    @validate("openai_api_key")
+    def _hide_key(self, proposal: Any) -> str:
+        return _Secret(proposal["value"])
 
     @observe("openai_hosts", "openai_api_key")
     def _openai_changed(self, change: Any) -> None:

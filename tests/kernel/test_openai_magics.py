@@ -202,3 +202,27 @@ def test_no_stream_footer_shows_speed_but_no_first_token(both: InteractiveShell)
     assert cell.error is None, cell.text
     footer = cell.data("text/plain")[-1]
     assert "→ 5 tokens" in footer and "tok/s" in footer and "first token" not in footer
+
+
+def test_the_api_key_reaches_the_server_but_is_never_shown(
+    shell: InteractiveShell, tmp_path: Path
+) -> None:
+    key = "sk-kernel-secret-7"
+    with OpenAIStandIn(models=[QWEN], api_key=key) as srv:
+        run(shell, f"%config Gleitzeit.openai_api_key = '{key}'")
+        run(shell, f"%config Gleitzeit.openai_hosts = ['{srv.url}']")
+        try:
+            # answered: the stand-in takes no call without the key
+            shown = [run(shell, f"%%llm -m {QWEN} --max-tokens 2\nhi")]
+            assert shown[0].error is None, shown[0].text
+            for line in ("%config Gleitzeit", "%gleitzeit status", "m = %gleitzeit metrics"):
+                shown.append(run(shell, line))
+            shown.append(run(shell, "print(m.to_string())"))
+            shown.append(run(shell, f"%gleitzeit save {tmp_path / 'pools.sqlite'}"))
+            assert [cell.text for cell in shown if cell.error] == []
+            assert "Gleitzeit.openai_api_key" in shown[1].text
+            assert not [cell.text for cell in shown if key in cell.text]
+            assert key.encode() not in (tmp_path / "pools.sqlite").read_bytes()
+        finally:
+            run(shell, "%config Gleitzeit.openai_hosts = []")
+            run(shell, "%config Gleitzeit.openai_api_key = ''")
