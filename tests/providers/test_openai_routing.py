@@ -117,4 +117,4 @@ def test_error_bodies_of_each_engine_read_as_one_message() -> None:
     tgi = '{"error": "m3", "error_type": "validation"}'
     assert [error_message(t) for t in (openai_style, vllm_old, tgi)] == ["m1", "m2", "m3"]
     assert error_code(openai_style) == "model_not_found" and error_code(vllm_old) == "404"
-    assert error_message("<html>bad gateway</html>") == "<html>bad gateway</html>"
+    assert error_message("<html>bad gateway</html>") == "bad gateway"  # a proxy page, unmarked
