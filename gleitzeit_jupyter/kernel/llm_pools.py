@@ -17,7 +17,8 @@ stream that already produced output is never restarted elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..hub import (
@@ -28,6 +29,7 @@ from ..hub import (
     ResourceStatus,
     UserError,
 )
+from ..providers.openai import another_pool
 
 __all__ = ["POOLS", "LlmRouter", "split_pool"]
 
@@ -124,9 +126,11 @@ class LlmRouter:
         if method == _MERGED:
             return await self.list_models()
         errors: list[tuple[str, HubError]] = []
-        for name, provider, call in self.candidates(method, params, kwargs.get("instance")):
+        pools = self.candidates(method, params, kwargs.get("instance"))
+        for n, (name, provider, call) in enumerate(pools):
             try:
-                result = await provider.execute(method, call, **kwargs)
+                with _fallback(n < len(pools) - 1):
+                    result = await provider.execute(method, call, **kwargs)
             except ExecutionTimeout:
                 raise  # the call's deadline is spent: another pool would overrun it
             except (NoResourceAvailable, ResourceFailed, UserError) as exc:
@@ -142,19 +146,28 @@ class LlmRouter:
     ) -> AsyncIterator[dict[str, Any]]:
         params = {} if params is None else params
         errors: list[tuple[str, HubError]] = []
-        for name, provider, call in self.candidates(method, params, kwargs.get("instance")):
+        pools = self.candidates(method, params, kwargs.get("instance"))
+        for n, (name, provider, call) in enumerate(pools):
             produced = False
+            chunks = provider.stream(method, call, **kwargs)
             try:
-                async for chunk in provider.stream(method, call, **kwargs):
+                # Set only while waiting for the first chunk (where a 429 is met), so it
+                # never leaks into the consumer's code between chunks.
+                with _fallback(n < len(pools) - 1):
+                    chunk = await anext(chunks, None)
+                while chunk is not None:
                     produced = True
                     chunk.setdefault("pool", name)
                     yield chunk
+                    chunk = await anext(chunks, None)
                 return
             except (NoResourceAvailable, ResourceFailed, UserError) as exc:
                 exc.pool = name  # type: ignore[attr-defined]  # for the kernel's hints
                 if produced or isinstance(exc, ExecutionTimeout):
                     raise  # output cannot be taken back: never restarted in another pool
                 errors.append((name, exc))
+            finally:
+                await chunks.aclose()  # type: ignore[attr-defined]
         raise _combined(errors)
 
     async def list_models(self) -> dict[str, Any]:
@@ -169,6 +182,16 @@ class LlmRouter:
             models += [dict(m, pool=name) for m in res.get("models") or []]
             reach.update({f"{name}/{k}": v for k, v in (res.get("instances") or {}).items()})
         return {"models": models, "instances": reach}
+
+
+@contextmanager
+def _fallback(more: bool) -> Iterator[None]:
+    """Tell the pool whether another pool can take the call if its servers turn it away."""
+    token = another_pool.set(more)
+    try:
+        yield
+    finally:
+        another_pool.reset(token)
 
 
 def _combined(errors: list[tuple[str, HubError]]) -> HubError:

@@ -9,6 +9,7 @@ import asyncio
 import math
 import time
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +20,13 @@ from ..hub.fleet import Fleet
 from . import _openai_fields as fields
 from . import _openai_wire as wire
 
-__all__ = ["OpenAIPoolMixin", "State", "served_name", "state"]
+__all__ = ["OpenAIPoolMixin", "State", "another_pool", "served_name", "state"]
 
 _TPS_SAMPLES = 64
+
+#: True while the caller can send the call to another pool (the %%llm router sets it): a
+#: server's 429 then turns the call away at once rather than waiting out its Retry-After.
+another_pool: ContextVar[bool] = ContextVar("gleitzeit_another_pool", default=False)
 
 
 @dataclass
@@ -200,7 +205,10 @@ class OpenAIPoolMixin:
         return 1 if state(instance).busy_until <= time.monotonic() else 0
 
     def elsewhere(self, instance: ResourceInstance, method: str, params: dict) -> bool:
-        """Another server can take the call and has not rate limited lately."""
+        """Another server, or another pool, can take the call and has not rate limited
+        lately."""
+        if another_pool.get():
+            return True
         now = time.monotonic()
         return any(
             i is not instance

@@ -37,9 +37,9 @@ from ..hub.fleet import Fleet
 from ..hub.provider import HubProvider
 from . import _openai_fields as fields
 from . import _openai_wire as wire
-from ._openai_pool import OpenAIPoolMixin, State, served_name, state
+from ._openai_pool import OpenAIPoolMixin, State, another_pool, served_name, state
 
-__all__ = ["OpenAIConfig", "OpenAIProvider", "base_url"]
+__all__ = ["OpenAIConfig", "OpenAIProvider", "another_pool", "base_url"]
 
 log = logging.getLogger(__name__)
 

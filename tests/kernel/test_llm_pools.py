@@ -94,3 +94,23 @@ async def test_models_of_both_pools_each_with_its_pool(router) -> None:
         ("llama3.2:latest", "ollama"),
         ("qwen", "openai"),
     ]
+
+
+async def test_a_rate_limiting_pool_sends_calls_to_the_other_pool_at_once() -> None:
+    # The OpenAI pool is faster, so a batch starts there; when its server answers 429 the
+    # calls must go to the Ollama pool rather than wait out Retry-After and ask again.
+    with (
+        OllamaStandIn(models=["llama3.2"], latency=0.1, num_parallel=8) as o,
+        OpenAIStandIn(models=["llama3.2"], latency=0.0, num_parallel=8) as v,
+    ):
+        async with (
+            OllamaProvider(hosts=[o.url], auto_discover=False) as op,
+            OpenAIProvider(hosts=[v.url], busy_wait=6.0) as vp,
+        ):
+            r = LlmRouter({"ollama": op, "openai": vp})
+            await _batch(r, 8, 8)  # both pools learn their speeds
+            v.faults.update(rate_limit_rate=1.0, retry_after=0.5)
+            asked = len(v.requests_to("/v1/chat/completions"))
+            rs = await _batch(r, 8, 8)
+            assert [x["pool"] for x in rs] == ["ollama"] * 8
+            assert len(v.requests_to("/v1/chat/completions")) - asked <= 8
