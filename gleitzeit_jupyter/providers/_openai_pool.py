@@ -55,6 +55,12 @@ class State:
     skipped: str | None = None
     samples: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=_TPS_SAMPLES))
 
+    def said(self, text: str) -> str:
+        """A server's answer with the key it was sent blanked out: some quote it back in
+        their errors, and errors end up in notebooks, logs and the metrics table."""
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        return text.replace(key, "***") if key else text
+
 
 def state(instance: ResourceInstance) -> State:
     return instance.handle  # type: ignore[no-any-return]
@@ -105,7 +111,9 @@ class OpenAIPoolMixin:
         st = state(instance)
         r = await st.probe.get(st.urls["/models"])
         if r.status_code in (401, 403):
-            st.auth_error = f"refused the API key ({r.status_code}): {wire.error_message(r.text)}"
+            st.auth_error = (
+                f"refused the API key ({r.status_code}): {wire.error_message(st.said(r.text))}"
+            )
             instance.metadata["auth_error"] = st.auth_error
             return
         if r.status_code == 404:

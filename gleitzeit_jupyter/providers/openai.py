@@ -247,13 +247,13 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
             await asyncio.sleep(min(left, wait * (0.75 + random.random() / 2)))
             return True
         raise ResourceDeclined(
-            f"{instance.id} is rate limiting (429): {wire.error_message(resp.text)}",
+            f"{instance.id} is rate limiting (429): {wire.error_message(st.said(resp.text))}",
             instance=instance.id,
             hint="it asked to retry later; add a server or lower --concurrency",
         )
 
     def _failed(self, instance: ResourceInstance, resp: httpx.Response, model: str) -> HubError:
-        status, text = resp.status_code, resp.text
+        status, text = resp.status_code, state(instance).said(resp.text)
         if status == 404 or wire.error_code(text) == "model_not_found":
             st = state(instance)
             if st.models is not None:
@@ -365,7 +365,7 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
                 # error object {"object": "error", ...} (older vLLM), llama.cpp's
                 # `error: {...}` line, or an `event: error`.
                 if kind == "error" or "error" in data or data.get("object") == "error":
-                    raise _stream_error(instance.id, text, model)
+                    raise _stream_error(instance.id, st.said(text), model)
                 chunk = whole.add(data)
                 if chunk is not None:
                     if ttft_ms is None:

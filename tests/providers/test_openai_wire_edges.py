@@ -38,7 +38,7 @@ def _http(status: int, body: str, ctype: str = "application/json") -> bytes:
     return head.encode() + raw
 
 
-Answer = Callable[[asyncio.StreamWriter], Awaitable[None]]
+Answer = Callable[[asyncio.StreamWriter, str], Awaitable[None]]  # (writer, Authorization)
 
 
 async def _serve(answer: Answer) -> AsyncIterator[str]:
@@ -47,17 +47,20 @@ async def _serve(answer: Answer) -> AsyncIterator[str]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
-                path, length = line.split()[1].decode(), 0
+                path, length, auth = line.split()[1].decode(), 0, ""
                 while (header := await reader.readline()) not in (b"\r\n", b""):
-                    if header.lower().startswith(b"content-length:"):
-                        length = int(header.split(b":")[1])
+                    name, _, value = header.decode().partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                    elif name.lower() == "authorization":
+                        auth = value.strip()
                 await reader.readexactly(length)
                 if path.endswith("/models"):
                     writer.write(_http(200, MODELS))
                 elif not path.startswith("/v1/"):
                     writer.write(_http(404, "not found", "text/plain"))
                 else:
-                    await answer(writer)
+                    await answer(writer, auth)
                     return
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -73,7 +76,7 @@ async def _serve(answer: Answer) -> AsyncIterator[str]:
 def _sse(body: str, step: int = 1) -> Answer:
     """Stream ``body`` as text/event-stream, ``step`` bytes per TCP write, then close."""
 
-    async def answer(writer: asyncio.StreamWriter) -> None:
+    async def answer(writer: asyncio.StreamWriter, auth: str) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
         raw = body.encode()
         for i in range(0, len(raw), step):
@@ -84,17 +87,19 @@ def _sse(body: str, step: int = 1) -> Answer:
 
 
 def _whole(status: int, body: str, ctype: str = "application/json") -> Answer:
-    async def answer(writer: asyncio.StreamWriter) -> None:
+    async def answer(writer: asyncio.StreamWriter, auth: str) -> None:
         writer.write(_http(status, body, ctype))
         await writer.drain()
 
     return answer
 
 
-async def _stream(answer: Answer) -> tuple[list[dict], BaseException | None]:
+async def _stream(
+    answer: Answer, key: str | None = None
+) -> tuple[list[dict], BaseException | None]:
     chunks: list[dict] = []
     async for url in _serve(answer):
-        async with OpenAIProvider(hosts=[url], retries=0) as p:
+        async with OpenAIProvider(hosts=[url], api_key=key, retries=0, busy_wait=0.5) as p:
             try:
                 async for chunk in p.stream("llm/generate", GEN):
                     chunks.append(chunk)
@@ -103,9 +108,9 @@ async def _stream(answer: Answer) -> tuple[list[dict], BaseException | None]:
     return chunks, None
 
 
-async def _execute(answer: Answer) -> dict | BaseException:
+async def _execute(answer: Answer, key: str | None = None) -> dict | BaseException:
     async for url in _serve(answer):
-        async with OpenAIProvider(hosts=[url], retries=0) as p:
+        async with OpenAIProvider(hosts=[url], api_key=key, retries=0, busy_wait=0.5) as p:
             try:
                 return await p.execute("llm/generate", GEN)
             except (ResourceFailed, UserError) as exc:
@@ -216,3 +221,30 @@ async def test_the_api_key_is_in_no_repr_of_the_pool() -> None:
             inst = p.instances[0]
             for shown in (inst, inst.handle, p, p.status()):
                 assert "sk-secret-42" not in repr(shown)
+
+
+def _echo(status: int, sse: bool = False) -> Answer:
+    """An error that quotes the key it was sent, as careless servers do."""
+
+    async def answer(writer: asyncio.StreamWriter, auth: str) -> None:
+        body = json.dumps({"error": {"message": f"bad credentials {auth}", "code": status}})
+        if sse:
+            await _sse(_chunk("He") + f"data: {body}\n\n")(writer, auth)
+        else:
+            writer.write(_http(status, body))
+            await writer.drain()
+
+    return answer
+
+
+@pytest.mark.parametrize("status", [401, 429, 500])
+async def test_a_key_the_server_quotes_back_is_not_shown(status: int) -> None:
+    result = await _execute(_echo(status), key="sk-echoed-99")
+    assert isinstance(result, (ResourceFailed, UserError)), result
+    assert "bad credentials" in str(result) and "sk-echoed-99" not in str(result)
+
+
+async def test_a_key_quoted_back_inside_a_stream_is_not_shown() -> None:
+    _, error = await _stream(_echo(500, sse=True), key="sk-echoed-99")
+    assert error is not None and "bad credentials" in str(error)
+    assert "sk-echoed-99" not in str(error)
