@@ -148,6 +148,7 @@ class OpenAIPoolMixin:
             r = await st.probe.get(st.urls["/metrics"])
         except httpx.HTTPError:
             return  # the health check proper decides health; metrics are a bonus
+        instance.metadata.pop("queue", None)  # an answer without a readable queue clears it
         if r.status_code != 200:
             st.has_metrics = False if r.status_code in (404, 405, 501) else st.has_metrics
             st.queue = None

@@ -316,6 +316,8 @@ def queue_depth(text: str) -> tuple[str, float, float] | None:
         seen[name] = seen.get(name, 0.0) + value
     for engine, (running, waiting) in QUEUE_GAUGES.items():
         if running in seen and waiting in seen:
+            if not math.isfinite(seen[running] + seen[waiting]):
+                raise ValueError(f"{engine} queue gauges add up to no number")
             return engine, seen[running], seen[waiting]
     return None
 

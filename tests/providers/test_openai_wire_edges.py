@@ -41,8 +41,9 @@ def _http(status: int, body: str, ctype: str = "application/json") -> bytes:
 Answer = Callable[[asyncio.StreamWriter, str], Awaitable[None]]  # (writer, Authorization)
 
 
-async def _serve(answer: Answer) -> AsyncIterator[str]:
-    """A server listing model ``m``; every completion request gets ``answer``."""
+async def _serve(answer: Answer, metrics: str | None = None) -> AsyncIterator[str]:
+    """A server listing model ``m``, with ``metrics`` on /metrics; every completion request
+    gets ``answer``."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -57,6 +58,8 @@ async def _serve(answer: Answer) -> AsyncIterator[str]:
                 await reader.readexactly(length)
                 if path.endswith("/models"):
                     writer.write(_http(200, MODELS))
+                elif path == "/metrics" and metrics is not None:
+                    writer.write(_http(200, metrics, "text/plain; version=0.0.4"))
                 elif not path.startswith("/v1/"):
                     writer.write(_http(404, "not found", "text/plain"))
                 else:
@@ -248,3 +251,22 @@ async def test_a_key_quoted_back_inside_a_stream_is_not_shown() -> None:
     _, error = await _stream(_echo(500, sse=True), key="sk-echoed-99")
     assert error is not None and "bad credentials" in str(error)
     assert "sk-echoed-99" not in str(error)
+
+
+async def test_queue_gauges_summing_past_any_number_leave_routing_working() -> None:
+    # per-model label sets each near the float limit: their sum is no number of requests
+    huge = "".join(
+        f'vllm:num_requests_{g}{{model_name="{m}"}} 1e308\n'
+        for g in ("running", "waiting")
+        for m in ("a", "b")
+    )
+    async for url in _serve(_whole(200, json.dumps(_completion())), metrics=huge):
+        async with OpenAIProvider(hosts=[url]) as p:
+            result = await p.execute("llm/generate", GEN)
+            assert result["response"] == "Hi"
+            assert p.instances[0].metadata.get("queue") is None
+
+
+def _completion() -> dict:
+    message = {"role": "assistant", "content": "Hi"}
+    return {"id": "c", "model": "m", "choices": [{"index": 0, "message": message}], "usage": USAGE}
