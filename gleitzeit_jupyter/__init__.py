@@ -1,5 +1,5 @@
-"""gleitzeit-jupyter: pooled, health-checked, load-balanced Ollama servers and a warm Docker
-Python sandbox, behind ``%%llm`` and ``%%sandbox`` in Jupyter.
+"""gleitzeit-jupyter: pooled, health-checked, load-balanced Ollama and OpenAI-compatible
+servers and a warm Docker Python sandbox, behind ``%%llm`` and ``%%sandbox`` in Jupyter.
 
 The hub names import eagerly (they are light); the providers and the IPython extension load
 on first use, so ``import gleitzeit_jupyter`` stays cheap and needs neither httpx nor docker.
@@ -29,6 +29,8 @@ _LAZY = {
     "OllamaProvider": "gleitzeit_jupyter.providers.ollama",
     "OllamaProviderStreamlined": "gleitzeit_jupyter.providers.ollama",
     "OllamaConfig": "gleitzeit_jupyter.providers.ollama",
+    "OpenAIProvider": "gleitzeit_jupyter.providers.openai",
+    "OpenAIConfig": "gleitzeit_jupyter.providers.openai",
     "PythonProvider": "gleitzeit_jupyter.providers.sandbox",
     "PythonProviderStreamlined": "gleitzeit_jupyter.providers.sandbox",
     "DockerConfig": "gleitzeit_jupyter.providers.sandbox",
@@ -47,6 +49,8 @@ __all__ = [
     "OllamaConfig",
     "OllamaProvider",
     "OllamaProviderStreamlined",
+    "OpenAIConfig",
+    "OpenAIProvider",
     "PythonProvider",
     "PythonProviderStreamlined",
     "ResourceFailed",

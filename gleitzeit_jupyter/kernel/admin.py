@@ -77,7 +77,8 @@ def status_text(snaps: dict[str, dict[str, Any]]) -> str:
 
 
 NO_POOLS = (
-    "no pools running yet: they start on the first %%llm / %%sandbox (or %gleitzeit add ollama URL)"
+    "no pools running yet: they start on the first %%llm / %%sandbox"
+    " (or %gleitzeit add ollama URL / add openai URL)"
 )
 
 
@@ -214,8 +215,8 @@ def _dispatch(
         return None
     raise UsageError(
         f"unknown %gleitzeit command {cmd!r}: status | metrics [--export PATH] |"
-        " add ollama URL | add sandbox | remove ID | drain ID | enable ID | reset ID |"
-        " strategy NAME | reset | save PATH | load PATH"
+        " add ollama URL | add openai URL | add sandbox | remove ID | drain ID | enable ID |"
+        " reset ID | strategy NAME | reset | save PATH | load PATH"
     )
 
 
@@ -256,6 +257,13 @@ def _add(magics: Any, rt: Any, rest: list[str]) -> None:
         inst = rt.run(p.add_resource(OllamaConfig(host=url)))
         print(f"added {inst.id} ({inst.endpoint}) to ollama: {inst.status.value}")
         return None
+    if rest[:1] == ["openai"] and len(rest) == 2:
+        from ..providers.openai import OpenAIConfig, base_url
+
+        p = rt.openai()
+        inst = rt.run(p.add_resource(OpenAIConfig(host=base_url(rest[1]))))
+        print(f"added {inst.id} ({inst.endpoint}) to openai: {inst.status.value}")
+        return None
     if rest == ["sandbox"]:
         p = rt.sandbox()
         config = rt.run(p.config_for_new_resource())
@@ -264,7 +272,9 @@ def _add(magics: Any, rt: Any, rest: list[str]) -> None:
         inst = rt.run(p.add_resource(config))
         print(f"added {inst.id} to sandbox: {inst.status.value}")
         return None
-    raise UsageError("usage: %gleitzeit add ollama URL | %gleitzeit add sandbox")
+    raise UsageError(
+        "usage: %gleitzeit add ollama URL | %gleitzeit add openai URL | %gleitzeit add sandbox"
+    )
 
 
 def _strategy(magics: Any, rt: Any, name: str, provider: str | None) -> None:

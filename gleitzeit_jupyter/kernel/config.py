@@ -2,11 +2,13 @@
 
 ``%config Gleitzeit.ollama_hosts = [...]`` in a notebook, ``c.Gleitzeit.ollama_hosts = [...]``
 in ``ipython_config.py``; defaults come from ``GLEITZEIT_OLLAMA_HOSTS`` / ``OLLAMA_HOST`` /
-``GLEITZEIT_MODEL`` / ``DOCKER_HOST`` and work on a laptop with Ollama on its default port.
+``GLEITZEIT_OPENAI_HOSTS`` / ``OPENAI_API_KEY`` / ``GLEITZEIT_MODEL`` / ``DOCKER_HOST`` and
+work on a laptop with Ollama on its default port.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -14,12 +16,15 @@ from typing import Any
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, default, observe, validate
 from traitlets.config import Configurable
 
+from ..hub import UserError
 from ..providers.hosts import DEFAULT_HOST, env_hosts, parse_host
 from .llm_args import strategy_problem
 
 __all__ = ["DEFAULT_OLLAMA_HOST", "Gleitzeit", "SettingError", "hosts_from_env", "normalize_host"]
 
 DEFAULT_OLLAMA_HOST = DEFAULT_HOST
+
+log = logging.getLogger(__name__)
 
 
 class SettingError(TraitError):
@@ -29,6 +34,14 @@ class SettingError(TraitError):
 
     def _render_traceback_(self) -> list[str]:
         return [f"UsageError: {self}"]
+
+
+class _Secret(str):
+    """A key that reads as itself but shows as ``'***'``: ``%config Gleitzeit`` prints each
+    setting's repr, and a notebook's outputs get shared."""
+
+    def __repr__(self) -> str:
+        return "'***'" if self else "''"
 
 
 def _live_runtime() -> Any:
@@ -57,6 +70,16 @@ class Gleitzeit(Configurable):
         Unicode(),
         help="Ollama base URLs. Default: $GLEITZEIT_OLLAMA_HOSTS (comma separated), else"
         " $OLLAMA_HOST, else http://127.0.0.1:11434.",
+    ).tag(config=True)
+    openai_hosts = List(
+        Unicode(),
+        help="OpenAI-compatible servers (vLLM, llama.cpp, LM Studio, SGLang, TGI) as base URLs"
+        " ('http://gpu-2:8000/v1'; no path: /v1 is added). Default: $GLEITZEIT_OPENAI_HOSTS"
+        " (comma separated), else none.",
+    ).tag(config=True)
+    openai_api_key = Unicode(
+        help="Key sent as 'Authorization: Bearer' to the OpenAI-compatible servers"
+        " (default: $OPENAI_API_KEY; local servers usually need none).",
     ).tag(config=True)
     auto_discover = Bool(
         False, help="Also probe for Ollama servers on the local machine and network."
@@ -92,6 +115,19 @@ class Gleitzeit(Configurable):
     def _default_hosts(self) -> list[str]:
         return hosts_from_env()
 
+    @default("openai_hosts")
+    def _default_openai_hosts(self) -> list[str]:
+        from ..providers.openai import base_url
+
+        urls = []
+        for value in os.environ.get("GLEITZEIT_OPENAI_HOSTS", "").split(","):
+            if value.strip():
+                try:
+                    urls.append(base_url(value))
+                except UserError as exc:  # one typo must not lose the other servers
+                    log.warning("GLEITZEIT_OPENAI_HOSTS: skipping %r: %s", value.strip(), exc)
+        return list(dict.fromkeys(urls))
+
     @default("default_model")
     def _default_model(self) -> str:
         return os.environ.get("GLEITZEIT_MODEL", "llama3.2")
@@ -118,6 +154,27 @@ class Gleitzeit(Configurable):
         if change["name"] == "strategy" and getattr(current, "strategy", None) == change["new"]:
             return  # %gleitzeit strategy already switched the running pool
         rt.discard_provider("ollama")
+
+    @validate("openai_hosts")
+    def _check_openai_hosts(self, proposal: Any) -> list[str]:
+        from ..providers.openai import base_url
+
+        try:
+            return [base_url(h) for h in proposal["value"]]
+        except UserError as exc:
+            raise SettingError(f"Gleitzeit.openai_hosts: {exc}") from None
+
+    @validate("openai_api_key")
+    def _hide_key(self, proposal: Any) -> str:
+        return _Secret(proposal["value"])
+
+    @observe("openai_hosts", "openai_api_key")
+    def _openai_changed(self, change: Any) -> None:
+        # Not on strategy: the OpenAI pool takes it when it starts, and `%gleitzeit strategy`
+        # switches it while it runs (rebuilding would drop servers added at run time).
+        rt = _live_runtime()
+        if rt is not None and rt.config_owner is self:
+            rt.discard_provider("openai")
 
     @observe("docker_host", "sandbox_image", "sandbox_runtime", "sandbox_max_containers")
     def _sandbox_changed(self, change: Any) -> None:

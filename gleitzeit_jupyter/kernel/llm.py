@@ -256,7 +256,7 @@ def ask(
     thoughts: ThinkingDisplay | None = None
     first_at: float | None = None
     try:
-        provider = runtime.ollama()
+        provider = runtime.llm(params.get("model"))
         if opts.stream and show:
             # Created first, so the reasoning sits above the answer.
             thoughts = ThinkingDisplay(interval) if opts.think else None
@@ -332,7 +332,8 @@ def ask(
 
 
 def _is_unreachable(exc: BaseException) -> bool:
-    return isinstance(exc, NoResourceAvailable)
+    # The Ollama hint only for the Ollama pool (the router tags which pool failed).
+    return isinstance(exc, NoResourceAvailable) and getattr(exc, "pool", "ollama") == "ollama"
 
 
 def show_result(opts: LlmOptions, result: LlmResult) -> None:
@@ -362,7 +363,7 @@ def models_frame(runtime: Any, hosts: list[str] | None = None) -> pd.DataFrame:
     """The pool's models: which instances have each, and where it is loaded."""
     error: BaseException | None = None
     try:
-        provider = runtime.ollama()
+        provider = runtime.llm()
         res = runtime.run(provider.execute("llm/models", {}))
     except KeyboardInterrupt:
         raise CellInterrupted("%llm models was cancelled") from None

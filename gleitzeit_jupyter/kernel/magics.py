@@ -375,7 +375,7 @@ class GleitzeitMagics(Magics):
         except HubError as exc:
             raise cell_error(exc, context="%%llm --map") from None
         try:
-            provider = rt.ollama()
+            provider = rt.llm(opts.model or self.cfg.default_model)
         except Exception as exc:
             raise cell_error(exc, context="%%llm --map") from None
         row_opts = llm.LlmOptions(**{**opts.__dict__, "stream": False})
@@ -483,17 +483,17 @@ class GleitzeitMagics(Magics):
     @argument(
         "command",
         nargs="*",
-        help="status | metrics | add ollama URL | add sandbox | remove ID | drain ID | enable ID"
-        " | reset ID | strategy NAME | reset | save PATH | load PATH",
+        help="status | metrics | add ollama URL | add openai URL | add sandbox | remove ID |"
+        " drain ID | enable ID | reset ID | strategy NAME | reset | save PATH | load PATH",
     )
     def gleitzeit(self, line: str) -> Any:
         """Inspect and manage the pools.
 
         status: the pools and their instances; metrics: one row per instance (and --export);
-        add ollama URL / add sandbox: grow a pool; remove ID: drain and remove an instance;
-        drain ID / enable ID: take an instance out of rotation and back (the sidebar's
-        buttons); reset ID: close its circuit breaker; strategy NAME: switch load
-        balancing; reset: stop every pool (they restart on next
+        add ollama URL / add openai URL / add sandbox: grow a pool; remove ID: drain and
+        remove an instance; drain ID / enable ID: take an instance out of rotation and back
+        (the sidebar's buttons); reset ID: close its circuit breaker; strategy NAME: switch
+        load balancing; reset: stop every pool (they restart on next
         use, with the current %config) and forget chat sessions; save PATH / load PATH: keep
         the pools and their metrics in a SQLite file across kernel restarts.
         """

@@ -2,7 +2,8 @@
 
 Ollama's ``/api/tags`` gives sizes in bytes and the interesting facts (parameter count,
 quantisation, family) inside a nested ``details`` dict; a DataFrame shows that dict as an
-unreadable blob, so its fields become columns of their own.
+unreadable blob, so its fields become columns of their own. ``pool`` says which pool serves
+the model (``ollama`` or ``openai``); a model in both has a row for each.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pandas as pd
 __all__ = ["COLUMNS", "models_table"]
 
 COLUMNS = [
+    "pool",
     "parameters",
     "quantization",
     "family",
@@ -32,6 +34,7 @@ def _row(entry: dict[str, Any]) -> dict[str, Any]:
     caps = entry.get("capabilities")
     return {
         "name": str(entry.get("name", "?")),
+        "pool": entry.get("pool") or "ollama",
         "parameters": details.get("parameter_size") or None,
         "quantization": details.get("quantization_level") or None,
         "family": details.get("family") or None,
@@ -49,4 +52,8 @@ def models_table(entries: list[dict[str, Any]]) -> pd.DataFrame:
     if frame["capabilities"].isna().all():
         # The pool did not report capabilities: an all-empty column only adds noise.
         frame = frame.drop(columns="capabilities")
-    return frame.set_index("name").sort_index()
+    for col in ("parameters", "quantization", "family", "size_gb"):
+        if frame[col].isna().all() and (frame["pool"] != "ollama").all():
+            # An OpenAI-compatible server reports none of these: empty columns are noise.
+            frame = frame.drop(columns=col)
+    return frame.sort_values(["name", "pool"]).set_index("name")

@@ -302,6 +302,38 @@ class Runtime:
             default_model=cfg.default_model or None,
         )
 
+    def openai(self) -> Any:
+        """The pool of OpenAI-compatible servers, created from ``Gleitzeit.openai_hosts`` on
+        first use (empty at first when none are set: ``%gleitzeit add openai URL`` grows it)."""
+        return self.get_or_create("openai", self._make_openai)
+
+    def _make_openai(self) -> Any:
+        from ..providers.openai import OpenAIProvider
+
+        cfg = self.config_owner
+        return OpenAIProvider(
+            hosts=list(cfg.openai_hosts),
+            api_key=cfg.openai_api_key or None,
+            strategy=cfg.strategy,
+        )
+
+    def llm(self, model: str | None = None) -> Any:
+        """What ``%%llm`` calls: a router over the LLM pools (see :mod:`.llm_pools`). Only
+        the pool a ``POOL:MODEL`` names is started; otherwise every configured one (the
+        OpenAI pool when ``openai_hosts`` is set or it is already running)."""
+        from .llm_pools import LlmRouter, split_pool
+
+        pool, _ = split_pool(model)
+        pools: dict[str, Any] = {}
+        if pool in (None, "ollama"):
+            pools["ollama"] = self.ollama()
+        if pool in (None, "openai") and self._openai_wanted():
+            pools["openai"] = self.openai()
+        return LlmRouter(pools)  # a POOL: prefix naming no configured pool: its error says so
+
+    def _openai_wanted(self) -> bool:
+        return "openai" in self._providers or bool(self.config_owner.openai_hosts)
+
     def sandbox(
         self, *, image: str | None = None, mem: str | None = None, network: bool | str = False
     ) -> Any:

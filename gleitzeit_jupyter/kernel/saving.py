@@ -36,6 +36,8 @@ def _provider_for(rt: Any, name: str) -> Any:
         return provider
     if name == "ollama":
         return rt.ollama()
+    if name == "openai":
+        return rt.openai()
     if name == "sandbox":
         return rt.sandbox()
     return None

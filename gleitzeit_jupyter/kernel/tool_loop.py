@@ -260,7 +260,7 @@ class _Step:
         error: BaseException | None = None
         interrupted = False
         try:
-            provider = self.runtime.ollama()
+            provider = self.runtime.llm(self.params.get("model"))
             if self.opts.stream and self.show:
                 stream = self.runtime.stream(
                     lambda: provider.stream("llm/chat", self.params, **self.kwargs)

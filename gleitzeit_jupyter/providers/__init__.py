@@ -1,5 +1,5 @@
 """Providers: concrete HubProviders. Loaded lazily, so importing one does not pull in the
-dependencies of the others (httpx for Ollama, the docker SDK for the sandbox)."""
+dependencies of the others (httpx for the LLM servers, the docker SDK for the sandbox)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ _LAZY = {
     "OllamaProvider": "gleitzeit_jupyter.providers.ollama",
     "OllamaProviderStreamlined": "gleitzeit_jupyter.providers.ollama",
     "OllamaConfig": "gleitzeit_jupyter.providers.ollama",
+    "OpenAIProvider": "gleitzeit_jupyter.providers.openai",
+    "OpenAIConfig": "gleitzeit_jupyter.providers.openai",
     "PythonProvider": "gleitzeit_jupyter.providers.sandbox",
     "PythonProviderStreamlined": "gleitzeit_jupyter.providers.sandbox",
     "DockerConfig": "gleitzeit_jupyter.providers.sandbox",

@@ -19,6 +19,7 @@ def test_models_table_is_flat_with_sizes_in_gb(
     assert cell.error is None, cell.text
     frame: pd.DataFrame = shell.user_ns["frame"]
     assert list(frame.columns) == [
+        "pool",
         "parameters",
         "quantization",
         "family",
@@ -34,6 +35,7 @@ def test_models_table_is_flat_with_sizes_in_gb(
     assert row["quantization"] == tags["qwen2.5:0.5b"]["details"]["quantization_level"]
     assert row["family"] == "qwen"
     assert len(row["instances"]) == 2
+    assert row["pool"] == "ollama"
 
 
 def test_capabilities_are_one_readable_column_when_reported() -> None:

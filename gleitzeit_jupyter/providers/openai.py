@@ -1,0 +1,445 @@
+"""OpenAIProvider: a pool of OpenAI-compatible servers (vLLM, llama.cpp's llama-server,
+LM Studio, SGLang, TGI, Ollama's /v1) behind one HubProvider, spoken to over httpx.
+
+Same methods and result shapes as :class:`~gleitzeit_jupyter.providers.ollama.OllamaProvider`
+(``llm/generate``, ``llm/chat``, ``llm/embed``, ``llm/models``), so the magics, panels and the
+sidebar take either. Routing by model from ``/v1/models``; the ``fleet`` strategy sends a
+call where it is expected to finish first, counting the queue an engine reports on its
+Prometheus ``/metrics`` (vLLM, SGLang, llama.cpp, TGI gauges) besides this pool's own calls.
+A 429 is backpressure (``Retry-After`` honoured, never a breaker failure); 401/403 is the
+caller's (a UserError naming the key setting); 5xx, refused and reset connections fail over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..hub import (
+    ExecutionTimeout,
+    HubError,
+    ResourceDeclined,
+    ResourceFailed,
+    ResourceInstance,
+    UserError,
+)
+from ..hub.fleet import Fleet
+from ..hub.provider import HubProvider
+from . import _openai_fields as fields
+from . import _openai_wire as wire
+from ._openai_pool import OpenAIPoolMixin, State, another_pool, served_name, state
+
+__all__ = ["OpenAIConfig", "OpenAIProvider", "another_pool", "base_url"]
+
+log = logging.getLogger(__name__)
+
+KEY_SETTING = "api_key=..., $OPENAI_API_KEY or %config Gleitzeit.openai_api_key"
+
+
+_ENDPOINTS = ("/chat/completions", "/completions", "/embeddings", "/models")
+
+
+def base_url(value: str) -> str:
+    """A server as the base URL OpenAI clients take: ``http`` when no scheme is given,
+    ``/v1`` when no path is (``gpu-2:8000`` → ``http://gpu-2:8000/v1``)."""
+    text = (value or "").strip().rstrip("/")
+    if "://" not in text:
+        text = f"http://{text}"
+    try:
+        split = urlsplit(text)
+        port = split.port
+    except ValueError as exc:
+        raise UserError(f"cannot read server URL {value!r}: {exc}") from None
+    if split.scheme not in ("http", "https") or not split.hostname:
+        raise UserError(
+            f"cannot read server URL {value!r}", hint="write it as http(s)://host:port/v1"
+        )
+    host = "127.0.0.1" if split.hostname in ("0.0.0.0", "::") else split.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port else host
+    path = split.path
+    # An endpoint's URL pasted for the base one: the pool adds the endpoint itself.
+    for endpoint in _ENDPOINTS:
+        if path.endswith(endpoint):
+            path = path[: -len(endpoint)]
+            break
+    return f"{split.scheme}://{netloc}{path or '/v1'}"
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    """One OpenAI-compatible server.
+
+    ``host``: its base URL (``http://gpu-2:8000/v1``). ``api_key_env``: the environment
+    variable holding this server's key (keys themselves are never stored in a config, so
+    ``%gleitzeit save`` never writes one to disk). ``num_parallel``: requests it runs at
+    once, for the fleet estimate (None: learned). ``max_concurrency``: a hard cap on calls
+    the hub sends it at once.
+    """
+
+    host: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str | None = None
+    num_parallel: int | None = None
+    max_concurrency: int | None = None
+    max_connections: int = 32
+    weight: float = 1.0
+    tags: frozenset[str] = frozenset()
+
+    @property
+    def url(self) -> str:
+        return base_url(self.host)
+
+
+class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
+    """Pool of OpenAI-compatible servers: ``llm/generate``, ``llm/chat``, ``llm/embed``,
+    ``llm/models``.
+
+    ``hosts``: base URLs (or :class:`OpenAIConfig`); none given: ``$GLEITZEIT_OPENAI_HOSTS``
+    (comma separated). ``api_key``: sent as ``Authorization: Bearer``; one key for all, or a
+    mapping base URL → key; default ``$OPENAI_API_KEY``; a config's ``api_key_env`` wins.
+    A 429 keeps new calls off that server for its ``Retry-After`` (default ``busy_backoff``
+    seconds) and sends the call elsewhere; with nowhere else to go it waits, at most
+    ``busy_wait`` seconds. Other keyword arguments go to :class:`HubProvider`.
+    """
+
+    def __init__(
+        self,
+        hosts: str | OpenAIConfig | Iterable[str | OpenAIConfig] | None = None,
+        api_key: str | Mapping[str, str] | None = None,
+        strategy: str = "fleet",
+        request_timeout: float = 300.0,
+        connect_timeout: float = 2.0,
+        first_token_timeout: float | None = None,
+        *,
+        default_model: str | None = None,
+        model_refresh_interval: float = 10.0,
+        busy_backoff: float = 2.0,
+        busy_wait: float = 30.0,
+        **hub_options: Any,
+    ) -> None:
+        hub_options.setdefault("name", "openai")
+        hub_options.setdefault("enable_auto_discovery", False)
+        super().__init__(resource_config_class=OpenAIConfig, strategy=strategy, **hub_options)
+        if isinstance(hosts, (str, OpenAIConfig)):
+            hosts = [hosts]
+        if hosts is None:
+            env = os.environ.get("GLEITZEIT_OPENAI_HOSTS", "")
+            hosts = [h.strip() for h in env.split(",") if h.strip()]
+        self.hosts = [h if isinstance(h, OpenAIConfig) else OpenAIConfig(host=h) for h in hosts]
+        if isinstance(api_key, Mapping):
+            self._keys: dict[str, str] = {base_url(k): v for k, v in api_key.items()}
+            self._key: str | None = None
+        else:
+            self._keys, self._key = {}, api_key
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.first_token_timeout = first_token_timeout
+        self.default_model = default_model
+        self.model_refresh_interval = model_refresh_interval
+        self.busy_backoff = busy_backoff
+        self.busy_wait = busy_wait
+        self.fleet = Fleet()
+
+    # ---- pool membership -------------------------------------------------------------
+    def resource_key(self, config: OpenAIConfig) -> str:
+        return config.url
+
+    async def add_resource(self, config: str | OpenAIConfig) -> ResourceInstance:  # type: ignore[override]
+        """Add a server at run time: a base URL (``"gpu-2:8000"``) or an OpenAIConfig."""
+        return await super().add_resource(
+            config if isinstance(config, OpenAIConfig) else OpenAIConfig(host=config)
+        )
+
+    async def initial_resources(self) -> list[OpenAIConfig]:
+        return list(self.hosts)
+
+    async def discover_resources(self) -> list[OpenAIConfig]:
+        return list(self.hosts)
+
+    def _api_key(self, config: OpenAIConfig) -> str | None:
+        if config.api_key_env and os.environ.get(config.api_key_env):
+            return os.environ[config.api_key_env]
+        return self._keys.get(config.url) or self._key or os.environ.get("OPENAI_API_KEY")
+
+    async def create_resource(self, config: OpenAIConfig) -> ResourceInstance:
+        url = config.url
+        limits = httpx.Limits(
+            max_connections=config.max_connections, max_keepalive_connections=config.max_connections
+        )
+        timeout = httpx.Timeout(self.request_timeout, connect=self.connect_timeout)
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = self._api_key(config)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        transport = httpx.AsyncHTTPTransport(limits=limits)
+        client = httpx.AsyncClient(timeout=timeout, transport=transport, headers=headers)
+        probe = httpx.AsyncClient(
+            timeout=httpx.Timeout(self.health_check_timeout, connect=self.connect_timeout),
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+            headers=headers,
+        )
+        split = urlsplit(url)
+        root = url[: -len("/v1")] if split.path.endswith("/v1") else url
+        urls = {p: httpx.URL(url + p) for p in (*fields.PATHS.values(), "/models")}
+        urls["/health"] = httpx.URL(root + "/health")
+        urls["/metrics"] = httpx.URL(root + "/metrics")
+        urls["/info"] = httpx.URL(root + "/info")  # TGI's, naming its one model
+        st = State(client, transport, probe, url, urls, headers, {"timeout": timeout.as_dict()})
+        ident = split.netloc + (split.path if split.path != "/v1" else "")
+        view = self.fleet.server(ident)
+        if config.num_parallel is not None:
+            view.slots, view.slots_known = max(1, config.num_parallel), True
+        return ResourceInstance(
+            id=ident,
+            config=config,
+            endpoint=url,
+            handle=st,
+            max_concurrency=config.max_concurrency,
+            weight=config.weight,
+            tags=set(config.tags),
+        )
+
+    async def destroy_resource(self, instance: ResourceInstance) -> None:
+        st = state(instance)
+        self.fleet.forget(instance.id)
+        await asyncio.gather(st.client.aclose(), st.probe.aclose())
+
+    # ---- calls -----------------------------------------------------------------------
+    def validate(self, method: str, params: dict[str, Any]) -> None:
+        fields.check_params(method, params, self.default_model)
+
+    async def execute(
+        self, method: str, params: dict[str, Any] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        if method == fields.MODELS:
+            return await self.list_models()
+        return await super().execute(method, params, **kwargs)
+
+    def _body(self, instance: ResourceInstance, method: str, params: dict, stream: bool):
+        path, body, model = fields.build_body(method, params, self.default_model, stream)
+        # Ask by the name this server lists (``llama3.2`` may be ``llama3.2:latest`` here).
+        body["model"] = served_name(state(instance), model) or model
+        return path, fields.encode(body), model
+
+    async def _rate_limited(
+        self, instance: ResourceInstance, resp: httpx.Response, method: str, params: dict, t0: float
+    ) -> bool:
+        """After a 429: True to ask the same server again (nowhere else to go, and time
+        left), after waiting as it asked; else raises ResourceDeclined."""
+        st = state(instance)
+        wait = wire.retry_after(resp.headers, self.busy_backoff, self.busy_wait)
+        st.busy_until = time.monotonic() + wait
+        st.skipped = f"rate limited (429, retry after {wait:g} s)"
+        self.fleet.busy(instance.id, wait)
+        left = self.busy_wait - (time.perf_counter() - t0)
+        if left > 0 and not self.elsewhere(instance, method, params):
+            await asyncio.sleep(min(left, wait * (0.75 + random.random() / 2)))
+            return True
+        raise ResourceDeclined(
+            f"{instance.id} is rate limiting (429): {wire.error_message(st.said(resp.text))}",
+            instance=instance.id,
+            hint="it asked to retry later; add a server or lower --concurrency",
+        )
+
+    def _failed(self, instance: ResourceInstance, resp: httpx.Response, model: str) -> HubError:
+        status, text = resp.status_code, state(instance).said(resp.text)
+        if status == 404 or wire.error_code(text) == "model_not_found":
+            st = state(instance)
+            if st.models is not None:
+                st.models.discard(model)
+            st.refreshed_at = float("-inf")  # re-read /v1/models at the next health check
+            st.skipped = f"answered 404 for {model}"
+            if any(served_name(state(i), model) for i in self.instances if i is not instance):
+                return ResourceDeclined(
+                    f"model '{model}' is gone from {instance.id}; trying a server that lists it",
+                    instance=instance.id,
+                )
+        return wire.http_error(status, text, instance.id, model, KEY_SETTING)
+
+    def _learn(self, instance: ResourceInstance, model: str, result: dict, own_wait: float) -> None:
+        ttft, count = result.get("time_to_first_token_ms"), result.get("completion_tokens")
+        # Not streamed: no first token seen, the whole call counts as generation.
+        gen = result.get("eval_duration") or int(result["latency_ms"] * 1e6)
+        data = {"eval_count": count, "eval_duration": gen, "load_duration": 0}
+        data["prompt_eval_duration"] = int(ttft * 1e6) if ttft is not None else 0
+        self.fleet.finished(instance.id, model, data, own_wait)
+        if count and gen:
+            state(instance).samples.append((count, gen))
+
+    async def execute_on_resource(
+        self, instance: ResourceInstance, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        st = state(instance)
+        path, content, model = self._body(instance, method, params, stream=False)
+        own_wait = self.fleet.starting(instance.id, model, instance.in_flight)
+        t0 = time.perf_counter()
+        try:
+            while True:
+                request = httpx.Request(
+                    "POST", st.urls[path], content=content, headers=st.headers,
+                    extensions=st.extensions,
+                )  # fmt: skip
+                try:
+                    # Straight through the transport: AsyncClient.send's hooks, auth and
+                    # cookies are unused here and cost a quarter of the client's CPU.
+                    r = await st.transport.handle_async_request(request)
+                    try:
+                        await r.aread()
+                    finally:
+                        await r.aclose()
+                except httpx.HTTPError as exc:
+                    raise wire.transport_error(
+                        exc, instance.id, st.url, self.request_timeout
+                    ) from exc
+                if r.status_code != 429 or not await self._rate_limited(
+                    instance, r, method, params, t0
+                ):
+                    break
+            if r.status_code != 200:
+                raise self._failed(instance, r, model)
+            try:
+                data = r.json()
+            except ValueError as exc:
+                raise ResourceFailed(
+                    f"{instance.id} sent invalid JSON", instance=instance.id
+                ) from exc
+        except BaseException:
+            self.fleet.abandoned(instance.id, model)
+            raise
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        try:
+            result = wire.shape_result(method, data, latency_ms, None, instance.id)
+        except wire.ChatCompletionError as exc:
+            self.fleet.abandoned(instance.id, model)
+            raise _not_an_answer(instance.id, method, exc) from None
+        if method != fields.EMBED:
+            self._learn(instance, model, result, own_wait)
+        return result
+
+    async def stream_on_resource(
+        self, instance: ResourceInstance, method: str, params: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        if method not in (fields.GENERATE, fields.CHAT):
+            raise UserError(f"{method} does not stream", hint="use execute()")
+        st = state(instance)
+        path, content, model = self._body(instance, method, params, stream=True)
+        own_wait = self.fleet.starting(instance.id, model, instance.in_flight)
+        t0 = time.perf_counter()
+        answered = False
+        resp: httpx.Response | None = None
+        events: AsyncIterator[tuple[str, str]] | None = None
+        try:
+            while True:
+                request = st.client.build_request("POST", st.urls[path], content=content)
+                resp, events, first = await self._first_event(st, request, instance.id)
+                if resp.status_code != 429:
+                    break
+                await resp.aread()
+                await resp.aclose()
+                await self._rate_limited(instance, resp, method, params, t0)
+            if resp.status_code != 200:
+                await resp.aread()
+                raise self._failed(instance, resp, model)
+            ttft_ms: float | None = None
+            whole = wire.Assembly(method)
+            sse = first
+            while sse is not None:
+                kind, text = sse
+                if text == "[DONE]":
+                    break
+                data = json.loads(text)
+                if not isinstance(data, dict):
+                    raise ValueError("not an object")
+                # In-band failure after the 200: {"error": {...}} (newer vLLM), a bare
+                # error object {"object": "error", ...} (older vLLM), llama.cpp's
+                # `error: {...}` line, or an `event: error`.
+                if kind == "error" or "error" in data or data.get("object") == "error":
+                    raise _stream_error(instance.id, st.said(text), model)
+                chunk = whole.add(data)
+                if chunk is not None:
+                    if ttft_ms is None:
+                        ttft_ms = (time.perf_counter() - t0) * 1000.0
+                    yield chunk
+                sse = await anext(events, None)
+            if sse is None and whole.finish_reason is None:
+                raise ResourceFailed(
+                    f"{instance.id} ended the stream before the answer finished",
+                    instance=instance.id,
+                )
+            # A closed stream after the finish_reason is complete: TGI before 2.2 and some
+            # llama.cpp forks send no [DONE].
+            answered = True
+            latency_ms = (time.perf_counter() - t0) * 1000.0
+            final = wire.shape_result(method, whole.complete(), latency_ms, ttft_ms, instance.id)
+            self._learn(instance, model, final, own_wait)
+            final["done"] = True
+            yield final
+        except httpx.HTTPError as exc:
+            raise wire.transport_error(exc, instance.id, st.url, self.request_timeout) from exc
+        except ValueError as exc:
+            raise ResourceFailed(f"{instance.id} sent invalid JSON", instance=instance.id) from exc
+        finally:
+            if not answered:
+                self.fleet.abandoned(instance.id, model)
+            if events is not None:
+                await events.aclose()  # type: ignore[attr-defined]
+            if resp is not None:
+                await resp.aclose()
+
+    async def _first_event(self, st: State, request: httpx.Request, ident: str):
+        """Send a streaming request; read up to its first server-sent event within
+        ``first_token_timeout``. Returns the event iterator too (it can be read once)."""
+
+        async def go():
+            resp = await st.client.send(request, stream=True)
+            try:
+                if resp.status_code != 200:
+                    return resp, None, None
+                kind = resp.headers.get("content-type", "")
+                if "text/event-stream" not in kind:
+                    raise ResourceFailed(
+                        f"{ident} answered a streamed call with {kind or 'no Content-Type'},"
+                        " not server-sent events",
+                        instance=ident,
+                    )
+                events = wire.server_events(resp.aiter_lines())
+                return resp, events, await anext(events, None)
+            except BaseException:
+                await resp.aclose()
+                raise
+
+        if self.first_token_timeout is None:
+            return await go()
+        try:
+            async with asyncio.timeout(self.first_token_timeout):
+                return await go()
+        except TimeoutError:
+            raise ExecutionTimeout(
+                f"no first token from {ident} within {self.first_token_timeout:g} s",
+                instance=ident,
+            ) from None
+
+
+def _not_an_answer(ident: str, method: str, exc: Exception) -> ResourceFailed:
+    what = "an embeddings list" if method == fields.EMBED else "a chat completion"
+    return ResourceFailed(f"{ident} answered 200 with {exc}: not {what}", instance=ident)
+
+
+def _stream_error(ident: str, text: str, model: str) -> HubError:
+    """An error sent inside a stream; one with a 4xx code (llama.cpp's prompt longer than
+    the context) is the caller's, like the same status before the stream."""
+    code = wire.error_status(text)
+    if code is not None and 400 <= code < 500 and code not in (408, 429):
+        return wire.http_error(code, text, ident, model, KEY_SETTING)
+    return ResourceFailed(f"{ident} failed mid-stream: {wire.error_message(text)}", instance=ident)
