@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .engine import ContainerSpec, Engine
-from .protocol import DockerDemux, FrameDecoder, ProtocolError, encode_frame
+from .protocol import CHUNK, DockerDemux, FrameDecoder, ProtocolError, encode_message
 
 __all__ = ["ContainerDied", "SandboxContainer", "SupervisorUnresponsive"]
 
@@ -53,6 +53,7 @@ class SandboxContainer:
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._raw: socket.socket | None = None
+        self._sending = asyncio.Lock()  # one message (and its attachments) at a time
         self.dead: str | None = None  # why, once the channel is gone
         self.hello: dict[str, Any] = {}
         self.runs = 0
@@ -84,7 +85,7 @@ class SandboxContainer:
         raw = getattr(self._sock, "_sock", self._sock)
         if isinstance(raw, socket.socket):
             self._raw = raw
-            reader, self._writer = await asyncio.open_connection(sock=raw)
+            reader, self._writer = await asyncio.open_connection(sock=raw, limit=CHUNK)
             self._reader = asyncio.create_task(self._read_stream(reader))
         else:  # paramiko channel or similar: a thread does the blocking reads
             queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -104,7 +105,7 @@ class SandboxContainer:
 
     async def _read_stream(self, reader: asyncio.StreamReader) -> None:
         try:
-            while data := await reader.read(1 << 16):
+            while data := await reader.read(CHUNK):
                 self._feed(data)
             self._fail("the container's channel closed (container stopped or killed)")
         except Exception as exc:  # a malformed channel: this container is not trusted again
@@ -164,16 +165,18 @@ class SandboxContainer:
         return b"".join(self._stderr).decode("utf-8", "replace")[-2048:]
 
     # ---- requests ----------------------------------------------------------------------
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _send(self, message: dict[str, Any], attachments: Any = ()) -> None:
         if self.dead is not None:
             raise ContainerDied(self.dead, sent=False)
-        frame = encode_frame(message)
+        parts = encode_message(message, attachments)
         try:
-            if self._writer is not None:
-                self._writer.write(frame)
-                await self._writer.drain()
-            else:
-                await self.engine.call(self._sock.sendall, frame)
+            async with self._sending:
+                for part in parts:
+                    if self._writer is not None:
+                        self._writer.write(part)
+                        await self._writer.drain()  # a chunk at a time: no second copy here
+                    else:
+                        await self.engine.call(self._sock.sendall, part)
         except (OSError, RuntimeError) as exc:
             self._fail(f"cannot write to the container: {exc}")
             raise ContainerDied(self.dead or str(exc)) from None
@@ -203,6 +206,7 @@ class SandboxContainer:
         timeout: float,
         grace: float = 1.0,
         on_chunk: Callable[[dict[str, Any]], None] | None = None,
+        attachments: Any = (),
     ) -> tuple[dict[str, Any], bool]:
         """Run code; past ``timeout`` interrupt, then kill the worker, then give up.
 
@@ -218,7 +222,9 @@ class SandboxContainer:
             self._chunks[rid] = on_chunk
         self.runs += 1
         try:
-            await self._send({**message, "op": "run", "id": rid, "stream": on_chunk is not None})
+            await self._send(
+                {**message, "op": "run", "id": rid, "stream": on_chunk is not None}, attachments
+            )
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), timeout), False
             except TimeoutError:

@@ -66,7 +66,9 @@ def bootstrap_command() -> list[str]:
         (f"gleitzeit_{m}", _module_source(m))
         for m in (
             "protocol",
+            "arrow_ipc",
             "codec",
+            "values",
             "display_shim",
             "workdir",
             "worker",

@@ -68,6 +68,7 @@ class PythonProvider(SlotsMixin, RunsMixin, StreamingMixin, HubProvider[DockerCo
         max_outputs_bytes: int = 32 * MiB,
         max_value_bytes: int = 32 * MiB,
         max_values_bytes: int = 64 * MiB,
+        max_columns: int = 10_000,
         tmpfs_size: str = "64m",
         preload: tuple[str, ...] = (),
         start_timeout: float = 60.0,
@@ -88,6 +89,7 @@ class PythonProvider(SlotsMixin, RunsMixin, StreamingMixin, HubProvider[DockerCo
             max_output=max_output,
             max_value_bytes=max_value_bytes,
             max_values_bytes=max_values_bytes,
+            max_columns=max_columns,
             outputs=OutputLimits(
                 max_mime_bytes=max_mime_bytes,
                 max_outputs=max_outputs,

@@ -157,7 +157,7 @@ class Supervisor(OutputRelay, ProcessHygiene):
                 continue
             for fd in ready:
                 if fd == self.chan_in:
-                    data = os.read(fd, 1 << 16)
+                    data = os.read(fd, 1 << 20)
                     if not data:  # the kernel went away: nothing left to serve
                         self._shutdown()
                         return
@@ -308,12 +308,30 @@ class Supervisor(OutputRelay, ProcessHygiene):
         assert self.worker.cmd is not None
         self.cpu_before = cpu_ms(self.worker.pid)
         self.worker.decoder = protocol.FrameDecoder(self.max_reply)
+        attachments = msg.pop("attachments", None) or ()
+        if attachments:  # dying before the worker says more: it was receiving them
+            self.phase = "inputs"
         try:
-            data = memoryview(protocol.encode_frame(msg))
-            while data:
-                data = data[os.write(self.worker.cmd, data) :]
+            self._hand_over(self.worker, protocol.encode_message(msg, attachments))
         except OSError:
             pass  # the worker died already; _maybe_finish reports it
+        except TimeoutError:  # stopped by its own earlier code (a session): it goes
+            self._kill_worker(self.worker)
+
+    def _hand_over(self, w: Worker, parts: list[Any]) -> None:
+        """Write a request (and its values) to the worker's command pipe. The worker reads
+        it at once unless user code stopped it, so a stall ends the handover, not us."""
+        assert w.cmd is not None
+        os.set_blocking(w.cmd, False)
+        for part in parts:
+            data = memoryview(part)
+            while data:
+                try:
+                    data = data[os.write(w.cmd, data) :]
+                except BlockingIOError:
+                    _, ready, _ = select.select([], [w.cmd], [], 5.0)
+                    if not ready and not (w.alive and runnable(w.pid)):
+                        raise TimeoutError("the worker does not read its request") from None
 
     def _spare(self) -> Worker:
         """A pre-forked worker that can really run (not stopped or dead), else a new one."""
@@ -333,11 +351,11 @@ class Supervisor(OutputRelay, ProcessHygiene):
             if getattr(w, name) == fd:
                 self._consume(w, name)
 
-    def _consume(self, w: Worker, name: str, most: int = 1 << 16) -> bool:
+    def _consume(self, w: Worker, name: str, most: int = 1 << 20) -> bool:
         """Read one chunk from a worker pipe; False when nothing more is there right now."""
         fd = getattr(w, name)
         try:
-            data = os.read(fd, min(most, 1 << 16))
+            data = os.read(fd, min(most, 1 << 20 if name == "res" else 1 << 16))
         except BlockingIOError:
             return False
         if not data:  # EOF: stop selecting on it (strays may hold other ends open)
@@ -452,21 +470,21 @@ class Supervisor(OutputRelay, ProcessHygiene):
         # The kernel reads no reply larger than max_reply, and takes a larger one for a
         # broken channel (the container is lost). Text re-encoded here can grow (a non-ASCII
         # character becomes a six-byte escape), so the reply is measured, not trusted.
+        attachments = result.pop("attachments", None) or ()
         try:
-            frame = protocol.encode_frame(result)
-            if len(frame) - 4 > self.max_reply:
+            parts = protocol.encode_message(result, attachments)
+            size = sum(len(memoryview(p)) for p in parts) - 4
+            if size > self.max_reply:
                 raise protocol.ProtocolError(
-                    f"{len(frame) - 4:,} bytes, over the {self.max_reply:,} byte limit"
+                    f"{size:,} bytes, over the {self.max_reply:,} byte limit"
                 )
         except (protocol.ProtocolError, ValueError, TypeError, RecursionError, MemoryError) as exc:
-            frame = b""  # let the large one go before building the small one
+            parts = attachments = []  # let the large one go before building the small one
             small = failed("ProtocolError", f"the run's result is too large to send ({exc})")
             ending = {k: result[k] for k in ("oom", "killed", "session_lost") if k in result}
-            frame = protocol.encode_frame({**small, **ending, **common})
+            parts = [protocol.encode_frame({**small, **ending, **common})]
         self.run, self.worker = None, None
-        data = memoryview(frame)
-        while data:
-            data = data[os.write(self.chan_out, data) :]
+        protocol.write_all(self.chan_out, parts)
 
 
 def _seed_matplotlib_cache() -> None:
