@@ -8,6 +8,7 @@ asyncio reads it directly; other transports (ssh) are read by a thread that feed
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import socket
 import threading
@@ -16,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .channel import ChannelListener, is_local
 from .engine import ContainerSpec, Engine
 from .protocol import CHUNK, DockerDemux, FrameDecoder, ProtocolError, encode_message
 
@@ -53,6 +55,9 @@ class SandboxContainer:
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._raw: socket.socket | None = None
+        # The direct channel (channel.py), once the supervisor connected: preferred for frames.
+        self._direct: asyncio.StreamWriter | None = None
+        self._direct_reader: asyncio.Task[None] | None = None
         self._sending = asyncio.Lock()  # one message (and its attachments) at a time
         self.dead: str | None = None  # why, once the channel is gone
         self.hello: dict[str, Any] = {}
@@ -68,16 +73,53 @@ class SandboxContainer:
         ready_timeout: float = 60.0,
         max_frame: int | None = None,
     ) -> SandboxContainer:
-        cid, sock = await engine.call(engine.create, spec)
-        self = cls(engine, cid, sock, max_frame)
+        listener = None
+        if is_local(engine.base_url):
+            try:
+                listener = ChannelListener()
+            except OSError:
+                listener = None  # the attach stream carries everything
+        if listener is not None:
+            spec = dataclasses.replace(
+                spec,
+                environment={**spec.environment, **listener.environment()},
+                binds={**spec.binds, **listener.binds()},
+            )
         try:
-            await self._open()
-            assert self._hello is not None
-            self.hello = await asyncio.wait_for(self._hello, ready_timeout)
-        except BaseException:
-            await self.close()
-            raise
+            cid, sock = await engine.call(engine.create, spec)
+            self = cls(engine, cid, sock, max_frame)
+            accepting = None
+            try:
+                await self._open()
+                if listener is not None:
+                    accepting = asyncio.create_task(self._accept(listener))
+                assert self._hello is not None
+                self.hello = await asyncio.wait_for(self._hello, ready_timeout)
+            except BaseException:
+                await self.close()
+                raise
+            finally:
+                if accepting is not None and not accepting.done():
+                    accepting.cancel()  # hello came on the attach stream: no direct channel
+        finally:
+            if listener is not None:
+                listener.close()
         return self
+
+    async def _accept(self, listener: ChannelListener) -> None:
+        conn = await listener.accept()
+        reader, self._direct = await asyncio.open_connection(sock=conn, limit=CHUNK)
+        self._direct_reader = asyncio.create_task(self._read_direct(reader))
+
+    async def _read_direct(self, reader: asyncio.StreamReader) -> None:
+        frames = FrameDecoder() if self.max_frame is None else FrameDecoder(self.max_frame)
+        try:
+            while data := await reader.read(CHUNK):
+                for message in frames.feed(data):
+                    self._dispatch(message)
+            self._fail("the container's channel closed (container stopped or killed)")
+        except Exception as exc:  # a malformed channel: this container is not trusted again
+            self._fail(f"channel error: {exc}")
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -171,10 +213,11 @@ class SandboxContainer:
         parts = encode_message(message, attachments)
         try:
             async with self._sending:
+                writer = self._direct or self._writer
                 for part in parts:
-                    if self._writer is not None:
-                        self._writer.write(part)
-                        await self._writer.drain()  # a chunk at a time: no second copy here
+                    if writer is not None:
+                        writer.write(part)
+                        await writer.drain()  # a chunk at a time: no second copy here
                     else:
                         await self.engine.call(self._sock.sendall, part)
         except (OSError, RuntimeError) as exc:
@@ -277,6 +320,10 @@ class SandboxContainer:
     async def close(self) -> None:
         """Kill and remove the container and drop the channel (idempotent)."""
         self._fail("the container was closed")
+        if self._direct is not None:
+            self._direct.close()
+        if self._direct_reader is not None:
+            self._direct_reader.cancel()
         if self._writer is not None:
             self._writer.close()
         elif self._sock is not None:
