@@ -17,7 +17,8 @@
 #                                  with it registered as runtime "runsc"; echoes its DOCKER_HOST
 #   gz_docker_stop_extra NAME      stop that second engine (only if gz_docker_start_extra started it;
 #                                  may be called from another shell, e.g. a test's teardown)
-#   gz_docker_image [--minimal]    build the sandbox image via `gleitzeit-sandbox image build` (cached)
+#   gz_docker_image [--minimal]    build the sandbox image via `gleitzeit-sandbox image build` (cached
+#                                  by the kernel's numpy/pandas/pyarrow/matplotlib versions)
 #   gz_docker_copy_image HOST [IMAGE]
 #                                  copy IMAGE (default the sandbox image) from the main engine to HOST
 #   gz_docker_cleanup_containers   remove containers labelled gleitzeit.sandbox=1
@@ -172,7 +173,8 @@ _gz_python() {
 }
 
 gz_docker_image() {
-    # Cached: the CLI returns at once when the image exists.
+    # Cached: the CLI returns at once when the image exists and holds this kernel's data stack
+    # (its label records a hash of the versions); it rebuilds only when they changed.
     local py
     py="$(_gz_python)"
     "$py" -m gleitzeit_jupyter.providers.sandbox.cli image build "$@"

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import docker.errors
+
 from .channel import ChannelListener, is_local
 from .engine import ContainerSpec, Engine
 from .protocol import CHUNK, DockerDemux, FrameDecoder, ProtocolError, encode_message
@@ -72,13 +74,17 @@ class SandboxContainer:
         *,
         ready_timeout: float = 60.0,
         max_frame: int | None = None,
+        direct: bool = True,
     ) -> SandboxContainer:
+        """Create and start a container and wait for its supervisor's hello. ``direct``: talk
+        over a unix socket where the engine is local (see channel.py)."""
         listener = None
-        if is_local(engine.base_url):
+        if direct and is_local(engine.base_url):
             try:
                 listener = ChannelListener()
             except OSError:
                 listener = None  # the attach stream carries everything
+        plain = spec
         if listener is not None:
             spec = dataclasses.replace(
                 spec,
@@ -86,7 +92,15 @@ class SandboxContainer:
                 binds={**spec.binds, **listener.binds()},
             )
         try:
-            cid, sock = await engine.call(engine.create, spec)
+            try:
+                cid, sock = await engine.call(engine.create, spec)
+            except docker.errors.APIError:
+                if listener is None:
+                    raise
+                # An engine that cannot mount host paths (a VM's, say): the attach stream only.
+                listener.close()
+                listener = None
+                cid, sock = await engine.call(engine.create, plain)
             self = cls(engine, cid, sock, max_frame)
             accepting = None
             try:
@@ -201,6 +215,11 @@ class SandboxContainer:
             if not fut.done():
                 fut.set_exception(err)
         self._pending.clear()
+
+    @property
+    def direct(self) -> bool:
+        """Whether frames travel over the direct channel (else docker's attach stream)."""
+        return self._direct is not None
 
     @property
     def stderr_tail(self) -> str:

@@ -72,6 +72,7 @@ class PythonProvider(SlotsMixin, RunsMixin, StreamingMixin, HubProvider[DockerCo
         tmpfs_size: str = "64m",
         preload: tuple[str, ...] = (),
         start_timeout: float = 60.0,
+        direct_channel: bool = True,
         **hub_options: Any,
     ) -> None:
         min_warm = min(1, max_containers) if min_warm is None else min_warm
@@ -99,6 +100,7 @@ class PythonProvider(SlotsMixin, RunsMixin, StreamingMixin, HubProvider[DockerCo
         self.max_frame = self.limits.max_reply_with_files
         self.runtime = runtime or None
         self.start_timeout = start_timeout
+        self.direct_channel = direct_channel
         self.engines = [Engine(h) for h in docker_hosts] if docker_hosts else [Engine(None)]
         self._template = DockerConfig(
             image=image or DEFAULT_IMAGE,

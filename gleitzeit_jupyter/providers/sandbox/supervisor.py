@@ -11,6 +11,10 @@ supervisor marks itself non-dumpable (so a worker of the same uid cannot open
 channel is written by this process. PID 1 of a pid namespace also ignores signals it has no
 handler for, so user code cannot kill or interrupt it.
 
+The channel is the kernel's unix socket when it is mounted here (``startup.direct_channel``),
+else stdin/stdout. A message may carry attachments (``protocol``): a run's input values'
+bytes, a result's returned values'; they are handed on without being decoded here.
+
 Requests: ``run`` {id, code, inputs, returns, session, arrow, max_output, stream},
 ``interrupt``, ``kill``, ``reset``, ``ping``. Replies: ``hello``, ``result``, ``pong``,
 ``reset``, and for streaming runs ``chunk`` {id, stdout?, stderr?} before the result.
