@@ -1,6 +1,7 @@
 """Moving a DataFrame into the sandbox and back, beside a local pickle round trip.
 
     .venv/bin/python bench/sandbox_transfer.py [--rows 1000000] [--mem 512m] [--image IMG]
+                                               [--attach]
 
 For an N x 2 DataFrame (an int64 and a float64 column): ``--in df`` (the frame sent, decoded
 inside, ``len(df)`` run), ``--out df`` (the frame made inside and brought back), and as the
@@ -12,6 +13,9 @@ The timed rounds are the steady state of a notebook: the first round (printed as
 for importing pandas in the sandbox, which the supervisor then preloads for later runs, so the
 timed rounds start after a short pause that lets it. Each run's peak memory inside (measured
 by the supervisor) is printed beside the frame's size.
+
+``--attach`` talks to the container over docker's attach stream instead of the direct unix
+socket (``direct_channel=False``), to see what the daemon's relay costs.
 
 Targets (issue 14): 1M x 2 in <= 0.5 s at the default memory limit; 10M x 2 <= 3 s with
 --mem 2g; back the same. ``--check`` exits non-zero when a target is missed.
@@ -57,6 +61,7 @@ async def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--target", type=float, default=None, help="seconds (default per issue 14)")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--attach", action="store_true", help="docker's attach stream, not the socket")
     args = ap.parse_args()
     target = args.target or (0.5 if args.rows <= 1_000_000 else 3.0)
     df = frame(args.rows)
@@ -70,6 +75,7 @@ async def main() -> int:
         timeout=120,
         max_value_bytes=cap,
         max_values_bytes=cap,
+        direct_channel=not args.attach,
     )
     await pool.initialize()
     times: dict[str, list[float]] = {"in": [], "out": [], "pickle": []}
@@ -102,7 +108,11 @@ async def main() -> int:
     finally:
         await pool.close()
     floor = statistics.median(times["pickle"])
-    print(f"{args.rows:,} x 2 DataFrame ({size:.0f} MiB), --mem {args.mem}, image {args.image}")
+    channel = "attach stream" if args.attach else "direct socket"
+    print(
+        f"{args.rows:,} x 2 DataFrame ({size:.0f} MiB), --mem {args.mem}, image {args.image},"
+        f" {channel}"
+    )
     print(f"  pickle dumps+loads (floor): {floor * 1000:8.1f} ms")
     ok = True
     for way in ("in", "out"):

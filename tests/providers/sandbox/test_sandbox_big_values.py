@@ -193,3 +193,12 @@ async def test_a_forged_attachment_stream_fails_only_its_own_run(
         assert "max_columns" in r["error"]["evalue"]
     assert container_of(pool, inst) == before  # the supervisor and channel lived through it
     await still_serves(pool, inst)
+
+
+async def test_a_larger_memory_limit_lets_larger_values_back() -> None:
+    default = PythonProvider()
+    assert (default.limits.max_value_bytes, default.limits.max_values_bytes) == (32 * MiB, 64 * MiB)
+    big = PythonProvider(mem_limit="2g")
+    assert big.limits.max_value_bytes >= 160_000_000  # a 10M x 2 frame comes back
+    given = PythonProvider(mem_limit="2g", max_value_bytes=MiB)
+    assert given.limits.max_value_bytes == MiB
