@@ -17,9 +17,11 @@
 #                                  with it registered as runtime "runsc"; echoes its DOCKER_HOST
 #   gz_docker_stop_extra NAME      stop that second engine (only if gz_docker_start_extra started it;
 #                                  may be called from another shell, e.g. a test's teardown)
-#   gz_docker_image [--minimal]    build the sandbox image via `gleitzeit-sandbox image build` (cached)
+#   gz_docker_image [--minimal]    build the sandbox image via `gleitzeit-sandbox image build` (cached
+#                                  by the kernel's numpy/pandas/pyarrow/matplotlib versions)
 #   gz_docker_copy_image HOST [IMAGE]
-#                                  copy IMAGE (default the sandbox image) from the main engine to HOST
+#                                  copy IMAGE (default both sandbox images) from the main engine to
+#                                  HOST, unless HOST has that very image already
 #   gz_docker_cleanup_containers   remove containers labelled gleitzeit.sandbox=1
 #   gz_docker_up                   install + start + both images (default and --minimal), in one call
 #
@@ -172,15 +174,28 @@ _gz_python() {
 }
 
 gz_docker_image() {
-    # Cached: the CLI returns at once when the image exists.
+    # Cached: the CLI returns at once when the image exists and holds this kernel's data stack
+    # (its label records a hash of the versions); it rebuilds only when they changed.
     local py
     py="$(_gz_python)"
     "$py" -m gleitzeit_jupyter.providers.sandbox.cli image build "$@"
 }
 
 gz_docker_copy_image() {
-    local host="$1" image="${2:-gleitzeit-sandbox:latest}"
-    if DOCKER_HOST="$host" docker image inspect "$image" >/dev/null 2>&1; then
+    # Copied when missing there or different (the image is rebuilt when the kernel's data
+    # stack changes, so an older copy under the same name must be replaced). Without IMAGE:
+    # both variants (the hostile tests use the minimal one too).
+    if [ $# -lt 2 ]; then
+        gz_docker_copy_image "$1" gleitzeit-sandbox:latest || return 1
+        if docker image inspect gleitzeit-sandbox:minimal >/dev/null 2>&1; then
+            gz_docker_copy_image "$1" gleitzeit-sandbox:minimal || return 1
+        fi
+        return 0
+    fi
+    local host="$1" image="$2" here there
+    here="$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
+    there="$(DOCKER_HOST="$host" docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
+    if [ -n "$there" ] && [ "$there" = "$here" ]; then
         return 0
     fi
     _gz_log "copying $image to $host"

@@ -215,3 +215,26 @@ def test_a_download_name_the_file_system_refuses_is_a_cell_error(workdir: Path) 
         with pytest.raises(CellError, match="too long"):
             save_downloads({name: b"x"})
     assert list(workdir.iterdir()) == []
+
+
+def test_a_million_row_frame_goes_in_and_back_at_the_default_memory_limit(
+    shell: InteractiveShell,
+) -> None:
+    import numpy as np
+    import pandas as pd
+
+    n = 1_000_000
+    big = pd.DataFrame(
+        {
+            "a": np.arange(n),
+            "b": np.random.default_rng(0).random(n),
+            "kind": pd.Categorical(np.where(np.arange(n) % 3, "x", "y")),
+        }
+    )
+    shell.user_ns["big"] = big
+    # About 17 MB each way: within the default caps and memory limit.
+    cell = run(shell, "%%sandbox --in big --out back\nback = big.assign(a=big['a'] * 2)")
+    assert cell.error is None, cell.text
+    back = shell.user_ns["back"]
+    pd.testing.assert_frame_equal(back.drop(columns="a"), big.drop(columns="a"))
+    assert back["a"].dtype == big["a"].dtype and int(back["a"].iloc[-1]) == 2 * (n - 1)

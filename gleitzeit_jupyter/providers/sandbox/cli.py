@@ -15,7 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     image_sub = image.add_subparsers(dest="action", required=True)
     build = image_sub.add_parser("build", help="build the sandbox image (cached)")
     build.add_argument(
-        "--minimal", action="store_true", help="python3 only, without numpy/pandas/matplotlib"
+        "--minimal",
+        action="store_true",
+        help="python3 only, without the kernel's numpy/pandas/pyarrow/matplotlib",
     )
     build.add_argument(
         "--name", default=None, help="image name (default gleitzeit-sandbox:latest or :minimal)"

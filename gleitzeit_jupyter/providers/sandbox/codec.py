@@ -1,10 +1,14 @@
 """Safe transport of Python values between the kernel and the sandbox.
 
-Only data formats travel: JSON for plain values, base64 for bytes, raw little-endian buffers
-for numeric numpy arrays, and for DataFrames Arrow IPC (when both sides have pyarrow) or
-pandas' ``split`` JSON. Nothing is ever pickled, so decoding a value that came out of the
-sandbox cannot run code in the kernel. A value with no safe encoding is a :class:`CodecError`
-naming its type.
+Only data formats travel: JSON for plain values, raw bytes for bytes, raw little-endian
+buffers for numeric numpy arrays (and for DataFrames of plain numeric columns), and for other
+DataFrames Arrow IPC (when both sides have pyarrow) or pandas' ``split`` JSON. Nothing is ever
+pickled, so decoding a value that came out of the sandbox cannot run code in the kernel. A value
+with no safe encoding is a :class:`CodecError` naming its type (or its column and dtype).
+
+Binary payloads go to ``attach`` (a list) when the caller passes one: they then travel as
+attachments of the message (see ``protocol``), referred to as ``{"a": index}``, instead of
+base64 text inside it. Without ``attach`` they are base64, as JSON-only callers need.
 
 This module is stdlib-only at import time (numpy / pandas / pyarrow are imported lazily when a
 value needs them): the same source runs inside the container, injected by the bootstrap.
@@ -14,10 +18,27 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import sys
 from typing import Any
 
-__all__ = ["CodecError", "decode_value", "encode_value", "has_pyarrow"]
+try:  # on the host this is a normal package module
+    from .arrow_ipc import ArrowRefused, read_frame, write_frame
+except ImportError:  # inside the container the bootstrap has installed it
+    from gleitzeit_arrow_ipc import (  # type: ignore[import-not-found,no-redef]
+        ArrowRefused,
+        read_frame,
+        write_frame,
+    )
+
+__all__ = [
+    "CodecError",
+    "attachment_refs",
+    "decode_value",
+    "encode_value",
+    "has_pyarrow",
+    "shift_attachments",
+]
 
 # numpy dtype kinds whose raw buffer is plain data: bool, ints, floats, complex. Object arrays
 # ("O") would need pickle, and are refused.
@@ -55,12 +76,55 @@ def _type_name(value: Any) -> str:
     return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
-def encode_value(value: Any, *, arrow: bool = False, name: str = "value") -> dict[str, Any]:
-    """Encode ``value`` into a JSON-able dict, or raise :class:`CodecError`."""
+def _slots(enc: Any) -> list[dict[str, Any]]:
+    """The parts of an encoded value that may name an attachment: the value itself, and a
+    column frame's columns and index (never anything inside JSON data)."""
+    if not isinstance(enc, dict):
+        return []
+    slots = [enc]
+    if enc.get("fmt") == "columns":
+        columns = enc.get("columns")
+        slots += [c for c in columns if isinstance(c, dict)] if isinstance(columns, list) else []
+        if isinstance(enc.get("index"), dict):
+            slots.append(enc["index"])
+    return slots
+
+
+def attachment_refs(enc: Any) -> list[int]:
+    """Indices of the attachments an encoded value names."""
+    return [s["a"] for s in _slots(enc) if type(s.get("a")) is int]
+
+
+def shift_attachments(enc: Any, by: int) -> None:
+    """Shift the attachment indices an encoded value names by ``by`` (in place)."""
+    for s in _slots(enc):
+        if type(s.get("a")) is int:
+            s["a"] += by
+
+
+def _binary(enc: dict[str, Any], data: Any, attach: list[Any] | None) -> dict[str, Any]:
+    if attach is None:
+        enc["b64"] = base64.b64encode(data).decode("ascii")
+    else:
+        enc["a"] = len(attach)
+        attach.append(data)
+    return enc
+
+
+def encode_value(
+    value: Any,
+    *,
+    arrow: bool = False,
+    name: str = "value",
+    attach: list[Any] | None = None,
+    max_columns: int | None = None,
+) -> dict[str, Any]:
+    """Encode ``value`` into a JSON-able dict, or raise :class:`CodecError`; binary payloads
+    are appended to ``attach`` when given (see the module's docstring)."""
     if _is_plain(value):
         return {"t": "json", "v": value}
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"t": "bytes", "b64": base64.b64encode(bytes(value)).decode("ascii")}
+        return _binary({"t": "bytes"}, bytes(value), attach)
     np = sys.modules.get("numpy")
     if np is not None:
         if isinstance(value, np.generic) and value.dtype.kind in _SAFE_KINDS:
@@ -70,20 +134,19 @@ def encode_value(value: Any, *, arrow: bool = False, name: str = "value") -> dic
                 raise CodecError(
                     f"cannot send {name!r}: numpy array of dtype {value.dtype} is not plain data"
                 )
-            arr = np.ascontiguousarray(value)
-            dtype = arr.dtype.newbyteorder("<")
-            return {
-                "t": "ndarray",
-                "dtype": dtype.str,
-                "shape": list(arr.shape),
-                "b64": base64.b64encode(arr.astype(dtype, copy=False).tobytes()).decode("ascii"),
-            }
+            dtype = value.dtype.newbyteorder("<")
+            arr = np.ascontiguousarray(value.astype(dtype, copy=False))
+            enc = {"t": "ndarray", "dtype": dtype.str, "shape": list(arr.shape)}
+            if attach is None:
+                return _binary(enc, arr.tobytes(), None)
+            return _binary(enc, arr.reshape(-1).view(np.uint8), attach)
     pd = sys.modules.get("pandas")
     if pd is not None:
+        opts = {"arrow": arrow, "name": name, "attach": attach, "max_columns": max_columns}
         if isinstance(value, pd.DataFrame):
-            return _encode_frame(value, arrow=arrow, name=name)
+            return _encode_frame(value, **opts)
         if isinstance(value, pd.Series):
-            frame = _encode_frame(value.to_frame(name="__series__"), arrow=arrow, name=name)
+            frame = _encode_frame(value.to_frame(name="__series__"), **opts)
             frame["t"] = "series"
             frame["name"] = value.name if _is_plain(value.name) else str(value.name)
             return frame
@@ -94,26 +157,24 @@ def encode_value(value: Any, *, arrow: bool = False, name: str = "value") -> dic
     )
 
 
-def _encode_frame(df: Any, *, arrow: bool, name: str) -> dict[str, Any]:
-    if arrow and has_pyarrow():
-        import pyarrow as pa
-        import pyarrow.ipc
-
-        try:
-            table = pa.Table.from_pandas(df)
-        except Exception as exc:
-            raise CodecError(f"cannot send {name!r} as Arrow: {exc}") from None
-        sink = io.BytesIO()
-        with pyarrow.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        return {
-            "t": "dataframe",
-            "fmt": "arrow",
-            "b64": base64.b64encode(sink.getvalue()).decode("ascii"),
-        }
-    columns = _encode_columns(df)
+def _encode_frame(
+    df: Any, *, arrow: bool, name: str, attach: list[Any] | None, max_columns: int | None
+) -> dict[str, Any]:
+    if max_columns is not None and df.shape[1] > max_columns:
+        raise CodecError(
+            f"cannot send {name!r}: {df.shape[1]:,} columns, over the limit of"
+            f" {max_columns:,} (max_columns)"
+        )
+    # Plain numeric columns: raw buffers, exact (complex too) and copy-free on arrival.
+    columns = _encode_columns(df, attach)
     if columns is not None:
         return columns
+    if arrow and has_pyarrow():
+        try:
+            stream = write_frame(df, name=name, max_columns=max_columns)
+        except ArrowRefused as exc:
+            raise CodecError(str(exc)) from None
+        return _binary({"t": "dataframe", "fmt": "arrow"}, stream, attach)
     for col in df.columns:
         if df[col].dtype == object and not all(_is_plain(v) for v in df[col]):
             raise CodecError(f"cannot send {name!r}: column {col!r} holds non-JSON objects")
@@ -125,7 +186,7 @@ def _encode_frame(df: Any, *, arrow: bool, name: str) -> dict[str, Any]:
     return {"t": "dataframe", "fmt": "split", "data": data, "dtypes": dtypes}
 
 
-def _encode_columns(df: Any) -> dict[str, Any] | None:
+def _encode_columns(df: Any, attach: list[Any] | None = None) -> dict[str, Any] | None:
     """A frame of plain numeric columns (str labels, a default or numeric index) as raw column
     buffers: exact dtypes, and a small fraction of JSON's time and memory. None otherwise."""
     pd = sys.modules["pandas"]
@@ -139,12 +200,12 @@ def _encode_columns(df: Any) -> dict[str, Any] | None:
             or col.dtype.kind not in _SAFE_KINDS
         ):
             return None
-        arrays.append(encode_value(col.to_numpy(), name=str(df.columns[i])))
+        arrays.append(encode_value(col.to_numpy(), name=str(df.columns[i]), attach=attach))
     index = df.index
     if isinstance(index, pd.RangeIndex) and index.name is None:
         idx: Any = {"range": [index.start, index.stop, index.step]}
     elif index.dtype.kind in _SAFE_KINDS and index.nlevels == 1 and index.name is None:
-        idx = encode_value(index.to_numpy(), name="index")
+        idx = encode_value(index.to_numpy(), name="index", attach=attach)
     else:
         return None
     return {
@@ -156,15 +217,17 @@ def _encode_columns(df: Any) -> dict[str, Any] | None:
     }
 
 
-def _decode_columns(enc: dict[str, Any]) -> Any:
+def _decode_columns(enc: dict[str, Any], attachments: list[Any] | None, most: int | None) -> Any:
     import pandas as pd
 
     names, columns = _field(enc, "names", list), _field(enc, "columns", list)
+    if most is not None and len(names) > most:
+        raise CodecError(f"refusing a frame of {len(names):,} columns (max_columns {most:,})")
     if len(names) != len(columns) or not all(type(n) is str for n in names):
         raise CodecError("malformed encoded value: column names")
     if not all(isinstance(c, dict) and c.get("t") == "ndarray" for c in columns):
         raise CodecError("malformed encoded value: columns")
-    arrays = [decode_value(c) for c in columns]
+    arrays = [decode_value(c, attachments=attachments) for c in columns]
     idx = enc.get("index")
     if isinstance(idx, dict) and "range" in idx:
         bounds = idx["range"]
@@ -174,7 +237,7 @@ def _decode_columns(enc: dict[str, Any]) -> Any:
             raise CodecError("malformed encoded value: index")
         index: Any = pd.RangeIndex(*bounds)
     elif isinstance(idx, dict) and idx.get("t") == "ndarray":
-        index = pd.Index(decode_value(idx))
+        index = pd.Index(decode_value(idx, attachments=attachments))
     else:
         raise CodecError("malformed encoded value: index")
     for arr in arrays:
@@ -192,12 +255,33 @@ def _field(enc: dict[str, Any], key: str, kind: type) -> Any:
     return value
 
 
-def decode_value(enc: Any, *, arrow: bool = True) -> Any:
+def _payload(enc: dict[str, Any], attachments: list[Any] | None) -> Any:
+    """The binary payload of ``enc``: its attachment, or its base64 text decoded."""
+    if "a" in enc:
+        i = enc["a"]
+        if attachments is None or type(i) is not int or not 0 <= i < len(attachments):
+            raise CodecError("malformed encoded value: no such attachment")
+        return attachments[i]
+    try:
+        return base64.b64decode(_field(enc, "b64", str), validate=True)
+    except ValueError as exc:
+        raise CodecError(f"malformed encoded value: {exc}") from None
+
+
+def decode_value(
+    enc: Any,
+    *,
+    arrow: bool = True,
+    attachments: list[Any] | None = None,
+    max_columns: int | None = None,
+) -> Any:
     """Decode what :func:`encode_value` produced. Never executes code from the payload.
 
     The payload is treated as hostile: every field is type-checked, JSON values are plain
-    data of bounded depth, and Arrow is taken only when ``arrow`` (it was negotiated) and
-    after a full validation of its buffers (a bad offset would otherwise crash pandas).
+    data of bounded depth, attachments are taken by index only from ``attachments``, frames
+    have at most ``max_columns`` columns, and Arrow is taken only when ``arrow`` (it was
+    negotiated) and after a full validation of its buffers (a bad offset would otherwise
+    crash pandas).
     """
     if not isinstance(enc, dict) or not isinstance(enc.get("t"), str):
         raise CodecError("malformed encoded value")
@@ -208,7 +292,7 @@ def decode_value(enc: Any, *, arrow: bool = True) -> Any:
             raise CodecError("malformed encoded value: not plain JSON data")
         return value
     if kind == "bytes":
-        return base64.b64decode(_field(enc, "b64", str), validate=True)
+        return bytes(_payload(enc, attachments))
     if kind == "ndarray":
         import numpy as np
 
@@ -221,12 +305,19 @@ def decode_value(enc: Any, *, arrow: bool = True) -> Any:
         dims = _field(enc, "shape", list)
         if len(dims) > 32 or not all(type(n) is int and n >= 0 for n in dims):
             raise CodecError("malformed encoded value: bad ndarray shape")
-        buf = base64.b64decode(_field(enc, "b64", str), validate=True)
-        return np.frombuffer(buf, dtype=dtype).reshape(tuple(dims)).copy()
+        buf = _payload(enc, attachments)
+        count = 1
+        for n in dims:
+            count *= n
+        if count * dtype.itemsize != len(memoryview(buf).cast("B")):
+            raise CodecError("malformed encoded value: ndarray size does not match its shape")
+        arr = np.frombuffer(buf, dtype=dtype).reshape(tuple(dims))
+        # An attachment belongs to this array alone (and is writable); base64 text is copied.
+        return arr if isinstance(buf, bytearray) else arr.copy()
     if kind in ("dataframe", "series"):
         if enc.get("fmt") == "arrow" and not arrow:
             raise CodecError("refusing Arrow data that was not asked for")
-        df = _decode_frame(enc)
+        df = _decode_frame(enc, attachments, max_columns)
         if kind == "series":
             series = df["__series__"]
             name = enc.get("name")
@@ -261,65 +352,26 @@ def _bounded_dtype(pd: Any, name: str) -> bool:
     return isinstance(dtype, safe + numbers)
 
 
-def _arrow_cells(pa: Any, arr: Any) -> int:
-    """Cells ``arr`` becomes in pandas (a null counts as 8: a pointer to None), or
-    ValueError for a type a DataFrame from the sandbox never needs, among them those whose
-    cells may share one buffer (views, run-end encoding)."""
-    t, n = arr.type, len(arr)
-    if pa.types.is_null(t):
-        return 8 * n
-    if (
-        pa.types.is_integer(t)
-        or pa.types.is_floating(t)
-        or pa.types.is_boolean(t)
-        or pa.types.is_string(t)
-        or pa.types.is_large_string(t)
-        or pa.types.is_binary(t)
-        or pa.types.is_large_binary(t)
-        or pa.types.is_fixed_size_binary(t)
-        or pa.types.is_temporal(t)
-        or pa.types.is_decimal(t)
-    ):
-        return n
-    if pa.types.is_dictionary(t):
-        return n + _arrow_cells(pa, arr.dictionary)
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return n + _arrow_cells(pa, arr.flatten())
-    if pa.types.is_struct(t):
-        return n + sum(_arrow_cells(pa, child) for child in arr.flatten())
-    raise ValueError(f"refusing Arrow type {t}")
-
-
-def _decode_frame(enc: dict[str, Any]) -> Any:
+def _decode_frame(enc: dict[str, Any], attachments: list[Any] | None, most: int | None) -> Any:
     import pandas as pd
 
     if enc.get("fmt") == "arrow":
-        import pyarrow as pa
-        import pyarrow.ipc
-
         try:
-            data = base64.b64decode(_field(enc, "b64", str), validate=True)
-            reader = pyarrow.ipc.open_stream(data)
-            # Extension types are the one Arrow feature that could deserialize Python objects
-            # (PyExtensionType used pickle); a DataFrame from the sandbox never needs them.
-            for field in reader.schema:
-                if isinstance(field.type, pa.ExtensionType):
-                    raise CodecError(f"refusing Arrow extension type in column {field.name!r}")
-            table = reader.read_all()
-            table.validate(full=True)
-            cells = sum(_arrow_cells(pa, chunk) for col in table.columns for chunk in col.chunks)
-        except (pa.ArrowException, ValueError) as exc:
-            raise CodecError(f"invalid Arrow data: {exc}") from None
-        # pandas holds at least a byte per cell; Arrow can describe far more cells than it
-        # carries bytes (null columns have no buffers), so refuse what would expand here.
-        if cells > 8 * len(data) + 4096:
-            raise CodecError(f"refusing Arrow data of {cells:,} cells in {len(data):,} bytes")
-        return table.to_pandas()
+            return read_frame(_payload(enc, attachments), max_columns=most)
+        except ArrowRefused as exc:
+            raise CodecError(str(exc)) from None
     if enc.get("fmt") == "columns":
-        return _decode_columns(enc)
+        return _decode_columns(enc, attachments, most)
     if enc.get("fmt") != "split":
         raise CodecError(f"unknown DataFrame format {enc.get('fmt')!r}")
     _field(enc, "data", str)
+    if most is not None:
+        try:
+            width = len(json.loads(enc["data"]).get("columns") or ())
+        except (ValueError, AttributeError, TypeError, RecursionError):
+            raise CodecError("malformed encoded value: split data") from None
+        if width > most:
+            raise CodecError(f"refusing a frame of {width:,} columns (max_columns {most:,})")
     if not isinstance(enc.get("dtypes") or {}, dict):
         raise CodecError("malformed encoded value: dtypes")
     # No guessing: dtypes come from the sender's map below. (pandas 3 deprecates

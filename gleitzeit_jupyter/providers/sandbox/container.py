@@ -8,6 +8,7 @@ asyncio reads it directly; other transports (ssh) are read by a thread that feed
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import socket
 import threading
@@ -16,8 +17,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import docker.errors
+
+from .channel import ChannelListener, is_local
 from .engine import ContainerSpec, Engine
-from .protocol import DockerDemux, FrameDecoder, ProtocolError, encode_frame
+from .protocol import CHUNK, DockerDemux, FrameDecoder, ProtocolError, encode_message
 
 __all__ = ["ContainerDied", "SandboxContainer", "SupervisorUnresponsive"]
 
@@ -53,6 +57,10 @@ class SandboxContainer:
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._raw: socket.socket | None = None
+        # The direct channel (channel.py), once the supervisor connected: preferred for frames.
+        self._direct: asyncio.StreamWriter | None = None
+        self._direct_reader: asyncio.Task[None] | None = None
+        self._sending = asyncio.Lock()  # one message (and its attachments) at a time
         self.dead: str | None = None  # why, once the channel is gone
         self.hello: dict[str, Any] = {}
         self.runs = 0
@@ -66,17 +74,66 @@ class SandboxContainer:
         *,
         ready_timeout: float = 60.0,
         max_frame: int | None = None,
+        direct: bool = True,
     ) -> SandboxContainer:
-        cid, sock = await engine.call(engine.create, spec)
-        self = cls(engine, cid, sock, max_frame)
+        """Create and start a container and wait for its supervisor's hello. ``direct``: talk
+        over a unix socket where the engine is local (see channel.py)."""
+        listener = None
+        if direct and is_local(engine.base_url):
+            try:
+                listener = ChannelListener()
+            except OSError:
+                listener = None  # the attach stream carries everything
+        plain = spec
+        if listener is not None:
+            spec = dataclasses.replace(
+                spec,
+                environment={**spec.environment, **listener.environment()},
+                binds={**spec.binds, **listener.binds()},
+            )
         try:
-            await self._open()
-            assert self._hello is not None
-            self.hello = await asyncio.wait_for(self._hello, ready_timeout)
-        except BaseException:
-            await self.close()
-            raise
+            try:
+                cid, sock = await engine.call(engine.create, spec)
+            except docker.errors.APIError:
+                if listener is None:
+                    raise
+                # An engine that cannot mount host paths (a VM's, say): the attach stream only.
+                listener.close()
+                listener = None
+                cid, sock = await engine.call(engine.create, plain)
+            self = cls(engine, cid, sock, max_frame)
+            accepting = None
+            try:
+                await self._open()
+                if listener is not None:
+                    accepting = asyncio.create_task(self._accept(listener))
+                assert self._hello is not None
+                self.hello = await asyncio.wait_for(self._hello, ready_timeout)
+            except BaseException:
+                await self.close()
+                raise
+            finally:
+                if accepting is not None and not accepting.done():
+                    accepting.cancel()  # hello came on the attach stream: no direct channel
+        finally:
+            if listener is not None:
+                listener.close()
         return self
+
+    async def _accept(self, listener: ChannelListener) -> None:
+        conn = await listener.accept()
+        reader, self._direct = await asyncio.open_connection(sock=conn, limit=CHUNK)
+        self._direct_reader = asyncio.create_task(self._read_direct(reader))
+
+    async def _read_direct(self, reader: asyncio.StreamReader) -> None:
+        frames = FrameDecoder() if self.max_frame is None else FrameDecoder(self.max_frame)
+        try:
+            while data := await reader.read(CHUNK):
+                for message in frames.feed(data):
+                    self._dispatch(message)
+            self._fail("the container's channel closed (container stopped or killed)")
+        except Exception as exc:  # a malformed channel: this container is not trusted again
+            self._fail(f"channel error: {exc}")
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -84,7 +141,7 @@ class SandboxContainer:
         raw = getattr(self._sock, "_sock", self._sock)
         if isinstance(raw, socket.socket):
             self._raw = raw
-            reader, self._writer = await asyncio.open_connection(sock=raw)
+            reader, self._writer = await asyncio.open_connection(sock=raw, limit=CHUNK)
             self._reader = asyncio.create_task(self._read_stream(reader))
         else:  # paramiko channel or similar: a thread does the blocking reads
             queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -104,7 +161,7 @@ class SandboxContainer:
 
     async def _read_stream(self, reader: asyncio.StreamReader) -> None:
         try:
-            while data := await reader.read(1 << 16):
+            while data := await reader.read(CHUNK):
                 self._feed(data)
             self._fail("the container's channel closed (container stopped or killed)")
         except Exception as exc:  # a malformed channel: this container is not trusted again
@@ -160,20 +217,28 @@ class SandboxContainer:
         self._pending.clear()
 
     @property
+    def direct(self) -> bool:
+        """Whether frames travel over the direct channel (else docker's attach stream)."""
+        return self._direct is not None
+
+    @property
     def stderr_tail(self) -> str:
         return b"".join(self._stderr).decode("utf-8", "replace")[-2048:]
 
     # ---- requests ----------------------------------------------------------------------
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _send(self, message: dict[str, Any], attachments: Any = ()) -> None:
         if self.dead is not None:
             raise ContainerDied(self.dead, sent=False)
-        frame = encode_frame(message)
+        parts = encode_message(message, attachments)
         try:
-            if self._writer is not None:
-                self._writer.write(frame)
-                await self._writer.drain()
-            else:
-                await self.engine.call(self._sock.sendall, frame)
+            async with self._sending:
+                writer = self._direct or self._writer
+                for part in parts:
+                    if writer is not None:
+                        writer.write(part)
+                        await writer.drain()  # a chunk at a time: no second copy here
+                    else:
+                        await self.engine.call(self._sock.sendall, part)
         except (OSError, RuntimeError) as exc:
             self._fail(f"cannot write to the container: {exc}")
             raise ContainerDied(self.dead or str(exc)) from None
@@ -203,6 +268,7 @@ class SandboxContainer:
         timeout: float,
         grace: float = 1.0,
         on_chunk: Callable[[dict[str, Any]], None] | None = None,
+        attachments: Any = (),
     ) -> tuple[dict[str, Any], bool]:
         """Run code; past ``timeout`` interrupt, then kill the worker, then give up.
 
@@ -218,7 +284,9 @@ class SandboxContainer:
             self._chunks[rid] = on_chunk
         self.runs += 1
         try:
-            await self._send({**message, "op": "run", "id": rid, "stream": on_chunk is not None})
+            await self._send(
+                {**message, "op": "run", "id": rid, "stream": on_chunk is not None}, attachments
+            )
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), timeout), False
             except TimeoutError:
@@ -271,6 +339,10 @@ class SandboxContainer:
     async def close(self) -> None:
         """Kill and remove the container and drop the channel (idempotent)."""
         self._fail("the container was closed")
+        if self._direct is not None:
+            self._direct.close()
+        if self._direct_reader is not None:
+            self._direct_reader.cancel()
         if self._writer is not None:
             self._writer.close()
         elif self._sock is not None:

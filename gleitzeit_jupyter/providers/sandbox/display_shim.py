@@ -88,5 +88,8 @@ def install(display: Callable[..., None]) -> None:
     mod.__dict__.update(names)
     pkg.display = mod  # type: ignore[attr-defined]
     pkg.get_ipython = lambda: None  # type: ignore[attr-defined]
+    # matplotlib reads this whenever an "IPython" module is loaded; 8.24+ needs nothing more
+    # from it (older versions send it to IPython.core, which the shim does not have).
+    pkg.version_info = (8, 24, 0, "")  # type: ignore[attr-defined]
     sys.modules["IPython"] = pkg
     sys.modules["IPython.display"] = mod

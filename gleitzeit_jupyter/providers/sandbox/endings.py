@@ -11,6 +11,11 @@ import os
 import signal
 from typing import Any
 
+try:  # on the host this is a normal package module
+    from .codec import attachment_refs
+except ImportError:  # inside the container the bootstrap has installed it
+    from gleitzeit_codec import attachment_refs  # type: ignore[import-not-found,no-redef]
+
 __all__ = ["died", "failed", "from_worker"]
 
 
@@ -40,6 +45,11 @@ def from_worker(frame: dict[str, Any], returns: object = ()) -> dict[str, Any]:
     values = frame.get("values")
     if isinstance(values, dict) and isinstance(returns, list):
         out["values"] = {k: values[k] for k in returns if isinstance(k, str) and k in values}
+    attachments = frame.get("attachments")
+    if isinstance(attachments, list) and attachments:
+        # Only the bytes of values passed on travel on (indices kept: the rest go empty).
+        keep = {i for enc in out["values"].values() for i in attachment_refs(enc)}
+        out["attachments"] = [a if i in keep else b"" for i, a in enumerate(attachments)]
     if isinstance(frame.get("files"), dict):
         out["files"] = frame["files"]
     if isinstance(frame.get("imported"), list):

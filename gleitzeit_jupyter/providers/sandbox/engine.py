@@ -49,6 +49,8 @@ class ContainerSpec:
     fsize: int = 64 * 1024 * 1024
     environment: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    #: Host directories mounted in (the direct channel's socket directory, read-only).
+    binds: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _module_source(name: str) -> str:
@@ -66,7 +68,9 @@ def bootstrap_command() -> list[str]:
         (f"gleitzeit_{m}", _module_source(m))
         for m in (
             "protocol",
+            "arrow_ipc",
             "codec",
+            "values",
             "display_shim",
             "workdir",
             "worker",
@@ -75,6 +79,9 @@ def bootstrap_command() -> list[str]:
             "usage",
             "relay",
             "endings",
+            "preload",
+            "finish",
+            "startup",
         )
     ]
     program = (
@@ -163,6 +170,7 @@ class Engine:
             shm_size=spec.shm_size,
             read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={spec.tmpfs_size},mode=1777"},
+            binds=spec.binds or None,
             cap_drop=["ALL"],
             cap_add=SUPERVISOR_CAPS,
             security_opt=["no-new-privileges"],

@@ -3,19 +3,25 @@
 No registry is reachable on our build machines (nor in CI), so the default path builds a Debian
 root filesystem with ``debootstrap`` from the apt mirror the host already uses and
 ``docker import``s it. Where a registry answers, ``base="registry"`` builds from the official
-``python:3.12-slim`` image instead. Either way the image holds only Python (plus numpy, pandas
-and matplotlib unless ``minimal``): the supervisor is passed on the container's command line,
-so it always matches the installed package and the image never needs a rebuild for it.
+``python:3.12-slim`` image instead. Either way the image holds only Python plus, unless
+``minimal``, the kernel's own data stack (numpy, pandas, pyarrow, matplotlib at the versions the
+building kernel has): their wheels are fetched on the host with the kernel's pip configuration
+and installed offline, so a value means the same on both sides. The image records that set (a
+label and ``/usr/share/gleitzeit/stack.json``) and is rebuilt only when it changes. The
+supervisor is passed on the container's command line, so it always matches the installed
+package and the image never needs a rebuild for it.
 """
 
 from __future__ import annotations
 
 import glob
 import io
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,24 +30,37 @@ from typing import IO
 import docker
 import docker.errors
 
+from .stack import kernel_stack, stack_key
+
 __all__ = [
     "DEFAULT_IMAGE",
     "IMAGE_LABEL",
     "MINIMAL_IMAGE",
+    "STACK_LABEL",
+    "VERSIONS_LABEL",
     "Mirror",
     "apt_mirror",
     "build_image",
     "image_exists",
+    "image_stack",
 ]
 
 DEFAULT_IMAGE = "gleitzeit-sandbox:latest"
 MINIMAL_IMAGE = "gleitzeit-sandbox:minimal"
 IMAGE_LABEL = "gleitzeit.sandbox.image"
+#: Content hash of the data stack an image holds (see :func:`stack.stack_key`).
+STACK_LABEL = "gleitzeit.sandbox.stack"
+#: The data stack an image holds, as JSON ``{"numpy": "2.4.6", ...}``.
+VERSIONS_LABEL = "gleitzeit.sandbox.versions"
+#: The same inside the image, for code that runs there.
+MANIFEST = "usr/share/gleitzeit/stack.json"
 
 # python3 (not python3-minimal): the minimal package lacks json, which the supervisor needs.
 BASE_PACKAGES = ["python3"]
-SCIENCE_PACKAGES = ["python3-numpy", "python3-pandas", "python3-matplotlib"]
 REGISTRY_BASE = "python:3.12-slim"
+# The image's Python and platform, for ``pip download`` (Debian bookworm's python3).
+IMAGE_PYTHON = "3.11"
+_PLATFORMS = ("manylinux2014", "manylinux_2_17", "manylinux_2_28", "linux")
 
 Log = Callable[[str], None]
 
@@ -100,6 +119,27 @@ def image_exists(client: docker.DockerClient, name: str) -> bool:
     return True
 
 
+def image_stack(client: docker.DockerClient, name: str) -> dict[str, str] | None:
+    """The data stack image ``name`` records (None: absent, or built before images did)."""
+    try:
+        labels = client.images.get(name).labels or {}
+    except docker.errors.ImageNotFound:
+        return None
+    try:
+        versions = json.loads(labels.get(VERSIONS_LABEL) or "null")
+    except ValueError:
+        return None
+    return versions if isinstance(versions, dict) else None
+
+
+def _cached(client: docker.DockerClient, name: str, key: str | None) -> bool:
+    try:
+        labels = client.images.get(name).labels or {}
+    except docker.errors.ImageNotFound:
+        return False
+    return key is None or labels.get(STACK_LABEL) == key
+
+
 def build_image(
     name: str | None = None,
     *,
@@ -116,30 +156,109 @@ def build_image(
     if ":" not in name.rsplit("/", 1)[-1]:
         name = f"{name}:latest"
     client = client or docker.from_env()
-    if not force and image_exists(client, name):
+    versions = {} if minimal else kernel_stack()
+    key = None if minimal else stack_key(versions)
+    if not force and _cached(client, name, key):
         log(f"image {name} exists; nothing to do (use --force to rebuild)")
         return name
-    packages = BASE_PACKAGES + ([] if minimal else SCIENCE_PACKAGES)
+    if not minimal and image_exists(client, name):
+        log(f"image {name} holds another data stack than this kernel; rebuilding")
     variant = "minimal" if minimal else "default"
+    labels = {IMAGE_LABEL: "1", "gleitzeit.sandbox.variant": variant}
+    if not minimal:
+        labels[STACK_LABEL] = str(key)
+        labels[VERSIONS_LABEL] = json.dumps(versions, sort_keys=True)
     if base == "registry":
-        _build_from_registry(client, name, minimal, variant, log)
+        _build_from_registry(client, name, versions, labels, log)
     elif base == "debootstrap":
         found = apt_mirror() if mirror is None else Mirror(mirror, suite or "bookworm")
         if suite:
             found = Mirror(found.uri, suite)
-        _build_with_debootstrap(client, name, packages, found, variant, log)
+        _build_with_debootstrap(client, name, found, versions, labels, log)
     else:
         raise ValueError(f"unknown base {base!r}: use 'debootstrap' or 'registry'")
     log(f"built {name}")
     return name
 
 
+def download_stack(versions: dict[str, str], dest: str, log: Log) -> None:
+    """Fetch wheels of ``versions`` (and their dependencies, and pip itself) for the image's
+    Python into ``dest``, on the host with this kernel's pip configuration."""
+    pins = [f"{n}=={v}" for n, v in sorted(versions.items())]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--dest",
+        dest,
+        "--only-binary=:all:",
+        "--python-version",
+        IMAGE_PYTHON,
+        "--implementation",
+        "cp",
+        "--abi",
+        f"cp{IMAGE_PYTHON.replace('.', '')}",
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+        *[a for tag in _PLATFORMS for a in ("--platform", f"{tag}_x86_64")],
+        "pip",
+        *pins,
+    ]
+    log(f"$ pip download {' '.join(pins)} (python {IMAGE_PYTHON})")
+    # From the wheels directory: ``-m`` puts the cwd first on pip's import path.
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=dest)
+    if done.returncode != 0:
+        tail = "; ".join(done.stderr.strip().splitlines()[-2:])
+        raise RuntimeError(f"pip download of the kernel's data stack failed: {tail}")
+
+
+def _install_stack(root: str, versions: dict[str, str], log: Log) -> None:
+    """Install the kernel's data stack into the root filesystem, offline (chroot, no index)."""
+    wheels = os.path.join(root, "tmp", "gleitzeit-wheels")
+    os.makedirs(wheels)
+    try:
+        download_stack(versions, wheels, log)
+        pip = next(f for f in os.listdir(wheels) if f.startswith("pip-"))
+        pins = [f"{n}=={v}" for n, v in sorted(versions.items())]
+        chroot = shutil.which("chroot") or "/usr/sbin/chroot"
+        cmd = [
+            chroot,
+            root,
+            "python3",
+            f"/tmp/gleitzeit-wheels/{pip}/pip",
+            "install",
+            "--no-index",
+            "--find-links",
+            "/tmp/gleitzeit-wheels",
+            "--no-cache-dir",
+            "--break-system-packages",
+            "--no-warn-script-location",
+            "--disable-pip-version-check",
+            *pins,
+        ]
+        log(f"installing {len(os.listdir(wheels)) - 1} wheels into the image (no network)")
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            tail = "; ".join(done.stderr.strip().splitlines()[-2:])
+            raise RuntimeError(f"installing the data stack in the image failed: {tail}")
+    finally:
+        shutil.rmtree(wheels, ignore_errors=True)
+    manifest = os.path.join(root, MANIFEST)
+    os.makedirs(os.path.dirname(manifest), exist_ok=True)
+    with open(manifest, "w", encoding="utf-8") as fh:
+        json.dump({"versions": versions, "key": stack_key(versions)}, fh, sort_keys=True)
+
+
 def _build_with_debootstrap(
     client: docker.DockerClient,
     name: str,
-    packages: list[str],
     mirror: Mirror,
-    variant: str,
+    versions: dict[str, str],
+    labels: dict[str, str],
     log: Log,
 ) -> None:
     if shutil.which("debootstrap") is None:
@@ -149,14 +268,16 @@ def _build_with_debootstrap(
         cmd = [
             "debootstrap",
             "--variant=minbase",
-            f"--include={','.join(packages)}",
+            f"--include={','.join(BASE_PACKAGES)}",
             mirror.suite,
             root,
             mirror.uri,
         ]
         log(f"$ {' '.join(cmd)}")
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        if "python3-matplotlib" in packages:
+        if versions:
+            _install_stack(root, versions, log)
+        if "matplotlib" in versions:
             _prebuild_font_cache(root, log)
         # Shrink the image: package caches and docs are never used inside the sandbox.
         for junk in (
@@ -171,8 +292,7 @@ def _build_with_debootstrap(
                 shutil.rmtree(path)
                 os.makedirs(path)
         changes = [
-            f"LABEL {IMAGE_LABEL}=1",
-            f"LABEL gleitzeit.sandbox.variant={variant}",
+            *(f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()),
             "ENV LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 MPLBACKEND=Agg",
             'CMD ["python3"]',
         ]
@@ -232,12 +352,17 @@ def _chunks(stream: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
 
 
 def _build_from_registry(
-    client: docker.DockerClient, name: str, minimal: bool, variant: str, log: Log
+    client: docker.DockerClient,
+    name: str,
+    versions: dict[str, str],
+    labels: dict[str, str],
+    log: Log,
 ) -> None:
-    pip = "" if minimal else ("RUN pip install --no-cache-dir numpy pandas matplotlib pyarrow\n")
+    pins = " ".join(f"{n}=={v}" for n, v in sorted(versions.items()))
+    pip = f"RUN pip install --no-cache-dir {pins}\n" if pins else ""
     dockerfile = (
         f"FROM {REGISTRY_BASE}\n{pip}"
-        f"LABEL {IMAGE_LABEL}=1 gleitzeit.sandbox.variant={variant}\n"
+        f"LABEL {' '.join(f'{k}={json.dumps(v)}' for k, v in labels.items())}\n"
         "ENV PYTHONDONTWRITEBYTECODE=1 MPLBACKEND=Agg\n"
         'CMD ["python3"]\n'
     )

@@ -6,7 +6,7 @@ then installed inside a container of the base image that has no network, only th
 mounted read-only, and the result committed as ``gleitzeit-sandbox:pkgs-<hash>``. The hash
 covers the base image and the normalised package list, so the same request is a cache hit.
 
-What the base image already holds (Debian's numpy, pandas, ...) stays: the resolver on the
+What the base image already holds (the kernel's numpy, pandas, ...) stays: the resolver on the
 host sees those distributions as stub wheels pinned to the installed versions, so it picks
 packages that work with them instead of replacing them.
 """

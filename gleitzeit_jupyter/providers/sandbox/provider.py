@@ -28,6 +28,7 @@ from .container import ContainerDied
 from .engine import Engine
 from .image import DEFAULT_IMAGE
 from .outputs import OutputLimits
+from .protocol import MAX_FRAME
 from .results import ResultLimits, check_names
 from .runs import RunsMixin
 from .sessions import SessionLeases
@@ -66,14 +67,19 @@ class PythonProvider(SlotsMixin, RunsMixin, StreamingMixin, HubProvider[DockerCo
         max_mime_bytes: int = 4 * MiB,
         max_outputs: int = 100,
         max_outputs_bytes: int = 32 * MiB,
-        max_value_bytes: int = 32 * MiB,
-        max_values_bytes: int = 64 * MiB,
+        max_value_bytes: int | None = None,
+        max_values_bytes: int | None = None,
+        max_columns: int = 10_000,
         tmpfs_size: str = "64m",
         preload: tuple[str, ...] = (),
         start_timeout: float = 60.0,
+        direct_channel: bool = True,
         **hub_options: Any,
     ) -> None:
         min_warm = min(1, max_containers) if min_warm is None else min_warm
+        scaled = _value_cap(mem_limit)
+        max_value_bytes = max_value_bytes or scaled or 32 * MiB
+        max_values_bytes = max_values_bytes or scaled or 64 * MiB
         hub_options.setdefault("name", "sandbox")
         super().__init__(
             resource_config_class=DockerConfig,
@@ -88,15 +94,18 @@ class PythonProvider(SlotsMixin, RunsMixin, StreamingMixin, HubProvider[DockerCo
             max_output=max_output,
             max_value_bytes=max_value_bytes,
             max_values_bytes=max_values_bytes,
+            max_columns=max_columns,
             outputs=OutputLimits(
                 max_mime_bytes=max_mime_bytes,
                 max_outputs=max_outputs,
                 max_total_bytes=max_outputs_bytes,
             ),
         )
-        self.max_frame = self.limits.max_reply_with_files
+        # The supervisor never sends more than one message of MAX_FRAME (with attachments).
+        self.max_frame = min(self.limits.max_reply_with_files, MAX_FRAME + MiB)
         self.runtime = runtime or None
         self.start_timeout = start_timeout
+        self.direct_channel = direct_channel
         self.engines = [Engine(h) for h in docker_hosts] if docker_hosts else [Engine(None)]
         self._template = DockerConfig(
             image=image or DEFAULT_IMAGE,
@@ -370,3 +379,21 @@ class PythonProvider(SlotsMixin, RunsMixin, StreamingMixin, HubProvider[DockerCo
 
 
 PythonProviderStreamlined = PythonProvider
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _value_cap(mem_limit: str) -> int | None:
+    """The value caps a memory limit above the default 512m brings: an eighth of it (at most
+    224 MiB, under the channel's frame limit), so ``--mem 2g`` can bring a 150 MB frame back.
+    None at or below 512m (the documented 32/64 MiB apply) or for a limit not understood."""
+    text = str(mem_limit).strip().lower().removesuffix("b")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "")
+    try:
+        size = int(float(number) * _UNITS[unit])
+    except ValueError:
+        return None
+    if size <= 512 * MiB:
+        return None
+    return min(224 * MiB, size // 8)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import decode_value
+from .codec import attachment_refs, decode_value
 from .files import FileLimits, unpack_downloads
 from .outputs import OutputLimits, safe_outputs, utf8_text
 
@@ -31,6 +31,8 @@ class ResultLimits:
     max_output: int = MiB
     max_value_bytes: int = 32 * MiB
     max_values_bytes: int = 64 * MiB
+    #: Widest DataFrame a run may send or receive; a reply naming more is refused unread.
+    max_columns: int = 10_000
     outputs: OutputLimits = field(default_factory=OutputLimits)
     files: FileLimits = field(default_factory=FileLimits)
 
@@ -84,15 +86,19 @@ def _error(raw: Any) -> dict[str, str] | None:
     }
 
 
-def _size(enc: dict[str, Any]) -> int:
+def _size(enc: dict[str, Any], attachments: list[Any]) -> int:
+    """Encoded size of a value: its JSON and the attachments it names (each once)."""
     try:
-        return len(json.dumps(enc, allow_nan=True))
+        size = len(json.dumps(enc, allow_nan=True))
     except (TypeError, ValueError, RecursionError):
         return 1 << 62
+    for i in set(attachment_refs(enc)):
+        size += len(attachments[i]) if 0 <= i < len(attachments) else 0
+    return size
 
 
 def _values(
-    raw: Any, requested: list[str], arrow: bool, limits: ResultLimits
+    raw: Any, requested: list[str], arrow: bool, limits: ResultLimits, attachments: Any = None
 ) -> tuple[dict[str, Any], dict[str, str] | None]:
     values: dict[str, Any] = {}
     error: dict[str, str] | None = None
@@ -100,12 +106,14 @@ def _values(
         return values, None
     if not isinstance(raw, dict):
         return values, _bad("values")
+    # Only the frame decoder puts bytes here (JSON cannot): a list of bytearrays.
+    attachments = attachments if isinstance(attachments, list) else []
     total = 0
     for name in requested:  # only what was asked for, whatever else the reply holds
         if name not in raw:
             continue
         enc = raw[name]
-        size = _size(enc)
+        size = _size(enc, attachments)
         total += size
         if size > limits.max_value_bytes or total > limits.max_values_bytes:
             which = "max_value_bytes" if size > limits.max_value_bytes else "max_values_bytes"
@@ -116,7 +124,9 @@ def _values(
             }
             continue
         try:
-            values[name] = decode_value(enc, arrow=arrow)
+            values[name] = decode_value(
+                enc, arrow=arrow, attachments=attachments, max_columns=limits.max_columns
+            )
         except Exception as exc:
             error = error or {"ename": "CodecError", "evalue": f"{name}: {exc}", "traceback": ""}
     return values, error
@@ -161,7 +171,9 @@ def shape_result(
             "evalue": f"the run exceeded its {timeout:g} s timeout and was stopped",
             "traceback": (error or {}).get("traceback", ""),
         }
-    values, value_error = _values(raw.get("values"), requested or [], arrow, limits)
+    values, value_error = _values(
+        raw.get("values"), requested or [], arrow, limits, raw.pop("attachments", None)
+    )
     error = error or value_error
     files, files_error = unpack_downloads(raw.get("files"), limits.files, download)
     error = error or files_error

@@ -50,9 +50,10 @@ class RunsMixin:
         caps = container.hello.get("caps")
         # Arrow only where both ends have pyarrow; a reply in Arrow is refused otherwise.
         arrow = self._arrow and isinstance(caps, dict) and caps.get("pyarrow") is True
+        attachments: list[Any] = []  # the inputs' binary payloads, sent after the request
         try:
             inputs = {
-                k: encode_value(v, arrow=arrow, name=k)
+                k: encode_value(v, arrow=arrow, name=k, attach=attachments)
                 for k, v in (params.get("inputs") or {}).items()
             }
         except CodecError as exc:
@@ -80,6 +81,7 @@ class RunsMixin:
                 "max_outputs_bytes": limits.outputs.max_total_bytes,
                 "max_value_bytes": limits.max_value_bytes,
                 "max_values_bytes": limits.max_values_bytes,
+                "max_columns": limits.max_columns,
                 "max_reply": limits.max_reply_with_files if download else limits.max_reply,
             },
         }
@@ -88,8 +90,10 @@ class RunsMixin:
         shown: list[dict[str, Any]] = []
         relay = None if on_chunk is None else _relay(on_chunk, shown, limits)
         try:
-            raw, timed_out = await container.run(request, timeout, on_chunk=relay)
-        except ProtocolError as exc:  # our own request did not fit in a frame
+            raw, timed_out = await container.run(
+                request, timeout, on_chunk=relay, attachments=attachments
+            )
+        except ProtocolError as exc:  # our own request did not fit in a message
             raise UserError(f"the run's code and inputs are too large to send: {exc}") from None
         except ContainerDied as exc:
             await self._replace_after_failure(inst, container, str(exc))

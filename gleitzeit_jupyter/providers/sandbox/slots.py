@@ -63,6 +63,7 @@ class SlotsMixin:
 
     _pool_id: str
     start_timeout: float
+    direct_channel: bool
     sessions: SessionLeases
     max_frame: int
 
@@ -80,7 +81,11 @@ class SlotsMixin:
             labels={POOL_LABEL: self._pool_id},
         )
         return await SandboxContainer.start(
-            slot.engine, spec, ready_timeout=self.start_timeout, max_frame=self.max_frame
+            slot.engine,
+            spec,
+            ready_timeout=self.start_timeout,
+            max_frame=self.max_frame,
+            direct=self.direct_channel,
         )
 
     def _describe(self, inst: ResourceInstance) -> None:

@@ -7,13 +7,17 @@ differ), so a run that moves values says so once per kernel.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import re
 from typing import Any
 
-__all__ = ["libraries_of", "mismatches"]
+__all__ = ["STACK", "kernel_stack", "libraries_of", "mismatches", "stack_key"]
 
 _LIBRARIES = ("numpy", "pandas", "pyarrow")
+#: The data stack the default image copies from the kernel that builds it.
+STACK = ("numpy", "pandas", "pyarrow", "matplotlib")
 _VERSION = re.compile(r"\d+(\.\d+){0,3}[\w.+-]{0,20}")
 
 
@@ -22,6 +26,19 @@ def _kernel_version(name: str) -> str | None:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def kernel_stack() -> dict[str, str]:
+    """Versions of :data:`STACK` installed in this kernel (absent libraries are left out)."""
+    found = {name: _kernel_version(name) for name in STACK}
+    return {name: v for name, v in found.items() if v is not None}
+
+
+def stack_key(versions: dict[str, str], python: str = "") -> str:
+    """A short content hash of a version set (and the image's Python): the default image is
+    rebuilt when, and only when, it changes."""
+    text = json.dumps({"python": python, **versions}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _major(version: str) -> str:

@@ -11,6 +11,10 @@ supervisor marks itself non-dumpable (so a worker of the same uid cannot open
 channel is written by this process. PID 1 of a pid namespace also ignores signals it has no
 handler for, so user code cannot kill or interrupt it.
 
+The channel is the kernel's unix socket when it is mounted here (``startup.direct_channel``),
+else stdin/stdout. A message may carry attachments (``protocol``): a run's input values'
+bytes, a result's returned values'; they are handed on without being decoded here.
+
 Requests: ``run`` {id, code, inputs, returns, session, arrow, max_output, stream},
 ``interrupt``, ``kill``, ``reset``, ``ping``. Replies: ``hello``, ``result``, ``pong``,
 ``reset``, and for streaming runs ``chunk`` {id, stdout?, stderr?} before the result.
@@ -28,17 +32,21 @@ from typing import Any
 
 try:  # on the host (tests, tooling) this is a normal package module
     from . import protocol
-    from .endings import died, failed, from_worker
+    from .endings import failed, from_worker
+    from .finish import Finishing
+    from .preload import SPARES, Preloading
     from .procs import Capture, ProcessHygiene, Worker, nondumpable, oom_kills
     from .relay import OutputRelay
+    from .startup import direct_channel, seed_matplotlib_cache
     from .usage import cpu_ms, from_rusage, installed_versions
 except ImportError:  # inside the container the bootstrap has installed these modules
     import gleitzeit_protocol as protocol  # type: ignore[import-not-found,no-redef]
     from gleitzeit_endings import (  # type: ignore[import-not-found,no-redef]
-        died,
         failed,
         from_worker,
     )
+    from gleitzeit_finish import Finishing  # type: ignore[import-not-found,no-redef]
+    from gleitzeit_preload import SPARES, Preloading  # type: ignore[import-not-found,no-redef]
     from gleitzeit_procs import (  # type: ignore[import-not-found,no-redef]
         Capture,
         ProcessHygiene,
@@ -47,6 +55,10 @@ except ImportError:  # inside the container the bootstrap has installed these mo
         oom_kills,
     )
     from gleitzeit_relay import OutputRelay  # type: ignore[import-not-found,no-redef]
+    from gleitzeit_startup import (  # type: ignore[import-not-found,no-redef]
+        direct_channel,
+        seed_matplotlib_cache,
+    )
     from gleitzeit_sweep import runnable  # type: ignore[import-not-found,no-redef]
     from gleitzeit_usage import (  # type: ignore[import-not-found,no-redef]
         cpu_ms,
@@ -57,22 +69,14 @@ else:
     from .sweep import runnable
 
 MiB = 1024 * 1024
-# Pre-forked workers kept ready. Two, not one: a spare forked right after a run may not have
-# been scheduled yet when the next request arrives (the machine is busy), but the one forked a
-# run earlier has; on a loaded host this halves the latency of back-to-back runs.
-SPARES = 2
-# Heavy libraries the parent may import so that forked workers get them for free. A bigger
-# parent makes every fork and exit dearer (print(1): ~0.6 ms bare, ~4.5 ms with pandas), so
-# nothing is preloaded up front: once a run imports one of these, the parent imports it too
-# (adaptive preloading). Only names from this list are honoured, whatever a run reports.
-PRELOADABLE = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot", "scipy", "PIL")
 
 
-class Supervisor(OutputRelay, ProcessHygiene):
+class Supervisor(Finishing, Preloading, OutputRelay, ProcessHygiene):
     def __init__(self) -> None:
         # Move the channel off fds 0/1 so a worker's stdio can never be the channel.
-        self.chan_in = os.dup(0)
-        self.chan_out = os.dup(1)
+        direct = direct_channel()
+        self.chan_in = os.dup(0) if direct is None else direct
+        self.chan_out = os.dup(1) if direct is None else os.dup(direct)
         os.set_inheritable(self.chan_in, False)
         os.set_inheritable(self.chan_out, False)
         null = os.open(os.devnull, os.O_RDWR)
@@ -157,7 +161,7 @@ class Supervisor(OutputRelay, ProcessHygiene):
                 continue
             for fd in ready:
                 if fd == self.chan_in:
-                    data = os.read(fd, 1 << 16)
+                    data = os.read(fd, 1 << 20)
                     if not data:  # the kernel went away: nothing left to serve
                         self._shutdown()
                         return
@@ -193,39 +197,6 @@ class Supervisor(OutputRelay, ProcessHygiene):
                     self._finish(failed("SandboxError", f"the run failed: {exc}"))
                 except Exception:
                     self.run, self.worker = None, None
-
-    def _want(self, names: object) -> None:
-        if not isinstance(names, list):
-            return
-        for name in names:
-            if name in PRELOADABLE and name not in sys.modules and name not in self.preload:
-                self.preload.append(name)
-
-    def _may_preload(self) -> bool:
-        """Import in this process only when no run's file can be read by the import: every
-        finished run is wiped, and no session (whose files stay between its runs) is alive.
-        matplotlib reads a matplotlibrc from /tmp when imported; read here, a session's
-        would reach every worker forked afterwards, surviving its reset."""
-        return bool(self.preload) and not self.dirty and self.session is None
-
-    def _idle_work(self) -> None:
-        if self.dirty:
-            self._sweep_dirty()
-        elif self._may_preload():
-            try:
-                __import__(self.preload.pop(0))
-            except Exception:
-                pass
-            for spare in self.spares:  # forked without the new module: retire them
-                self._kill_worker(spare)
-                self._forget(spare, wait=False)
-            self.spares.clear()
-            if not self.preload:
-                # Park everything imported so far outside the GC: a worker's collections
-                # then never touch (and copy-on-write) the parent's pages.
-                gc.freeze()
-        elif len(self.spares) < SPARES:
-            self.spares.append(self._fork(once=True))
 
     def handle(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
@@ -308,12 +279,30 @@ class Supervisor(OutputRelay, ProcessHygiene):
         assert self.worker.cmd is not None
         self.cpu_before = cpu_ms(self.worker.pid)
         self.worker.decoder = protocol.FrameDecoder(self.max_reply)
+        attachments = msg.pop("attachments", None) or ()
+        if attachments:  # dying before the worker says more: it was receiving them
+            self.phase = "inputs"
         try:
-            data = memoryview(protocol.encode_frame(msg))
-            while data:
-                data = data[os.write(self.worker.cmd, data) :]
+            self._hand_over(self.worker, protocol.encode_message(msg, attachments))
         except OSError:
             pass  # the worker died already; _maybe_finish reports it
+        except TimeoutError:  # stopped by its own earlier code (a session): it goes
+            self._kill_worker(self.worker)
+
+    def _hand_over(self, w: Worker, parts: list[Any]) -> None:
+        """Write a request (and its values) to the worker's command pipe. The worker reads
+        it at once unless user code stopped it, so a stall ends the handover, not us."""
+        assert w.cmd is not None
+        os.set_blocking(w.cmd, False)
+        for part in parts:
+            data = memoryview(part)
+            while data:
+                try:
+                    data = data[os.write(w.cmd, data) :]
+                except BlockingIOError:
+                    _, ready, _ = select.select([], [w.cmd], [], 5.0)
+                    if not ready and not (w.alive and runnable(w.pid)):
+                        raise TimeoutError("the worker does not read its request") from None
 
     def _spare(self) -> Worker:
         """A pre-forked worker that can really run (not stopped or dead), else a new one."""
@@ -333,11 +322,11 @@ class Supervisor(OutputRelay, ProcessHygiene):
             if getattr(w, name) == fd:
                 self._consume(w, name)
 
-    def _consume(self, w: Worker, name: str, most: int = 1 << 16) -> bool:
+    def _consume(self, w: Worker, name: str, most: int = 1 << 20) -> bool:
         """Read one chunk from a worker pipe; False when nothing more is there right now."""
         fd = getattr(w, name)
         try:
-            data = os.read(fd, min(most, 1 << 16))
+            data = os.read(fd, min(most, 1 << 20 if name == "res" else 1 << 16))
         except BlockingIOError:
             return False
         if not data:  # EOF: stop selecting on it (strays may hold other ends open)
@@ -399,100 +388,11 @@ class Supervisor(OutputRelay, ProcessHygiene):
         if reaped_any and self.run is None and not self.per_run_uids:
             self._kill_strays()
 
-    def _maybe_finish(self) -> None:
-        w = self.worker
-        if self.run is None or w is None:
-            return
-        if self.result is None and w.alive:
-            return
-        self._drain(w)
-        if self.result is None:  # the worker died without a word
-            status = self.exited.pop(w.pid, 0)
-            oom_now = oom_kills() or 0
-            phase = self.phase if self.phase in ("inputs", "values") else None
-            result = died(status, self.killed, oom_now > (self.oom_before or 0), phase)
-        else:
-            result = dict(self.result)
-        shown = [o for o in self.displayed if o is not None]
-        result["outputs"] = shown + list(result.get("outputs") or [])
-        if self.dropped:
-            note = (
-                f"[gleitzeit: {self.dropped} more outputs not shown: over the limit of"
-                f" {self.max_outputs} outputs or {self.max_outputs_bytes:,} bytes per run]"
-            )
-            result["outputs"].append({"type": "display_data", "data": {"text/plain": note}})
-        usage = self._usage(w)
-        if usage is not None:
-            result["cpu_ms"] = max(0.0, usage[0] - (self.cpu_before or 0.0))
-            result["peak_memory_mb"] = usage[1]
-        self._want(result.pop("imported", None))
-        result.setdefault("oom", False)
-        result.setdefault("killed", self.killed)
-        is_session = w is self.session
-        result["session_lost"] = is_session and not w.alive
-        self._finish(result)
-        if not is_session or not w.alive:
-            # Answer first, clean up after: the kernel is not kept waiting for the exit.
-            self._kill_worker(w)
-            self._forget(w, wait=False)
-        if len(self.spares) < SPARES and not self.preload:
-            self.spares.append(self._fork(once=True))  # one now; the idle loop tops up
-
-    def _finish(self, result: dict[str, Any]) -> None:
-        assert self.run is not None
-        self._flush_stream(final=True)
-        common = {
-            "op": "result",
-            "id": self.run.get("id"),
-            "stdout": self.out.text(),
-            "stderr": self.err.text(),
-            "run_ms": (time.perf_counter() - self.started) * 1e3,
-        }
-        result.update(common)
-        # The kernel reads no reply larger than max_reply, and takes a larger one for a
-        # broken channel (the container is lost). Text re-encoded here can grow (a non-ASCII
-        # character becomes a six-byte escape), so the reply is measured, not trusted.
-        try:
-            frame = protocol.encode_frame(result)
-            if len(frame) - 4 > self.max_reply:
-                raise protocol.ProtocolError(
-                    f"{len(frame) - 4:,} bytes, over the {self.max_reply:,} byte limit"
-                )
-        except (protocol.ProtocolError, ValueError, TypeError, RecursionError, MemoryError) as exc:
-            frame = b""  # let the large one go before building the small one
-            small = failed("ProtocolError", f"the run's result is too large to send ({exc})")
-            ending = {k: result[k] for k in ("oom", "killed", "session_lost") if k in result}
-            frame = protocol.encode_frame({**small, **ending, **common})
-        self.run, self.worker = None, None
-        data = memoryview(frame)
-        while data:
-            data = data[os.write(self.chan_out, data) :]
-
-
-def _seed_matplotlib_cache() -> None:
-    # The image may carry matplotlib's font list (see image.py): copy it into the writable
-    # config dir, or the first plot in this container spends ~0.6 s rebuilding it.
-    src = "/usr/share/gleitzeit/matplotlib"
-    dst = os.environ["MPLCONFIGDIR"]
-    try:
-        names = [n for n in os.listdir(src) if n.startswith("fontlist")]
-        os.makedirs(dst, exist_ok=True)
-        for name in names:
-            with open(os.path.join(src, name), "rb") as fin:
-                with open(os.path.join(dst, name), "wb") as fout:
-                    fout.write(fin.read())
-        if os.getuid() == 0:
-            # Runs have uids of their own: they may add files here (swept with the run) but
-            # not change ours (sticky, and the cache files stay read-only).
-            os.chmod(dst, 0o1777)
-    except OSError:
-        pass
-
 
 def main() -> None:
     nondumpable()
     os.environ.setdefault("MPLCONFIGDIR", "/tmp/.matplotlib")
-    _seed_matplotlib_cache()
+    seed_matplotlib_cache()
     Supervisor().serve()
 
 

@@ -24,12 +24,16 @@ import traceback
 from typing import Any
 
 try:  # on the host this is a normal package module
-    from . import codec, display_shim, protocol, workdir
+    from . import display_shim, protocol, workdir
+    from .values import collect_values, receive_inputs
 except ImportError:  # inside the container the bootstrap has installed these modules
-    import gleitzeit_codec as codec  # type: ignore[import-not-found,no-redef]
     import gleitzeit_display_shim as display_shim  # type: ignore[import-not-found,no-redef]
     import gleitzeit_protocol as protocol  # type: ignore[import-not-found,no-redef]
     import gleitzeit_workdir as workdir  # type: ignore[import-not-found,no-redef]
+    from gleitzeit_values import (  # type: ignore[import-not-found,no-redef]
+        collect_values,
+        receive_inputs,
+    )
 
 _MAX_REPR = 64 * 1024
 MiB = 1024 * 1024
@@ -42,6 +46,7 @@ _DEFAULT_LIMITS = {
     "max_values_bytes": 64 * MiB,
     "max_files": 1000,
     "max_files_bytes": 32 * MiB,
+    "max_columns": 10_000,
 }
 _HEAVY = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot", "scipy", "PIL")
 _SHOWN: set[int] = set()  # figures already sent as a run's value, not to be sent twice
@@ -124,7 +129,7 @@ def worker_main(res: int, out: int, err: int, cmd: int, once: bool) -> None:
     counter = 0
     while True:
         try:
-            data = read(cmd, 1 << 16)
+            data = read(cmd, 1 << 20)
         except KeyboardInterrupt:  # an interrupt that arrived between runs
             continue
         except BaseException:  # user code closed or replaced the command pipe
@@ -195,17 +200,19 @@ def _failure(exc: BaseException) -> dict[str, Any]:
 
 
 def _sender(fd: int) -> Any:
-    """A function writing one result frame to ``fd``, built from references taken now."""
-    encode, write, memview = protocol.encode_frame, os.write, memoryview
+    """A function writing one result frame (and its attachments) to ``fd``, built from
+    references taken now."""
+    encode, parts_of, write_all = protocol.encode_frame, protocol.encode_message, protocol.write_all
+    write = os.write
 
     def send(message: dict[str, Any]) -> None:
+        attachments = message.pop("attachments", None) or ()
         try:
-            data = memview(encode(message))
+            parts = parts_of(message, attachments)
         except BaseException as exc:  # e.g. a value too large for one frame
-            data = memview(encode(_failure(exc)))
+            parts = [encode(_failure(exc))]
         try:
-            while data:
-                data = data[write(fd, data) :]
+            write_all(fd, parts, write)
         except BaseException:
             pass  # the pipe is gone (user code closed it): the supervisor reports the run
 
@@ -259,8 +266,7 @@ def _run(
         workdir.enter()
         workdir.receive(req.get("files"))
         _phase("inputs")
-        for name, enc in (req.get("inputs") or {}).items():
-            ns[name] = codec.decode_value(enc)
+        receive_inputs(req, ns)
         _phase("code")
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         tree = ast.parse(code, filename, "exec")
@@ -282,7 +288,7 @@ def _run(
         os._exit(0)
     _collect_figures(outputs)
     _phase("values")
-    values, value_error = _values(req, ns, limits)
+    values, attachments, value_error = collect_values(req, ns, limits)
     error = error or value_error
     files: dict[str, str] = {}
     try:
@@ -313,50 +319,8 @@ def _run(
         "values": values,
         "files": files,
         "imported": imported,
+        "attachments": attachments,
     }
-
-
-def _too_large(name: str, size: int, limit: int, which: str) -> dict[str, str]:
-    return {
-        "ename": "ValueTooLarge",
-        "evalue": f"{name!r} is {size:,} bytes encoded, over the {limit:,} byte limit ({which})",
-        "traceback": "",
-    }
-
-
-def _values(
-    req: dict[str, Any], ns: dict[str, Any], limits: dict[str, int]
-) -> tuple[dict[str, Any], dict[str, str] | None]:
-    values: dict[str, Any] = {}
-    error: dict[str, str] | None = None
-    total, cap, total_cap = 0, limits["max_value_bytes"], limits["max_values_bytes"]
-    for name in req.get("returns") or []:
-        if name not in ns:
-            error = error or {
-                "ename": "NameError",
-                "evalue": f"name {name!r} is not defined",
-                "traceback": "",
-            }
-            continue
-        value = ns[name]
-        # Refuse a huge string before encoding it: the copy alone could exhaust the memory.
-        if isinstance(value, (str, bytes, bytearray)) and len(value) > cap:
-            error = error or _too_large(name, len(value), cap, "max_value_bytes")
-            continue
-        try:
-            enc = codec.encode_value(value, arrow=bool(req.get("arrow")), name=name)
-            size = len(protocol.encode_frame(enc))
-        except Exception as exc:
-            error = error or {"ename": "CodecError", "evalue": str(exc), "traceback": ""}
-            continue
-        if size > cap:
-            error = error or _too_large(name, size, cap, "max_value_bytes")
-        elif total + size > total_cap:
-            error = error or _too_large(name, total + size, total_cap, "max_values_bytes")
-        else:
-            total += size
-            values[name] = enc
-    return values, error
 
 
 def _error(exc: BaseException, filename: str) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from gleitzeit_jupyter.providers.sandbox import PythonProvider
 from gleitzeit_jupyter.providers.sandbox.engine import LABEL, OWNER_LABEL, owner_label
 from gleitzeit_jupyter.providers.sandbox.image import DEFAULT_IMAGE
 
+MiB = 1024 * 1024
+
 #: The OCI runtime the pools use (None: the engine's default, runc).
 RUNTIME = os.environ.get("GLEITZEIT_TEST_RUNTIME") or None
 
@@ -56,8 +58,13 @@ async def pool(docker_client: docker.DockerClient) -> AsyncIterator[PythonProvid
         timeout=20,
         health_check_interval=2.0,
         runtime=RUNTIME,
-        # gVisor's own kernel counts against the limit and gives freed memory back slowly.
-        **({"mem_limit": "1g"} if RUNTIME == "runsc" else {}),
+        # gVisor's own kernel counts against the limit and gives freed memory back slowly;
+        # the value caps stay those of the default limit (a larger one would raise them).
+        **(
+            {"mem_limit": "1g", "max_value_bytes": 32 * MiB, "max_values_bytes": 64 * MiB}
+            if RUNTIME == "runsc"
+            else {}
+        ),
     )
     await provider.initialize()
     yield provider

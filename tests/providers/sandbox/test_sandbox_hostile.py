@@ -17,6 +17,7 @@ import pytest
 
 from gleitzeit_jupyter.hub import ResourceFailed, UserError
 from gleitzeit_jupyter.providers.sandbox import PythonProvider
+from gleitzeit_jupyter.providers.sandbox.image import MINIMAL_IMAGE
 
 from .conftest import RUNTIME, container_of, run
 
@@ -77,17 +78,22 @@ async def test_a_run_cannot_claim_how_it_ended(pool: PythonProvider) -> None:
     await still_serves(pool, inst)
 
 
-async def test_arrow_that_was_not_negotiated_is_refused(pool: PythonProvider) -> None:
-    # The default image has no pyarrow, so Arrow is never negotiated with it.
-    inst = pool.instances[0].id
-    code = FORGE + (
-        "forge({'exit_code': 0, 'error': None, 'outputs': [], 'values': {\n"
-        "    'df': {'t': 'dataframe', 'fmt': 'arrow', 'b64': 'QUJD'}}})\n"
-        "df = 1\n"
-    )
-    r = await run(pool, code, instance=inst, returns=["df"])
-    assert r["values"] == {} and r["error"]["ename"] == "CodecError", r
-    await still_serves(pool, inst)
+async def test_arrow_that_was_not_negotiated_is_refused(docker_client: docker.DockerClient) -> None:
+    # The minimal image has no pyarrow, so Arrow is never negotiated with it.
+    minimal = PythonProvider(max_containers=1, image=MINIMAL_IMAGE, runtime=RUNTIME)
+    await minimal.initialize()
+    try:
+        code = FORGE + (
+            "forge({'exit_code': 0, 'error': None, 'outputs': [], 'values': {\n"
+            "    'df': {'t': 'dataframe', 'fmt': 'arrow', 'b64': 'QUJD'}}})\n"
+            "df = 1\n"
+        )
+        r = await run(minimal, code, returns=["df"])
+        assert r["values"] == {} and r["error"]["ename"] == "CodecError", r
+        assert "not asked for" in r["error"]["evalue"]
+        await still_serves(minimal)
+    finally:
+        await minimal.close()
 
 
 # ---- the supervisor survives its workers ---------------------------------------------------

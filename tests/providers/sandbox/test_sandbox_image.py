@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import docker
 import pytest
 
@@ -11,15 +13,18 @@ from gleitzeit_jupyter.providers.sandbox.image import (
     DEFAULT_IMAGE,
     IMAGE_LABEL,
     MINIMAL_IMAGE,
+    STACK_LABEL,
     build_image,
+    image_stack,
 )
+from gleitzeit_jupyter.providers.sandbox.stack import STACK, kernel_stack, stack_key
 
 pytestmark = pytest.mark.docker
 
 PROBE = (
     "import importlib.util as u, json, sys; "
     "print(json.dumps({m: bool(u.find_spec(m)) for m in "
-    "['numpy', 'pandas', 'matplotlib', 'json', 'sqlite3', 'ctypes']}))"
+    "['numpy', 'pandas', 'matplotlib', 'pyarrow', 'json', 'sqlite3', 'ctypes']}))"
 )
 
 
@@ -41,7 +46,7 @@ def test_build_is_cached(
 def test_default_image_has_the_science_stack_and_minimal_does_not(
     docker_client: docker.DockerClient,
 ) -> None:
-    assert '"numpy": true, "pandas": true, "matplotlib": true' in probe(
+    assert '"numpy": true, "pandas": true, "matplotlib": true, "pyarrow": true' in probe(
         docker_client, DEFAULT_IMAGE
     )
     build_image(MINIMAL_IMAGE, minimal=True, client=docker_client)  # cached when present
@@ -69,3 +74,49 @@ def test_cli_reports_failures_in_one_line(capsys: pytest.CaptureFixture[str]) ->
     )
     err = capsys.readouterr().err.strip()
     assert err.startswith("gleitzeit-sandbox: image build failed:") and "\n" not in err
+
+
+def minor(version: str) -> list[str]:
+    return version.split(".")[:2]
+
+
+def test_default_image_holds_the_kernels_data_stack_and_says_so(
+    docker_client: docker.DockerClient,
+) -> None:
+    here = kernel_stack()
+    recorded = image_stack(docker_client, DEFAULT_IMAGE)
+    assert recorded is not None and set(recorded) == set(STACK) == set(here)
+    assert {n: minor(v) for n, v in recorded.items()} == {n: minor(v) for n, v in here.items()}
+    labels = docker_client.images.get(DEFAULT_IMAGE).labels
+    assert labels[STACK_LABEL] == stack_key(recorded)
+    # What is installed inside, read by its own metadata, is what the label and manifest say.
+    code = (
+        "import importlib.metadata as m, json; "
+        f"print(json.dumps({{n: m.version(n) for n in {list(STACK)!r}}})); "
+        "print(open('/usr/share/gleitzeit/stack.json').read())"
+    )
+    out = (
+        docker_client.containers.run(
+            DEFAULT_IMAGE,
+            ["python3", "-c", code],
+            remove=True,
+            network_mode="none",
+            labels={LABEL: "1"},
+        )
+        .decode()
+        .splitlines()
+    )
+    assert json.loads(out[0]) == recorded
+    assert json.loads(out[1]) == {"versions": recorded, "key": labels[STACK_LABEL]}
+
+
+def test_the_cache_key_follows_the_version_set() -> None:
+    base = {"numpy": "2.4.6", "pandas": "3.1.1"}
+    assert stack_key(dict(base)) == stack_key(dict(reversed(list(base.items()))))
+    assert stack_key({**base, "numpy": "2.4.7"}) != stack_key(base)
+    assert stack_key({**base, "pyarrow": "26.0.1"}) != stack_key(base)
+
+
+def test_the_minimal_image_records_no_stack(docker_client: docker.DockerClient) -> None:
+    build_image(MINIMAL_IMAGE, minimal=True, client=docker_client)  # cached when present
+    assert image_stack(docker_client, MINIMAL_IMAGE) is None

@@ -23,15 +23,24 @@ pytestmark = [pytest.mark.docker, pytest.mark.asyncio(loop_scope="module")]
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def small(docker_client: docker.DockerClient) -> AsyncIterator[PythonProvider]:
-    provider = PythonProvider(max_containers=1, mem_limit="256m", timeout=60, runtime=RUNTIME)
+    # Caps raised: the limit under test is the memory, not the size of a value.
+    cap = 512 * 1024 * 1024
+    provider = PythonProvider(
+        max_containers=1,
+        mem_limit="256m",
+        timeout=60,
+        runtime=RUNTIME,
+        max_value_bytes=cap,
+        max_values_bytes=cap,
+    )
     await provider.initialize()
     yield provider
     await provider.close()
 
 
 async def test_running_out_of_memory_receiving_inputs_says_so(small: PythonProvider) -> None:
-    # Strings travel as JSON, which takes many times the frame's size to decode.
-    df = pd.DataFrame({"a": np.arange(1_000_000), "s": np.arange(1_000_000).astype(str)})
+    # 224 MB of numbers: the worker cannot even hold the bytes under a 256 MB limit.
+    df = pd.DataFrame({"a": np.zeros(28_000_000)})
     r = await run(small, "len(df)", inputs={"df": df})
     assert r["oom"] is True, r["error"]
     assert "while receiving the --in values" in r["error"]["evalue"]

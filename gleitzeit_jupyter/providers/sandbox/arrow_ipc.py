@@ -1,0 +1,167 @@
+"""DataFrames as Arrow IPC streams, with their exact dtypes or a clear refusal.
+
+pandas' own metadata travels in the stream's schema, so what Arrow can carry comes back as it
+left: tz-aware datetimes, categoricals, nullable Int/Float/boolean/string, decimals, plain
+numbers, times and strings. A column Arrow cannot carry exactly (complex, period, interval,
+sparse, an object column of mixed Python objects) is a :class:`CodecError` naming the column
+and its dtype: nothing changes type silently on the way.
+
+Reading is the trust boundary: a stream from the sandbox is refused unless every buffer
+validates, it has no extension types (the one Arrow feature that could revive Python objects),
+at most ``max_columns`` columns, and no more cells than its bytes can describe.
+
+Stdlib-only at import time (pyarrow and pandas are imported when a frame needs them): the
+same source runs inside the container.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ArrowRefused", "read_frame", "write_frame"]
+
+#: Rows per record batch: a stream is a sequence of chunks, never one giant message.
+BATCH_ROWS = 1 << 16
+
+
+class ArrowRefused(ValueError):
+    """A frame cannot be written as Arrow exactly, or a stream is not a safe frame."""
+
+
+def _plain_dtype(pd: Any, dtype: Any) -> str | None:
+    """Why ``dtype`` cannot travel exactly, or None when it can."""
+    import numpy as np
+
+    if isinstance(dtype, np.dtype):
+        if dtype.kind == "c":
+            return "complex numbers have no Arrow type"
+        if dtype.kind == "V":
+            return "raw structured records have no Arrow type"
+        return None
+    if isinstance(dtype, pd.CategoricalDtype):
+        return _plain_dtype(pd, dtype.categories.dtype)
+    if isinstance(dtype, pd.ArrowDtype):
+        return None
+    safe = (pd.DatetimeTZDtype, pd.StringDtype, pd.BooleanDtype)
+    numbers = tuple(
+        getattr(pd, f"{kind}{bits}Dtype")
+        for kind, sizes in (
+            ("Int", (8, 16, 32, 64)),
+            ("UInt", (8, 16, 32, 64)),
+            ("Float", (32, 64)),
+        )
+        for bits in sizes
+    )
+    if isinstance(dtype, safe + numbers):
+        return None
+    return "Arrow has no exact type for it"
+
+
+def _refuse(name: str, label: Any, dtype: Any, why: str) -> ArrowRefused:
+    return ArrowRefused(
+        f"cannot send {name!r}: column {label!r} has dtype {dtype}, which cannot travel"
+        f" exactly ({why}); convert it first, e.g. df[{label!r}].astype(str)"
+    )
+
+
+def write_frame(df: Any, *, name: str = "value", max_columns: int | None = None) -> Any:
+    """``df`` as one Arrow IPC stream (a ``pyarrow.Buffer``) in record batches."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.ipc
+
+    if max_columns is not None and df.shape[1] > max_columns:
+        raise ArrowRefused(
+            f"cannot send {name!r}: {df.shape[1]:,} columns, over the limit of"
+            f" {max_columns:,} (max_columns)"
+        )
+    index = df.index
+    levels = [index.get_level_values(i) for i in range(index.nlevels)]
+    for label, dtype in [*df.dtypes.items(), *((f"index {lv.name}", lv.dtype) for lv in levels)]:
+        why = _plain_dtype(pd, dtype)
+        if why is not None:
+            raise _refuse(name, label, dtype, why)
+    try:
+        table = pa.Table.from_pandas(df)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        for label in df.columns:  # which column: the error names it only sometimes
+            try:
+                pa.array(df[label], from_pandas=True)
+            except (pa.ArrowException, TypeError, ValueError):
+                raise _refuse(name, label, df[label].dtype, _first_line(exc)) from None
+        raise ArrowRefused(f"cannot send {name!r} as Arrow: {_first_line(exc)}") from None
+    for field in table.schema:
+        if isinstance(field.type, pa.ExtensionType):
+            dtype = df[field.name].dtype if field.name in df.columns else field.type
+            raise _refuse(name, field.name, dtype, "Arrow has no exact type for it")
+    sink = pa.BufferOutputStream()
+    with pyarrow.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=BATCH_ROWS)
+    return sink.getvalue()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc.args[0] if exc.args else exc)
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _cells(pa: Any, arr: Any) -> int:
+    """Cells ``arr`` becomes in pandas (a null counts as 8: a pointer to None), or
+    ArrowRefused for a type a DataFrame from the sandbox never needs, among them those whose
+    cells may share one buffer (views, run-end encoding)."""
+    t, n = arr.type, len(arr)
+    if pa.types.is_null(t):
+        return 8 * n
+    if (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_fixed_size_binary(t)
+        or pa.types.is_temporal(t)
+        or pa.types.is_decimal(t)
+    ):
+        return n
+    if pa.types.is_dictionary(t):
+        return n + _cells(pa, arr.dictionary)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return n + _cells(pa, arr.flatten())
+    if pa.types.is_struct(t):
+        return n + sum(_cells(pa, child) for child in arr.flatten())
+    raise ArrowRefused(f"refusing Arrow type {t}")
+
+
+def read_frame(data: Any, *, max_columns: int | None = None) -> Any:
+    """The DataFrame of one Arrow IPC stream (a bytes-like object), checked as hostile."""
+    import pyarrow as pa
+    import pyarrow.ipc
+
+    size = len(memoryview(data))
+    try:
+        reader = pyarrow.ipc.open_stream(pa.py_buffer(data))
+        schema = reader.schema
+        # Checked before any batch is read: a frame too wide is refused at once.
+        if max_columns is not None and len(schema) > max_columns:
+            raise ArrowRefused(
+                f"refusing a frame of {len(schema):,} columns, over the limit of"
+                f" {max_columns:,} (max_columns)"
+            )
+        for field in schema:
+            if isinstance(field.type, pa.ExtensionType):
+                raise ArrowRefused(f"refusing Arrow extension type in column {field.name!r}")
+        table = reader.read_all()
+        table.validate(full=True)
+        cells = sum(_cells(pa, chunk) for col in table.columns for chunk in col.chunks)
+    except pa.ArrowException as exc:
+        raise ArrowRefused(f"invalid Arrow data: {_first_line(exc)}") from None
+    # pandas holds at least a byte per cell; Arrow can describe far more cells than it
+    # carries bytes (null columns have no buffers), so refuse what would expand here.
+    if cells > 8 * size + 4096:
+        raise ArrowRefused(f"refusing Arrow data of {cells:,} cells in {size:,} bytes")
+    try:
+        return table.to_pandas()
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise ArrowRefused(f"invalid Arrow data: {_first_line(exc)}") from None
