@@ -307,14 +307,16 @@ class GleitzeitMagics(Magics):
     def _llm_line(self, line: str) -> Any:
         optstr, prompt = split_line_options(line, self.llm.parser)
         args = parse(self.llm, optstr)
-        if args.map_expr:
-            raise UsageError("--map needs the cell form: %%llm --map EXPR, template in the cell")
         rt = self.runtime
         if prompt.strip() == "models" and not optstr:
             return llm.models_frame(rt, hosts=list(self.cfg.ollama_hosts))
         if not prompt.strip():
             raise UsageError("%llm PROMPT: nothing to ask (usage: %llm [options] PROMPT)")
         opts = self._llm_options(args)
+        if args.map_expr:
+            # The rest of the line is the per-row template; the Series (or DataFrame) is
+            # returned, so `df["y"] = %llm --map df ...` fits in the cell that builds df.
+            return self._llm_map(args, opts, prompt, show=False)
         try:
             result = self._ask(
                 args,
@@ -349,7 +351,7 @@ class GleitzeitMagics(Magics):
         steps = args.max_steps or tool_loop.DEFAULT_MAX_STEPS
         return tool_loop.ask_with_tools(rt, prompt, opts, tools, max_steps=steps, **kw)
 
-    def _llm_map(self, args: Any, opts: llm.LlmOptions, cell: str) -> None:
+    def _llm_map(self, args: Any, opts: llm.LlmOptions, cell: str, show: bool = True) -> Any:
         if args.tools or args.max_steps is not None:
             raise UsageError("--tools and --max-steps do not apply with --map")
         if opts.chat:
@@ -393,9 +395,12 @@ class GleitzeitMagics(Magics):
         print(outcome.summary())
         result = llm_map.map_result(outcome.series, opts)
         llm.store(self._ns(), opts.out, result)
+        if not show:
+            return result
         if not opts.out:
             # Without -o the result is the cell's value, shown like any other value.
             self.shell.displayhook(result)
+        return None
 
     # ------------------------------------------------------------------ %%sandbox
     @line_cell_magic

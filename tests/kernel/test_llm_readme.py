@@ -1,5 +1,5 @@
-"""The README's %%llm examples for --schema, --image and --think run as written, cell by cell,
-against a stand-in whose model can see and think."""
+"""The %%llm examples of docs/magics.md for --schema, --image and --think run as written, cell
+by cell, against a stand-in whose model can see and think."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from kernel_helpers import run
 
 from gleitzeit_jupyter.testing.ollama import OllamaStandIn
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+MAGICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "magics.md"
 CELL = re.compile(r"<!-- test: llm cell -->\n```python\n(.*?)```", re.S)
 
 
@@ -26,8 +26,8 @@ def capable(shell: InteractiveShell) -> Iterator[OllamaStandIn]:
 
 
 def test_readme_llm_cells_run_in_order(shell: InteractiveShell, capable: OllamaStandIn) -> None:
-    cells = CELL.findall(README.read_text())
-    assert len(cells) >= 10, "the README lost its --schema / --image / --think examples"
+    cells = CELL.findall(MAGICS_DOC.read_text())
+    assert len(cells) >= 10, "docs/magics.md lost its --schema / --image / --think examples"
     for source in cells:
         cell = run(shell, source)
         assert cell.error is None, (source, cell.text)

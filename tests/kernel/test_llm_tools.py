@@ -207,9 +207,9 @@ def test_line_form_returns_the_answer_and_shows_the_calls(shell: InteractiveShel
 
 
 def test_the_readme_tools_cell_runs_as_pasted(shell: InteractiveShell) -> None:
-    readme = Path(__file__).resolve().parents[2] / "README.md"
+    doc = Path(__file__).resolve().parents[2] / "docs" / "magics.md"
     (block,) = re.findall(
-        r"<!-- test: run this cell -->\n```python\n(.*?)```", readme.read_text(), re.S
+        r"<!-- test: run this cell -->\n```python\n(.*?)```", doc.read_text(), re.S
     )
     assert "%llm --tools word_count" in block
     cell = run(shell, block)
