@@ -265,3 +265,26 @@ def test_doc_examples_run_in_order(doc: Path, servers: dict[str, str], tmp_path:
     blocks = python_blocks(doc)
     ran = asyncio.run(_run_doc(blocks, tmp_path, _env(servers)))
     print(f"\n{doc.name}: {ran} of {len(blocks)} blocks ran")
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_point_to_files_and_headings_that_exist() -> None:
+    anchors: dict[Path, set[str]] = {}
+    for path in [README, *DOCS]:
+        text = re.sub(r"^(`{3,}|~{3,}).*?^\1\s*$", "", path.read_text(), flags=re.S | re.M)
+        anchors[path] = {_slug(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}
+    broken = []
+    for path in [README, *DOCS]:
+        for target in re.findall(r"\]\(([^)\s]+)\)|src=\"([^\"]+)\"", path.read_text()):
+            target = next(t for t in target if t)
+            if re.match(r"https?:", target):
+                continue
+            file, _, anchor = target.partition("#")
+            dest = (path.parent / file).resolve() if file else path
+            if not dest.exists() or (anchor and anchor not in anchors.get(dest, set())):
+                broken.append(f"{path.name}: {target}")
+    assert not broken, broken
