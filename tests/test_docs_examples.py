@@ -230,6 +230,8 @@ def test_examples_are_found_and_opt_outs_are_few_and_visible() -> None:
     assert kinds == {"cell", "script", "config"}, kinds
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_readme_quick_start_blocks_each_run_alone(servers: dict[str, str], tmp_path: Path) -> None:
     blocks = quick_start(python_blocks(README))
     assert blocks[0].code.strip() == "%load_ext gleitzeit_jupyter"
@@ -260,6 +262,8 @@ def test_readme_has_no_examples_outside_the_quick_start() -> None:
     assert blocks == quick_start(blocks)
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_doc_examples_run_in_order(doc: Path, servers: dict[str, str], tmp_path: Path) -> None:
     blocks = python_blocks(doc)
