@@ -24,7 +24,9 @@ from .render import (
     cell_error,
     footer_text,
     no_ollama_hint,
+    plain_terminal,
     show_footer,
+    terminal_safe,
     token_counts,
     tokens_per_second,
 )
@@ -298,7 +300,11 @@ def _is_unreachable(exc: BaseException) -> bool:
 
 def show_result(opts: LlmOptions, result: LlmResult) -> None:
     """Render a finished (non-streamed) result and its footer."""
-    display(final_bundle(opts, result.text, result.value), raw=True)
+    bundle = final_bundle(opts, result.text, result.value)
+    if plain_terminal() and isinstance(bundle.get("text/plain"), str):
+        # A terminal prints text/plain as is: held to what the streamed answer is held to.
+        bundle = {**bundle, "text/plain": terminal_safe(bundle["text/plain"])}
+    display(bundle, raw=True)
 
 
 def _nobody_answered(res: Any, hosts: list[str]) -> NoResourceAvailable | None:

@@ -45,6 +45,11 @@ def test_an_answer_quoting_a_tool_result_reaches_a_terminal_without_control_sequ
     both = done.stdout + done.stderr
     assert b"[hostile said: result" in done.stdout, both[-2000:]  # the answer was shown
     assert b"\x1b]" not in both and b"\x07" not in both, both[-2000:]
+    # Not streamed: the finished answer, printed whole.
+    done = in_terminal(standin, tmp_path, cell.replace("-o a", "--no-stream -o a"))
+    both = done.stdout + done.stderr
+    assert b"[hostile said: result" in done.stdout, both[-2000:]
+    assert b"\x1b]" not in both and b"\x07" not in both, both[-2000:]
 
 
 @pytest.mark.docker
