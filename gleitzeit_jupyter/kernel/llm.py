@@ -301,9 +301,9 @@ def _is_unreachable(exc: BaseException) -> bool:
 def show_result(opts: LlmOptions, result: LlmResult) -> None:
     """Render a finished (non-streamed) result and its footer."""
     bundle = final_bundle(opts, result.text, result.value)
-    if plain_terminal() and isinstance(bundle.get("text/plain"), str):
-        # A terminal prints text/plain as is: held to what the streamed answer is held to.
-        bundle = {**bundle, "text/plain": terminal_safe(bundle["text/plain"])}
+    if plain_terminal():
+        # Printed as is by the terminal: the model's text, without its control sequences.
+        bundle = {"text/plain": terminal_safe(str(bundle["text/plain"]))}
     display(bundle, raw=True)
 
 

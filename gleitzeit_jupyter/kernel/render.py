@@ -246,10 +246,7 @@ class StreamingDisplay:
             return
         self.text += piece
         if self.terminal:
-            # The model's text may relay a tool's or the sandbox's output: held to what
-            # %%sandbox output is held to (each control character on its own is escaped, so
-            # a sequence split across pieces is caught too).
-            sys.stdout.write(terminal_safe(piece))
+            sys.stdout.write(terminal_safe(piece))  # model output: no control sequences
             sys.stdout.flush()
             return
         self._dirty = True
