@@ -81,3 +81,27 @@ def test_a_symlink_to_an_image_and_a_file_at_the_limit_are_sent(
     cell = run(shell, f"%%llm --image {link}\nWhat is it")
     assert cell.error is None, cell.text
     assert sent(vision) == [[base64.b64encode(PNG).decode()]]
+
+
+def test_base64_text_and_data_urls_are_images_like_the_ollama_client_takes(
+    shell: InteractiveShell, vision: OllamaStandIn
+) -> None:
+    photo = PNG + bytes(range(256)) * 4
+    text = base64.b64encode(photo).decode()
+    shell.user_ns.update(as_text=text, as_url="data:image/png;base64," + text)
+    for name in ["as_text", "as_url"]:
+        cell = run(shell, f"%%llm --image {name}\nWhat is it")
+        assert cell.error is None, cell.text
+    assert sent(vision) == [[text], [text]]
+
+
+def test_a_long_string_that_is_no_file_is_named_briefly(
+    shell: InteractiveShell, vision: OllamaStandIn
+) -> None:
+    shell.user_ns["notes"] = "this is not a path, nor an image; " * 30_000
+    cell = run(shell, "%%llm --image notes\nWhat is it")
+    assert isinstance(cell.error, ImageError), cell.text
+    line = cell.text.strip()
+    assert "--image notes: no such file 'this is not a path" in line, line
+    assert len(line) < 400
+    assert sent(vision) == []
