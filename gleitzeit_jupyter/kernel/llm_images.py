@@ -102,6 +102,10 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
 
 def encode_image(value: Any, what: str = "--image") -> str:
     """One image as base64 text. ``what`` names it in errors ("--image cat")."""
+    if value is None or (isinstance(value, float) and value != value):
+        # A --map row whose image cell is empty: that row fails, saying why.
+        where = "this row has no image" if "{" in what else "there is no image"
+        raise ImageError(f"{what}: {where} ({value})")
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
     elif isinstance(value, str) and (decoded := _base64_text(value)) is not None:
