@@ -218,3 +218,11 @@ def test_nan_and_infinity_are_not_json_and_cannot_slip_past_bounds(answer: str) 
     assert "not valid JSON" in str(err)
     with pytest.raises(UserError, match="not valid JSON"):
         finish_value(LlmOptions(fmt="json"), answer)
+
+
+@pytest.mark.timeout(60)
+def test_many_slow_strings_share_one_time_budget() -> None:
+    # Each string alone stops at the per-match timeout; hundreds of them must not add up.
+    schema = {"type": "array", "items": {"type": "string", "pattern": EVIL}}
+    err = problem(schema, json.dumps(["a" * 40 + "!"] * 400))
+    assert "took too long" in str(err) and "(and 399 more)" in str(err)
