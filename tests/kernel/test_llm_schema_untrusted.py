@@ -5,8 +5,10 @@ or a library traceback, and the raw answer stays on the error."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import decimal
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any, TypedDict
 
@@ -226,3 +228,26 @@ def test_many_slow_strings_share_one_time_budget() -> None:
     schema = {"type": "array", "items": {"type": "string", "pattern": EVIL}}
     err = problem(schema, json.dumps(["a" * 40 + "!"] * 400))
     assert "took too long" in str(err) and "(and 399 more)" in str(err)
+
+
+@dataclasses.dataclass
+class Booking:
+    when: datetime.datetime
+    day: datetime.date
+    ref: uuid.UUID
+    price: decimal.Decimal
+    where: Where
+
+
+def test_dataclass_with_dates_decimals_and_nested_dataclasses(
+    shell: InteractiveShell, srv: OllamaStandIn
+) -> None:
+    shell.user_ns["Booking"] = Booking
+    cell = run(shell, "%%llm --schema Booking -o b\nA booking")
+    assert cell.error is None, cell.text
+    b = shell.user_ns["b"]
+    assert isinstance(b, Booking) and isinstance(b.where, Where)
+    assert isinstance(b.when, datetime.datetime) and isinstance(b.ref, uuid.UUID)
+    shown = cell.data("application/json")[-1]
+    assert shown["when"] == b.when.isoformat().replace("+00:00", "Z")
+    assert shown["where"] == {"city": b.where.city} and shown["ref"] == str(b.ref)
