@@ -251,3 +251,30 @@ def test_dataclass_with_dates_decimals_and_nested_dataclasses(
     shown = cell.data("application/json")[-1]
     assert shown["when"] == b.when.isoformat().replace("+00:00", "Z")
     assert shown["where"] == {"city": b.where.city} and shown["ref"] == str(b.ref)
+
+
+def test_map_validators_run_off_the_event_loop(shell: InteractiveShell, srv: OllamaStandIn) -> None:
+    # A validator may be slow (I/O, a bounded regex): on the loop it would stall every
+    # other row in flight and the pool's health checks.
+    import asyncio
+
+    seen: list[bool] = []
+
+    class Looked(BaseModel):
+        name: str
+
+        @field_validator("name")
+        @classmethod
+        def _where(cls, value: str) -> str:
+            try:
+                asyncio.get_running_loop()
+                seen.append(True)
+            except RuntimeError:
+                seen.append(False)
+            return value
+
+    shell.user_ns.update(Looked=Looked, names=["a", "b", "c"])
+    cell = run(shell, "%%llm --map names --schema Looked -o out\nName {item}")
+    assert cell.error is None, cell.text
+    assert seen == [False, False, False]
+    assert shell.user_ns["out"]["name"].notna().all()
