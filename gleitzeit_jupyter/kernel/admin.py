@@ -19,6 +19,7 @@ _STATUS_COLUMNS = [
     "endpoint",
     "status",
     "breaker",
+    "available",
     "in_flight",
     "requests",
     "success_rate",
@@ -67,7 +68,9 @@ def status_text(snaps: dict[str, dict[str, Any]]) -> str:
         queue = snap.get("queue", {})
         lines.append(
             f"{name} ({snap.get('kind', '?')}, strategy {snap.get('strategy', '?')}):"
-            f" {totals.get('healthy', 0)}/{totals.get('instances', 0)} healthy,"
+            # the count the panels, the sidebar and the status bar show
+            f" {totals.get('available', totals.get('healthy', 0))}/{totals.get('instances', 0)}"
+            " available,"
             f" {totals.get('in_flight', 0)} in flight, {queue.get('waiting', 0)} queued"
         )
     frame = status_frame(snaps)

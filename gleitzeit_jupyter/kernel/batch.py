@@ -189,7 +189,9 @@ def _progress_bar(total: int, desc: str) -> Any:
 
 
 def _label(value: Any) -> Any:
-    # A row label as the user wrote it: 22, not np.int64(22).
+    # A row label as the user wrote it: 22, not np.int64(22); (1, 'x') in a MultiIndex.
+    if isinstance(value, tuple):
+        return tuple(_label(v) for v in value)
     return value.item() if isinstance(value, np.generic) else value
 
 

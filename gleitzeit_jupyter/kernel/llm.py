@@ -310,7 +310,10 @@ def ask(
     if opts.chat and chats is not None:
         history = chats.messages(opts.chat, None)
         history.append(params["messages"][-1])
-        history.append({"role": "assistant", "content": text})
+        turn = {"role": "assistant", "content": text}
+        if thinking:
+            turn["thinking"] = thinking  # sent back, as Ollama's CLI does; templates decide
+        history.append(turn)
     if view is not None:
         view.finish(final_bundle(opts, text, value))
     result = LlmResult(

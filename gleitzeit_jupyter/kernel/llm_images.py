@@ -1,14 +1,16 @@
 """``%%llm --image X``: images for vision models, as the base64 strings Ollama's ``images``
 field takes.
 
-X names a variable holding a file path (``str`` or ``pathlib.Path``), raw ``bytes``, a PIL
-image or a matplotlib figure; a name that is not a variable is read as a file path. With
+X names a variable holding a file path (``str`` or ``pathlib.Path``), raw ``bytes``, base64
+text or a ``data:`` URL (as the official Ollama client takes them), a PIL image or a
+matplotlib figure; a name that is not a variable is read as a file path. With
 ``--map``, ``--image {column}`` takes each row's image (a path or bytes) from that column.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import os
 import re
@@ -26,6 +28,7 @@ __all__ = ["MAX_IMAGE_BYTES", "ImageError", "encode_image", "image_column", "res
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 
 _COLUMN = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.I)
 
 
 class ImageError(UserError):
@@ -56,6 +59,22 @@ def _too_big(what: str, size: int) -> ImageError:
     )
 
 
+def _shown(p: Path) -> str:
+    text = str(p)
+    return repr(text if len(text) <= 80 else text[:77] + "...")
+
+
+def _base64_text(value: str) -> bytes | None:
+    """The bytes of base64 text or a data URL; None for anything else (a path, say)."""
+    text = _DATA_URL.sub("", value, count=1)
+    if len(text) < 64 or len(text) % 4 or os.path.exists(value):
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
+
+
 def _read(path: str | os.PathLike[str], what: str) -> bytes:
     p = Path(path).expanduser()
     try:
@@ -63,9 +82,9 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
         # device such as /dev/zero never ends.
         st = p.stat()
         if stat.S_ISDIR(st.st_mode):
-            raise ImageError(f"{what}: {str(p)!r} is a directory, not an image file")
+            raise ImageError(f"{what}: {_shown(p)} is a directory, not an image file")
         if not stat.S_ISREG(st.st_mode):
-            raise ImageError(f"{what}: {str(p)!r} is not a regular file (a device or a pipe)")
+            raise ImageError(f"{what}: {_shown(p)} is not a regular file (a device or a pipe)")
         if st.st_size > MAX_IMAGE_BYTES:
             raise _too_big(what, st.st_size)
         with p.open("rb") as f:
@@ -74,15 +93,23 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
             raise _too_big(what, len(data))
         return data
     except FileNotFoundError:
-        raise ImageError(f"{what}: no such file {str(p)!r}") from None
+        raise ImageError(f"{what}: no such file {_shown(p)}") from None
     except OSError as exc:
-        raise ImageError(f"{what}: cannot read {str(p)!r} ({exc.strerror})") from None
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ImageError(f"{what}: no such file {_shown(p)}") from None
+        raise ImageError(f"{what}: cannot read {_shown(p)} ({exc.strerror})") from None
 
 
 def encode_image(value: Any, what: str = "--image") -> str:
     """One image as base64 text. ``what`` names it in errors ("--image cat")."""
+    if value is None or (isinstance(value, float) and value != value):
+        # A --map row whose image cell is empty: that row fails, saying why.
+        where = "this row has no image" if "{" in what else "there is no image"
+        raise ImageError(f"{what}: {where} ({value})")
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
+    elif isinstance(value, str) and (decoded := _base64_text(value)) is not None:
+        data = decoded
     elif isinstance(value, (str, os.PathLike)):
         data = _read(value, what)
     else:

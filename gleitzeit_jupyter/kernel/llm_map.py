@@ -73,7 +73,8 @@ def row_caller(provider: Any, opts: LlmOptions, default_model: str) -> Call:
         res = await provider.execute(method, params, **kwargs)
         instance = res.get("instance")
         try:
-            value = finish_value(opts, text_of(res))
+            # Off the loop: a validator may be slow, and the loop serves every other row.
+            value = await asyncio.to_thread(finish_value, opts, text_of(res))
         except HubError as exc:
             exc.instance = exc.instance or instance
             return exc, instance, res

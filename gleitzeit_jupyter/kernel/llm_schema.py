@@ -199,7 +199,7 @@ def _dict_schema(name: str, schema: Mapping[str, Any]) -> Schema:
     from jsonschema.exceptions import relevance
     from referencing.exceptions import Unresolvable
 
-    from .schema_patterns import bounded_patterns
+    from .schema_patterns import bounded_patterns, pattern_budget
 
     try:
         plain = json.loads(json.dumps(schema))  # a plain JSON tree, as it goes on the wire
@@ -224,7 +224,8 @@ def _dict_schema(name: str, schema: Mapping[str, Any]) -> Schema:
         except ValueError as exc:
             return None, (f"not valid JSON ({exc})",)
         try:
-            found = sorted(validator.iter_errors(value), key=relevance)
+            with pattern_budget():
+                found = sorted(validator.iter_errors(value), key=relevance)
         except RecursionError:
             return value, (_TOO_DEEP,)
         except Unresolvable as exc:

@@ -33,6 +33,8 @@ __all__ = ["MODEL_LIMIT", "result_text", "sandbox_tool"]
 #: Characters of a run's output the model reads back; the cell shows all of it.
 MODEL_LIMIT = 4000
 _TRACEBACK_LINES = 12
+#: Characters of the model's code shown in the cell.
+_CODE_SHOWN = 10_000
 
 _DESCRIPTION = (
     "Run Python 3 code in an isolated sandbox (no network, no access to the user's files) and"
@@ -112,6 +114,8 @@ def result_text(result: MutableMapping[str, Any]) -> str:
 
 
 def _show_code(code: str) -> None:
+    # The sandbox runs all of it; the cell (and the saved notebook) shows a readable part.
+    code = truncate(code, _CODE_SHOWN)
     if plain_terminal():
         print(f"python ⟶ sandbox\n{terminal_safe(code.rstrip())}")
         return

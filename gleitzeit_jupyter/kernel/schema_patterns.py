@@ -5,28 +5,52 @@ leaves over with Python's ``re``, a backtracking engine: a pattern as ordinary a
 ``^(\\w+\\s?)*$`` takes exponential time on a string that almost matches, and the strings here
 are a model's answer, which is untrusted input. These keywords are checked instead with the
 ``regex`` module (the same syntax as ``re``), whose matches take a timeout; a match that runs
-out of time is a validation error naming the pattern.
+out of time is a validation error naming the pattern. All matches of one check share a time
+budget (:func:`pattern_budget`), so thousands of slow strings do not add up.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import regex
 from jsonschema import ValidationError
 from jsonschema.validators import extend
 
-__all__ = ["bounded_patterns"]
+__all__ = ["bounded_patterns", "pattern_budget"]
 
 #: Seconds one pattern may spend on one string.
 MATCH_TIMEOUT_S = 0.5
+#: Seconds all the matches of one answer may spend together.
+BUDGET_S = 2.0
+
+_deadline: ContextVar[float | None] = ContextVar("_deadline", default=None)
+
+
+@contextmanager
+def pattern_budget(seconds: float = BUDGET_S) -> Iterator[None]:
+    """Bound every pattern match made inside the block to ``seconds`` in total."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
 
 
 def _found(pattern: str, text: str) -> bool | None:
     """Whether ``pattern`` occurs in ``text``; None when it ran out of time."""
+    deadline = _deadline.get()
+    timeout = MATCH_TIMEOUT_S
+    if deadline is not None:
+        timeout = min(timeout, deadline - time.monotonic())
+        if timeout <= 0:
+            return None
     try:
-        return regex.search(pattern, text, timeout=MATCH_TIMEOUT_S) is not None
+        return regex.search(pattern, text, timeout=timeout) is not None
     except TimeoutError:
         return None
     except regex.error:

@@ -204,7 +204,19 @@ def shaped_json(schema: Any, words: list[str], depth: int = 0, root: Any = None)
         return len(words) % 2 == 0
     if kind == "null":
         return None
+    if schema.get("format") in _FORMATS:
+        return _FORMATS[schema["format"]]
     return " ".join(words).strip()
+
+
+# The string formats a JSON-schema grammar constrains (llama.cpp's json-schema-to-grammar,
+# which Ollama's format follows); other formats are free text there too.
+_FORMATS = {
+    "date": "2025-01-31",
+    "time": "12:30:00Z",
+    "date-time": "2025-01-31T12:30:00Z",
+    "uuid": "123e4567-e89b-12d3-a456-426614174000",
+}
 
 
 def off_schema_json(schema: Any) -> Any:

@@ -81,3 +81,49 @@ def test_a_symlink_to_an_image_and_a_file_at_the_limit_are_sent(
     cell = run(shell, f"%%llm --image {link}\nWhat is it")
     assert cell.error is None, cell.text
     assert sent(vision) == [[base64.b64encode(PNG).decode()]]
+
+
+def test_base64_text_and_data_urls_are_images_like_the_ollama_client_takes(
+    shell: InteractiveShell, vision: OllamaStandIn
+) -> None:
+    photo = PNG + bytes(range(256)) * 4
+    text = base64.b64encode(photo).decode()
+    shell.user_ns.update(as_text=text, as_url="data:image/png;base64," + text)
+    for name in ["as_text", "as_url"]:
+        cell = run(shell, f"%%llm --image {name}\nWhat is it")
+        assert cell.error is None, cell.text
+    assert sent(vision) == [[text], [text]]
+
+
+def test_a_long_string_that_is_no_file_is_named_briefly(
+    shell: InteractiveShell, vision: OllamaStandIn
+) -> None:
+    shell.user_ns["notes"] = "this is not a path, nor an image; " * 30_000
+    cell = run(shell, "%%llm --image notes\nWhat is it")
+    assert isinstance(cell.error, ImageError), cell.text
+    line = cell.text.strip()
+    assert "--image notes: no such file 'this is not a path" in line, line
+    assert len(line) < 400
+    assert sent(vision) == []
+
+
+def test_map_rows_without_an_image_fail_by_their_multiindex_label(
+    shell: InteractiveShell, vision: OllamaStandIn
+) -> None:
+    import numpy as np
+    import pandas as pd
+
+    shell.user_ns["shots"] = pd.DataFrame(
+        {"img": [PNG, np.nan, None], "t": ["a", "b", "c"]},
+        index=pd.MultiIndex.from_tuples([(1, "x"), (1, "y"), (2, "x")]),
+    )
+    cell = run(shell, "%%llm --map shots --image {img} -o out\nWhat is {t}")
+    assert cell.error is None, cell.text
+    assert "1 ok, 2 failed" in cell.stdout and "np.int64" not in cell.stdout, cell.stdout
+    assert "failed rows: (1, 'y'), (2, 'x'); first failure at row (1, 'y'): " in cell.stdout
+    assert "ImageError: --image {img}: this row has no image (nan)" in cell.stdout
+    assert str(shell.user_ns["out"][(2, "x")]).startswith("--image {img}: this row has no image")
+    shell.user_ns["nothing"] = None
+    cell = run(shell, "%%llm --image nothing\nWhat is it")
+    assert "ImageError: %%llm: --image nothing: there is no image (None)" in cell.text
+    assert sent(vision) == [[base64.b64encode(PNG).decode()]]

@@ -5,8 +5,10 @@ or a library traceback, and the raw answer stays on the error."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import decimal
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any, TypedDict
 
@@ -218,3 +220,61 @@ def test_nan_and_infinity_are_not_json_and_cannot_slip_past_bounds(answer: str) 
     assert "not valid JSON" in str(err)
     with pytest.raises(UserError, match="not valid JSON"):
         finish_value(LlmOptions(fmt="json"), answer)
+
+
+@pytest.mark.timeout(60)
+def test_many_slow_strings_share_one_time_budget() -> None:
+    # Each string alone stops at the per-match timeout; hundreds of them must not add up.
+    schema = {"type": "array", "items": {"type": "string", "pattern": EVIL}}
+    err = problem(schema, json.dumps(["a" * 40 + "!"] * 400))
+    assert "took too long" in str(err) and "(and 399 more)" in str(err)
+
+
+@dataclasses.dataclass
+class Booking:
+    when: datetime.datetime
+    day: datetime.date
+    ref: uuid.UUID
+    price: decimal.Decimal
+    where: Where
+
+
+def test_dataclass_with_dates_decimals_and_nested_dataclasses(
+    shell: InteractiveShell, srv: OllamaStandIn
+) -> None:
+    shell.user_ns["Booking"] = Booking
+    cell = run(shell, "%%llm --schema Booking -o b\nA booking")
+    assert cell.error is None, cell.text
+    b = shell.user_ns["b"]
+    assert isinstance(b, Booking) and isinstance(b.where, Where)
+    assert isinstance(b.when, datetime.datetime) and isinstance(b.ref, uuid.UUID)
+    shown = cell.data("application/json")[-1]
+    assert shown["when"] == b.when.isoformat().replace("+00:00", "Z")
+    assert shown["where"] == {"city": b.where.city} and shown["ref"] == str(b.ref)
+
+
+def test_map_validators_run_off_the_event_loop(shell: InteractiveShell, srv: OllamaStandIn) -> None:
+    # A validator may be slow (I/O, a bounded regex): on the loop it would stall every
+    # other row in flight and the pool's health checks.
+    import asyncio
+
+    seen: list[bool] = []
+
+    class Looked(BaseModel):
+        name: str
+
+        @field_validator("name")
+        @classmethod
+        def _where(cls, value: str) -> str:
+            try:
+                asyncio.get_running_loop()
+                seen.append(True)
+            except RuntimeError:
+                seen.append(False)
+            return value
+
+    shell.user_ns.update(Looked=Looked, names=["a", "b", "c"])
+    cell = run(shell, "%%llm --map names --schema Looked -o out\nName {item}")
+    assert cell.error is None, cell.text
+    assert seen == [False, False, False]
+    assert shell.user_ns["out"]["name"].notna().all()

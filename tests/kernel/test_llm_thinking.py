@@ -139,3 +139,21 @@ def test_thinking_markdown_is_not_rendered_either() -> None:
     assert "<img" not in html and "<h1>" not in html and "<strong>" not in html
     assert "![x](http://example.invalid/leak?q=secret)" in html and "**bold**" in html
     assert html.count("<details>") == 1 and html.rstrip().endswith("</details>")
+
+
+def test_a_chat_keeps_the_reasoning_with_the_answer_in_its_history(
+    shell: InteractiveShell, thinker: OllamaStandIn
+) -> None:
+    # As Ollama's own CLI does: the assistant turn goes back with its thinking, and the
+    # model's template decides whether to show it to the model again.
+    cell = run(shell, "%%llm -m qwen3 --think --chat trip -o first\nPlan a trip")
+    assert cell.error is None, cell.text
+    cell = run(shell, "%%llm -m qwen3 --think --chat trip\nShorter, please")
+    assert cell.error is None, cell.text
+    first = shell.user_ns["first"]
+    sent = thinker.requests_to("/api/chat")[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert sent[1] == {"role": "assistant", "content": str(first), "thinking": first.thinking}
+    cell = run(shell, "%%llm -m qwen3 --chat plain\nNo thinking here")
+    cell = run(shell, "%%llm -m qwen3 --chat plain\nAgain")
+    assert "thinking" not in thinker.requests_to("/api/chat")[-1].body["messages"][1]

@@ -293,3 +293,20 @@ def test_the_line_form_names_itself_when_interrupted_in_a_tool(shell: Interactiv
     cell = run(shell, "y = %llm --tools slow call slow")
     assert isinstance(cell.error, KeyboardInterrupt), cell.text
     assert str(cell.error) == "%llm stopped while the tool 'slow' ran"
+
+
+@pytest.mark.docker
+def test_a_huge_program_from_the_model_is_shown_cut_and_run_whole(
+    shell: InteractiveShell, standin: OllamaStandIn
+) -> None:
+    docker.from_env().ping()
+    code = "comment = 1  # " + "y" * 200_000 + "\nprint('ran', comment)\n"
+    cell = run(shell, f"%%llm --tools sandbox\nRun:\n```python\n{code}```")
+    assert cell.error is None, cell.text
+    (shown_code,) = [
+        o.data for o in cell.outputs if "python ⟶ sandbox" in o.data.get("text/plain", "")
+    ]
+    for text in shown_code.values():
+        assert len(text) < 20_000, len(text)
+    assert f"[truncated: {len(code):,} characters in all]" in shown_code["text/plain"]
+    assert "ran 1" in cell.stdout  # the sandbox got all of it, the last line included

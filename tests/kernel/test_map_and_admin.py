@@ -147,11 +147,11 @@ def test_gleitzeit_status_metrics_export(shell: InteractiveShell, tmp_path: Path
 
     snaps = admin.snapshots(current_runtime())
     text = admin.status_text(snaps)
-    assert text.startswith("ollama (OllamaProvider, strategy fleet): 1/1 healthy")
+    assert text.startswith("ollama (OllamaProvider, strategy fleet): 1/1 available")
     cell = run(shell, "%gleitzeit status")
     assert cell.error is None, cell.text
     # Terminal IPython: the text table (the widget panel is for kernels, see tests/e2e).
-    assert cell.stdout.startswith("ollama (OllamaProvider, strategy fleet): 1/1 healthy")
+    assert cell.stdout.startswith("ollama (OllamaProvider, strategy fleet): 1/1 available")
     assert "instance" not in cell.stdout.splitlines()[0]
     assert current_runtime().providers["ollama"].instances[0].id in cell.stdout
 

@@ -158,6 +158,10 @@ def test_controls_drain_reset_strategy(kernel: Kernel) -> None:
     assert w.color(_cell(k, "a", "breaker")) == BREAKER_COLORS["open"]
     assert reset_a.state["disabled"] is False
     assert "a is down" in _text(_cell(k, "a", "last_error"))
+    # the ALL row counts what the rows show: a is not available with its breaker open
+    _wait(k, lambda: _cell(k, "ALL", "status").state["value"] == "1/2 ok", what="ALL 1/2")
+    assert _cell(k, "ALL", "breaker").state["value"] == "1 open"
+    assert k.value("pool.status()['totals']['available']") == 1
     k.execute("pool.resources['a'].fail = False")
     k.click(reset_a)
     _wait(k, lambda: _cell(k, "a", "breaker").state["value"] == "closed", what="reset")

@@ -1,8 +1,9 @@
 """Session leases: ``session="name"`` binds one container to one notebook-side session.
 
 The container's session worker keeps its namespace between runs (a remote REPL). A leased
-container serves only its session; the lease ends when the container is replaced (its state is
-gone then, and the next run says so with ``session_new``) or the provider shuts down.
+container serves only its session; the lease ends when the session is reset (``python/reset``:
+it holds nothing then), when the container is replaced (its state is gone then, and the next
+run says so with ``session_new``) or when the provider shuts down.
 """
 
 from __future__ import annotations
