@@ -5,7 +5,7 @@ Routing knows the fleet: an instance takes a call only if ``/api/tags`` lists th
 the default ``fleet`` strategy then sends it where it is expected to finish first, from each
 server's learned speed, slots, queue and models in memory (:mod:`gleitzeit_jupyter.hub.fleet`).
 A 503 (Ollama's queue full) and a 404 for a model another instance lists move the call
-elsewhere without counting as a failure. See the README's Ollama section.
+elsewhere without counting as a failure. See docs/pools.md.
 """
 
 from __future__ import annotations

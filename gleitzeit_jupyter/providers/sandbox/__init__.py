@@ -1,6 +1,6 @@
 """The sandbox provider: a warm, hardened Docker container pool that runs Python.
 
-See the README's sandbox section for the defaults, limits and security settings.
+See docs/sandbox.md for the defaults, limits and security settings.
 """
 
 from .provider import DockerConfig, PythonProvider, PythonProviderStreamlined
