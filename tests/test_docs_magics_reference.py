@@ -52,3 +52,19 @@ def test_every_gleitzeit_command_is_documented_with_an_example() -> None:
     assert len(commands) == 10, commands
     for command in commands:
         assert re.search(rf"%gleitzeit {command}\b", section), command
+
+
+def test_every_option_has_an_example() -> None:
+    """In a python block, or in an inline `%%llm ...` / `%sandbox ...` line."""
+    text = DOC.read_text()
+    blocks = re.findall(r"^\s*```python\n(.*?)^\s*```", text, re.S | re.M)
+    inline = re.findall(r"`(%{1,2}(?:llm|sandbox|gleitzeit)\b[^`]*)`", text)
+    examples = "\n".join(blocks + inline)
+    missing = [
+        (name, forms)
+        for name in ("llm", "sandbox", "gleitzeit")
+        for forms in _options(name)
+        if "--help" not in forms
+        and not any(re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", examples) for f in forms)
+    ]
+    assert not missing, missing
