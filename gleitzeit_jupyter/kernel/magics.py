@@ -224,7 +224,8 @@ class GleitzeitMagics(Magics):
         "--map",
         metavar="EXPR",
         dest="map_expr",
-        help="batch: run the cell template once per item/row of EXPR (DataFrame, Series, list)",
+        help="batch: run the template (the cell, or the rest of the line, which returns the"
+        " result) once per item/row of EXPR (DataFrame, Series, list, dict)",
     )
     @argument(
         "--concurrency",
