@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, get_type_hints, is_typeddict
 
 from ..hub.errors import UserError
+from .render import terminal_safe
 
 __all__ = ["Schema", "SchemaError", "parse_json", "resolve_schema", "to_jsonable"]
 
@@ -93,7 +94,8 @@ class Schema:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    # Problems quote the answer (untrusted): no control sequence may reach a terminal.
+    return " ".join(terminal_safe(str(text)).split())
 
 
 _TOO_DEEP = "the answer is nested too deeply to check"

@@ -278,3 +278,17 @@ def test_map_validators_run_off_the_event_loop(shell: InteractiveShell, srv: Oll
     assert cell.error is None, cell.text
     assert seen == [False, False, False]
     assert shell.user_ns["out"]["name"].notna().all()
+
+
+def test_answer_text_quoted_in_an_error_line_carries_no_control_sequences() -> None:
+    class Echo(BaseModel):
+        x: str
+
+        @field_validator("x")
+        @classmethod
+        def _echo(cls, value: str) -> str:
+            raise ValueError(f"unexpected {value}")
+
+    err = problem(Echo, json.dumps({"x": "\x1b]52;c;ZXZpbA==\x07\x1b[2J"}))
+    assert "\x1b]" not in str(err) and "\x07" not in str(err) and "\x1b[2J" not in str(err)
+    assert all("\x1b]" not in e for e in err.errors)
