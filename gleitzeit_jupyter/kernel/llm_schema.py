@@ -17,13 +17,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, get_type_hints, is_typeddict
+from typing import Any, is_typeddict
 
 from ..hub.errors import UserError
 from .render import terminal_safe
+from .typed_dicts import pydantic_ready
 
 __all__ = ["Schema", "SchemaError", "parse_json", "resolve_schema", "to_jsonable"]
 
@@ -143,7 +143,7 @@ def _pydantic_schema(name: str, target: Any) -> Schema:
             hint="pip install pydantic, or pass a JSON-schema dict",
         ) from None
     try:
-        adapter: Any = TypeAdapter(_pydantic_ready(target))
+        adapter: Any = TypeAdapter(pydantic_ready(target))
         json_schema = adapter.json_schema()
     except Exception as exc:  # Pydantic's own errors say what it cannot handle
         raise UserError(
@@ -177,22 +177,6 @@ def _aliases(target: Any) -> dict[str, str]:
         if alias and alias != attr:
             out[alias] = attr
     return out
-
-
-def _pydantic_ready(target: Any) -> Any:
-    # Pydantic takes only typing_extensions' TypedDict before Python 3.12; the same fields
-    # rebuilt as one validate exactly as the user's class would.
-    if sys.version_info >= (3, 12) or not is_typeddict(target):
-        return target
-    if type(target).__module__ != "typing":
-        return target
-    import typing_extensions as te
-
-    required = getattr(target, "__required_keys__", frozenset())
-    fields = {
-        k: (v if k in required else te.NotRequired[v]) for k, v in get_type_hints(target).items()
-    }
-    return te.TypedDict(target.__name__, fields)  # type: ignore[operator]
 
 
 def _dict_schema(name: str, schema: Mapping[str, Any]) -> Schema:

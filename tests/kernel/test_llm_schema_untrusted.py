@@ -10,7 +10,7 @@ import decimal
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
 
 import pandas as pd
 import pytest
@@ -292,3 +292,35 @@ def test_answer_text_quoted_in_an_error_line_carries_no_control_sequences() -> N
     err = problem(Echo, json.dumps({"x": "\x1b]52;c;ZXZpbA==\x07\x1b[2J"}))
     assert "\x1b]" not in str(err) and "\x07" not in str(err) and "\x1b[2J" not in str(err)
     assert all("\x1b]" not in e for e in err.errors)
+
+
+class Part(TypedDict):
+    code: str
+
+
+class Order(TypedDict):
+    part: Part
+    extras: list[Part]
+    qty: Annotated[int, Field(ge=1)]
+    note: NotRequired[str]
+
+
+class Loose(TypedDict, total=False):
+    tag: str
+
+
+def test_typeddicts_nested_constrained_and_partial(
+    shell: InteractiveShell, srv: OllamaStandIn
+) -> None:
+    # typing.TypedDict all the way down, which Pydantic refuses before Python 3.12.
+    shell.user_ns.update(Order=Order, Loose=Loose)
+    cell = run(shell, "%%llm --schema Order -o order\nAn order")
+    assert cell.error is None, cell.text
+    fmt = srv.requests_to("/api/generate")[-1].body["format"]
+    assert fmt["required"] == ["part", "extras", "qty"]
+    assert fmt["properties"]["qty"]["minimum"] == 1
+    order = shell.user_ns["order"]
+    assert isinstance(order["part"]["code"], str) and order["qty"] >= 1
+    err = problem(Order, '{"part": {"code": "a"}, "extras": [{"code": 1}], "qty": 0}')
+    assert "extras.0.code" in str(err) and "qty" in " ".join(err.errors)
+    assert resolve_schema("s", {"s": Loose}).validate("{}") == {}
