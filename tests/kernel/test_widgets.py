@@ -410,6 +410,19 @@ def test_plot_scale_is_not_flattened_by_one_outlier() -> None:
     assert plot_scale([]) == 1.0
 
 
+def test_plot_and_cells_bear_non_finite_latencies() -> None:
+    """A latency of inf or NaN (a provider recording one, a hand-edited save) is left out of
+    the plot and shown as a dash, instead of failing every refresh of the panel."""
+    now = 1000.0
+    for bad in (float("inf"), float("nan"), float("-inf")):
+        pts = [(now - 30, 40.0), (now - 25, bad), (now - 20, 42.0)]
+        svg = latency_svg({"a": pts, "b": [(now - 10, bad)] * 5}, now=now, window=300)
+        assert "nan" not in svg and "inf" not in svg, svg
+        assert svg.count("<circle") == 2  # the bad point is a gap between two good ones
+        assert fmt_ms(bad) == "\u2013"
+    assert plot_scale([float("inf"), float("nan"), 5.0]) == 5.0
+
+
 def test_panels_let_go_when_the_runtime_stops() -> None:
     from gleitzeit_jupyter.kernel import widgets
     from gleitzeit_jupyter.kernel.widgets import cells
