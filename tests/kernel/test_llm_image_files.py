@@ -127,3 +127,21 @@ def test_map_rows_without_an_image_fail_by_their_multiindex_label(
     cell = run(shell, "%%llm --image nothing\nWhat is it")
     assert "ImageError: %%llm: --image nothing: there is no image (None)" in cell.text
     assert sent(vision) == [[base64.b64encode(PNG).decode()]]
+
+
+def test_data_that_is_no_image_is_never_sent(
+    shell: InteractiveShell, vision: OllamaStandIn, tmp_path: Path
+) -> None:
+    # A --map column of paths from untrusted data must not ship a private key to a server.
+    key = tmp_path / "id_ed25519"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEA\n")
+    jpeg = tmp_path / "ok.jpg"
+    jpeg.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 16)
+    shell.user_ns["paths"] = [str(key), str(jpeg)]
+    cell = run(shell, "%%llm --map paths --image {item} -o out\nDescribe it")
+    assert cell.error is None, cell.text
+    assert "1 ok, 1 failed" in cell.stdout
+    assert "id_ed25519' is not an image (PNG, JPEG, GIF, WebP, BMP or TIFF)" in cell.stdout
+    assert sent(vision) == [[base64.b64encode(jpeg.read_bytes()).decode()]]
+    shell.user_ns["text_bytes"] = b"just some text"
+    refused(shell, "text_bytes", "--image text_bytes is not an image (PNG, JPEG")
