@@ -252,8 +252,8 @@ def _has_nested_id(node: Any, top: bool = True) -> bool:
 
 
 def _check_local_refs(name: str, plain: Any) -> None:
-    """A ``$ref`` into the schema itself that points nowhere is the schema's mistake: said
-    before the call, not after a generation. (Nested ``$id`` scopes are left to jsonschema.)"""
+    """A ``$ref`` that points nowhere is the schema's mistake: said before the call, not
+    after a generation. (Nested ``$id`` scopes are left to jsonschema.)"""
     if not isinstance(plain, dict) or _has_nested_id(plain):
         return
     from referencing import Registry
@@ -262,7 +262,9 @@ def _check_local_refs(name: str, plain: Any) -> None:
 
     spec = specification_with(plain.get("$schema", ""), default=DRAFT202012)
     resolver = Registry().resolver_with_root(spec.create_resource(plain))
-    for ref in dict.fromkeys(r for r in _refs(plain) if r.startswith("#")):
+    # Without nested $id scopes every $ref resolves against the root; one into another
+    # document never does (nothing is fetched).
+    for ref in dict.fromkeys(_refs(plain)):
         try:
             resolver.lookup(ref)
         except Unresolvable:

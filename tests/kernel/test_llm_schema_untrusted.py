@@ -135,12 +135,17 @@ def test_a_schema_dict_that_is_not_json_data_is_refused_before_any_call(
         looped=looped,
         with_set={"type": "string", "enum": {"a", "b"}},
         dangling={"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}},
+        remote={"$id": "https://example.com/a.json", "items": {"$ref": "other.json"}},
+        own_id={"$id": "https://example.com/b.json", "$defs": {"x": {"type": "string"}}},
     )
+    own = resolve_schema("own", {"own": {**shell.user_ns["own_id"], "$ref": "b.json#/$defs/x"}})
+    assert own.validate('"text"') == "text"
     before = calls(srv)
     cases = {
         "looped": "--schema looped is not JSON data: it contains itself",
         "with_set": "--schema with_set is not JSON data: a set",
         "dangling": "--schema dangling: $ref '#/$defs/missing' points nowhere",
+        "remote": "--schema remote: $ref 'other.json' points nowhere",
     }
     for name, message in cases.items():
         cell = run(shell, f"%%llm --schema {name}\nx")
