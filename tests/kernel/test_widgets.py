@@ -311,6 +311,20 @@ def test_rerunning_a_cell_replaces_its_panel(kernel: Kernel) -> None:
     assert k.value("len(pool._events)") == 1
 
 
+def test_panels_of_one_run_of_a_cell_all_stay_open(kernel: Kernel) -> None:
+    """Several panels made by one run of a cell (two pools side by side, a loop) stay open;
+    the next run of that cell closes them all."""
+    k = kernel
+    k.execute("a = show_status(pool); b = show_status(pool)", cell_id="cell-two")
+    assert k.value("(a.closed, b.closed)") == (False, False)
+    k.execute("many = [show_status(pool) for _ in range(3)]", cell_id="cell-loop")
+    assert k.value("[p.closed for p in many]") == [False, False, False]
+    k.execute("c = show_status(pool)", cell_id="cell-two")
+    assert k.value("(a.closed, b.closed, c.closed)") == (True, True, False)
+    k.execute("c.close(); [p.close() for p in many]")
+    assert k.value("len(pool._events)") == 1
+
+
 def test_panels_refresh_off_the_callers_path_during_a_batch(kernel: Kernel) -> None:
     """A batch of hub calls with three live panels open: the panels update while the
     notebook's thread is blocked waiting for the batch (so their refreshes run on the
