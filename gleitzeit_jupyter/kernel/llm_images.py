@@ -132,6 +132,12 @@ def encode_image(value: Any, what: str = "--image") -> str:
         data = bytes(value)
     elif isinstance(value, str) and (decoded := _base64_text(value)) is not None:
         data = decoded
+    elif isinstance(value, str) and re.match(r"^[a-z][a-z0-9+.-]*://", value, re.I):
+        raise ImageError(
+            f"{what}: {value[:80]!r} is a URL; images are sent as data,"
+            " and the kernel fetches nothing",
+            hint="download it first (e.g. urllib.request.urlretrieve) and pass the file",
+        )
     elif isinstance(value, (str, os.PathLike)):
         data = _read(value, what)
         if data and not _is_image(data):

@@ -145,3 +145,9 @@ def test_data_that_is_no_image_is_never_sent(
     assert sent(vision) == [[base64.b64encode(jpeg.read_bytes()).decode()]]
     shell.user_ns["text_bytes"] = b"just some text"
     refused(shell, "text_bytes", "--image text_bytes is not an image (PNG, JPEG")
+
+
+def test_a_url_is_not_fetched_and_says_so(shell: InteractiveShell, vision: OllamaStandIn) -> None:
+    shell.user_ns["link"] = "https://example.com/cat.png"
+    refused(shell, "link", "--image link: 'https://example.com/cat.png' is a URL; images are")
+    assert sent(vision) == []
