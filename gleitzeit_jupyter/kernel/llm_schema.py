@@ -297,6 +297,8 @@ def resolve_schema(name: str, ns: Mapping[str, Any]) -> Schema:
             target = getattr(target, attr)
         except AttributeError:
             raise UserError(f"--schema {name}: {type(target).__name__} has no {attr!r}") from None
+        except Exception as exc:  # a property of the user's that raised
+            raise UserError(_one_line(f"--schema {name}: {type(exc).__name__}: {exc}")) from None
     if isinstance(target, Mapping):
         return _dict_schema(name, target)
     if _is_pydantic_model(target) or (

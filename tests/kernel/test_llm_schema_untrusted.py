@@ -329,3 +329,18 @@ def test_typeddicts_nested_constrained_and_partial(
     err = problem(Order, '{"part": {"code": "a"}, "extras": [{"code": 1}], "qty": 0}')
     assert "extras.0.code" in str(err) and "qty" in " ".join(err.errors)
     assert resolve_schema("s", {"s": Loose}).validate("{}") == {}
+
+
+def test_a_dotted_name_whose_attribute_raises_is_one_line(
+    shell: InteractiveShell, srv: OllamaStandIn
+) -> None:
+    class Registry:
+        @property
+        def current(self) -> type:
+            raise RuntimeError("registry not loaded")
+
+    shell.user_ns["registry"] = Registry()
+    cell = run(shell, "%%llm --schema registry.current\nx")
+    assert isinstance(cell.error, UserError), cell.text
+    line = cell.text.strip()
+    assert line.endswith("--schema registry.current: RuntimeError: registry not loaded"), line
