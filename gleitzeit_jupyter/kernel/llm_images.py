@@ -144,7 +144,11 @@ def encode_image(value: Any, what: str = "--image") -> str:
             shown = _shown(Path(value).expanduser())
             raise ImageError(f"{what}: {shown} is not an image ({_FORMATS})")
     else:
-        png = _png_of(value, what)
+        try:
+            png = _png_of(value, what)
+        except Exception as exc:  # a closed PIL image, a figure whose text does not render
+            problem = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            raise ImageError(f"{what}: cannot be saved as PNG ({problem})") from None
         if png is None:
             raise ImageError(
                 f"{what} is a {type(value).__name__}; use a file path, bytes, a PIL image"

@@ -151,3 +151,15 @@ def test_a_url_is_not_fetched_and_says_so(shell: InteractiveShell, vision: Ollam
     shell.user_ns["link"] = "https://example.com/cat.png"
     refused(shell, "link", "--image link: 'https://example.com/cat.png' is a URL; images are")
     assert sent(vision) == []
+
+
+def test_an_image_object_that_cannot_be_drawn_is_one_line(
+    shell: InteractiveShell, vision: OllamaStandIn
+) -> None:
+    from PIL import Image
+
+    closed = Image.new("RGB", (4, 4))
+    closed.close()
+    shell.user_ns["closed"] = closed
+    refused(shell, "closed", "--image closed: cannot be saved as PNG (ValueError: Operation on")
+    assert sent(vision) == []
