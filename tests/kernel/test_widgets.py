@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import html
+import http.server
+import json
 import re
 import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from widget_client import Kernel
@@ -30,6 +33,7 @@ from gleitzeit_jupyter.kernel.widgets import (
     row_class,
 )
 from gleitzeit_jupyter.kernel.widgets.formatting import fmt_age
+from gleitzeit_jupyter.kernel.widgets.loop import call_on_loop
 from gleitzeit_jupyter.kernel.widgets.plot import plot_scale
 from gleitzeit_jupyter.testing.memory import MemoryConfig, MemoryProvider
 
@@ -490,6 +494,76 @@ def test_names_are_told_apart_and_old_errors_fade(loop_thread) -> None:
     finally:
         panel.close()
         asyncio.run_coroutine_threadsafe(pool.shutdown(), loop).result(10)
+
+
+HOSTILE = '<img src=x onerror="alert(1)">"><script>alert(2)</script>'
+
+
+class _HostileOllama(http.server.BaseHTTPRequestHandler):
+    """Answers like Ollama, except that every inference call fails with a hostile error: HTML
+    and script, and a megabyte long."""
+
+    def _json(self, status: int, data: Any) -> None:
+        body = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path == "/api/version":
+            self._json(200, {"version": "0.6.0"})
+        elif self.path == "/api/tags":
+            self._json(200, {"models": [{"name": "m:latest", "model": "m:latest"}]})
+        else:
+            self._json(200, {"models": []})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/api/show":
+            self._json(200, {"capabilities": ["completion"]})
+        else:
+            self._json(500, {"error": HOSTILE + "A" * 1_000_000})
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_hostile_servers_error_is_inert_and_bounded_in_every_view(loop_thread) -> None:
+    """A server's error text is its own to choose: it shows as text (never markup) in the
+    panel, its static picture and the snapshot the sidebar renders, and a huge one is cut
+    short in the snapshot instead of being sent to every view once a second."""
+    from gleitzeit_jupyter.providers.ollama import OllamaProvider
+
+    loop = loop_thread
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HostileOllama)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    pool = OllamaProvider(hosts=[url], auto_discover=False, retries=0, health_check_interval=60)
+
+    def run(coro):
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
+
+    run(pool.initialize())
+    panel = StatusPanel(pool, loop=loop)
+    try:
+        with pytest.raises(Exception, match="alert"):
+            run(pool.execute("llm/generate", {"model": "m", "prompt": "hi"}))
+        snap = call_on_loop(loop, pool.status)
+        err = snap["instances"][0]["last_error"]
+        assert "<img" in err and len(err) <= 1000  # the text kept as text, cut short
+        panel.refresh()
+        cell = panel.rows[snap["instances"][0]["instance"]]["last_error"]
+        assert "<img" in cell  # the text as the user reads it
+        cells = [c.value for c in panel.grid.children if "gz-cell-last_error" in c._dom_classes]
+        for markup in (*cells, panel.static()["text/html"]):
+            assert "<img" not in markup and "<script" not in markup, markup[:300]
+            assert len(markup) < 20_000
+    finally:
+        panel.close()
+        run(pool.shutdown())
+        server.shutdown()
 
 
 def _display(msgs: list[dict], kind: str) -> list[dict]:
