@@ -379,7 +379,7 @@ def test_panel_follows_membership_and_frees_its_feed(loop_thread) -> None:
     asyncio.run_coroutine_threadsafe(pool.initialize(), loop).result(10)
     panel = StatusPanel(pool, loop=loop, interval=0.1)
     assert list(panel.rows) == ["a", "ALL"]
-    assert repr(panel) == "<StatusPanel memory: 1/1 healthy, 0 requests>"
+    assert repr(panel) == "<StatusPanel memory: 1/1 available, 0 requests>"
     asyncio.run_coroutine_threadsafe(pool.add_resource(MemoryConfig("c")), loop).result(10)
     end = time.monotonic() + 5
     while "c" not in panel.rows and time.monotonic() < end:
@@ -491,6 +491,32 @@ def test_names_are_told_apart_and_old_errors_fade(loop_thread) -> None:
         panel.refresh()
         err = panel.rows[hosts[1]]
         assert re.match(r"6\d s ago: ", err["last_error"]) and err["error_old"]  # not coloured
+    finally:
+        panel.close()
+        asyncio.run_coroutine_threadsafe(pool.shutdown(), loop).result(10)
+
+
+def test_panel_text_counts_what_the_other_views_count(loop_thread) -> None:
+    """The panel's one-line text (its repr) says the available count, as the ALL row, the
+    sidebar and the status bar do: an instance whose breaker is open is not counted."""
+    loop = loop_thread
+    pool = MemoryProvider(
+        [MemoryConfig("a"), MemoryConfig("b")],
+        health_check_interval=60,
+        retries=0,
+        breaker_failure_threshold=1,
+        breaker_recovery_timeout=600,
+    )
+    asyncio.run_coroutine_threadsafe(pool.initialize(), loop).result(10)
+    panel = StatusPanel(pool, loop=loop)
+    try:
+        pool.resources["a"].fail = True
+        call = pool.execute("e", {}, instance="a")
+        with pytest.raises(Exception, match="down"):
+            asyncio.run_coroutine_threadsafe(call, loop).result(10)
+        panel.refresh()
+        assert panel.rows["ALL"]["status"] == "1/2 ok"
+        assert "1/2 available" in repr(panel), repr(panel)
     finally:
         panel.close()
         asyncio.run_coroutine_threadsafe(pool.shutdown(), loop).result(10)
