@@ -14,7 +14,9 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from kernel_helpers import run
 
-from gleitzeit_jupyter.kernel.llm_images import MAX_IMAGE_BYTES, ImageError
+from gleitzeit_jupyter.hub.errors import UserError
+from gleitzeit_jupyter.kernel import ImageError
+from gleitzeit_jupyter.kernel.llm_images import MAX_IMAGE_BYTES
 from gleitzeit_jupyter.testing.ollama import OllamaStandIn
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
@@ -39,7 +41,7 @@ def sent(srv: OllamaStandIn) -> list[list[str]]:
 
 def refused(shell: InteractiveShell, spec: str, message: str) -> None:
     cell = run(shell, f"%%llm --image {spec}\nWhat is it")
-    assert isinstance(cell.error, ImageError), cell.text
+    assert isinstance(cell.error, ImageError) and isinstance(cell.error, UserError), cell.text
     line = cell.text.strip()
     assert message in line and "\n" not in line and "Traceback" not in line, line
 
