@@ -32,8 +32,9 @@ class SchemaError(UserError):
     """The model's answer does not match ``--schema``.
 
     ``raw`` is the answer as the model wrote it; ``errors`` lists every problem found (one
-    line each, the first is in the message). With ``-o VAR`` the failed cell stores this
-    error in VAR, so ``VAR.raw`` still has the answer.
+    line each, the first is in the message); ``thinking`` is the model's reasoning (with
+    ``--think``). With ``-o VAR`` the failed cell stores this error in VAR, so ``VAR.raw``
+    still has the answer.
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class SchemaError(UserError):
         super().__init__(message, instance=instance, hint=hint)
         self.raw = raw
         self.errors = errors
+        self.thinking = ""
 
 
 @dataclass(frozen=True)
