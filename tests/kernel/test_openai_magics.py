@@ -226,3 +226,34 @@ def test_the_api_key_reaches_the_server_but_is_never_shown(
         finally:
             run(shell, "%config Gleitzeit.openai_hosts = []")
             run(shell, "%config Gleitzeit.openai_api_key = ''")
+
+
+def test_config_strategy_switches_the_running_openai_pool_in_place(
+    both: InteractiveShell, vllm: OpenAIStandIn
+) -> None:
+    cell = run(both, f"%%llm -m {QWEN} --max-tokens 2\nhi")
+    assert cell.error is None, cell.text
+    rt = current_runtime()
+    pool = rt.providers["openai"]
+    try:
+        cell = run(both, "%config Gleitzeit.strategy = 'round_robin'")
+        assert cell.error is None, cell.text
+        # the same pool (servers added at run time kept), now with the new strategy
+        assert rt.providers["openai"] is pool and pool.strategy == "round_robin"
+    finally:
+        run(both, "%config Gleitzeit.strategy = 'fleet'")
+
+
+def test_gleitzeit_strategy_for_the_ollama_pool_leaves_the_openai_pool(
+    both: InteractiveShell,
+) -> None:
+    cell = run(both, f"%%llm -m {QWEN} --max-tokens 2\nhi")
+    assert cell.error is None, cell.text
+    rt = current_runtime()
+    try:
+        cell = run(both, "%gleitzeit strategy round_robin --provider ollama")
+        assert cell.error is None, cell.text
+        assert rt.providers["ollama"].strategy == "round_robin"
+        assert rt.providers["openai"].strategy == "fleet"
+    finally:
+        run(both, "%gleitzeit strategy fleet")
