@@ -41,11 +41,13 @@ _MERGED = "llm/models"
 
 def split_pool(model: str | None) -> tuple[str | None, str | None]:
     """(pool, model) of ``POOL:MODEL``; (None, model) when the part before the first colon
-    is not a pool name (``llama3.2:1b``)."""
+    is not a pool name (``llama3.2:1b``). A pool name with no model is a UserError."""
     if not model:
         return None, model
     head, sep, rest = model.partition(":")
-    if sep and head in POOLS and rest:
+    if sep and head in POOLS:
+        if not rest.strip():
+            raise UserError(f"-m {head}: names no model", hint=f"write -m {head}:MODEL")
         return head, rest
     return None, model
 

@@ -51,6 +51,15 @@ def test_split_pool_takes_only_known_pool_names() -> None:
     assert split_pool("openai") == (None, "openai")
 
 
+@pytest.mark.parametrize("model", ["openai:", "ollama:", "openai: "])
+def test_a_pool_prefix_without_a_model_is_a_one_line_error(
+    shell: InteractiveShell, model: str
+) -> None:
+    cell = run(shell, f"%%llm -m '{model}'\nhi")
+    assert cell.error is not None
+    assert f"-m {model.strip()} names no model" in cell.text and "\n" not in cell.text.strip()
+
+
 def test_a_model_only_the_openai_pool_serves_goes_there(
     both: InteractiveShell, vllm: OpenAIStandIn
 ) -> None:
