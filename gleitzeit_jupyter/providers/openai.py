@@ -55,14 +55,24 @@ def base_url(value: str) -> str:
     text = (value or "").strip().rstrip("/")
     if "://" not in text:
         text = f"http://{text}"
+    scheme, _, rest = text.partition("://")
+    netloc = rest.split("/", 1)[0]
+    if "@" in netloc:
+        # Never echoed: error messages and logs end up in notebooks.
+        shown = f"{scheme}://***@{rest.split('@', 1)[1]}"
+        raise UserError(
+            f"server URL {shown!r} holds credentials, which are not sent",
+            hint=f"drop them from the URL and set the key: {KEY_SETTING}",
+        )
+    shown = repr(value)
     try:
         split = urlsplit(text)
         port = split.port
     except ValueError as exc:
-        raise UserError(f"cannot read server URL {value!r}: {exc}") from None
+        raise UserError(f"cannot read server URL {shown}: {exc}") from None
     if split.scheme not in ("http", "https") or not split.hostname:
         raise UserError(
-            f"cannot read server URL {value!r}", hint="write it as http(s)://host:port/v1"
+            f"cannot read server URL {shown}", hint="write it as http(s)://host:port/v1"
         )
     host = "127.0.0.1" if split.hostname in ("0.0.0.0", "::") else split.hostname
     if ":" in host:

@@ -270,3 +270,14 @@ async def test_queue_gauges_summing_past_any_number_leave_routing_working() -> N
 def _completion() -> dict:
     message = {"role": "assistant", "content": "Hi"}
     return {"id": "c", "model": "m", "choices": [{"index": 0, "message": message}], "usage": USAGE}
+
+
+@pytest.mark.parametrize(
+    "url", ["http://me:hunter2@gpu-2:8000/v1", "http://me:hunter2@gpu-2:99999", "me:hunter2@gpu-2"]
+)
+def test_credentials_in_a_server_url_are_refused_without_showing_them(url: str) -> None:
+    # They would be dropped (keys go as a Bearer header) and shown wherever the URL is.
+    with pytest.raises(UserError) as info:
+        base_url(url)
+    assert "hunter2" not in str(info.value)
+    assert "api_key" in str(info.value) or "credentials" in str(info.value)
