@@ -125,7 +125,8 @@ class Gleitzeit(Configurable):
                 try:
                     urls.append(base_url(value))
                 except UserError as exc:  # one typo must not lose the other servers
-                    log.warning("GLEITZEIT_OPENAI_HOSTS: skipping %r: %s", value.strip(), exc)
+                    # the error names the entry (without any password in it)
+                    log.warning("GLEITZEIT_OPENAI_HOSTS: skipping an entry: %s", exc)
         return list(dict.fromkeys(urls))
 
     @default("default_model")

@@ -206,6 +206,17 @@ def test_openai_hosts_default_from_the_environment(monkeypatch: pytest.MonkeyPat
     assert Gleitzeit().openai_hosts == []
 
 
+def test_a_host_with_credentials_in_the_environment_is_skipped_unshown(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gleitzeit_jupyter.kernel.config import Gleitzeit
+
+    monkeypatch.setenv("GLEITZEIT_OPENAI_HOSTS", "http://me:hunter2@gpu-1:8000,gpu-2:8000")
+    with caplog.at_level(logging.WARNING):
+        assert Gleitzeit().openai_hosts == ["http://gpu-2:8000/v1"]
+    assert "gpu-1" in caplog.text and "hunter2" not in caplog.text
+
+
 def test_no_stream_footer_shows_speed_but_no_first_token(both: InteractiveShell) -> None:
     cell = run(both, "%%llm --no-stream -m openai:llama3.2 --max-tokens 5\nhello")
     assert cell.error is None, cell.text
