@@ -252,9 +252,14 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
         st.busy_until = time.monotonic() + wait
         st.skipped = f"rate limited (429, retry after {wait:g} s)"
         self.fleet.busy(instance.id, wait)
-        left = self.busy_wait - (time.perf_counter() - t0)
+        waited = time.perf_counter() - t0
+        left = self.busy_wait - waited
         if left > 0 and not self.elsewhere(instance, method, params):
-            await asyncio.sleep(min(left, wait * (0.75 + random.random() / 2)))
+            # At least as long as this call has waited so far (up to busy_backoff): a server
+            # answering "Retry-After: 0" every time gets asked with exponential backoff, not
+            # in a tight loop.
+            pause = max(wait, min(self.busy_backoff, max(0.05, waited)))
+            await asyncio.sleep(min(left, pause * (0.75 + random.random() / 2)))
             return True
         raise ResourceDeclined(
             f"{instance.id} is rate limiting (429): {wire.error_message(st.said(resp.text))}",
