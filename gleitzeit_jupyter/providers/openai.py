@@ -379,7 +379,7 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
                 # In-band failure after the 200: {"error": {...}} (newer vLLM), a bare
                 # error object {"object": "error", ...} (older vLLM), llama.cpp's
                 # `error: {...}` line, or an `event: error`.
-                if kind == "error" or "error" in data or data.get("object") == "error":
+                if kind == "error" or data.get("error") or data.get("object") == "error":
                     raise _stream_error(instance.id, st.said(text), model)
                 chunk = whole.add(data)
                 if chunk is not None:

@@ -281,3 +281,14 @@ def test_credentials_in_a_server_url_are_refused_without_showing_them(url: str) 
         base_url(url)
     assert "hunter2" not in str(info.value)
     assert "api_key" in str(info.value) or "credentials" in str(info.value)
+
+
+async def test_chunks_carrying_a_null_error_field_are_ordinary_chunks() -> None:
+    # As the openai client reads them: only a non-empty "error" is a failure.
+    body = "\n\n".join(
+        line.replace('"model": "m"', '"model": "m", "error": null')
+        for line in FINISHED.strip().split("\n\n")
+    )
+    chunks, error = await _stream(_sse(body + "\n\ndata: [DONE]\n\n", step=64))
+    assert error is None
+    assert chunks[-1]["response"] == "Hello"
