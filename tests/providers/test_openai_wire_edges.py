@@ -163,8 +163,9 @@ async def test_llama_cpp_error_field_mid_stream_carries_the_servers_message() ->
     assert isinstance(error, ResourceFailed) and "KV cache full" in str(error)
 
 
-async def test_an_error_event_mid_stream_carries_the_servers_message() -> None:
-    body = _chunk("He") + 'event: error\ndata: {"message": "engine died"}\n\n'
+@pytest.mark.parametrize("data", ['{"message": "engine died"}', "engine died"])
+async def test_an_error_event_mid_stream_carries_the_servers_message(data: str) -> None:
+    body = _chunk("He") + f"event: error\ndata: {data}\n\n"
     chunks, error = await _stream(_sse(body))
     assert [c["response"] for c in chunks] == ["He"]
     assert isinstance(error, ResourceFailed) and "engine died" in str(error)
