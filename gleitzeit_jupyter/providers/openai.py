@@ -373,14 +373,13 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
                 kind, text = sse
                 if text == "[DONE]":
                     break
-                if kind == "error":  # its data need not be JSON
+                if kind == "error":  # `event: error`, llama.cpp's `error:`; maybe not JSON
                     raise _stream_error(instance.id, st.said(text), model)
                 data = json.loads(text)
                 if not isinstance(data, dict):
                     raise ValueError("not an object")
-                # In-band failure after the 200: {"error": {...}} (newer vLLM), a bare
-                # error object {"object": "error", ...} (older vLLM), llama.cpp's
-                # `error: {...}` line, or an `event: error`.
+                # In-band failure after the 200: {"error": {...}} (newer vLLM) or a bare
+                # error object {"object": "error", ...} (older vLLM).
                 if data.get("error") or data.get("object") == "error":
                     raise _stream_error(instance.id, st.said(text), model)
                 chunk = whole.add(data)
