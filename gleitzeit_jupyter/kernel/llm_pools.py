@@ -12,7 +12,8 @@ fleet-aware one: for a model in several pools each call goes to the pool whose b
 is expected to finish it first (each pool's ``instance_cost``, in seconds, so comparable).
 A call a pool cannot serve at all (no server up, every one failed before answering) moves on
 to the next pool that has the model, so no call is lost when a whole pool goes away; a
-stream that already produced output is never restarted elsewhere.
+stream that already produced output is never restarted elsewhere, and a call that may have
+run is not either when its pool never retries such calls (``retries=0``).
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ class LlmRouter:
                 raise  # the call's deadline is spent: another pool would overrun it
             except (NoResourceAvailable, ResourceFailed, UserError) as exc:
                 exc.pool = name  # type: ignore[attr-defined]  # for the kernel's hints
+                if not _may_move(provider, exc):
+                    raise
                 errors.append((name, exc))
                 continue
             result.setdefault("pool", name)
@@ -165,7 +168,7 @@ class LlmRouter:
                 return
             except (NoResourceAvailable, ResourceFailed, UserError) as exc:
                 exc.pool = name  # type: ignore[attr-defined]  # for the kernel's hints
-                if produced or isinstance(exc, ExecutionTimeout):
+                if produced or isinstance(exc, ExecutionTimeout) or not _may_move(provider, exc):
                     raise  # output cannot be taken back: never restarted in another pool
                 errors.append((name, exc))
             finally:
@@ -184,6 +187,15 @@ class LlmRouter:
             models += [dict(m, pool=name) for m in res.get("models") or []]
             reach.update({f"{name}/{k}": v for k, v in (res.get("instances") or {}).items()})
         return {"models": models, "instances": reach}
+
+
+def _may_move(provider: Any, exc: HubError) -> bool:
+    """May a call that failed in ``provider`` run in another pool? Not when it may have run
+    and the pool's own policy never runs such a call twice (``retries=0``, or a provider
+    that does not retry started calls)."""
+    if not isinstance(exc, ResourceFailed) or not exc.started:
+        return True
+    return bool(getattr(provider, "retry_started_calls", True) and provider.retries > 0)
 
 
 @contextmanager
