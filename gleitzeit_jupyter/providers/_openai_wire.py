@@ -160,10 +160,12 @@ class Assembly:
         choices = data.get("choices") or []
         if not choices:
             return None
-        choice = choices[0]
+        choice = choices[0] if isinstance(choices, list) else None
+        if not isinstance(choice, dict) or not isinstance(choice.get("delta") or {}, dict):
+            raise ChatCompletionError("not a chat completion chunk")
+        delta = choice.get("delta") or {}
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
-        delta = choice.get("delta") or {}
         for call in delta.get("tool_calls") or []:
             slot = self.calls.setdefault(
                 int(call.get("index", len(self.calls))),

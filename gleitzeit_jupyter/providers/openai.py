@@ -382,7 +382,12 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
                 # error object {"object": "error", ...} (older vLLM).
                 if data.get("error") or data.get("object") == "error":
                     raise _stream_error(instance.id, st.said(text), model)
-                chunk = whole.add(data)
+                try:
+                    chunk = whole.add(data)
+                except wire.ChatCompletionError as exc:
+                    raise ResourceFailed(
+                        f"{instance.id} sent {exc}", instance=instance.id
+                    ) from None
                 if chunk is not None:
                     if ttft_ms is None:
                         ttft_ms = (time.perf_counter() - t0) * 1000.0

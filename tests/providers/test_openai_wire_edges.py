@@ -293,3 +293,17 @@ async def test_chunks_carrying_a_null_error_field_are_ordinary_chunks() -> None:
     chunks, error = await _stream(_sse(body + "\n\ndata: [DONE]\n\n", step=64))
     assert error is None
     assert chunks[-1]["response"] == "Hello"
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    ['{"choices": ["x"]}', '{"choices": [{"delta": "x"}]}', '{"choices": {"0": {}}}'],
+    ids=["choice-not-object", "delta-not-object", "choices-not-list"],
+)
+async def test_a_chunk_that_is_no_chat_completion_chunk_fails_the_stream_plainly(
+    chunk: str,
+) -> None:
+    chunks, error = await _stream(_sse(_chunk("He") + f"data: {chunk}\n\n"))
+    assert [c["response"] for c in chunks] == ["He"]
+    assert isinstance(error, ResourceFailed) and "AttributeError" not in str(error)
+    assert "not a chat completion chunk" in str(error)
