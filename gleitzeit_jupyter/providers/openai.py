@@ -38,53 +38,11 @@ from ..hub.provider import HubProvider
 from . import _openai_fields as fields
 from . import _openai_wire as wire
 from ._openai_pool import OpenAIPoolMixin, State, another_pool, served_name, state
+from ._openai_url import KEY_SETTING, base_url
 
 __all__ = ["OpenAIConfig", "OpenAIProvider", "another_pool", "base_url"]
 
 log = logging.getLogger(__name__)
-
-KEY_SETTING = "api_key=..., $OPENAI_API_KEY or %config Gleitzeit.openai_api_key"
-
-
-_ENDPOINTS = ("/chat/completions", "/completions", "/embeddings", "/models")
-
-
-def base_url(value: str) -> str:
-    """A server as the base URL OpenAI clients take: ``http`` when no scheme is given,
-    ``/v1`` when no path is (``gpu-2:8000`` → ``http://gpu-2:8000/v1``)."""
-    text = (value or "").strip().rstrip("/")
-    if "://" not in text:
-        text = f"http://{text}"
-    scheme, _, rest = text.partition("://")
-    netloc = rest.split("/", 1)[0]
-    if "@" in netloc:
-        # Never echoed: error messages and logs end up in notebooks.
-        shown = f"{scheme}://***@{rest.split('@', 1)[1]}"
-        raise UserError(
-            f"server URL {shown!r} holds credentials, which are not sent",
-            hint=f"drop them from the URL and set the key: {KEY_SETTING}",
-        )
-    shown = repr(value)
-    try:
-        split = urlsplit(text)
-        port = split.port
-    except ValueError as exc:
-        raise UserError(f"cannot read server URL {shown}: {exc}") from None
-    if split.scheme not in ("http", "https") or not split.hostname:
-        raise UserError(
-            f"cannot read server URL {shown}", hint="write it as http(s)://host:port/v1"
-        )
-    host = "127.0.0.1" if split.hostname in ("0.0.0.0", "::") else split.hostname
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{port}" if port else host
-    path = split.path
-    # An endpoint's URL pasted for the base one: the pool adds the endpoint itself.
-    for endpoint in _ENDPOINTS:
-        if path.endswith(endpoint):
-            path = path[: -len(endpoint)]
-            break
-    return f"{split.scheme}://{netloc}{path or '/v1'}"
 
 
 @dataclass(frozen=True)
@@ -337,7 +295,7 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
             result = wire.shape_result(method, data, latency_ms, None, instance.id)
         except wire.ChatCompletionError as exc:
             self.fleet.abandoned(instance.id, model)
-            raise _not_an_answer(instance.id, method, exc) from None
+            raise wire.not_an_answer(instance.id, method, exc) from None
         if method != fields.EMBED:
             self._learn(instance, model, result, own_wait)
         return result
@@ -374,14 +332,14 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
                 if text == "[DONE]":
                     break
                 if kind == "error":  # `event: error`, llama.cpp's `error:`; maybe not JSON
-                    raise _stream_error(instance.id, st.said(text), model)
+                    raise wire.stream_error(instance.id, st.said(text), model, KEY_SETTING)
                 data = json.loads(text)
                 if not isinstance(data, dict):
                     raise ValueError("not an object")
                 # In-band failure after the 200: {"error": {...}} (newer vLLM) or a bare
                 # error object {"object": "error", ...} (older vLLM).
                 if data.get("error") or data.get("object") == "error":
-                    raise _stream_error(instance.id, st.said(text), model)
+                    raise wire.stream_error(instance.id, st.said(text), model, KEY_SETTING)
                 try:
                     chunk = whole.add(data)
                 except wire.ChatCompletionError as exc:
@@ -450,17 +408,3 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
                 f"no first token from {ident} within {self.first_token_timeout:g} s",
                 instance=ident,
             ) from None
-
-
-def _not_an_answer(ident: str, method: str, exc: Exception) -> ResourceFailed:
-    what = "an embeddings list" if method == fields.EMBED else "a chat completion"
-    return ResourceFailed(f"{ident} answered 200 with {exc}: not {what}", instance=ident)
-
-
-def _stream_error(ident: str, text: str, model: str) -> HubError:
-    """An error sent inside a stream; one with a 4xx code (llama.cpp's prompt longer than
-    the context) is the caller's, like the same status before the stream."""
-    code = wire.error_status(text)
-    if code is not None and 400 <= code < 500 and code not in (408, 429):
-        return wire.http_error(code, text, ident, model, KEY_SETTING)
-    return ResourceFailed(f"{ident} failed mid-stream: {wire.error_message(text)}", instance=ident)
