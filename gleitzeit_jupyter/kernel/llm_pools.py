@@ -132,7 +132,7 @@ class LlmRouter:
         pools = self.candidates(method, params, kwargs.get("instance"))
         for n, (name, provider, call) in enumerate(pools):
             try:
-                with _fallback(n < len(pools) - 1):
+                with _fallback(_live_after(pools, n, method)):
                     result = await provider.execute(method, call, **kwargs)
             except ExecutionTimeout:
                 raise  # the call's deadline is spent: another pool would overrun it
@@ -158,7 +158,7 @@ class LlmRouter:
             try:
                 # Set only while waiting for the first chunk (where a 429 is met), so it
                 # never leaks into the consumer's code between chunks.
-                with _fallback(n < len(pools) - 1):
+                with _fallback(_live_after(pools, n, method)):
                     chunk = await anext(chunks, None)
                 while chunk is not None:
                     produced = True
@@ -187,6 +187,12 @@ class LlmRouter:
             models += [dict(m, pool=name) for m in res.get("models") or []]
             reach.update({f"{name}/{k}": v for k, v in (res.get("instances") or {}).items()})
         return {"models": models, "instances": reach}
+
+
+def _live_after(pools: list[tuple[str, Any, dict[str, Any]]], n: int, method: str) -> bool:
+    """A pool after the n-th has a live server that takes the call (one that only lists
+    the model, with every server down, would just fail it)."""
+    return any(_best_cost(p, method, call) is not None for _, p, call in pools[n + 1 :])
 
 
 def _may_move(provider: Any, exc: HubError) -> bool:

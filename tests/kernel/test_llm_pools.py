@@ -140,3 +140,23 @@ async def test_a_pool_set_to_never_retry_a_started_call_keeps_it_out_of_the_othe
                     failed += 1
             # every call that reached the failing server failed; none was run again
             assert failed >= 1 and len(v.requests_to("/v1/chat/completions")) == failed
+
+
+async def test_a_429_waits_in_its_pool_when_the_other_pool_is_down() -> None:
+    # The other pool lists the model but has no live server: turning the call away would
+    # fail it, while the rate-limited server answers after its Retry-After.
+    with OllamaStandIn(models=["llama3.2"]) as o, OpenAIStandIn(models=["llama3.2"]) as v:
+        async with (
+            OllamaProvider(hosts=[o.url], auto_discover=False, health_check_interval=0.1) as op,
+            OpenAIProvider(hosts=[v.url], health_check_interval=60) as vp,
+        ):
+            o.down()
+            while any(i.status.value in ("healthy", "degraded") for i in op.instances):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            v.faults.update(rate_limit_rate=1.0, retry_after=0.3)
+            r = LlmRouter({"ollama": op, "openai": vp})
+            call = asyncio.ensure_future(r.execute("llm/generate", GEN))
+            while not v.requests_to("/v1/chat/completions"):  # noqa: ASYNC110 - another thread's
+                await asyncio.sleep(0.01)
+            v.faults.update(rate_limit_rate=0.0)
+            assert (await call)["pool"] == "openai"
