@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gleitzeit_jupyter.hub import ResourceFailed, UserError
+from gleitzeit_jupyter.hub import NoResourceAvailable, ResourceFailed, UserError
 from gleitzeit_jupyter.providers.openai import OpenAIProvider, base_url
 from gleitzeit_jupyter.testing.openai import OpenAIStandIn
 
@@ -307,3 +307,15 @@ async def test_a_chunk_that_is_no_chat_completion_chunk_fails_the_stream_plainly
     assert [c["response"] for c in chunks] == ["He"]
     assert isinstance(error, ResourceFailed) and "AttributeError" not in str(error)
     assert "not a chat completion chunk" in str(error)
+
+
+async def test_a_wrong_base_url_path_is_named_in_the_error() -> None:
+    # The server is up but has no models endpoint under this path: say so, rather than
+    # "did not list their models yet; check they are up".
+    with OpenAIStandIn() as srv:
+        url = srv.url.removesuffix("/v1") + "/api"
+        async with OpenAIProvider(hosts=[url], health_check_interval=60) as p:
+            with pytest.raises(NoResourceAvailable) as info:
+                await p.execute("llm/generate", {"model": "llama3.2", "prompt": "hi"})
+    text = str(info.value)
+    assert "/api/models" in text and "404" in text and "/v1" in text
