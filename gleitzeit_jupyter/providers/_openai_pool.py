@@ -127,7 +127,13 @@ class OpenAIPoolMixin:
                 raise
         else:
             r.raise_for_status()
-            rows = r.json().get("data") or []
+            rows = _model_rows(r)
+            if rows is None:
+                st.unlisted = (
+                    f"{r.url.path} answered with no model list; is this an OpenAI-compatible"
+                    " server, and the base URL its API's (usually .../v1)?"
+                )
+                raise ValueError(st.unlisted)
         st.auth_error = st.unlisted = None
         instance.metadata.pop("auth_error", None)
         st.catalog = {str(m["id"]): m for m in rows if isinstance(m, dict) and "id" in m}
@@ -316,6 +322,19 @@ class OpenAIPoolMixin:
                 entry["instances"].append(inst.id)
                 entry["loaded_on"].append(inst.id)  # an OpenAI server serves what it lists
         return {"models": [models[k] for k in sorted(models)], "instances": reach}
+
+
+def _model_rows(r: httpx.Response) -> list[Any] | None:
+    """The ``data`` list of a ``/v1/models`` answer; None when it is not one (a web app's
+    page, say)."""
+    try:
+        body = r.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    rows = body.get("data") or []  # none listed: a server with no model loaded yet
+    return rows if isinstance(rows, list) else None
 
 
 def tokens_per_s(samples: Any) -> float | None:

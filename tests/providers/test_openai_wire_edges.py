@@ -319,3 +319,24 @@ async def test_a_wrong_base_url_path_is_named_in_the_error() -> None:
                 await p.execute("llm/generate", {"model": "llama3.2", "prompt": "hi"})
     text = str(info.value)
     assert "/api/models" in text and "404" in text and "/v1" in text
+
+
+@pytest.mark.parametrize(
+    "page", ["<!doctype html><html><body>app</body></html>", '["m"]', '{"data": "m"}']
+)
+async def test_a_models_answer_that_is_no_model_list_is_named_in_the_error(page: str) -> None:
+    # e.g. a web app answering its index page for every path, /v1/models included
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (line := await reader.readline()) and line != b"\r\n":
+            pass
+        writer.write(_http(200, page, "text/html"))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        async with OpenAIProvider(hosts=[url], health_check_interval=60) as p:
+            with pytest.raises(NoResourceAvailable) as info:
+                await p.execute("llm/generate", GEN)
+    assert "/v1/models answered with no model list" in str(info.value)
