@@ -32,6 +32,10 @@ __all__ = [
 #: their age, but a healthy instance is no longer shown as failing because of them.
 ERROR_FRESH_S = 60.0
 
+#: Longest error text a snapshot carries: a server chooses its error bodies, and every view
+#: (panels, their hover text, the sidebar, once a second) gets the snapshot whole.
+ERROR_TEXT_MAX = 500
+
 _SERVING = (ResourceStatus.HEALTHY, ResourceStatus.DEGRADED)
 _SEPARATORS = ":/.-_@"
 
@@ -115,6 +119,12 @@ def short_labels(names: list[str]) -> dict[str, str]:
     return {n: "\u2026" + n[cut:] for n in unique}
 
 
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= ERROR_TEXT_MAX:
+        return text
+    return text[: ERROR_TEXT_MAX - 1] + "\u2026"
+
+
 def _error_age(at: float | None, now: float) -> float | None:
     return None if at is None else round(max(0.0, now - at), 1)
 
@@ -130,6 +140,7 @@ def status(provider: HubProvider) -> dict[str, Any]:
         age = _error_age(row["last_error_at"], now)
         row.update(
             label=labels.get(inst.id, inst.id),
+            last_error=_clip(row["last_error"]),
             available=is_available(inst, row["breaker"]),
             last_error_age_s=age,
             error_fresh=age is not None and age < ERROR_FRESH_S,
@@ -142,7 +153,7 @@ def status(provider: HubProvider) -> dict[str, Any]:
             metadata=dict(inst.metadata),
             recent=_summary_fields(inst.metrics.summary(window=True)),
             # why the last health check failed (None once a check passes again)
-            health_error=provider.health_error(inst.id),
+            health_error=_clip(provider.health_error(inst.id)),
         )
         rows.append(row)
     totals = _summary_fields(merge_summaries(i.metrics for i in instances))

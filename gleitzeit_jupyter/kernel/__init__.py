@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .llm_images import ImageError
 from .llm_schema import SchemaError
 from .runtime import Gleitzeit, Runtime, get_runtime, reset_runtime
 from .thinking import Answer
@@ -15,6 +16,7 @@ from .thinking import Answer
 __all__ = [
     "Answer",
     "Gleitzeit",
+    "ImageError",
     "Runtime",
     "SchemaError",
     "get_runtime",

@@ -83,15 +83,15 @@ def map_rows(obj: Any) -> tuple[pd.Index, list[dict[str, Any]]]:
     """Index and per-row template namespaces of what ``--map`` names.
 
     DataFrame rows expose their columns by name plus ``item`` (the row) and ``index``;
-    a Series, list or other iterable exposes ``item`` and ``index``; a dict maps keys to
-    values (the keys become the index).
+    a column of that name wins (``reset_index()`` makes an ``index`` column, and a prompt
+    naming it means the column); a Series, list or other iterable exposes ``item`` and
+    ``index``; a dict maps keys to values (the keys become the index).
     """
     if isinstance(obj, pd.DataFrame):
         rows = []
         for idx, row in obj.iterrows():
-            ns: dict[str, Any] = {str(k): v for k, v in row.items()}
-            ns["item"] = row
-            ns["index"] = idx
+            ns: dict[str, Any] = {"item": row, "index": idx}
+            ns.update((str(k), v) for k, v in row.items())
             rows.append(ns)
         return obj.index, rows
     if isinstance(obj, pd.Series):

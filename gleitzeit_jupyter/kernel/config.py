@@ -84,7 +84,7 @@ class Gleitzeit(Configurable):
     auto_discover = Bool(
         False, help="Also probe for Ollama servers on the local machine and network."
     ).tag(config=True)
-    strategy = Unicode("fleet", help="Load-balancing strategy of the Ollama pool.").tag(config=True)
+    strategy = Unicode("fleet", help="Load-balancing strategy of the LLM pools.").tag(config=True)
     default_model = Unicode(
         help="Model used when %%llm gets no -m (default: $GLEITZEIT_MODEL or llama3.2)."
     ).tag(config=True)
@@ -125,7 +125,8 @@ class Gleitzeit(Configurable):
                 try:
                     urls.append(base_url(value))
                 except UserError as exc:  # one typo must not lose the other servers
-                    log.warning("GLEITZEIT_OPENAI_HOSTS: skipping %r: %s", value.strip(), exc)
+                    # the error names the entry (without any password in it)
+                    log.warning("GLEITZEIT_OPENAI_HOSTS: skipping an entry: %s", exc)
         return list(dict.fromkeys(urls))
 
     @default("default_model")
@@ -170,11 +171,26 @@ class Gleitzeit(Configurable):
 
     @observe("openai_hosts", "openai_api_key")
     def _openai_changed(self, change: Any) -> None:
-        # Not on strategy: the OpenAI pool takes it when it starts, and `%gleitzeit strategy`
-        # switches it while it runs (rebuilding would drop servers added at run time).
         rt = _live_runtime()
         if rt is not None and rt.config_owner is self:
             rt.discard_provider("openai")
+
+    @observe("strategy")
+    def _openai_strategy(self, change: Any) -> None:
+        # Switched in place: rebuilding the pool would drop servers added at run time.
+        rt = _live_runtime()
+        if rt is None or rt.config_owner is not self:
+            return
+        pool, ollama = rt.providers.get("openai"), rt.providers.get("ollama")
+        if pool is None or pool.strategy == change["new"]:
+            return
+        if getattr(ollama, "strategy", None) == change["new"]:
+            return  # %gleitzeit strategy switched the pools it was asked to, and no other
+
+        async def switch() -> None:
+            pool.set_strategy(change["new"])  # on the runtime loop, which owns pool state
+
+        rt.run(switch(), timeout=30)
 
     @observe("docker_host", "sandbox_image", "sandbox_runtime", "sandbox_max_containers")
     def _sandbox_changed(self, change: Any) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 from IPython.display import display
 
 from ..hub.errors import HubError, NoResourceAvailable, UserError
-from .llm_schema import Schema, parse_json, to_jsonable
+from .llm_schema import Schema, SchemaError, parse_json, to_jsonable
 from .models_table import models_table
 from .render import (
     CellError,
@@ -306,6 +306,8 @@ def ask(
         if view is not None:
             view.finish()
         exc.instance = exc.instance or instance
+        if isinstance(exc, SchemaError):
+            exc.thinking = thinking  # shown only if streamed: kept with the raw answer
         raise cell_error(exc, context=context) from None
     if opts.chat and chats is not None:
         history = chats.messages(opts.chat, None)

@@ -59,6 +59,28 @@ def _too_big(what: str, size: int) -> ImageError:
     )
 
 
+# Leading bytes of the formats vision servers decode. Anything else is refused before it is
+# sent: a path column from untrusted data must not ship a private key to a server.
+_MAGIC = (
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",  # JPEG
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",  # TIFF, little- and big-endian
+    b"MM\x00*",
+)
+
+
+_FORMATS = "PNG, JPEG, GIF, WebP, BMP or TIFF"
+
+
+def _is_image(data: bytes) -> bool:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return True
+    return data.startswith(_MAGIC)
+
+
 def _shown(p: Path) -> str:
     text = str(p)
     return repr(text if len(text) <= 80 else text[:77] + "...")
@@ -110,10 +132,23 @@ def encode_image(value: Any, what: str = "--image") -> str:
         data = bytes(value)
     elif isinstance(value, str) and (decoded := _base64_text(value)) is not None:
         data = decoded
+    elif isinstance(value, str) and re.match(r"^[a-z][a-z0-9+.-]*://", value, re.I):
+        raise ImageError(
+            f"{what}: {value[:80]!r} is a URL; images are sent as data,"
+            " and the kernel fetches nothing",
+            hint="download it first (e.g. urllib.request.urlretrieve) and pass the file",
+        )
     elif isinstance(value, (str, os.PathLike)):
         data = _read(value, what)
+        if data and not _is_image(data):
+            shown = _shown(Path(value).expanduser())
+            raise ImageError(f"{what}: {shown} is not an image ({_FORMATS})")
     else:
-        png = _png_of(value, what)
+        try:
+            png = _png_of(value, what)
+        except Exception as exc:  # a closed PIL image, a figure whose text does not render
+            problem = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            raise ImageError(f"{what}: cannot be saved as PNG ({problem})") from None
         if png is None:
             raise ImageError(
                 f"{what} is a {type(value).__name__}; use a file path, bytes, a PIL image"
@@ -124,6 +159,8 @@ def encode_image(value: Any, what: str = "--image") -> str:
         raise ImageError(f"{what} is empty")
     if len(data) > MAX_IMAGE_BYTES:
         raise _too_big(what, len(data))
+    if not _is_image(data):
+        raise ImageError(f"{what} is not an image ({_FORMATS})")
     return base64.b64encode(data).decode("ascii")
 
 

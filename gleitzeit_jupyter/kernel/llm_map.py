@@ -21,6 +21,7 @@ from ..hub.errors import HubError, UserError
 from .batch import Call
 from .llm import LlmOptions, build_request, finish_value, text_of
 from .llm_images import encode_image
+from .llm_schema import SchemaError
 from .thinking import thinking_of, with_thinking
 
 __all__ = ["RowRequest", "map_result", "row_caller", "row_requests"]
@@ -77,6 +78,8 @@ def row_caller(provider: Any, opts: LlmOptions, default_model: str) -> Call:
             value = await asyncio.to_thread(finish_value, opts, text_of(res))
         except HubError as exc:
             exc.instance = exc.instance or instance
+            if isinstance(exc, SchemaError):
+                exc.thinking = thinking_of(res)
             return exc, instance, res
         return with_thinking(value, thinking_of(res)), instance, res
 

@@ -12,7 +12,8 @@ fleet-aware one: for a model in several pools each call goes to the pool whose b
 is expected to finish it first (each pool's ``instance_cost``, in seconds, so comparable).
 A call a pool cannot serve at all (no server up, every one failed before answering) moves on
 to the next pool that has the model, so no call is lost when a whole pool goes away; a
-stream that already produced output is never restarted elsewhere.
+stream that already produced output is never restarted elsewhere, and a call that may have
+run is not either when its pool never retries such calls (``retries=0``).
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ _MERGED = "llm/models"
 
 def split_pool(model: str | None) -> tuple[str | None, str | None]:
     """(pool, model) of ``POOL:MODEL``; (None, model) when the part before the first colon
-    is not a pool name (``llama3.2:1b``)."""
+    is not a pool name (``llama3.2:1b``). A pool name with no model is a UserError."""
     if not model:
         return None, model
     head, sep, rest = model.partition(":")
-    if sep and head in POOLS and rest:
+    if sep and head in POOLS:
+        if not rest.strip():
+            raise UserError(f"-m {head}: names no model", hint=f"write -m {head}:MODEL")
         return head, rest
     return None, model
 
@@ -129,12 +132,14 @@ class LlmRouter:
         pools = self.candidates(method, params, kwargs.get("instance"))
         for n, (name, provider, call) in enumerate(pools):
             try:
-                with _fallback(n < len(pools) - 1):
+                with _fallback(_live_after(pools, n, method)):
                     result = await provider.execute(method, call, **kwargs)
             except ExecutionTimeout:
                 raise  # the call's deadline is spent: another pool would overrun it
             except (NoResourceAvailable, ResourceFailed, UserError) as exc:
                 exc.pool = name  # type: ignore[attr-defined]  # for the kernel's hints
+                if not _may_move(provider, exc):
+                    raise
                 errors.append((name, exc))
                 continue
             result.setdefault("pool", name)
@@ -153,7 +158,7 @@ class LlmRouter:
             try:
                 # Set only while waiting for the first chunk (where a 429 is met), so it
                 # never leaks into the consumer's code between chunks.
-                with _fallback(n < len(pools) - 1):
+                with _fallback(_live_after(pools, n, method)):
                     chunk = await anext(chunks, None)
                 while chunk is not None:
                     produced = True
@@ -163,7 +168,7 @@ class LlmRouter:
                 return
             except (NoResourceAvailable, ResourceFailed, UserError) as exc:
                 exc.pool = name  # type: ignore[attr-defined]  # for the kernel's hints
-                if produced or isinstance(exc, ExecutionTimeout):
+                if produced or isinstance(exc, ExecutionTimeout) or not _may_move(provider, exc):
                     raise  # output cannot be taken back: never restarted in another pool
                 errors.append((name, exc))
             finally:
@@ -182,6 +187,21 @@ class LlmRouter:
             models += [dict(m, pool=name) for m in res.get("models") or []]
             reach.update({f"{name}/{k}": v for k, v in (res.get("instances") or {}).items()})
         return {"models": models, "instances": reach}
+
+
+def _live_after(pools: list[tuple[str, Any, dict[str, Any]]], n: int, method: str) -> bool:
+    """A pool after the n-th has a live server that takes the call (one that only lists
+    the model, with every server down, would just fail it)."""
+    return any(_best_cost(p, method, call) is not None for _, p, call in pools[n + 1 :])
+
+
+def _may_move(provider: Any, exc: HubError) -> bool:
+    """May a call that failed in ``provider`` run in another pool? Not when it may have run
+    and the pool's own policy never runs such a call twice (``retries=0``, or a provider
+    that does not retry started calls)."""
+    if not isinstance(exc, ResourceFailed) or not exc.started:
+        return True
+    return bool(getattr(provider, "retry_started_calls", True) and provider.retries > 0)
 
 
 @contextmanager

@@ -17,12 +17,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, get_type_hints, is_typeddict
+from typing import Any, is_typeddict
 
 from ..hub.errors import UserError
+from .render import terminal_safe
+from .typed_dicts import pydantic_ready
 
 __all__ = ["Schema", "SchemaError", "parse_json", "resolve_schema", "to_jsonable"]
 
@@ -31,8 +32,9 @@ class SchemaError(UserError):
     """The model's answer does not match ``--schema``.
 
     ``raw`` is the answer as the model wrote it; ``errors`` lists every problem found (one
-    line each, the first is in the message). With ``-o VAR`` the failed cell stores this
-    error in VAR, so ``VAR.raw`` still has the answer.
+    line each, the first is in the message); ``thinking`` is the model's reasoning (with
+    ``--think``). With ``-o VAR`` the failed cell stores this error in VAR, so ``VAR.raw``
+    still has the answer.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class SchemaError(UserError):
         super().__init__(message, instance=instance, hint=hint)
         self.raw = raw
         self.errors = errors
+        self.thinking = ""
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,8 @@ class Schema:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    # Problems quote the answer (untrusted): no control sequence may reach a terminal.
+    return " ".join(terminal_safe(str(text)).split())
 
 
 _TOO_DEEP = "the answer is nested too deeply to check"
@@ -141,7 +145,7 @@ def _pydantic_schema(name: str, target: Any) -> Schema:
             hint="pip install pydantic, or pass a JSON-schema dict",
         ) from None
     try:
-        adapter: Any = TypeAdapter(_pydantic_ready(target))
+        adapter: Any = TypeAdapter(pydantic_ready(target))
         json_schema = adapter.json_schema()
     except Exception as exc:  # Pydantic's own errors say what it cannot handle
         raise UserError(
@@ -175,22 +179,6 @@ def _aliases(target: Any) -> dict[str, str]:
         if alias and alias != attr:
             out[alias] = attr
     return out
-
-
-def _pydantic_ready(target: Any) -> Any:
-    # Pydantic takes only typing_extensions' TypedDict before Python 3.12; the same fields
-    # rebuilt as one validate exactly as the user's class would.
-    if sys.version_info >= (3, 12) or not is_typeddict(target):
-        return target
-    if type(target).__module__ != "typing":
-        return target
-    import typing_extensions as te
-
-    required = getattr(target, "__required_keys__", frozenset())
-    fields = {
-        k: (v if k in required else te.NotRequired[v]) for k, v in get_type_hints(target).items()
-    }
-    return te.TypedDict(target.__name__, fields)  # type: ignore[operator]
 
 
 def _dict_schema(name: str, schema: Mapping[str, Any]) -> Schema:
@@ -266,8 +254,8 @@ def _has_nested_id(node: Any, top: bool = True) -> bool:
 
 
 def _check_local_refs(name: str, plain: Any) -> None:
-    """A ``$ref`` into the schema itself that points nowhere is the schema's mistake: said
-    before the call, not after a generation. (Nested ``$id`` scopes are left to jsonschema.)"""
+    """A ``$ref`` that points nowhere is the schema's mistake: said before the call, not
+    after a generation. (Nested ``$id`` scopes are left to jsonschema.)"""
     if not isinstance(plain, dict) or _has_nested_id(plain):
         return
     from referencing import Registry
@@ -276,7 +264,9 @@ def _check_local_refs(name: str, plain: Any) -> None:
 
     spec = specification_with(plain.get("$schema", ""), default=DRAFT202012)
     resolver = Registry().resolver_with_root(spec.create_resource(plain))
-    for ref in dict.fromkeys(r for r in _refs(plain) if r.startswith("#")):
+    # Without nested $id scopes every $ref resolves against the root; one into another
+    # document never does (nothing is fetched).
+    for ref in dict.fromkeys(_refs(plain)):
         try:
             resolver.lookup(ref)
         except Unresolvable:
@@ -309,6 +299,8 @@ def resolve_schema(name: str, ns: Mapping[str, Any]) -> Schema:
             target = getattr(target, attr)
         except AttributeError:
             raise UserError(f"--schema {name}: {type(target).__name__} has no {attr!r}") from None
+        except Exception as exc:  # a property of the user's that raised
+            raise UserError(_one_line(f"--schema {name}: {type(exc).__name__}: {exc}")) from None
     if isinstance(target, Mapping):
         return _dict_schema(name, target)
     if _is_pydantic_model(target) or (

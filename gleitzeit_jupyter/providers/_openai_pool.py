@@ -52,6 +52,7 @@ class State:
     # Set while /v1/models answers 401/403: the server is up, the key is wrong. Calls still
     # go there, so the caller gets the one-line key error rather than "no server".
     auth_error: str | None = None
+    unlisted: str | None = None  # why /v1/models gave no list, when the server is up
     skipped: str | None = None
     samples: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=_TPS_SAMPLES))
 
@@ -117,11 +118,23 @@ class OpenAIPoolMixin:
             instance.metadata["auth_error"] = st.auth_error
             return
         if r.status_code == 404:
-            rows = await self._models_from_info(st)
+            try:
+                rows = await self._models_from_info(st)
+            except (httpx.HTTPStatusError, ValueError):
+                # Up, but nothing OpenAI-like under this path: most often a base URL
+                # without its /v1 (or with another prefix).
+                st.unlisted = f"{r.url.path} answered 404; is the base URL right (usually .../v1)?"
+                raise
         else:
             r.raise_for_status()
-            rows = r.json().get("data") or []
-        st.auth_error = None
+            rows = _model_rows(r)
+            if rows is None:
+                st.unlisted = (
+                    f"{r.url.path} answered with no model list; is this an OpenAI-compatible"
+                    " server, and the base URL its API's (usually .../v1)?"
+                )
+                raise ValueError(st.unlisted)
+        st.auth_error = st.unlisted = None
         instance.metadata.pop("auth_error", None)
         st.catalog = {str(m["id"]): m for m in rows if isinstance(m, dict) and "id" in m}
         st.models = set(st.catalog)
@@ -239,9 +252,11 @@ class OpenAIPoolMixin:
         asked = ", ".join(i.id for i in instances)
         unknown = [i.id for i in instances if state(i).models is None]
         if unknown:
+            why = [f"{i.id}: {state(i).unlisted}" for i in instances if state(i).unlisted]
             return NoResourceAvailable(
                 f"no reachable {self.name} server serves '{model}' (asked: {asked})",
-                hint=f"{', '.join(unknown)} did not list their models yet; check they are up",
+                hint="; ".join(why)
+                or f"{', '.join(unknown)} did not list their models yet; check they are up",
             )
         have = sorted(set().union(*(state(i).models or set() for i in instances)))
         return UserError(
@@ -307,6 +322,19 @@ class OpenAIPoolMixin:
                 entry["instances"].append(inst.id)
                 entry["loaded_on"].append(inst.id)  # an OpenAI server serves what it lists
         return {"models": [models[k] for k in sorted(models)], "instances": reach}
+
+
+def _model_rows(r: httpx.Response) -> list[Any] | None:
+    """The ``data`` list of a ``/v1/models`` answer; None when it is not one (a web app's
+    page, say)."""
+    try:
+        body = r.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    rows = body.get("data") or []  # none listed: a server with no model loaded yet
+    return rows if isinstance(rows, list) else None
 
 
 def tokens_per_s(samples: Any) -> float | None:

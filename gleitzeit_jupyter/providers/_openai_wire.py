@@ -30,10 +30,12 @@ __all__ = [
     "error_message",
     "error_status",
     "http_error",
+    "not_an_answer",
     "queue_depth",
     "retry_after",
     "server_events",
     "shape_result",
+    "stream_error",
     "transport_error",
 ]
 
@@ -160,10 +162,12 @@ class Assembly:
         choices = data.get("choices") or []
         if not choices:
             return None
-        choice = choices[0]
+        choice = choices[0] if isinstance(choices, list) else None
+        if not isinstance(choice, dict) or not isinstance(choice.get("delta") or {}, dict):
+            raise ChatCompletionError("not a chat completion chunk")
+        delta = choice.get("delta") or {}
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
-        delta = choice.get("delta") or {}
         for call in delta.get("tool_calls") or []:
             slot = self.calls.setdefault(
                 int(call.get("index", len(self.calls))),
@@ -359,3 +363,17 @@ def transport_error(exc: httpx.HTTPError, instance: str, url: str, timeout: floa
         return ResourceFailed(f"all connections to {url} stayed busy", instance=instance)
     detail = str(exc) or type(exc).__name__
     return ResourceFailed(f"connection to {url} failed: {detail}", instance=instance)
+
+
+def not_an_answer(ident: str, method: str, exc: Exception) -> ResourceFailed:
+    what = "an embeddings list" if method == EMBED else "a chat completion"
+    return ResourceFailed(f"{ident} answered 200 with {exc}: not {what}", instance=ident)
+
+
+def stream_error(ident: str, text: str, model: str, key_setting: str) -> HubError:
+    """An error sent inside a stream; one with a 4xx code (llama.cpp's prompt longer than
+    the context) is the caller's, like the same status before the stream."""
+    code = error_status(text)
+    if code is not None and 400 <= code < 500 and code not in (408, 429):
+        return http_error(code, text, ident, model, key_setting)
+    return ResourceFailed(f"{ident} failed mid-stream: {error_message(text)}", instance=ident)

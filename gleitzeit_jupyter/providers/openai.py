@@ -38,43 +38,11 @@ from ..hub.provider import HubProvider
 from . import _openai_fields as fields
 from . import _openai_wire as wire
 from ._openai_pool import OpenAIPoolMixin, State, another_pool, served_name, state
+from ._openai_url import KEY_SETTING, base_url
 
 __all__ = ["OpenAIConfig", "OpenAIProvider", "another_pool", "base_url"]
 
 log = logging.getLogger(__name__)
-
-KEY_SETTING = "api_key=..., $OPENAI_API_KEY or %config Gleitzeit.openai_api_key"
-
-
-_ENDPOINTS = ("/chat/completions", "/completions", "/embeddings", "/models")
-
-
-def base_url(value: str) -> str:
-    """A server as the base URL OpenAI clients take: ``http`` when no scheme is given,
-    ``/v1`` when no path is (``gpu-2:8000`` → ``http://gpu-2:8000/v1``)."""
-    text = (value or "").strip().rstrip("/")
-    if "://" not in text:
-        text = f"http://{text}"
-    try:
-        split = urlsplit(text)
-        port = split.port
-    except ValueError as exc:
-        raise UserError(f"cannot read server URL {value!r}: {exc}") from None
-    if split.scheme not in ("http", "https") or not split.hostname:
-        raise UserError(
-            f"cannot read server URL {value!r}", hint="write it as http(s)://host:port/v1"
-        )
-    host = "127.0.0.1" if split.hostname in ("0.0.0.0", "::") else split.hostname
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{port}" if port else host
-    path = split.path
-    # An endpoint's URL pasted for the base one: the pool adds the endpoint itself.
-    for endpoint in _ENDPOINTS:
-        if path.endswith(endpoint):
-            path = path[: -len(endpoint)]
-            break
-    return f"{split.scheme}://{netloc}{path or '/v1'}"
 
 
 @dataclass(frozen=True)
@@ -242,9 +210,14 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
         st.busy_until = time.monotonic() + wait
         st.skipped = f"rate limited (429, retry after {wait:g} s)"
         self.fleet.busy(instance.id, wait)
-        left = self.busy_wait - (time.perf_counter() - t0)
+        waited = time.perf_counter() - t0
+        left = self.busy_wait - waited
         if left > 0 and not self.elsewhere(instance, method, params):
-            await asyncio.sleep(min(left, wait * (0.75 + random.random() / 2)))
+            # At least as long as this call has waited so far (up to busy_backoff): a server
+            # answering "Retry-After: 0" every time gets asked with exponential backoff, not
+            # in a tight loop.
+            pause = max(wait, min(self.busy_backoff, max(0.05, waited)))
+            await asyncio.sleep(min(left, pause * (0.75 + random.random() / 2)))
             return True
         raise ResourceDeclined(
             f"{instance.id} is rate limiting (429): {wire.error_message(st.said(resp.text))}",
@@ -322,7 +295,7 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
             result = wire.shape_result(method, data, latency_ms, None, instance.id)
         except wire.ChatCompletionError as exc:
             self.fleet.abandoned(instance.id, model)
-            raise _not_an_answer(instance.id, method, exc) from None
+            raise wire.not_an_answer(instance.id, method, exc) from None
         if method != fields.EMBED:
             self._learn(instance, model, result, own_wait)
         return result
@@ -358,15 +331,21 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
                 kind, text = sse
                 if text == "[DONE]":
                     break
+                if kind == "error":  # `event: error`, llama.cpp's `error:`; maybe not JSON
+                    raise wire.stream_error(instance.id, st.said(text), model, KEY_SETTING)
                 data = json.loads(text)
                 if not isinstance(data, dict):
                     raise ValueError("not an object")
-                # In-band failure after the 200: {"error": {...}} (newer vLLM), a bare
-                # error object {"object": "error", ...} (older vLLM), llama.cpp's
-                # `error: {...}` line, or an `event: error`.
-                if kind == "error" or "error" in data or data.get("object") == "error":
-                    raise _stream_error(instance.id, st.said(text), model)
-                chunk = whole.add(data)
+                # In-band failure after the 200: {"error": {...}} (newer vLLM) or a bare
+                # error object {"object": "error", ...} (older vLLM).
+                if data.get("error") or data.get("object") == "error":
+                    raise wire.stream_error(instance.id, st.said(text), model, KEY_SETTING)
+                try:
+                    chunk = whole.add(data)
+                except wire.ChatCompletionError as exc:
+                    raise ResourceFailed(
+                        f"{instance.id} sent {exc}", instance=instance.id
+                    ) from None
                 if chunk is not None:
                     if ttft_ms is None:
                         ttft_ms = (time.perf_counter() - t0) * 1000.0
@@ -429,17 +408,3 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
                 f"no first token from {ident} within {self.first_token_timeout:g} s",
                 instance=ident,
             ) from None
-
-
-def _not_an_answer(ident: str, method: str, exc: Exception) -> ResourceFailed:
-    what = "an embeddings list" if method == fields.EMBED else "a chat completion"
-    return ResourceFailed(f"{ident} answered 200 with {exc}: not {what}", instance=ident)
-
-
-def _stream_error(ident: str, text: str, model: str) -> HubError:
-    """An error sent inside a stream; one with a 4xx code (llama.cpp's prompt longer than
-    the context) is the caller's, like the same status before the stream."""
-    code = wire.error_status(text)
-    if code is not None and 400 <= code < 500 and code not in (408, 429):
-        return wire.http_error(code, text, ident, model, KEY_SETTING)
-    return ResourceFailed(f"{ident} failed mid-stream: {wire.error_message(text)}", instance=ident)

@@ -51,7 +51,10 @@ def test_footer_shows_tokens_first_token_time_and_speed(
     # The first token waits for prompt evaluation; the rest of the call is generation.
     assert 300 <= ms(m, "first") < ms(m, "total")
     assert ms(m, "total") - ms(m, "first") >= 8 / 50 * 1000 * 0.8
-    assert 35 <= float(m.group("tps")) <= 60
+    # Generation speed leaves the prompt's 0.3 s out: above the whole call's rate, and never
+    # above the pace the stand-in keeps (a loaded machine only slows it down).
+    tps = float(m.group("tps"))
+    assert 8 * 1000 / ms(m, "total") < tps <= 60
 
 
 def test_footer_leaves_out_what_the_server_did_not_report() -> None:

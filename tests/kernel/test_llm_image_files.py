@@ -14,7 +14,9 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from kernel_helpers import run
 
-from gleitzeit_jupyter.kernel.llm_images import MAX_IMAGE_BYTES, ImageError
+from gleitzeit_jupyter.hub.errors import UserError
+from gleitzeit_jupyter.kernel import ImageError
+from gleitzeit_jupyter.kernel.llm_images import MAX_IMAGE_BYTES
 from gleitzeit_jupyter.testing.ollama import OllamaStandIn
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
@@ -39,7 +41,7 @@ def sent(srv: OllamaStandIn) -> list[list[str]]:
 
 def refused(shell: InteractiveShell, spec: str, message: str) -> None:
     cell = run(shell, f"%%llm --image {spec}\nWhat is it")
-    assert isinstance(cell.error, ImageError), cell.text
+    assert isinstance(cell.error, ImageError) and isinstance(cell.error, UserError), cell.text
     line = cell.text.strip()
     assert message in line and "\n" not in line and "Traceback" not in line, line
 
@@ -127,3 +129,39 @@ def test_map_rows_without_an_image_fail_by_their_multiindex_label(
     cell = run(shell, "%%llm --image nothing\nWhat is it")
     assert "ImageError: %%llm: --image nothing: there is no image (None)" in cell.text
     assert sent(vision) == [[base64.b64encode(PNG).decode()]]
+
+
+def test_data_that_is_no_image_is_never_sent(
+    shell: InteractiveShell, vision: OllamaStandIn, tmp_path: Path
+) -> None:
+    # A --map column of paths from untrusted data must not ship a private key to a server.
+    key = tmp_path / "id_ed25519"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEA\n")
+    jpeg = tmp_path / "ok.jpg"
+    jpeg.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 16)
+    shell.user_ns["paths"] = [str(key), str(jpeg)]
+    cell = run(shell, "%%llm --map paths --image {item} -o out\nDescribe it")
+    assert cell.error is None, cell.text
+    assert "1 ok, 1 failed" in cell.stdout
+    assert "id_ed25519' is not an image (PNG, JPEG, GIF, WebP, BMP or TIFF)" in cell.stdout
+    assert sent(vision) == [[base64.b64encode(jpeg.read_bytes()).decode()]]
+    shell.user_ns["text_bytes"] = b"just some text"
+    refused(shell, "text_bytes", "--image text_bytes is not an image (PNG, JPEG")
+
+
+def test_a_url_is_not_fetched_and_says_so(shell: InteractiveShell, vision: OllamaStandIn) -> None:
+    shell.user_ns["link"] = "https://example.com/cat.png"
+    refused(shell, "link", "--image link: 'https://example.com/cat.png' is a URL; images are")
+    assert sent(vision) == []
+
+
+def test_an_image_object_that_cannot_be_drawn_is_one_line(
+    shell: InteractiveShell, vision: OllamaStandIn
+) -> None:
+    from PIL import Image
+
+    closed = Image.new("RGB", (4, 4))
+    closed.close()
+    shell.user_ns["closed"] = closed
+    refused(shell, "closed", "--image closed: cannot be saved as PNG (ValueError: Operation on")
+    assert sent(vision) == []

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gleitzeit_jupyter.hub import UserError
+from gleitzeit_jupyter.hub import ResourceFailed, UserError
 from gleitzeit_jupyter.kernel.llm_pools import LlmRouter
 from gleitzeit_jupyter.providers.ollama import OllamaProvider
 from gleitzeit_jupyter.providers.openai import OpenAIProvider
@@ -114,3 +114,49 @@ async def test_a_rate_limiting_pool_sends_calls_to_the_other_pool_at_once() -> N
             rs = await _batch(r, 8, 8)
             assert [x["pool"] for x in rs] == ["ollama"] * 8
             assert len(v.requests_to("/v1/chat/completions")) - asked <= 8
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_pool_set_to_never_retry_a_started_call_keeps_it_out_of_the_other_pool(
+    streamed: bool,
+) -> None:
+    # retries=0 asks for at most once: a call that reached a server and failed there must
+    # not be run again, in that pool or the other one.
+    with OllamaStandIn(models=["llama3.2"]) as o, OpenAIStandIn(models=["llama3.2"]) as v:
+        v.faults.update(error_rate=1.0, error_status=500)
+        async with (
+            OllamaProvider(hosts=[o.url], auto_discover=False) as op,
+            OpenAIProvider(hosts=[v.url], retries=0) as vp,
+        ):
+            r = LlmRouter({"openai": vp, "ollama": op})  # first on a tie: the OpenAI pool
+            failed = 0
+            for _ in range(6):
+                try:
+                    if streamed:
+                        [c async for c in r.stream("llm/generate", GEN)]
+                    else:
+                        await r.execute("llm/generate", GEN)
+                except ResourceFailed:
+                    failed += 1
+            # every call that reached the failing server failed; none was run again
+            assert failed >= 1 and len(v.requests_to("/v1/chat/completions")) == failed
+
+
+async def test_a_429_waits_in_its_pool_when_the_other_pool_is_down() -> None:
+    # The other pool lists the model but has no live server: turning the call away would
+    # fail it, while the rate-limited server answers after its Retry-After.
+    with OllamaStandIn(models=["llama3.2"]) as o, OpenAIStandIn(models=["llama3.2"]) as v:
+        async with (
+            OllamaProvider(hosts=[o.url], auto_discover=False, health_check_interval=0.1) as op,
+            OpenAIProvider(hosts=[v.url], health_check_interval=60) as vp,
+        ):
+            o.down()
+            while any(i.status.value in ("healthy", "degraded") for i in op.instances):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            v.faults.update(rate_limit_rate=1.0, retry_after=0.3)
+            r = LlmRouter({"ollama": op, "openai": vp})
+            call = asyncio.ensure_future(r.execute("llm/generate", GEN))
+            while not v.requests_to("/v1/chat/completions"):  # noqa: ASYNC110 - another thread's
+                await asyncio.sleep(0.01)
+            v.faults.update(rate_limit_rate=0.0)
+            assert (await call)["pool"] == "openai"

@@ -10,7 +10,7 @@ import decimal
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
 
 import pandas as pd
 import pytest
@@ -135,12 +135,17 @@ def test_a_schema_dict_that_is_not_json_data_is_refused_before_any_call(
         looped=looped,
         with_set={"type": "string", "enum": {"a", "b"}},
         dangling={"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}},
+        remote={"$id": "https://example.com/a.json", "items": {"$ref": "other.json"}},
+        own_id={"$id": "https://example.com/b.json", "$defs": {"x": {"type": "string"}}},
     )
+    own = resolve_schema("own", {"own": {**shell.user_ns["own_id"], "$ref": "b.json#/$defs/x"}})
+    assert own.validate('"text"') == "text"
     before = calls(srv)
     cases = {
         "looped": "--schema looped is not JSON data: it contains itself",
         "with_set": "--schema with_set is not JSON data: a set",
         "dangling": "--schema dangling: $ref '#/$defs/missing' points nowhere",
+        "remote": "--schema remote: $ref 'other.json' points nowhere",
     }
     for name, message in cases.items():
         cell = run(shell, f"%%llm --schema {name}\nx")
@@ -278,3 +283,64 @@ def test_map_validators_run_off_the_event_loop(shell: InteractiveShell, srv: Oll
     assert cell.error is None, cell.text
     assert seen == [False, False, False]
     assert shell.user_ns["out"]["name"].notna().all()
+
+
+def test_answer_text_quoted_in_an_error_line_carries_no_control_sequences() -> None:
+    class Echo(BaseModel):
+        x: str
+
+        @field_validator("x")
+        @classmethod
+        def _echo(cls, value: str) -> str:
+            raise ValueError(f"unexpected {value}")
+
+    err = problem(Echo, json.dumps({"x": "\x1b]52;c;ZXZpbA==\x07\x1b[2J"}))
+    assert "\x1b]" not in str(err) and "\x07" not in str(err) and "\x1b[2J" not in str(err)
+    assert all("\x1b]" not in e for e in err.errors)
+
+
+class Part(TypedDict):
+    code: str
+
+
+class Order(TypedDict):
+    part: Part
+    extras: list[Part]
+    qty: Annotated[int, Field(ge=1)]
+    note: NotRequired[str]
+
+
+class Loose(TypedDict, total=False):
+    tag: str
+
+
+def test_typeddicts_nested_constrained_and_partial(
+    shell: InteractiveShell, srv: OllamaStandIn
+) -> None:
+    # typing.TypedDict all the way down, which Pydantic refuses before Python 3.12.
+    shell.user_ns.update(Order=Order, Loose=Loose)
+    cell = run(shell, "%%llm --schema Order -o order\nAn order")
+    assert cell.error is None, cell.text
+    fmt = srv.requests_to("/api/generate")[-1].body["format"]
+    assert fmt["required"] == ["part", "extras", "qty"]
+    assert fmt["properties"]["qty"]["minimum"] == 1
+    order = shell.user_ns["order"]
+    assert isinstance(order["part"]["code"], str) and order["qty"] >= 1
+    err = problem(Order, '{"part": {"code": "a"}, "extras": [{"code": 1}], "qty": 0}')
+    assert "extras.0.code" in str(err) and "qty" in " ".join(err.errors)
+    assert resolve_schema("s", {"s": Loose}).validate("{}") == {}
+
+
+def test_a_dotted_name_whose_attribute_raises_is_one_line(
+    shell: InteractiveShell, srv: OllamaStandIn
+) -> None:
+    class Registry:
+        @property
+        def current(self) -> type:
+            raise RuntimeError("registry not loaded")
+
+    shell.user_ns["registry"] = Registry()
+    cell = run(shell, "%%llm --schema registry.current\nx")
+    assert isinstance(cell.error, UserError), cell.text
+    line = cell.text.strip()
+    assert line.endswith("--schema registry.current: RuntimeError: registry not loaded"), line

@@ -10,6 +10,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from kernel_helpers import run
 
 from gleitzeit_jupyter.hub.errors import UserError
+from gleitzeit_jupyter.kernel.llm_schema import SchemaError
 from gleitzeit_jupyter.kernel.thinking import Answer, ThinkingDisplay, thinking_bundle
 from gleitzeit_jupyter.testing.ollama import OllamaStandIn
 
@@ -157,3 +158,35 @@ def test_a_chat_keeps_the_reasoning_with_the_answer_in_its_history(
     cell = run(shell, "%%llm -m qwen3 --chat plain\nNo thinking here")
     cell = run(shell, "%%llm -m qwen3 --chat plain\nAgain")
     assert "thinking" not in thinker.requests_to("/api/chat")[-1].body["messages"][1]
+
+
+@pytest.mark.parametrize("stream", ["", "--no-stream "])
+def test_an_answer_off_the_schema_keeps_its_reasoning_on_the_error(
+    shell: InteractiveShell, thinker: OllamaStandIn, stream: str
+) -> None:
+    shell.user_ns["plain"] = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    thinker.faults.off_schema_rate = 1.0
+    try:
+        cell = run(shell, f"%%llm -m qwen3 --think {stream}--schema plain -o bad\nA number")
+    finally:
+        thinker.faults.off_schema_rate = 0.0
+    err = shell.user_ns["bad"]
+    assert isinstance(err, SchemaError) and err.raw and cell.error is not None
+    assert err.thinking and len(err.thinking.split()) == 10
+    assert cell.error.thinking == err.thinking
+
+
+def test_map_rows_off_the_schema_keep_their_reasoning(
+    shell: InteractiveShell, thinker: OllamaStandIn
+) -> None:
+    shell.user_ns.update(
+        plain={"type": "object", "properties": {"n": {"type": "integer"}}}, asks=["a", "b"]
+    )
+    thinker.faults.off_schema_rate = 1.0
+    try:
+        cell = run(shell, "%%llm -m qwen3 --think --map asks --schema plain -o out\nNumber {item}")
+    finally:
+        thinker.faults.off_schema_rate = 0.0
+    assert cell.error is None, cell.text
+    errors = shell.user_ns["out"].attrs["errors"]
+    assert set(errors) == {0, 1} and all(e.thinking and e.raw for e in errors.values())

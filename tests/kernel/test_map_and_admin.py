@@ -13,7 +13,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from kernel_helpers import run
 
 from gleitzeit_jupyter.hub.errors import HubError, UserError
-from gleitzeit_jupyter.kernel import admin
+from gleitzeit_jupyter.kernel import admin, batch
 from gleitzeit_jupyter.kernel.interpolate import InterpolationError
 from gleitzeit_jupyter.kernel.render import CellError, CellInterrupted
 from gleitzeit_jupyter.kernel.runtime import current_runtime
@@ -215,3 +215,9 @@ def test_map_respects_concurrency(shell: InteractiveShell, standin: OllamaStandI
     assert cell.error is None, cell.text
     assert standin.api.peak_active == 3
     assert list(shell.user_ns["r"].index) == list(range(24))
+
+
+def test_map_columns_named_item_or_index_fill_their_own_placeholders() -> None:
+    frame = pd.DataFrame({"index": [7, 8], "item": ["pen", "cup"]}, index=[10, 11])
+    _, rows = batch.map_rows(frame)
+    assert [(r["index"], r["item"]) for r in rows] == [(7, "pen"), (8, "cup")]

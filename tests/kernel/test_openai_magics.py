@@ -51,6 +51,15 @@ def test_split_pool_takes_only_known_pool_names() -> None:
     assert split_pool("openai") == (None, "openai")
 
 
+@pytest.mark.parametrize("model", ["openai:", "ollama:", "openai: "])
+def test_a_pool_prefix_without_a_model_is_a_one_line_error(
+    shell: InteractiveShell, model: str
+) -> None:
+    cell = run(shell, f"%%llm -m '{model}'\nhi")
+    assert cell.error is not None
+    assert f"-m {model.strip()} names no model" in cell.text and "\n" not in cell.text.strip()
+
+
 def test_a_model_only_the_openai_pool_serves_goes_there(
     both: InteractiveShell, vllm: OpenAIStandIn
 ) -> None:
@@ -197,6 +206,17 @@ def test_openai_hosts_default_from_the_environment(monkeypatch: pytest.MonkeyPat
     assert Gleitzeit().openai_hosts == []
 
 
+def test_a_host_with_credentials_in_the_environment_is_skipped_unshown(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gleitzeit_jupyter.kernel.config import Gleitzeit
+
+    monkeypatch.setenv("GLEITZEIT_OPENAI_HOSTS", "http://me:hunter2@gpu-1:8000,gpu-2:8000")
+    with caplog.at_level(logging.WARNING):
+        assert Gleitzeit().openai_hosts == ["http://gpu-2:8000/v1"]
+    assert "gpu-1" in caplog.text and "hunter2" not in caplog.text
+
+
 def test_no_stream_footer_shows_speed_but_no_first_token(both: InteractiveShell) -> None:
     cell = run(both, "%%llm --no-stream -m openai:llama3.2 --max-tokens 5\nhello")
     assert cell.error is None, cell.text
@@ -226,3 +246,34 @@ def test_the_api_key_reaches_the_server_but_is_never_shown(
         finally:
             run(shell, "%config Gleitzeit.openai_hosts = []")
             run(shell, "%config Gleitzeit.openai_api_key = ''")
+
+
+def test_config_strategy_switches_the_running_openai_pool_in_place(
+    both: InteractiveShell, vllm: OpenAIStandIn
+) -> None:
+    cell = run(both, f"%%llm -m {QWEN} --max-tokens 2\nhi")
+    assert cell.error is None, cell.text
+    rt = current_runtime()
+    pool = rt.providers["openai"]
+    try:
+        cell = run(both, "%config Gleitzeit.strategy = 'round_robin'")
+        assert cell.error is None, cell.text
+        # the same pool (servers added at run time kept), now with the new strategy
+        assert rt.providers["openai"] is pool and pool.strategy == "round_robin"
+    finally:
+        run(both, "%config Gleitzeit.strategy = 'fleet'")
+
+
+def test_gleitzeit_strategy_for_the_ollama_pool_leaves_the_openai_pool(
+    both: InteractiveShell,
+) -> None:
+    cell = run(both, f"%%llm -m {QWEN} --max-tokens 2\nhi")
+    assert cell.error is None, cell.text
+    rt = current_runtime()
+    try:
+        cell = run(both, "%gleitzeit strategy round_robin --provider ollama")
+        assert cell.error is None, cell.text
+        assert rt.providers["ollama"].strategy == "round_robin"
+        assert rt.providers["openai"].strategy == "fleet"
+    finally:
+        run(both, "%gleitzeit strategy fleet")

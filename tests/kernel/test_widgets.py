@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import html
+import http.server
+import json
 import re
 import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from widget_client import Kernel
@@ -30,6 +33,7 @@ from gleitzeit_jupyter.kernel.widgets import (
     row_class,
 )
 from gleitzeit_jupyter.kernel.widgets.formatting import fmt_age
+from gleitzeit_jupyter.kernel.widgets.loop import call_on_loop
 from gleitzeit_jupyter.kernel.widgets.plot import plot_scale
 from gleitzeit_jupyter.testing.memory import MemoryConfig, MemoryProvider
 
@@ -311,47 +315,50 @@ def test_rerunning_a_cell_replaces_its_panel(kernel: Kernel) -> None:
     assert k.value("len(pool._events)") == 1
 
 
-def test_panel_does_not_slow_a_batch(kernel: Kernel) -> None:
-    """A CPU-bound batch of hub calls on the runtime loop, with three live panels open
-    (refreshing 5x a second here, to make their cost visible): the CPU time the loop spent on
-    the panels (snapshots, widget updates and their sends, measured per thread, so other
-    processes on a shared machine do not inflate it) stays under 5 % of the batch's. The same
-    batch without panels, alternated five times, checks the wall time coarsely (the machine's
-    noise is larger than the panels' cost)."""
+def test_panels_of_one_run_of_a_cell_all_stay_open(kernel: Kernel) -> None:
+    """Several panels made by one run of a cell (two pools side by side, a loop) stay open;
+    the next run of that cell closes them all."""
+    k = kernel
+    k.execute("a = show_status(pool); b = show_status(pool)", cell_id="cell-two")
+    assert k.value("(a.closed, b.closed)") == (False, False)
+    k.execute("many = [show_status(pool) for _ in range(3)]", cell_id="cell-loop")
+    assert k.value("[p.closed for p in many]") == [False, False, False]
+    k.execute("c = show_status(pool)", cell_id="cell-two")
+    assert k.value("(a.closed, b.closed, c.closed)") == (True, True, False)
+    k.execute("c.close(); [p.close() for p in many]")
+    assert k.value("len(pool._events)") == 1
+
+
+def test_panels_refresh_off_the_callers_path_during_a_batch(kernel: Kernel) -> None:
+    """A batch of hub calls with three live panels open: the panels update while the
+    notebook's thread is blocked waiting for the batch (so their refreshes run on the
+    runtime loop, not on the caller's path), and the calls do not each cause a refresh (the
+    hub's events only schedule one, coalesced). What the panels cost in time is measured by
+    bench/panel_overhead.py."""
     k = kernel
     k.execute(
         textwrap.dedent(
             """
             async def burst(n):
                 for _ in range(n // 100):
-                    await asyncio.gather(*(pool.execute("e", {"latency": 0}) for _ in range(100)))
-            def timed(n):
-                w, c = time.perf_counter(), time.process_time()
-                rt.run(burst(n))
-                return time.perf_counter() - w, time.process_time() - c
-            n = 1000
-            while timed(n)[0] < 2.0:
-                n *= 2
-            plain, panels, ticks, shares = [], [], [], []
-            for _ in range(5):
-                plain.append(timed(n))
-                ps = [show_status(pool, interval=0.2) for _ in range(3)]
-                before, spent = sum(p.updates for p in ps), ps[0].cpu_seconds
-                panels.append(timed(n))
-                ticks.append(sum(p.updates for p in ps) - before)
-                shares.append((ps[0].cpu_seconds - spent) / panels[-1][1])
-                for p in ps:
-                    p.close()
+                    await asyncio.gather(*(pool.execute("e", {"latency": 0.001})
+                                           for _ in range(100)))
+            ps = [show_status(pool, interval=0.2) for _ in range(3)]
+            during, n = [0, 0, 0], 0
+            while min(during) < 3:
+                before = [p.updates for p in ps]
+                rt.run(burst(500))  # this thread waits here until the batch is done
+                during = [d + p.updates - b for d, p, b in zip(during, ps, before)]
+                n += 500
+            for p in ps:
+                p.close()
             """
         ),
         timeout=600,
     )
-    plain, panels, ticks, shares = k.value("(plain, panels, ticks, shares)")
-    # The panels really were updating during every batch (3 panels: +3 per refresh).
-    assert min(ticks) >= 6, ticks
-    assert max(shares) < 0.05, shares
-    wall = min(w for w, _ in panels) / min(w for w, _ in plain)
-    assert wall <= 2.0, (wall, plain, panels)  # gross blocking only: noise is ~±50 % here
+    during, n = k.value("(during, n)")
+    assert min(during) >= 3, during  # every panel updated while the batch ran
+    assert max(during) < n / 10, (during, n)  # coalesced: not a refresh per call
 
 
 # ------------------------------------------------------------------ in-process
@@ -372,7 +379,7 @@ def test_panel_follows_membership_and_frees_its_feed(loop_thread) -> None:
     asyncio.run_coroutine_threadsafe(pool.initialize(), loop).result(10)
     panel = StatusPanel(pool, loop=loop, interval=0.1)
     assert list(panel.rows) == ["a", "ALL"]
-    assert repr(panel) == "<StatusPanel memory: 1/1 healthy, 0 requests>"
+    assert repr(panel) == "<StatusPanel memory: 1/1 available, 0 requests>"
     asyncio.run_coroutine_threadsafe(pool.add_resource(MemoryConfig("c")), loop).result(10)
     end = time.monotonic() + 5
     while "c" not in panel.rows and time.monotonic() < end:
@@ -419,6 +426,19 @@ def test_plot_scale_is_not_flattened_by_one_outlier() -> None:
     assert "a: 10.00 s" in svg  # its tooltip gives the value
     assert plot_scale([40.0, 41.0, 45.0]) == 50.0
     assert plot_scale([]) == 1.0
+
+
+def test_plot_and_cells_bear_non_finite_latencies() -> None:
+    """A latency of inf or NaN (a provider recording one, a hand-edited save) is left out of
+    the plot and shown as a dash, instead of failing every refresh of the panel."""
+    now = 1000.0
+    for bad in (float("inf"), float("nan"), float("-inf")):
+        pts = [(now - 30, 40.0), (now - 25, bad), (now - 20, 42.0)]
+        svg = latency_svg({"a": pts, "b": [(now - 10, bad)] * 5}, now=now, window=300)
+        assert "nan" not in svg and "inf" not in svg, svg
+        assert svg.count("<circle") == 2  # the bad point is a gap between two good ones
+        assert fmt_ms(bad) == "\u2013"
+    assert plot_scale([float("inf"), float("nan"), 5.0]) == 5.0
 
 
 def test_panels_let_go_when_the_runtime_stops() -> None:
@@ -474,6 +494,102 @@ def test_names_are_told_apart_and_old_errors_fade(loop_thread) -> None:
     finally:
         panel.close()
         asyncio.run_coroutine_threadsafe(pool.shutdown(), loop).result(10)
+
+
+def test_panel_text_counts_what_the_other_views_count(loop_thread) -> None:
+    """The panel's one-line text (its repr) says the available count, as the ALL row, the
+    sidebar and the status bar do: an instance whose breaker is open is not counted."""
+    loop = loop_thread
+    pool = MemoryProvider(
+        [MemoryConfig("a"), MemoryConfig("b")],
+        health_check_interval=60,
+        retries=0,
+        breaker_failure_threshold=1,
+        breaker_recovery_timeout=600,
+    )
+    asyncio.run_coroutine_threadsafe(pool.initialize(), loop).result(10)
+    panel = StatusPanel(pool, loop=loop)
+    try:
+        pool.resources["a"].fail = True
+        call = pool.execute("e", {}, instance="a")
+        with pytest.raises(Exception, match="down"):
+            asyncio.run_coroutine_threadsafe(call, loop).result(10)
+        panel.refresh()
+        assert panel.rows["ALL"]["status"] == "1/2 ok"
+        assert "1/2 available" in repr(panel), repr(panel)
+    finally:
+        panel.close()
+        asyncio.run_coroutine_threadsafe(pool.shutdown(), loop).result(10)
+
+
+HOSTILE = '<img src=x onerror="alert(1)">"><script>alert(2)</script>'
+
+
+class _HostileOllama(http.server.BaseHTTPRequestHandler):
+    """Answers like Ollama, except that every inference call fails with a hostile error: HTML
+    and script, and a megabyte long."""
+
+    def _json(self, status: int, data: Any) -> None:
+        body = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path == "/api/version":
+            self._json(200, {"version": "0.6.0"})
+        elif self.path == "/api/tags":
+            self._json(200, {"models": [{"name": "m:latest", "model": "m:latest"}]})
+        else:
+            self._json(200, {"models": []})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/api/show":
+            self._json(200, {"capabilities": ["completion"]})
+        else:
+            self._json(500, {"error": HOSTILE + "A" * 1_000_000})
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_hostile_servers_error_is_inert_and_bounded_in_every_view(loop_thread) -> None:
+    """A server's error text is its own to choose: it shows as text (never markup) in the
+    panel, its static picture and the snapshot the sidebar renders, and a huge one is cut
+    short in the snapshot instead of being sent to every view once a second."""
+    from gleitzeit_jupyter.providers.ollama import OllamaProvider
+
+    loop = loop_thread
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HostileOllama)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    pool = OllamaProvider(hosts=[url], auto_discover=False, retries=0, health_check_interval=60)
+
+    def run(coro):
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
+
+    run(pool.initialize())
+    panel = StatusPanel(pool, loop=loop)
+    try:
+        with pytest.raises(Exception, match="alert"):
+            run(pool.execute("llm/generate", {"model": "m", "prompt": "hi"}))
+        snap = call_on_loop(loop, pool.status)
+        err = snap["instances"][0]["last_error"]
+        assert "<img" in err and len(err) <= 1000  # the text kept as text, cut short
+        panel.refresh()
+        cell = panel.rows[snap["instances"][0]["instance"]]["last_error"]
+        assert "<img" in cell  # the text as the user reads it
+        cells = [c.value for c in panel.grid.children if "gz-cell-last_error" in c._dom_classes]
+        for markup in (*cells, panel.static()["text/html"]):
+            assert "<img" not in markup and "<script" not in markup, markup[:300]
+            assert len(markup) < 20_000
+    finally:
+        panel.close()
+        run(pool.shutdown())
+        server.shutdown()
 
 
 def _display(msgs: list[dict], kind: str) -> list[dict]:

@@ -107,6 +107,17 @@ async def test_429_on_the_only_server_waits_retry_after_then_succeeds() -> None:
     assert asked[1].at - asked[0].at >= 0.4 * 0.75
 
 
+async def test_429_with_retry_after_zero_backs_off_instead_of_hammering_the_server() -> None:
+    # "Retry-After: 0" (or a date already past) on every answer must not turn one call into
+    # a tight loop of requests for the whole busy_wait.
+    with OpenAIStandIn() as srv:
+        async with OpenAIProvider(hosts=[srv.url], health_check_interval=60, busy_wait=2) as p:
+            srv.faults.update(rate_limit_rate=1.0, retry_after=0)
+            with pytest.raises(ResourceFailed, match="rate limiting"):
+                await p.execute("llm/generate", GEN)
+        assert 2 <= len(srv.requests_to("/v1/chat/completions")) <= 20
+
+
 async def test_5xx_fails_over_and_counts_against_the_server(pair: list[OpenAIStandIn]) -> None:
     pair[0].faults.update(error_rate=1.0, error_status=502)
     async with OpenAIProvider(

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gleitzeit_jupyter.hub import ResourceFailed, UserError
+from gleitzeit_jupyter.hub import NoResourceAvailable, ResourceFailed, UserError
 from gleitzeit_jupyter.providers.openai import OpenAIProvider, base_url
 from gleitzeit_jupyter.testing.openai import OpenAIStandIn
 
@@ -163,8 +163,9 @@ async def test_llama_cpp_error_field_mid_stream_carries_the_servers_message() ->
     assert isinstance(error, ResourceFailed) and "KV cache full" in str(error)
 
 
-async def test_an_error_event_mid_stream_carries_the_servers_message() -> None:
-    body = _chunk("He") + 'event: error\ndata: {"message": "engine died"}\n\n'
+@pytest.mark.parametrize("data", ['{"message": "engine died"}', "engine died"])
+async def test_an_error_event_mid_stream_carries_the_servers_message(data: str) -> None:
+    body = _chunk("He") + f"event: error\ndata: {data}\n\n"
     chunks, error = await _stream(_sse(body))
     assert [c["response"] for c in chunks] == ["He"]
     assert isinstance(error, ResourceFailed) and "engine died" in str(error)
@@ -270,3 +271,72 @@ async def test_queue_gauges_summing_past_any_number_leave_routing_working() -> N
 def _completion() -> dict:
     message = {"role": "assistant", "content": "Hi"}
     return {"id": "c", "model": "m", "choices": [{"index": 0, "message": message}], "usage": USAGE}
+
+
+@pytest.mark.parametrize(
+    "url", ["http://me:hunter2@gpu-2:8000/v1", "http://me:hunter2@gpu-2:99999", "me:hunter2@gpu-2"]
+)
+def test_credentials_in_a_server_url_are_refused_without_showing_them(url: str) -> None:
+    # They would be dropped (keys go as a Bearer header) and shown wherever the URL is.
+    with pytest.raises(UserError) as info:
+        base_url(url)
+    assert "hunter2" not in str(info.value)
+    assert "api_key" in str(info.value) or "credentials" in str(info.value)
+
+
+async def test_chunks_carrying_a_null_error_field_are_ordinary_chunks() -> None:
+    # As the openai client reads them: only a non-empty "error" is a failure.
+    body = "\n\n".join(
+        line.replace('"model": "m"', '"model": "m", "error": null')
+        for line in FINISHED.strip().split("\n\n")
+    )
+    chunks, error = await _stream(_sse(body + "\n\ndata: [DONE]\n\n", step=64))
+    assert error is None
+    assert chunks[-1]["response"] == "Hello"
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    ['{"choices": ["x"]}', '{"choices": [{"delta": "x"}]}', '{"choices": {"0": {}}}'],
+    ids=["choice-not-object", "delta-not-object", "choices-not-list"],
+)
+async def test_a_chunk_that_is_no_chat_completion_chunk_fails_the_stream_plainly(
+    chunk: str,
+) -> None:
+    chunks, error = await _stream(_sse(_chunk("He") + f"data: {chunk}\n\n"))
+    assert [c["response"] for c in chunks] == ["He"]
+    assert isinstance(error, ResourceFailed) and "AttributeError" not in str(error)
+    assert "not a chat completion chunk" in str(error)
+
+
+async def test_a_wrong_base_url_path_is_named_in_the_error() -> None:
+    # The server is up but has no models endpoint under this path: say so, rather than
+    # "did not list their models yet; check they are up".
+    with OpenAIStandIn() as srv:
+        url = srv.url.removesuffix("/v1") + "/api"
+        async with OpenAIProvider(hosts=[url], health_check_interval=60) as p:
+            with pytest.raises(NoResourceAvailable) as info:
+                await p.execute("llm/generate", {"model": "llama3.2", "prompt": "hi"})
+    text = str(info.value)
+    assert "/api/models" in text and "404" in text and "/v1" in text
+
+
+@pytest.mark.parametrize(
+    "page", ["<!doctype html><html><body>app</body></html>", '["m"]', '{"data": "m"}']
+)
+async def test_a_models_answer_that_is_no_model_list_is_named_in_the_error(page: str) -> None:
+    # e.g. a web app answering its index page for every path, /v1/models included
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (line := await reader.readline()) and line != b"\r\n":
+            pass
+        writer.write(_http(200, page, "text/html"))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        async with OpenAIProvider(hosts=[url], health_check_interval=60) as p:
+            with pytest.raises(NoResourceAvailable) as info:
+                await p.execute("llm/generate", GEN)
+    assert "/v1/models answered with no model list" in str(info.value)

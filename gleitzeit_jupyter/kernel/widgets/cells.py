@@ -69,33 +69,39 @@ def hook_shell() -> None:
         _hooked_shell = shell
 
 
-_by_cell: dict[str, list[weakref.ref]] = {}
+#: cell id -> (the run that made its panels, those panels)
+_by_cell: dict[str, tuple[str | None, list[weakref.ref]]] = {}
 _cell_lock = threading.Lock()
 
 
-def _cell_id() -> str | None:
-    """The front end's id of the cell being executed (JupyterLab and nbclient send it)."""
+def _cell_run() -> tuple[str | None, str | None]:
+    """(the front end's id of the cell being executed, the id of this run of it);
+    JupyterLab and nbclient send the cell id."""
     try:
         from ipykernel.kernelbase import Kernel
 
         if not Kernel.initialized():
-            return None
-        parent = Kernel.instance().get_parent()
+            return None, None
+        parent = Kernel.instance().get_parent() or {}
     except Exception:
-        return None
-    cell = (parent or {}).get("metadata", {}).get("cellId")
-    return cell if isinstance(cell, str) and cell else None
+        return None, None
+    cell = parent.get("metadata", {}).get("cellId")
+    run = parent.get("header", {}).get("msg_id")
+    return (cell if isinstance(cell, str) and cell else None), run
 
 
 def replace_cell_panel(panel: Any) -> None:
-    """Remember ``panel`` as the one the executing cell made, closing the panel an earlier run
-    of that cell made."""
-    cell = _cell_id()
-    if cell is not None:
-        with _cell_lock:
-            old = _by_cell.pop(cell, [])
-            _by_cell[cell] = [weakref.ref(panel)]
-        for ref in old:
-            previous = ref()
-            if previous is not None and previous is not panel:
-                previous.close()
+    """Remember ``panel`` as one the executing cell made, closing the panels an earlier run
+    of that cell made (not those of this run: a cell may show several)."""
+    cell, run = _cell_run()
+    if cell is None:
+        return
+    with _cell_lock:
+        made_by, refs = _by_cell.get(cell, (None, []))
+        same_run = run is not None and made_by == run
+        old = [] if same_run else refs
+        _by_cell[cell] = (run, (refs if same_run else []) + [weakref.ref(panel)])
+    for ref in old:
+        previous = ref()
+        if previous is not None and previous is not panel:
+            previous.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -9,7 +10,7 @@ DASH = "\u2013"
 
 
 def fmt_ms(value: float | None) -> str:
-    if value is None:
+    if value is None or not math.isfinite(value):
         return DASH
     if value >= 1000:
         return f"{value / 1000:.2f} s"

@@ -144,7 +144,8 @@ class StatusPanel:
         totals = snap.get("totals", {})
         return (
             f"<StatusPanel {getattr(self.provider, 'name', '?')}: "
-            f"{totals.get('healthy', 0)}/{totals.get('instances', 0)} healthy, "
+            f"{totals.get('available', totals.get('healthy', 0))}/{totals.get('instances', 0)}"
+            " available, "
             f"{totals.get('requests', 0)} requests>"
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 import time
 from typing import Any
 
@@ -50,9 +51,9 @@ def plot_scale(values: list[float]) -> float:
     """The y axis' top: the points' peak, unless a few outliers stand far above the rest
     (then the top fits the rest and the outliers are clipped with a marker), so one slow
     call cannot flatten every other line to the floor."""
-    if not values:
+    ordered = sorted(v for v in values if math.isfinite(v))
+    if not ordered:
         return 1.0
-    ordered = sorted(values)
     peak = ordered[-1]
     if len(ordered) >= 4:
         typical = ordered[int(0.9 * (len(ordered) - 1))]
@@ -78,8 +79,9 @@ def latency_svg(
     now = time.time() if now is None else now
     left, right, top, bottom = 44, 8, 8, 18
     pw, ph = width - left - right, height - top - bottom
+    # a non-finite latency (inf, NaN) cannot be drawn: it is left out, as a gap
     points = {
-        k: [(t, v) for t, v in pts if 0 <= now - t <= window and v is not None]
+        k: [(t, v) for t, v in pts if 0 <= now - t <= window and v is not None and math.isfinite(v)]
         for k, pts in series.items()
     }
     ymax = plot_scale([v for pts in points.values() for _, v in pts])
@@ -141,8 +143,6 @@ def latency_svg(
 
 
 def _nice_ceiling(value: float) -> float:
-    import math
-
     exp = 10 ** math.floor(math.log10(value))
     for step in (1, 2, 2.5, 5, 10):
         if value <= step * exp:
