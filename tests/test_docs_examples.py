@@ -193,8 +193,9 @@ def _run_config(block: Block) -> None:
     exec(compile(block.code, str(block), "exec"), ns)
     cfg = ns["c"]
     assert isinstance(cfg, Config)
-    loaded = Gleitzeit(config=cfg)  # a misspelt or mistyped setting raises here
+    loaded = Gleitzeit(config=cfg)  # a value of the wrong type raises here
     for name, value in cfg.Gleitzeit.items():
+        assert name in loaded.trait_names(), f"{block}: Gleitzeit has no setting {name!r}"
         assert getattr(loaded, name) == value, name
 
 
