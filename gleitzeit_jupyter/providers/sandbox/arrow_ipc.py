@@ -75,6 +75,7 @@ def write_frame(df: Any, *, name: str = "value", max_columns: int | None = None)
             f"cannot send {name!r}: {df.shape[1]:,} columns, over the limit of"
             f" {max_columns:,} (max_columns)"
         )
+    _check_labels(pd, df.columns, name)
     index = df.index
     levels = [index.get_level_values(i) for i in range(index.nlevels)]
     for label, dtype in [*df.dtypes.items(), *((f"index {lv.name}", lv.dtype) for lv in levels)]:
@@ -98,6 +99,53 @@ def write_frame(df: Any, *, name: str = "value", max_columns: int | None = None)
     with pyarrow.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=BATCH_ROWS)
     return sink.getvalue()
+
+
+def _check_labels(pd: Any, columns: Any, name: str) -> None:
+    """Column labels Arrow would not give back as they are: duplicates (which it cannot hold)
+    and labels of mixed types (which it turns into strings)."""
+    if not columns.is_unique:
+        dups = list(dict.fromkeys(columns[columns.duplicated()]))[:5]
+        raise ArrowRefused(
+            f"cannot send {name!r}: duplicate column names {dups}; rename them first"
+        )
+    for i in range(columns.nlevels):
+        level = columns.get_level_values(i)
+        if level.dtype == object and "mixed" in pd.api.types.infer_dtype(level):
+            raise ArrowRefused(
+                f"cannot send {name!r}: column names of mixed types would come back as"
+                " strings; convert them first, e.g. df.columns = df.columns.astype(str)"
+            )
+
+
+def _check_pandas_metadata(pd: Any, schema: Any) -> None:
+    """The schema's pandas metadata names each column's dtype and pyarrow constructs it: only
+    a dtype :func:`write_frame` could have sent is accepted, so a forged stream cannot make
+    any registered extension type build itself from hostile data."""
+    import json
+
+    raw = (schema.metadata or {}).get(b"pandas")
+    if raw is None:
+        return
+    try:
+        columns = json.loads(raw).get("columns") or []
+    except (ValueError, AttributeError, RecursionError):
+        raise ArrowRefused("refusing Arrow data: malformed pandas metadata") from None
+    if not isinstance(columns, list) or not all(isinstance(c, dict) for c in columns):
+        raise ArrowRefused("refusing Arrow data: malformed pandas metadata")
+    for col in columns:
+        label, numpy_type = col.get("name"), col.get("numpy_type")
+        try:
+            dtype = pd.api.types.pandas_dtype(numpy_type)
+        except Exception:
+            raise ArrowRefused(
+                f"refusing Arrow data: column {label!r} names an unknown dtype"
+            ) from None
+        if _plain_dtype(pd, dtype) is not None:
+            raise ArrowRefused(
+                f"refusing Arrow data: column {label!r} names dtype {dtype}, which no frame"
+                " is sent with"
+            )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -136,6 +184,7 @@ def _cells(pa: Any, arr: Any) -> int:
 
 def read_frame(data: Any, *, max_columns: int | None = None) -> Any:
     """The DataFrame of one Arrow IPC stream (a bytes-like object), checked as hostile."""
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.ipc
 
@@ -152,6 +201,7 @@ def read_frame(data: Any, *, max_columns: int | None = None) -> Any:
         for field in schema:
             if isinstance(field.type, pa.ExtensionType):
                 raise ArrowRefused(f"refusing Arrow extension type in column {field.name!r}")
+        _check_pandas_metadata(pd, schema)
         table = reader.read_all()
         table.validate(full=True)
         cells = sum(_cells(pa, chunk) for col in table.columns for chunk in col.chunks)
@@ -163,5 +213,5 @@ def read_frame(data: Any, *, max_columns: int | None = None) -> Any:
         raise ArrowRefused(f"refusing Arrow data of {cells:,} cells in {size:,} bytes")
     try:
         return table.to_pandas()
-    except (pa.ArrowException, TypeError, ValueError) as exc:
+    except Exception as exc:  # malformed metadata fails in pyarrow's Python in many ways
         raise ArrowRefused(f"invalid Arrow data: {_first_line(exc)}") from None
