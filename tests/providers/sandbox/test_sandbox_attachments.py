@@ -237,3 +237,15 @@ def test_pandas_metadata_cannot_turn_a_column_into_another_dtype(numpy_type: str
         decode_value(enc, attachments=[arrow_with_pandas_metadata(numpy_type)])
     ok = decode_value(enc, attachments=[arrow_with_pandas_metadata("Int64")])
     assert str(ok["a"].dtype) == "Int64"
+
+
+def test_the_encoder_refuses_what_the_decoder_would_refuse() -> None:
+    # The message and its attachments together are held to the limit, as the receiving end
+    # counts them: each within it but not their sum would cost the container its channel.
+    from gleitzeit_jupyter.providers.sandbox.protocol import MAX_FRAME
+
+    blob = bytes(MAX_FRAME // 2 + CHUNK)  # calloc'ed: untouched pages cost nothing
+    message = {"op": "result", "text": "x" * (MAX_FRAME // 2)}
+    with pytest.raises(ProtocolError, match="limit"):
+        encode_message(message, [blob])
+    assert len(encode_message({"op": "result"}, [blob])) > 1
