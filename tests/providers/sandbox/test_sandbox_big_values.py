@@ -204,3 +204,6 @@ async def test_a_larger_memory_limit_lets_larger_values_back() -> None:
     assert big.limits.max_value_bytes >= 160_000_000  # a 10M x 2 frame comes back
     given = PythonProvider(mem_limit="2g", max_value_bytes=MiB)
     assert given.limits.max_value_bytes == MiB
+    # A limit not understood here keeps the documented caps (the engine judges the limit).
+    for odd in ("", "infg", "1e400g", "lots"):
+        assert PythonProvider(mem_limit=odd).limits.max_value_bytes == 32 * MiB
