@@ -8,7 +8,7 @@ and its dtype: nothing changes type silently on the way.
 
 Reading is the trust boundary: a stream from the sandbox is refused unless every buffer
 validates, it has no extension types (the one Arrow feature that could revive Python objects),
-at most ``max_columns`` columns, and no more cells than its bytes can describe.
+at most ``max_columns`` columns, and it would not grow far beyond its size as a DataFrame.
 
 Stdlib-only at import time (pyarrow and pandas are imported when a frame needs them): the
 same source runs inside the container.
@@ -22,6 +22,9 @@ __all__ = ["ArrowRefused", "read_frame", "write_frame"]
 
 #: Rows per record batch: a stream is a sequence of chunks, never one giant message.
 BATCH_ROWS = 1 << 16
+#: Most a received stream may grow by as a DataFrame: a multiple of its size, plus slack.
+_EXPANSION = 16
+_SLACK = 16 * 1024 * 1024
 
 
 class ArrowRefused(ValueError):
@@ -153,32 +156,43 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def _cells(pa: Any, arr: Any) -> int:
-    """Cells ``arr`` becomes in pandas (a null counts as 8: a pointer to None), or
-    ArrowRefused for a type a DataFrame from the sandbox never needs, among them those whose
-    cells may share one buffer (views, run-end encoding)."""
+# Bytes pandas spends on one cell that becomes a Python object (the pointer included): a
+# bytes or str, a Decimal, an array for a list, a dict for a struct (and per field).
+_OBJECT = 48
+_DECIMAL = 112
+_ARRAY = 120
+_DICT, _FIELD = 72, 16
+
+
+def _pandas_bytes(pa: Any, arr: Any) -> int:
+    """About what ``arr`` costs as pandas (a None is a pointer), or ArrowRefused for a type a
+    DataFrame from the sandbox never needs, among them those whose cells may share one
+    buffer (views, run-end encoding)."""
     t, n = arr.type, len(arr)
     if pa.types.is_null(t):
         return 8 * n
+    if pa.types.is_boolean(t):
+        return n
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t):
+        return n * max(1, t.bit_width // 8)
     if (
-        pa.types.is_integer(t)
-        or pa.types.is_floating(t)
-        or pa.types.is_boolean(t)
-        or pa.types.is_string(t)
+        pa.types.is_string(t)
         or pa.types.is_large_string(t)
         or pa.types.is_binary(t)
         or pa.types.is_large_binary(t)
         or pa.types.is_fixed_size_binary(t)
-        or pa.types.is_temporal(t)
-        or pa.types.is_decimal(t)
     ):
-        return n
+        return n * _OBJECT + arr.nbytes
+    if pa.types.is_decimal(t):
+        return n * _DECIMAL
     if pa.types.is_dictionary(t):
-        return n + _cells(pa, arr.dictionary)
+        return n * max(1, t.index_type.bit_width // 8) + _pandas_bytes(pa, arr.dictionary)
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return n + _cells(pa, arr.flatten())
+        return n * _ARRAY + _pandas_bytes(pa, arr.flatten())
     if pa.types.is_struct(t):
-        return n + sum(_cells(pa, child) for child in arr.flatten())
+        children = arr.flatten()
+        cost = n * (_DICT + _FIELD * len(children))
+        return cost + sum(_pandas_bytes(pa, child) for child in children)
     raise ArrowRefused(f"refusing Arrow type {t}")
 
 
@@ -204,13 +218,17 @@ def read_frame(data: Any, *, max_columns: int | None = None) -> Any:
         _check_pandas_metadata(pd, schema)
         table = reader.read_all()
         table.validate(full=True)
-        cells = sum(_cells(pa, chunk) for col in table.columns for chunk in col.chunks)
+        built = sum(_pandas_bytes(pa, c) for col in table.columns for c in col.chunks)
     except pa.ArrowException as exc:
         raise ArrowRefused(f"invalid Arrow data: {_first_line(exc)}") from None
-    # pandas holds at least a byte per cell; Arrow can describe far more cells than it
-    # carries bytes (null columns have no buffers), so refuse what would expand here.
-    if cells > 8 * size + 4096:
-        raise ArrowRefused(f"refusing Arrow data of {cells:,} cells in {size:,} bytes")
+    # Arrow can describe far more than it carries (a null column has no buffers, a struct
+    # without fields a bit per row, each becoming an object here): the kernel builds at most
+    # a bounded multiple of what it received.
+    if built > _EXPANSION * size + _SLACK:
+        raise ArrowRefused(
+            f"refusing Arrow data of {size:,} bytes that would take about {built:,} bytes"
+            " as a DataFrame"
+        )
     try:
         return table.to_pandas()
     except Exception as exc:  # malformed metadata fails in pyarrow's Python in many ways
