@@ -98,10 +98,27 @@ def write_frame(df: Any, *, name: str = "value", max_columns: int | None = None)
         if isinstance(field.type, pa.ExtensionType):
             dtype = df[field.name].dtype if field.name in df.columns else field.type
             raise _refuse(name, field.name, dtype, "Arrow has no exact type for it")
+    table = _mark_pyarrow_backed(pd, df, table)
     sink = pa.BufferOutputStream()
     with pyarrow.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=BATCH_ROWS)
     return sink.getvalue()
+
+
+def _mark_pyarrow_backed(pd: Any, df: Any, table: Any) -> Any:
+    """``table`` with its pyarrow-backed columns named ``...[pyarrow]`` in the pandas
+    metadata: pyarrow records some of them (decimals) as ``object``, which would come back as
+    Python objects."""
+    import json
+
+    backed = {str(c) for c, t in df.dtypes.items() if isinstance(t, pd.ArrowDtype)}
+    if not backed or table.schema.metadata is None:
+        return table
+    meta = json.loads(table.schema.metadata[b"pandas"])
+    for col in meta.get("columns") or []:
+        if col.get("field_name") in backed:
+            col["numpy_type"] = "object[pyarrow]"  # the type is the field's own
+    return table.replace_schema_metadata({**table.schema.metadata, b"pandas": json.dumps(meta)})
 
 
 def _check_labels(pd: Any, columns: Any, name: str) -> None:
@@ -121,23 +138,35 @@ def _check_labels(pd: Any, columns: Any, name: str) -> None:
             )
 
 
-def _check_pandas_metadata(pd: Any, schema: Any) -> None:
+def _check_pandas_metadata(pd: Any, schema: Any) -> tuple[Any, list[tuple[Any, str]]]:
     """The schema's pandas metadata names each column's dtype and pyarrow constructs it: only
     a dtype :func:`write_frame` could have sent is accepted, so a forged stream cannot make
-    any registered extension type build itself from hostile data."""
+    any registered extension type build itself from hostile data.
+
+    Returns the metadata to convert with and the (label, field) of pyarrow-backed columns:
+    pyarrow cannot parse their names (``list<item: int64>[pyarrow]``) and would turn the
+    others into numpy or pandas' own dtypes, so they are rebuilt from their Arrow type."""
     import json
 
     raw = (schema.metadata or {}).get(b"pandas")
     if raw is None:
-        return
+        return None, []
     try:
-        columns = json.loads(raw).get("columns") or []
+        meta = json.loads(raw)
+        columns = meta.get("columns") or []
     except (ValueError, AttributeError, RecursionError):
         raise ArrowRefused("refusing Arrow data: malformed pandas metadata") from None
     if not isinstance(columns, list) or not all(isinstance(c, dict) for c in columns):
         raise ArrowRefused("refusing Arrow data: malformed pandas metadata")
+    backed = []
     for col in columns:
-        label, numpy_type = col.get("name"), col.get("numpy_type")
+        label, numpy_type, field = col.get("name"), col.get("numpy_type"), col.get("field_name")
+        if isinstance(numpy_type, str) and numpy_type.endswith("[pyarrow]"):
+            if not isinstance(field, str) or schema.get_field_index(field) < 0:
+                raise ArrowRefused(f"refusing Arrow data: column {label!r} has no field")
+            col["numpy_type"] = "object"  # converted below, from the field's own type
+            backed.append((label, field))
+            continue
         try:
             dtype = pd.api.types.pandas_dtype(numpy_type)
         except Exception:
@@ -149,6 +178,7 @@ def _check_pandas_metadata(pd: Any, schema: Any) -> None:
                 f"refusing Arrow data: column {label!r} names dtype {dtype}, which no frame"
                 " is sent with"
             )
+    return (meta if backed else None), backed
 
 
 def _first_line(exc: BaseException) -> str:
@@ -215,7 +245,7 @@ def read_frame(data: Any, *, max_columns: int | None = None) -> Any:
         for field in schema:
             if isinstance(field.type, pa.ExtensionType):
                 raise ArrowRefused(f"refusing Arrow extension type in column {field.name!r}")
-        _check_pandas_metadata(pd, schema)
+        meta, backed = _check_pandas_metadata(pd, schema)
         table = reader.read_all()
         table.validate(full=True)
         built = sum(_pandas_bytes(pa, c) for col in table.columns for c in col.chunks)
@@ -230,6 +260,14 @@ def read_frame(data: Any, *, max_columns: int | None = None) -> Any:
             " as a DataFrame"
         )
     try:
-        return table.to_pandas()
+        if meta is not None:
+            import json
+
+            table = table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()})
+        df = table.to_pandas()
+        for label, field in backed:
+            if label in df.columns:
+                df[label] = pd.array(table.column(field), dtype=pd.ArrowDtype(table[field].type))
+        return df
     except Exception as exc:  # malformed metadata fails in pyarrow's Python in many ways
         raise ArrowRefused(f"invalid Arrow data: {_first_line(exc)}") from None

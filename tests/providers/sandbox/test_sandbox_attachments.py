@@ -249,3 +249,24 @@ def test_the_encoder_refuses_what_the_decoder_would_refuse() -> None:
     with pytest.raises(ProtocolError, match="limit"):
         encode_message(message, [blob])
     assert len(encode_message({"op": "result"}, [blob])) > 1
+
+
+def test_pyarrow_backed_columns_come_back_with_their_arrow_dtype() -> None:
+    import pyarrow as pa
+
+    df = pd.DataFrame(
+        {
+            "l": pd.array([[1, 2], [3]], dtype=pd.ArrowDtype(pa.list_(pa.int64()))),
+            "st": pd.array(
+                [{"x": 1}, {"x": 2}], dtype=pd.ArrowDtype(pa.struct([("x", pa.int64())]))
+            ),
+            "s": pd.array(["a", None], dtype=pd.ArrowDtype(pa.string())),
+            "d": pd.array(
+                [decimal.Decimal("1.10"), None], dtype=pd.ArrowDtype(pa.decimal128(10, 2))
+            ),
+            "plain": ["x", "y"],
+        }
+    )
+    back = roundtrip(df)
+    pd.testing.assert_frame_equal(back, df)
+    assert list(back.dtypes) == list(df.dtypes)
