@@ -43,6 +43,7 @@ __all__ = [
     "build_image",
     "image_exists",
     "image_stack",
+    "import_rootfs",
 ]
 
 DEFAULT_IMAGE = "gleitzeit-sandbox:latest"
@@ -296,22 +297,40 @@ def _build_with_debootstrap(
             "ENV LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 MPLBACKEND=Agg",
             'CMD ["python3"]',
         ]
-        repo, _, tag = name.rpartition(":")
         log(f"$ tar -C {root} -c . | docker import - {name}")
-        tar = subprocess.Popen(
-            ["tar", "-C", root, "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
-        )
-        assert tar.stdout is not None
-        try:
-            client.api.import_image_from_stream(
-                _chunks(tar.stdout), repository=repo, tag=tag, changes=changes
-            )
-        finally:
-            tar.stdout.close()
-            if tar.wait() != 0:
-                raise RuntimeError("tar of the root filesystem failed")
+        import_rootfs(client, root, name, changes)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def import_rootfs(client: docker.DockerClient, root: str, name: str, changes: list[str]) -> None:
+    """``docker import`` the directory ``root`` as image ``name`` (``repo:tag``), tagged only
+    once the whole tree was packed: docker takes an empty or partial stream for an image, and a
+    tag on that would be found by the cache and used from then on."""
+    tar = subprocess.Popen(
+        ["tar", "-C", root, "--numeric-owner", "-c", "."],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert tar.stdout is not None and tar.stderr is not None
+    try:
+        reply = client.api.import_image_from_stream(_chunks(tar.stdout), changes=changes)
+    finally:
+        tar.stdout.close()
+        failed = tar.wait() != 0
+        why = tar.stderr.read().decode(errors="replace").strip().splitlines()[-1:]
+        tar.stderr.close()
+    lines = [json.loads(line) for line in str(reply).splitlines() if line.strip()]
+    image = next((m["status"] for m in reversed(lines) if "status" in m), None)
+    if failed or not image:
+        if image:
+            try:
+                client.images.remove(image)  # not forced: never an image tagged elsewhere
+            except docker.errors.APIError:
+                pass
+        raise RuntimeError(f"tar of the root filesystem failed: {'; '.join(why) or 'no image'}")
+    repo, _, tag = name.rpartition(":")
+    client.api.tag(image, repo, tag)
 
 
 #: Where the image keeps matplotlib's font list; the supervisor copies it into the writable
