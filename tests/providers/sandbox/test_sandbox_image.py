@@ -16,6 +16,7 @@ from gleitzeit_jupyter.providers.sandbox.image import (
     STACK_LABEL,
     build_image,
     image_stack,
+    image_stack_key,
     import_rootfs,
 )
 from gleitzeit_jupyter.providers.sandbox.stack import STACK, kernel_stack, stack_key
@@ -89,7 +90,7 @@ def test_default_image_holds_the_kernels_data_stack_and_says_so(
     assert recorded is not None and set(recorded) == set(STACK) == set(here)
     assert {n: minor(v) for n, v in recorded.items()} == {n: minor(v) for n, v in here.items()}
     labels = docker_client.images.get(DEFAULT_IMAGE).labels
-    assert labels[STACK_LABEL] == stack_key(recorded)
+    assert labels[STACK_LABEL] == image_stack_key(recorded)
     # What is installed inside, read by its own metadata, is what the label and manifest say.
     code = (
         "import importlib.metadata as m, json; "
