@@ -72,23 +72,51 @@ class ChannelListener:
     def binds(self) -> dict[str, dict[str, str]]:
         return {self.dir: {"bind": MOUNT, "mode": "ro"}}
 
-    async def accept(self) -> socket.socket:
-        """The first connection that presents the token (others are dropped)."""
+    async def accept(self, token_timeout: float = 10.0) -> socket.socket:
+        """The first connection that presents the token (others are dropped). Each peer's
+        token is awaited on its own, so silent peers cannot keep the supervisor queued."""
         loop = asyncio.get_running_loop()
         want = self.token.encode()
-        while True:
-            conn, _ = await loop.sock_accept(self._sock)
-            conn.setblocking(False)
+        won: asyncio.Future[socket.socket] = loop.create_future()
+        peers: dict[asyncio.Task[None], socket.socket] = {}  # still presenting a token
+
+        async def check(conn: socket.socket) -> None:
             try:
-                got = await asyncio.wait_for(_read_exactly(loop, conn, len(want)), 10)
+                got = await asyncio.wait_for(_read_exactly(loop, conn, len(want)), token_timeout)
             except (TimeoutError, OSError):
+                got = b""
+            if not won.done() and hmac.compare_digest(got, want):
+                won.set_result(conn)
+            else:
                 conn.close()
-                continue
-            if hmac.compare_digest(got, want):
-                self.close()
-                tune(conn)
-                return conn
-            conn.close()
+
+        async def serve() -> None:
+            try:
+                while True:
+                    conn, _ = await loop.sock_accept(self._sock)
+                    conn.setblocking(False)
+                    task = asyncio.create_task(check(conn))
+                    peers[task] = conn
+                    task.add_done_callback(lambda t: peers.pop(t, None))
+            except OSError as exc:
+                if not won.done():
+                    won.set_exception(exc)
+
+        server = asyncio.create_task(serve())
+        conn = None
+        try:
+            conn = await won
+        finally:
+            server.cancel()
+            for task, peer in list(peers.items()):
+                task.cancel()
+                if peer is not conn:
+                    peer.close()
+            if conn is None and won.done() and not won.cancelled() and not won.exception():
+                won.result().close()  # won, but the caller gave up on the channel
+        self.close()
+        tune(conn)
+        return conn
 
     def close(self) -> None:
         """Stop listening and remove the directory (idempotent)."""

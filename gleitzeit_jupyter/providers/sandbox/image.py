@@ -18,6 +18,7 @@ import glob
 import io
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -43,6 +44,8 @@ __all__ = [
     "build_image",
     "image_exists",
     "image_stack",
+    "image_stack_key",
+    "import_rootfs",
 ]
 
 DEFAULT_IMAGE = "gleitzeit-sandbox:latest"
@@ -61,6 +64,10 @@ REGISTRY_BASE = "python:3.12-slim"
 # The image's Python and platform, for ``pip download`` (Debian bookworm's python3).
 IMAGE_PYTHON = "3.11"
 _PLATFORMS = ("manylinux2014", "manylinux_2_17", "manylinux_2_28", "linux")
+# debootstrap builds for the host's architecture, so the wheels are for it too.
+_MACHINE = platform.machine() or "x86_64"
+# What else decides which wheels an image holds: part of its cache key.
+_BUILD_BASE = f"python{IMAGE_PYTHON}/{_MACHINE}/bookworm"
 
 Log = Callable[[str], None]
 
@@ -132,6 +139,12 @@ def image_stack(client: docker.DockerClient, name: str) -> dict[str, str] | None
     return versions if isinstance(versions, dict) else None
 
 
+def image_stack_key(versions: dict[str, str]) -> str:
+    """The cache key of a default image holding ``versions``: with the image's Python,
+    architecture and Debian release, which decide the wheels as much as the versions do."""
+    return stack_key(versions, python=_BUILD_BASE)
+
+
 def _cached(client: docker.DockerClient, name: str, key: str | None) -> bool:
     try:
         labels = client.images.get(name).labels or {}
@@ -157,7 +170,7 @@ def build_image(
         name = f"{name}:latest"
     client = client or docker.from_env()
     versions = {} if minimal else kernel_stack()
-    key = None if minimal else stack_key(versions)
+    key = None if minimal else image_stack_key(versions)
     if not force and _cached(client, name, key):
         log(f"image {name} exists; nothing to do (use --force to rebuild)")
         return name
@@ -203,7 +216,7 @@ def download_stack(versions: dict[str, str], dest: str, log: Log) -> None:
         "abi3",
         "--abi",
         "none",
-        *[a for tag in _PLATFORMS for a in ("--platform", f"{tag}_x86_64")],
+        *[a for tag in _PLATFORMS for a in ("--platform", f"{tag}_{_MACHINE}")],
         "pip",
         *pins,
     ]
@@ -250,7 +263,7 @@ def _install_stack(root: str, versions: dict[str, str], log: Log) -> None:
     manifest = os.path.join(root, MANIFEST)
     os.makedirs(os.path.dirname(manifest), exist_ok=True)
     with open(manifest, "w", encoding="utf-8") as fh:
-        json.dump({"versions": versions, "key": stack_key(versions)}, fh, sort_keys=True)
+        json.dump({"versions": versions, "key": image_stack_key(versions)}, fh, sort_keys=True)
 
 
 def _build_with_debootstrap(
@@ -296,22 +309,40 @@ def _build_with_debootstrap(
             "ENV LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 MPLBACKEND=Agg",
             'CMD ["python3"]',
         ]
-        repo, _, tag = name.rpartition(":")
         log(f"$ tar -C {root} -c . | docker import - {name}")
-        tar = subprocess.Popen(
-            ["tar", "-C", root, "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
-        )
-        assert tar.stdout is not None
-        try:
-            client.api.import_image_from_stream(
-                _chunks(tar.stdout), repository=repo, tag=tag, changes=changes
-            )
-        finally:
-            tar.stdout.close()
-            if tar.wait() != 0:
-                raise RuntimeError("tar of the root filesystem failed")
+        import_rootfs(client, root, name, changes)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def import_rootfs(client: docker.DockerClient, root: str, name: str, changes: list[str]) -> None:
+    """``docker import`` the directory ``root`` as image ``name`` (``repo:tag``), tagged only
+    once the whole tree was packed: docker takes an empty or partial stream for an image, and a
+    tag on that would be found by the cache and used from then on."""
+    tar = subprocess.Popen(
+        ["tar", "-C", root, "--numeric-owner", "-c", "."],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert tar.stdout is not None and tar.stderr is not None
+    try:
+        reply = client.api.import_image_from_stream(_chunks(tar.stdout), changes=changes)
+    finally:
+        tar.stdout.close()
+        failed = tar.wait() != 0
+        why = tar.stderr.read().decode(errors="replace").strip().splitlines()[-1:]
+        tar.stderr.close()
+    lines = [json.loads(line) for line in str(reply).splitlines() if line.strip()]
+    image = next((m["status"] for m in reversed(lines) if "status" in m), None)
+    if failed or not image:
+        if image:
+            try:
+                client.images.remove(image)  # not forced: never an image tagged elsewhere
+            except docker.errors.APIError:
+                pass
+        raise RuntimeError(f"tar of the root filesystem failed: {'; '.join(why) or 'no image'}")
+    repo, _, tag = name.rpartition(":")
+    client.api.tag(image, repo, tag)
 
 
 #: Where the image keeps matplotlib's font list; the supervisor copies it into the writable

@@ -72,7 +72,12 @@ def encode_message(message: dict[str, Any], attachments: Any = ()) -> list[Any]:
     views = [memoryview(a).cast("B") for a in attachments]
     if sum(len(v) for v in views) > MAX_FRAME:
         raise ProtocolError(f"attachments exceed the {MAX_FRAME} byte limit")
-    parts: list[Any] = [encode_frame({**message, "attachments": [len(v) for v in views]})]
+    frame = encode_frame({**message, "attachments": [len(v) for v in views]})
+    # The receiver counts the message and its attachments together (FrameDecoder).
+    total = len(frame) - 4 + sum(len(v) for v in views)
+    if total > MAX_FRAME:
+        raise ProtocolError(f"a message of {total} bytes exceeds the {MAX_FRAME} byte limit")
+    parts: list[Any] = [frame]
     for view in views:
         for at in range(0, len(view), CHUNK):
             piece = view[at : at + CHUNK]

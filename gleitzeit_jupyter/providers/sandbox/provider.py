@@ -389,10 +389,10 @@ def _value_cap(mem_limit: str) -> int | None:
     224 MiB, under the channel's frame limit), so ``--mem 2g`` can bring a 150 MB frame back.
     None at or below 512m (the documented 32/64 MiB apply) or for a limit not understood."""
     text = str(mem_limit).strip().lower().removesuffix("b")
-    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "")
+    unit = text[-1:] if text[-1:] in ("k", "m", "g") else ""
     try:
-        size = int(float(number) * _UNITS[unit])
-    except ValueError:
+        size = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+    except (ValueError, OverflowError):  # "", "lots", "infg"
         return None
     if size <= 512 * MiB:
         return None

@@ -109,10 +109,22 @@ def _values(
     # Only the frame decoder puts bytes here (JSON cannot): a list of bytearrays.
     attachments = attachments if isinstance(attachments, list) else []
     total = 0
+    used: set[int] = set()  # attachments already made into a value
     for name in requested:  # only what was asked for, whatever else the reply holds
         if name not in raw:
             continue
         enc = raw[name]
+        refs = attachment_refs(enc)
+        # A value owns its attachment's bytes (arrays are built on them without a copy): one
+        # named twice would make objects that change together.
+        if len(set(refs)) != len(refs) or used.intersection(refs):
+            error = error or {
+                "ename": "CodecError",
+                "evalue": f"{name}: names an attachment already used (a forged reply)",
+                "traceback": "",
+            }
+            continue
+        used.update(refs)
         size = _size(enc, attachments)
         total += size
         if size > limits.max_value_bytes or total > limits.max_values_bytes:

@@ -196,3 +196,77 @@ def test_too_wide_a_frame_is_refused_on_both_ends() -> None:
 def test_forged_references_to_attachments_are_refused(enc: dict) -> None:
     with pytest.raises(CodecError):
         decode_value(enc, attachments=[bytearray(b"\x00" * 12)])
+
+
+@pytest.mark.parametrize(
+    ("columns", "why"),
+    [
+        (["a", "a"], "duplicate column names"),
+        ([0, "b"], "column names of mixed types"),
+    ],
+    ids=["duplicate names", "mixed int and str names"],
+)
+def test_column_names_arrow_cannot_keep_are_an_error_not_a_rename(columns: list, why: str) -> None:
+    df = pd.DataFrame([["x", "y"]], columns=columns)
+    with pytest.raises(CodecError, match=why) as info:
+        encode_value(df, arrow=True, name="df", attach=[])
+    assert "'df'" in str(info.value)
+
+
+def arrow_with_pandas_metadata(numpy_type: str) -> bytes:
+    import json
+
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(pd.DataFrame({"a": [1, 2, 3]}))
+    meta = json.loads(table.schema.metadata[b"pandas"])
+    meta["columns"][0]["numpy_type"] = numpy_type
+    table = table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+@pytest.mark.parametrize("numpy_type", ["period[D]", "interval[int64, right]", "Sparse[int64]"])
+def test_pandas_metadata_cannot_turn_a_column_into_another_dtype(numpy_type: str) -> None:
+    # The schema's pandas metadata is the sender's word: it may restore the dtypes a frame can
+    # travel with, never construct one that could not have been written.
+    enc = {"t": "dataframe", "fmt": "arrow", "a": 0}
+    with pytest.raises(CodecError, match="'a'"):
+        decode_value(enc, attachments=[arrow_with_pandas_metadata(numpy_type)])
+    ok = decode_value(enc, attachments=[arrow_with_pandas_metadata("Int64")])
+    assert str(ok["a"].dtype) == "Int64"
+
+
+def test_the_encoder_refuses_what_the_decoder_would_refuse() -> None:
+    # The message and its attachments together are held to the limit, as the receiving end
+    # counts them: each within it but not their sum would cost the container its channel.
+    from gleitzeit_jupyter.providers.sandbox.protocol import MAX_FRAME
+
+    blob = bytes(MAX_FRAME // 2 + CHUNK)  # calloc'ed: untouched pages cost nothing
+    message = {"op": "result", "text": "x" * (MAX_FRAME // 2)}
+    with pytest.raises(ProtocolError, match="limit"):
+        encode_message(message, [blob])
+    assert len(encode_message({"op": "result"}, [blob])) > 1
+
+
+def test_pyarrow_backed_columns_come_back_with_their_arrow_dtype() -> None:
+    import pyarrow as pa
+
+    df = pd.DataFrame(
+        {
+            "l": pd.array([[1, 2], [3]], dtype=pd.ArrowDtype(pa.list_(pa.int64()))),
+            "st": pd.array(
+                [{"x": 1}, {"x": 2}], dtype=pd.ArrowDtype(pa.struct([("x", pa.int64())]))
+            ),
+            "s": pd.array(["a", None], dtype=pd.ArrowDtype(pa.string())),
+            "d": pd.array(
+                [decimal.Decimal("1.10"), None], dtype=pd.ArrowDtype(pa.decimal128(10, 2))
+            ),
+            "plain": ["x", "y"],
+        }
+    )
+    back = roundtrip(df)
+    pd.testing.assert_frame_equal(back, df)
+    assert list(back.dtypes) == list(df.dtypes)

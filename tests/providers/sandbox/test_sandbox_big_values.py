@@ -130,7 +130,10 @@ async def test_a_received_frame_costs_at_most_about_twice_its_size(
     got = await run(pool, "len(df)", inputs={"df": df}, instance=inst)
     assert got["error"] is None, got["error"]
     grown = (got["peak_memory_mb"] - base["peak_memory_mb"]) * MiB
-    assert grown <= 2 * size + 16 * MiB, (grown / MiB, size / MiB)
+    # "About 2x": the allocator's arenas move a peak by some MiB between identical runs
+    # (string frames read 33-56 MiB for 20 MiB here), so the bound leaves a quarter of the
+    # frame for that; a copy too many (JSON, a decode into Python objects) is far above it.
+    assert grown <= 2.25 * size + 16 * MiB, (grown / MiB, size / MiB)
 
 
 @pytest.mark.parametrize(
@@ -204,3 +207,6 @@ async def test_a_larger_memory_limit_lets_larger_values_back() -> None:
     assert big.limits.max_value_bytes >= 160_000_000  # a 10M x 2 frame comes back
     given = PythonProvider(mem_limit="2g", max_value_bytes=MiB)
     assert given.limits.max_value_bytes == MiB
+    # A limit not understood here keeps the documented caps (the engine judges the limit).
+    for odd in ("", "infg", "1e400g", "lots"):
+        assert PythonProvider(mem_limit=odd).limits.max_value_bytes == 32 * MiB

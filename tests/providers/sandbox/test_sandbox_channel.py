@@ -49,6 +49,31 @@ async def test_only_the_peer_with_the_token_becomes_the_channel() -> None:
         intruder.close()
 
 
+async def test_peers_that_say_nothing_do_not_hold_the_channel_up() -> None:
+    # Anyone on the host who can reach the socket may connect and stay silent; the token check
+    # of one peer must not keep the supervisor (queued behind it, or blocked in connect once
+    # the backlog is full) waiting. With an hour per silent peer, only a concurrent check ends.
+    listener = ChannelListener()
+    accepted = asyncio.create_task(listener.accept(token_timeout=3600))
+    silent: list[socket.socket] = []
+
+    async def intrude_then_connect() -> socket.socket:
+        for _ in range(8):  # more than the listen backlog
+            silent.append(await asyncio.to_thread(connect, listener, b""))
+        peer = await asyncio.to_thread(connect, listener, listener.token.encode())
+        silent.append(peer)
+        return await accepted
+
+    try:
+        conn = await asyncio.wait_for(intrude_then_connect(), 60)
+        conn.close()
+    finally:
+        accepted.cancel()
+        listener.close()
+        for sock in silent:
+            sock.close()
+
+
 async def test_only_engines_on_this_machine_get_the_socket(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     assert is_local(None) and is_local("unix:///var/run/docker.sock")

@@ -56,6 +56,35 @@ async def test_values_for_names_not_asked_for_are_dropped(pool: PythonProvider) 
     await still_serves(pool, inst)
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        "{'x': ARR, 'y': ARR}",
+        "{'x': {'t': 'dataframe', 'fmt': 'columns', 'names': ['a', 'b'], 'columns': [ARR, ARR],"
+        " 'index': {'range': [0, 1, 1]}}}",
+    ],
+    ids=["two values", "two columns of one frame"],
+)
+async def test_one_attachment_cannot_become_two_values_sharing_memory(
+    pool: PythonProvider, values: str
+) -> None:
+    # Honest replies name each attachment once; a forged one naming it twice would hand the
+    # kernel objects that change together.
+    inst = pool.instances[0].id
+    arr = "{'t': 'ndarray', 'dtype': '<i8', 'shape': [1], 'a': 0}"
+    code = FORGE.replace(
+        "struct.pack('>I', len(body)) + body",
+        "struct.pack('>I', len(body)) + body + struct.pack('>I', 0x80000000 | 8) + bytes(8)",
+    ) + (
+        f"forge({{'exit_code': 0, 'values': {values.replace('ARR', arr)}, 'attachments': [8]}})\n"
+        "import time\ntime.sleep(5)\n"
+    )
+    r = await run(pool, code, instance=inst, returns=["x", "y"])
+    assert r["error"] is not None and "attachment" in r["error"]["evalue"], r["error"]
+    assert r["values"] == {} or list(r["values"]) == ["x"], r["values"]
+    await still_serves(pool, inst)
+
+
 async def test_dunder_and_invalid_names_cannot_be_requested(pool: PythonProvider) -> None:
     for bad in (["__builtins__"], ["get_ipython", "__name__"], ["not valid"], ["class"]):
         with pytest.raises(UserError):

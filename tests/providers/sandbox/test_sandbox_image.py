@@ -16,6 +16,8 @@ from gleitzeit_jupyter.providers.sandbox.image import (
     STACK_LABEL,
     build_image,
     image_stack,
+    image_stack_key,
+    import_rootfs,
 )
 from gleitzeit_jupyter.providers.sandbox.stack import STACK, kernel_stack, stack_key
 
@@ -88,7 +90,7 @@ def test_default_image_holds_the_kernels_data_stack_and_says_so(
     assert recorded is not None and set(recorded) == set(STACK) == set(here)
     assert {n: minor(v) for n, v in recorded.items()} == {n: minor(v) for n, v in here.items()}
     labels = docker_client.images.get(DEFAULT_IMAGE).labels
-    assert labels[STACK_LABEL] == stack_key(recorded)
+    assert labels[STACK_LABEL] == image_stack_key(recorded)
     # What is installed inside, read by its own metadata, is what the label and manifest say.
     code = (
         "import importlib.metadata as m, json; "
@@ -120,3 +122,24 @@ def test_the_cache_key_follows_the_version_set() -> None:
 def test_the_minimal_image_records_no_stack(docker_client: docker.DockerClient) -> None:
     build_image(MINIMAL_IMAGE, minimal=True, client=docker_client)  # cached when present
     assert image_stack(docker_client, MINIMAL_IMAGE) is None
+
+
+def test_a_root_filesystem_that_fails_to_pack_leaves_no_tagged_image(
+    docker_client: docker.DockerClient, tmp_path: pytest.TempPathFactory
+) -> None:
+    # docker imports an empty stream as an empty image: a tag set before the packing was known
+    # to have worked would be found by the cache and used by every later pool.
+    name = "gleitzeit-sandbox-test-import:broken"
+    with pytest.raises(RuntimeError, match="tar"):
+        import_rootfs(docker_client, str(tmp_path) + "/missing", name, [])
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(name)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "hello").write_text("hi")
+    ok = "gleitzeit-sandbox-test-import:ok"
+    import_rootfs(docker_client, str(root), ok, ['LABEL gleitzeit.test="1"'])
+    try:
+        assert docker_client.images.get(ok).labels.get("gleitzeit.test") == "1"
+    finally:
+        docker_client.images.remove(ok, force=True)

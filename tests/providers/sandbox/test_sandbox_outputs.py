@@ -138,6 +138,10 @@ def test_arrow_with_corrupt_offsets_is_refused_not_crashed_on() -> None:
         decode_value(enc, arrow=False)
 
 
+_HALF = 2 * 10**6
+_HALF_VALID = pa.py_buffer(b"\x55" * (4 * 10**6 // 8))  # every other row valid
+
+
 def _arrow(table: pa.Table) -> dict:
     sink = io.BytesIO()
     with pyarrow.ipc.new_stream(sink, table.schema) as writer:
@@ -153,8 +157,30 @@ def _arrow(table: pa.Table) -> dict:
         pa.FixedSizeListArray.from_arrays(pa.nulls(10**8), 10**8),
         pa.array(["x" * 1000] * 3, pa.string_view()),  # views may all point at one string
         pa.RunEndEncodedArray.from_arrays(pa.array([10**8], pa.int32()), pa.array([1])),
+        # A validity bit per row, and pandas makes a dict or an array object of each.
+        pa.StructArray.from_buffers(pa.struct([]), 4 * 10**6, [_HALF_VALID], null_count=_HALF),
+        pa.FixedSizeListArray.from_buffers(
+            pa.list_(pa.int8(), 0),
+            4 * 10**6,
+            [_HALF_VALID],
+            null_count=_HALF,
+            children=[pa.array([], pa.int8())],
+        ),
+        # Four bytes of offset per row, an empty array object per row.
+        pa.ListArray.from_arrays(
+            pa.array(bytes(4 * (4 * 10**6 + 1)), pa.int32()), pa.array([], pa.int8())
+        ),
     ],
-    ids=["null", "list-of-null", "fixed-size-list-of-null", "string-view", "run-end-encoded"],
+    ids=[
+        "null",
+        "list-of-null",
+        "fixed-size-list-of-null",
+        "string-view",
+        "run-end-encoded",
+        "struct-without-fields",
+        "fixed-size-list-of-nothing",
+        "empty-lists",
+    ],
 )
 def test_arrow_that_would_expand_in_the_kernel_is_refused(column: pa.Array) -> None:
     # Valid Arrow whose pandas form is far larger than the payload: to_pandas would build
