@@ -178,19 +178,29 @@ def cell_error(exc: BaseException, *, context: str = "", hint: str | None = None
     if isinstance(exc, CellError):
         return exc
     if isinstance(exc, HubError):
-        text = str(exc)
+        text = _clipped(str(exc))
         if hint:
             text = f"{text}; {hint}"
         kind = type(exc).__name__
     else:
         # Not one of ours: a bug or an unexpected library failure. Still one line, but say so.
-        text = f"internal error {type(exc).__name__}: {exc}"
+        text = f"internal error {type(exc).__name__}: {_clipped(str(exc))}"
         text += " (set GLEITZEIT_DEBUG=1 to see the traceback, and please report it)"
         kind = "gleitzeit"
     text = " ".join(text.split())  # one line, whatever the message held
     if context:
         text = f"{context}: {text}"
     return _typed_cell_error(exc, text, kind)
+
+
+#: Longest message a cell shows: a server may send a megabyte of error text.
+MESSAGE_MAX = 1000
+
+
+def _clipped(message: str) -> str:
+    if len(message) <= MESSAGE_MAX:
+        return message
+    return f"{message[:MESSAGE_MAX]}… ({len(message) - MESSAGE_MAX:,} more characters)"
 
 
 def no_ollama_hint(hosts: list[str]) -> str:

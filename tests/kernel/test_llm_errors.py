@@ -81,3 +81,13 @@ def test_one_line_error_keeps_the_original_type_and_fields(kind: type[HubError])
     assert err.cause is original and err.instance == "gpu-1:11434"
     assert str(err) == "%%llm: it broke (instance gpu-1:11434). fix it"
     assert err._render_traceback_() == [f"\x1b[0;31m{kind.__name__}\x1b[0m: {err}"]
+
+
+def test_a_megabyte_of_error_text_is_shown_clipped_with_its_length() -> None:
+    from gleitzeit_jupyter.hub.errors import ResourceFailed
+    from gleitzeit_jupyter.kernel.render import MESSAGE_MAX, cell_error
+
+    err = cell_error(ResourceFailed("x" * 1_000_000, instance="i"), context="%%llm")
+    assert len(str(err)) < MESSAGE_MAX + 200
+    assert "more characters)" in str(err)
+    assert isinstance(err, ResourceFailed)

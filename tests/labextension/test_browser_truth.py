@@ -45,13 +45,15 @@ def standins() -> Iterator[list[OllamaStandIn]]:
 
 
 def run_cell(page: Any, index: int, timeout: float = 60_000) -> None:
-    """Run one cell and wait for its prompt number. On a loaded machine a Shift+Enter sent
-    while the page is still settling can be lost: send it again while the prompt is empty."""
+    """Run one cell and wait for its prompt number. On a loaded machine a key sent while the
+    page is still settling can be lost: send it again while the prompt is empty. Ctrl+Enter,
+    not Shift+Enter: it runs the cell in place, so a repeated key never runs the next cell and
+    the last cell does not grow a new empty one (which a saved notebook would keep)."""
     cell = current_panel(page).locator(".jp-Cell").nth(index)
     prompt = cell.locator(".jp-InputPrompt")
     for _attempt in range(3):
         cell.locator(".jp-InputArea-editor").click()
-        page.keyboard.press("Shift+Enter")
+        page.keyboard.press("Control+Enter")
         deadline = time.monotonic() + 10
         while prompt.inner_text().strip() in ("[ ]:", "") and time.monotonic() < deadline:
             time.sleep(0.2)

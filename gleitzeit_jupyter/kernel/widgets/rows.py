@@ -17,7 +17,8 @@ COLUMNS = (
     # (key, header, width). Widths live in the panel's CSS (style.py), which drops the
     # low-priority columns when the panel is narrow; GRID is the full-width template.
     ("dot", "", "16px"),
-    ("instance", "instance", "minmax(max-content, 1.2fr)"),
+    # its whole name up to half the width; a longer one wraps rather than push the buttons out
+    ("instance", "instance", "fit-content(50%)"),
     ("status", "health", "minmax(64px, max-content)"),
     ("breaker", "breaker", "minmax(64px, max-content)"),
     ("in_flight", "in flight", "minmax(52px, max-content)"),

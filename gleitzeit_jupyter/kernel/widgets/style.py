@@ -35,7 +35,10 @@ _BASE_CSS = """
 .gz-panel .gz-total { font-weight: bold; border-top: 1px solid var(--jp-border-color1, #d0d7de); }
 .gz-panel .gz-num { justify-content: flex-end; font-variant-numeric: tabular-nums; }
 .gz-panel .gz-dot { font-size: 18px; justify-content: center; }
-.gz-panel .gz-cell-instance { overflow: visible; }
+.gz-panel .gz-cell-instance { overflow: visible; white-space: normal;
+  overflow-wrap: anywhere; line-height: 1.25; height: auto; }
+.gz-panel .gz-cell-instance .widget-html-content, .gz-panel .gz-err .widget-html-content {
+  line-height: 1.25; }
 .gz-panel .gz-err { color: var(--jp-error-color1, #b3261e); white-space: normal;
   overflow-wrap: anywhere; line-height: 1.25; height: auto; }
 .gz-panel .gz-err.gz-err-old { color: var(--jp-ui-font-color2, #57606a); }
