@@ -21,6 +21,7 @@ import httpx
 
 from ..hub import ExecutionTimeout, HubError, ResourceFailed, UserError
 from ..hub.fleet import figure
+from ._bounded import too_large
 from ._openai_fields import CHAT, EMBED
 
 __all__ = [
@@ -326,21 +327,27 @@ def queue_depth(text: str) -> tuple[str, float, float] | None:
     return None
 
 
-async def server_events(lines: AsyncIterable[str]) -> AsyncIterator[tuple[str, str]]:
+async def server_events(
+    lines: AsyncIterable[str], limit: int, ident: str
+) -> AsyncIterator[tuple[str, str]]:
     """(event type, data) of each server-sent event in ``lines`` (the WHATWG algorithm:
     ``data`` lines joined by newlines, comments and unknown fields skipped, an event without
     its closing blank line dropped). llama.cpp's nonstandard ``error: {...}`` line, which
-    other SSE readers drop, comes out as an ``error`` event so its message is not lost."""
-    kind, data = "", []
+    other SSE readers drop, comes out as an ``error`` event so its message is not lost.
+    An event's data over ``limit`` characters fails the call: ``ident`` sent it."""
+    kind, data, size = "", [], 0
     async for line in lines:
         if not line:
             if data:
                 yield kind or "message", "\n".join(data)
-            kind, data = "", []
+            kind, data, size = "", [], 0
             continue
         name, _, value = line.partition(":")
         value = value[1:] if value.startswith(" ") else value
         if name == "data":
+            size += len(value) + 1
+            if size > limit:
+                raise too_large(ident, "an event", limit)
             data.append(value)
         elif name == "event":
             kind = value

@@ -35,10 +35,12 @@ from ..hub import (
     UserError,
 )
 from ..hub.fleet import Fleet
+from . import _bounded
 from . import _ollama_wire as wire
+from ._bounded import ResponseLimits
 from .hosts import DEFAULT_HOST, env_host_values, env_hosts, parse_host
 
-__all__ = ["OllamaConfig", "OllamaProvider", "OllamaProviderStreamlined"]
+__all__ = ["OllamaConfig", "OllamaProvider", "OllamaProviderStreamlined", "ResponseLimits"]
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,9 @@ class OllamaProvider(HubProvider[OllamaConfig]):
     ``first_token_timeout`` the wait for a stream's first line. A 503 (the server's queue is
     full) sends the call elsewhere and keeps new calls off that server for ``busy_backoff``
     seconds; with nowhere else to go a call waits out the 503s, at most ``busy_wait``
-    seconds. Other keyword arguments go to :class:`HubProvider` (``retries``,
+    seconds. ``response_limits`` caps what a server may send (:class:`ResponseLimits`: 16 MiB
+    a streamed line, 64 MiB a body, 256 MiB an ``llm/embed`` body); more fails the call.
+    Other keyword arguments go to :class:`HubProvider` (``retries``,
     ``health_check_interval``, ...).
     """
 
@@ -131,6 +135,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         model_refresh_interval: float = 10.0,
         busy_backoff: float = 2.0,
         busy_wait: float = 30.0,
+        response_limits: ResponseLimits | None = None,
         **hub_options: Any,
     ) -> None:
         hub_options.setdefault("name", "ollama")
@@ -154,6 +159,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         self.model_refresh_interval = model_refresh_interval
         self.busy_backoff = busy_backoff
         self.busy_wait = busy_wait
+        self.response_limits = response_limits or ResponseLimits()
         self.fleet = Fleet()
         self._refreshing: set[asyncio.Task[None]] = set()
         self._bad_hosts: set[str] = set()  # environment entries already reported unreadable
@@ -198,12 +204,12 @@ class OllamaProvider(HubProvider[OllamaConfig]):
                     log.warning("%s: skipping Ollama host from the environment: %s", self.name, exc)
         return list(dict.fromkeys(urls))
 
-    @staticmethod
-    async def _probe(client: httpx.AsyncClient, url: str) -> bool:
+    async def _probe(self, client: httpx.AsyncClient, url: str) -> bool:
         try:
-            r = await client.get(f"{url}/api/version")
+            limit = self.response_limits.body
+            r = await _bounded.request(client, "GET", f"{url}/api/version", limit, url)
             return r.status_code == 200 and "version" in r.json()
-        except (httpx.HTTPError, ValueError, TypeError):  # not an Ollama there
+        except (httpx.HTTPError, ValueError, TypeError, ResourceFailed):  # not an Ollama there
             return False
 
     async def create_resource(self, config: OllamaConfig) -> ResourceInstance:
@@ -243,7 +249,7 @@ class OllamaProvider(HubProvider[OllamaConfig]):
 
     async def check_resource_health(self, instance: ResourceInstance) -> bool:
         st = _state(instance)
-        r = await st.probe.get("/api/version")
+        r = await self._probe_get(instance, "/api/version")
         if r.status_code != 200:
             return False
         instance.metadata["version"] = r.json().get("version")
@@ -253,14 +259,16 @@ class OllamaProvider(HubProvider[OllamaConfig]):
 
     async def _refresh_models(self, instance: ResourceInstance) -> None:
         st = _state(instance)
-        tags, ps = await asyncio.gather(st.probe.get("/api/tags"), st.probe.get("/api/ps"))
+        tags, ps = await asyncio.gather(
+            self._probe_get(instance, "/api/tags"), self._probe_get(instance, "/api/ps")
+        )
         tags.raise_for_status()
         ps.raise_for_status()
         catalog = {
             wire.normalize_model(m.get("model") or m["name"]): m
             for m in tags.json().get("models") or []
         }
-        await self._refresh_capabilities(st, catalog)
+        await self._refresh_capabilities(instance, catalog)
         st.catalog = catalog
         st.models = set(catalog)
         in_memory = [
@@ -272,8 +280,15 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         instance.metadata["models"] = sorted(st.models)
         instance.metadata["loaded"] = sorted(st.loaded)
 
-    async def _refresh_capabilities(self, st: _State, catalog: dict[str, dict[str, Any]]) -> None:
+    async def _probe_get(self, instance: ResourceInstance, path: str) -> httpx.Response:
+        limit = self.response_limits.body
+        return await _bounded.request(_state(instance).probe, "GET", path, limit, instance.id)
+
+    async def _refresh_capabilities(
+        self, instance: ResourceInstance, catalog: dict[str, dict[str, Any]]
+    ) -> None:
         """``/api/show`` for each model whose digest is new here (cached per digest)."""
+        st = _state(instance)
         stale = [
             name
             for name, meta in catalog.items()
@@ -281,7 +296,10 @@ class OllamaProvider(HubProvider[OllamaConfig]):
         ]
 
         async def show(name: str) -> None:
-            r = await st.probe.post("/api/show", json={"model": name})
+            r = await _bounded.request(
+                st.probe, "POST", "/api/show", self.response_limits.body, instance.id,
+                json={"model": name},
+            )  # fmt: skip
             if r.status_code == 200:
                 caps = r.json().get("capabilities")
                 if isinstance(caps, list):
@@ -497,9 +515,13 @@ class OllamaProvider(HubProvider[OllamaConfig]):
     ) -> dict[str, Any]:
         started = time.perf_counter()
         pause = _FIRST_BUSY_PAUSE
+        limits = self.response_limits
+        limit = limits.embed if method == wire.EMBED else limits.body
         while True:
             try:
-                r = await wire.post_json(st.transport, st.urls[path], content, st.extensions)
+                r = await wire.post_json(
+                    st.transport, st.urls[path], content, st.extensions, limit, instance.id
+                )
             except httpx.HTTPError as exc:
                 raise wire.transport_error(exc, instance.id, st.url, self.request_timeout) from exc
             if r.status_code != 503 or not self._wait_busy(instance, method, params, started):
@@ -543,7 +565,11 @@ class OllamaProvider(HubProvider[OllamaConfig]):
                     "POST", st.urls[path], content=content, headers=wire.JSON_HEADERS
                 )
                 resp, lines, first = await wire.first_line(
-                    st.client, request, self.first_token_timeout, instance.id
+                    st.client,
+                    request,
+                    self.first_token_timeout,
+                    instance.id,
+                    self.response_limits.line,
                 )
                 if resp.status_code != 503:
                     break
@@ -553,8 +579,8 @@ class OllamaProvider(HubProvider[OllamaConfig]):
                 resp = None
                 pause = await self._busy_pause(started, pause)
             if resp.status_code != 200:
-                await resp.aread()
-                raise self._failed(instance, resp.status_code, resp.text, model)
+                said = await _bounded.read(resp, self.response_limits.body, instance.id)
+                raise self._failed(instance, resp.status_code, said.text, model)
             ttft_ms = (time.perf_counter() - started) * 1000.0
             line: str | None = first
             while line is not None:
