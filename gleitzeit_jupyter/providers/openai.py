@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..hub import (
-    ExecutionTimeout,
     HubError,
     ResourceDeclined,
     ResourceFailed,
@@ -35,7 +34,7 @@ from ..hub import (
 )
 from ..hub.fleet import Fleet
 from ..hub.provider import HubProvider
-from . import _bounded
+from . import _bounded, _sse
 from . import _openai_fields as fields
 from . import _openai_wire as wire
 from ._bounded import ResponseLimits
@@ -324,7 +323,13 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
         try:
             while True:
                 request = st.client.build_request("POST", st.urls[path], content=content)
-                resp, events, first = await self._first_event(st, request, instance.id)
+                resp, events, first = await _sse.first_event(
+                    st.client,
+                    request,
+                    self.first_token_timeout,
+                    instance.id,
+                    self.response_limits.line,
+                )
                 if resp.status_code != 429:
                     break
                 said = await _bounded.read(resp, self.response_limits.body, instance.id)
@@ -384,37 +389,3 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
                 await events.aclose()  # type: ignore[attr-defined]
             if resp is not None:
                 await resp.aclose()
-
-    async def _first_event(self, st: State, request: httpx.Request, ident: str):
-        """Send a streaming request; read up to its first server-sent event within
-        ``first_token_timeout``. Returns the event iterator too (it can be read once)."""
-
-        async def go():
-            resp = await st.client.send(request, stream=True)
-            try:
-                if resp.status_code != 200:
-                    return resp, None, None
-                kind = resp.headers.get("content-type", "")
-                if "text/event-stream" not in kind:
-                    raise ResourceFailed(
-                        f"{ident} answered a streamed call with {kind or 'no Content-Type'},"
-                        " not server-sent events",
-                        instance=ident,
-                    )
-                line = self.response_limits.line
-                events = wire.server_events(_bounded.lines(resp, line, ident), line, ident)
-                return resp, events, await anext(events, None)
-            except BaseException:
-                await resp.aclose()
-                raise
-
-        if self.first_token_timeout is None:
-            return await go()
-        try:
-            async with asyncio.timeout(self.first_token_timeout):
-                return await go()
-        except TimeoutError:
-            raise ExecutionTimeout(
-                f"no first token from {ident} within {self.first_token_timeout:g} s",
-                instance=ident,
-            ) from None
