@@ -68,7 +68,9 @@ class Endless:
             self.done.set()
 
 
-async def _serve(answer: Callable[[asyncio.StreamWriter], Awaitable[None]]) -> AsyncIterator[str]:
+async def _serve(
+    answer: Callable[[asyncio.StreamWriter], Awaitable[None]], calls: set[str] = CALLS
+) -> AsyncIterator[str]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
@@ -78,10 +80,10 @@ async def _serve(answer: Callable[[asyncio.StreamWriter], Awaitable[None]]) -> A
                     if name.lower() == "content-length":
                         length = int(value)
                 await reader.readexactly(length)
-                if path in OLLAMA:
+                if path in OLLAMA and path not in calls:
                     writer.write(_http(200, json.dumps(OLLAMA[path]).encode()))
                     await writer.drain()
-                elif path in CALLS:
+                elif path in calls:
                     await answer(writer)
                     return
                 else:  # /health, /metrics: none here
@@ -214,3 +216,15 @@ async def test_lines_split_like_httpx(data: bytes, step: int) -> None:
     expected = [line async for line in httpx.Response(200, content=data).aiter_lines()]
     got = [line async for line in _bounded.lines(httpx.Response(200, content=pieces()), 10, "s")]
     assert got == expected
+
+
+async def test_an_endless_model_list_fails_the_health_check_at_the_body_limit() -> None:
+    answer = Endless(JSON_, b'{"models": [')
+    async for url in _serve(answer, calls={"/api/tags"}):
+        async with OllamaProvider(
+            hosts=[url], auto_discover=False, retries=0, response_limits=LIMITS
+        ) as p:
+            why = p.health_error(p.instances[0].id)
+            await asyncio.wait_for(answer.done.wait(), 60)
+    assert why is not None and "sent a body over the 1 MiB limit" in why
+    assert answer.sent < BOUND
