@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 import random
 import time
@@ -36,17 +35,14 @@ from . import _bounded
 from . import _ollama_wire as wire
 from ._bounded import ResponseLimits
 from ._ollama_catalog import OllamaCatalogMixin
+from ._ollama_discovery import DEFAULT_SCAN_PORTS, OllamaDiscoveryMixin
 from ._ollama_routing import OllamaRoutingMixin
 from ._ollama_state import State
 from ._ollama_state import state as _state
-from .hosts import DEFAULT_HOST, env_host_values, env_hosts, parse_host
+from .hosts import DEFAULT_HOST, env_hosts, parse_host
 
 __all__ = ["OllamaConfig", "OllamaProvider", "OllamaProviderStreamlined", "ResponseLimits"]
 
-log = logging.getLogger(__name__)
-
-DEFAULT_SCAN_PORTS = tuple(range(11434, 11440))
-_PROBE_TIMEOUT = 0.5
 _FIRST_BUSY_PAUSE = 0.05  # seconds; doubled up to busy_backoff while a lone server is busy
 
 
@@ -76,7 +72,9 @@ class OllamaConfig:
         return parse_host(self.host)
 
 
-class OllamaProvider(OllamaCatalogMixin, OllamaRoutingMixin, HubProvider[OllamaConfig]):
+class OllamaProvider(
+    OllamaDiscoveryMixin, OllamaCatalogMixin, OllamaRoutingMixin, HubProvider[OllamaConfig]
+):
     """Pool of Ollama servers: ``llm/generate``, ``llm/chat``, ``llm/embed``, ``llm/models``.
 
     ``hosts``: URLs (or :class:`OllamaConfig`) always in the pool. ``auto_discover``: also add
@@ -134,7 +132,7 @@ class OllamaProvider(OllamaCatalogMixin, OllamaRoutingMixin, HubProvider[OllamaC
         self.response_limits = response_limits or ResponseLimits()
         self.fleet = Fleet()
         self.refreshing: set[asyncio.Task[None]] = set()
-        self._bad_hosts: set[str] = set()  # environment entries already reported unreadable
+        self.bad_hosts: set[str] = set()  # environment entries already reported unreadable
 
     # ---- pool membership -------------------------------------------------------------
     def resource_key(self, config: OllamaConfig) -> str:
@@ -154,35 +152,7 @@ class OllamaProvider(OllamaCatalogMixin, OllamaRoutingMixin, HubProvider[OllamaC
         return [OllamaConfig(host=h) for h in env_hosts() or [DEFAULT_HOST]]
 
     async def discover_resources(self) -> list[OllamaConfig]:
-        named = self._named_hosts()  # the user named these: kept even while they are down
-        scanned = [parse_host(f"{self.scan_host}:{p}") for p in self.scan_ports]
-        scanned = [u for u in scanned if u not in named]
-        async with httpx.AsyncClient(timeout=_PROBE_TIMEOUT) as probe:
-            answers = await asyncio.gather(*(self._probe(probe, u) for u in scanned))
-        urls = dict.fromkeys(named + [u for u, ok in zip(scanned, answers, strict=True) if ok])
-        return [OllamaConfig(host=u) for u in urls]
-
-    def _named_hosts(self) -> list[str]:
-        # Each entry on its own: one typo in a list of servers must not empty the pool of
-        # the others (discovery failing as a whole would add none of them). The bad entry
-        # is reported once, not at every discovery pass.
-        urls = []
-        for value in env_host_values():
-            try:
-                urls.append(parse_host(value))
-            except UserError as exc:
-                if value not in self._bad_hosts:
-                    self._bad_hosts.add(value)
-                    log.warning("%s: skipping Ollama host from the environment: %s", self.name, exc)
-        return list(dict.fromkeys(urls))
-
-    async def _probe(self, client: httpx.AsyncClient, url: str) -> bool:
-        try:
-            limit = self.response_limits.body
-            r = await _bounded.request(client, "GET", f"{url}/api/version", limit, url)
-            return r.status_code == 200 and "version" in r.json()
-        except (httpx.HTTPError, ValueError, TypeError, ResourceFailed):  # not an Ollama there
-            return False
+        return [OllamaConfig(host=u) for u in await self.discover_urls()]
 
     async def create_resource(self, config: OllamaConfig) -> ResourceInstance:
         url = config.url
