@@ -7,11 +7,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Generic
 
-from .calls import default_hook
 from .errors import HubError, UserError
 from .instance import ConfigT, ResourceInstance
 
-__all__ = ["ResourceHooks"]
+__all__ = ["ResourceHooks", "default_hook", "is_default_hook"]
+
+
+def default_hook(fn):
+    """Mark a base-class hook, so the call path can skip work a subclass did not ask for."""
+    fn._hub_default = True
+    return fn
+
+
+def is_default_hook(fn) -> bool:
+    return getattr(fn, "_hub_default", False)
 
 
 class ResourceHooks(Generic[ConfigT]):
