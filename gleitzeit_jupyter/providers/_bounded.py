@@ -52,7 +52,8 @@ def _size(n: int) -> str:
 async def read(
     resp: httpx.Response, limit: int, ident: str, request: httpx.Request | None = None
 ) -> httpx.Response:
-    """Read ``resp`` (sent with ``stream=True``) up to ``limit`` bytes; a read copy of it.
+    """Read ``resp`` (sent with ``stream=True``) up to ``limit`` bytes: ``resp`` itself, or
+    for a compressed answer (counted after decompression) a read copy of it.
 
     A Content-Length over the limit fails before any of the body is read. The caller still
     closes ``resp``. ``request``: the request, for an answer straight from a transport
@@ -61,6 +62,12 @@ async def read(
     declared = resp.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(ident, f"a body of {declared} bytes", limit)
+    if "content-encoding" not in resp.headers:
+        # Not compressed: the bytes on the wire are the body, so capping the stream under
+        # httpx's own read is enough, and costs no copy (this is every call's hot path).
+        resp.stream = _Capped(resp.stream, limit, ident)  # type: ignore[arg-type]
+        await resp.aread()
+        return resp
     body = bytearray()
     async for chunk in resp.aiter_bytes():
         if len(body) + len(chunk) > limit:
@@ -75,6 +82,24 @@ async def read(
         request=request if request is not None else resp.request,
         extensions=resp.extensions,
     )
+
+
+class _Capped(httpx.AsyncByteStream):
+    """A response stream that fails once more than ``limit`` bytes came through."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, limit: int, ident: str) -> None:
+        self._stream, self._limit, self._ident = stream, limit, ident
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._stream:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise too_large(self._ident, "a body", self._limit)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 async def request(

@@ -5,6 +5,7 @@ reading: the raw server counts what it managed to send before the connection clo
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -228,3 +229,23 @@ async def test_an_endless_model_list_fails_the_health_check_at_the_body_limit() 
             await asyncio.wait_for(answer.done.wait(), 60)
     assert why is not None and "sent a body over the 1 MiB limit" in why
     assert answer.sent < BOUND
+
+
+async def test_a_compressed_answer_is_limited_after_decompression() -> None:
+    bomb = gzip.compress(b"0" * (64 * MiB), compresslevel=9)  # about 64 KiB on the wire
+    done = asyncio.Event()
+
+    async def answer(writer: asyncio.StreamWriter) -> None:
+        head = f"{JSON_}Content-Encoding: gzip\r\nContent-Length: {len(bomb)}\r\n"
+        writer.write(f"HTTP/1.1 200 OK\r\n{head}\r\n".encode() + bomb)
+        await writer.drain()
+        done.set()
+
+    async for url in _serve(answer):
+        async with OllamaProvider(
+            hosts=[url], auto_discover=False, retries=0, response_limits=LIMITS
+        ) as p:
+            with pytest.raises(ResourceFailed, match="sent a body over the 1 MiB limit"):
+                await p.execute("llm/generate", {"model": "m", "prompt": "hi"})
+            await asyncio.wait_for(done.wait(), 60)
+    assert len(bomb) < LIMITS.body  # the limit counts what it inflates to, not the wire
