@@ -33,6 +33,7 @@ from .errors import (
     ResourceFailed,
     UserError,
 )
+from .hooks import default_hook, is_default_hook
 from .instance import ResourceInstance, ResourceStatus
 from .lifecycle import Lifecycle
 from .policy import RetryPolicy, checked
@@ -46,16 +47,6 @@ _GONE = (ResourceStatus.DRAINING, ResourceStatus.STOPPED)
 _OPEN = CircuitState.OPEN
 _CLOSED = CircuitState.CLOSED
 _HALF_OPEN = CircuitState.HALF_OPEN
-
-
-def default_hook(fn):
-    """Mark a base-class hook, so the call path can skip work a subclass did not ask for."""
-    fn._hub_default = True
-    return fn
-
-
-def is_default_hook(fn) -> bool:
-    return getattr(fn, "_hub_default", False)
 
 
 def as_failure(exc: BaseException, instance: ResourceInstance) -> ResourceFailed:

@@ -10,14 +10,15 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Generic
+from typing import Any
 
 from . import policy as _policy
 from . import snapshot
 from .balancing import Balancer
-from .calls import CallPath, default_hook
-from .errors import HubError, NoResourceAvailable, ResourceFailed, UserError
+from .calls import CallPath
+from .errors import NoResourceAvailable, ResourceFailed, UserError
 from .events import EventBus, HubEvent
+from .hooks import ResourceHooks
 from .instance import ConfigT, ResourceInstance, ResourceStatus
 from .lifecycle import Lifecycle, PoolState
 from .membership import Membership
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 _TICK = 1.0  # seconds between maintenance passes (idle reaping, coalesced metrics events)
 
 
-class HubProvider(Generic[ConfigT]):
+class HubProvider(ResourceHooks[ConfigT]):
     """Base class of every provider. See ``docs/architecture.md`` for the hook contract.
 
     Options come as four policy objects (``pool=PoolPolicy(...)``, ``health=``, ``breaker=``,
@@ -135,66 +136,6 @@ class HubProvider(Generic[ConfigT]):
 
     def mark_dirty(self) -> None:
         self.dirty = True
-
-    # ---- hooks ------------------------------------------------------------------------
-    async def create_resource(self, config: ConfigT) -> ResourceInstance:
-        raise NotImplementedError
-
-    async def destroy_resource(self, instance: ResourceInstance) -> None:
-        raise NotImplementedError
-
-    async def execute_on_resource(
-        self, instance: ResourceInstance, method: str, params: dict[str, Any]
-    ) -> dict[str, Any]:
-        raise NotImplementedError
-
-    async def check_resource_health(self, instance: ResourceInstance) -> bool:
-        raise NotImplementedError
-
-    async def discover_resources(self) -> list[ConfigT]:
-        return []
-
-    async def initial_resources(self) -> list[ConfigT]:
-        return []
-
-    async def config_for_new_resource(self) -> ConfigT | None:
-        return None
-
-    def resource_key(self, config: ConfigT) -> str:
-        return str(config)
-
-    @default_hook
-    def stream_on_resource(
-        self, instance: ResourceInstance, method: str, params: dict[str, Any]
-    ) -> AsyncIterator[dict[str, Any]]:
-        raise UserError(f"{type(self).__name__} does not stream {method!r}")
-
-    def instance_accepts(self, instance: ResourceInstance, method: str, params: dict) -> bool:
-        return True
-
-    @default_hook
-    def instance_preference(self, instance: ResourceInstance, method: str, params: dict) -> int:
-        return 0
-
-    def instance_cost(self, instance: ResourceInstance, method: str, params: dict) -> float:
-        """Expected seconds until the call would finish on ``instance`` (the ``fleet``
-        strategy sends it where this is least). Default: its calls in flight."""
-        return float(instance.in_flight)
-
-    def instance_extras(self, instance: ResourceInstance) -> dict[str, Any]:
-        return {}
-
-    def pool_extras(self, instances: list[ResourceInstance]) -> dict[str, Any]:
-        """The ``instance_extras`` columns for the whole pool (the ``ALL`` row, totals)."""
-        return {}
-
-    def no_instance_error(
-        self, method: str, params: dict, instances: list[ResourceInstance]
-    ) -> HubError | None:
-        return None
-
-    def validate(self, method: str, params: dict[str, Any]) -> None:
-        return None
 
     # ---- lifecycle --------------------------------------------------------------------
     @property

@@ -11,20 +11,23 @@ lists the failed rows.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
+from IPython.core.error import UsageError
 
 from ..hub.errors import HubError, UserError
+from . import batch
 from .batch import Call
-from .llm import LlmOptions, build_request, finish_value, text_of
+from .llm import LlmOptions, build_request, finish_value, store, text_of
 from .llm_images import encode_image
 from .llm_schema import SchemaError
+from .render import CellError, cell_error
 from .thinking import thinking_of, with_thinking
 
-__all__ = ["RowRequest", "map_result", "row_caller", "row_requests"]
+__all__ = ["RowRequest", "map_result", "row_caller", "row_requests", "run_map"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +102,68 @@ def map_result(series: pd.Series, opts: LlmOptions) -> pd.Series | pd.DataFrame:
     frame = pd.DataFrame.from_records(records, index=series.index, columns=columns)
     frame.attrs["errors"] = errors
     return frame
+
+
+def run_map(
+    shell: Any,
+    runtime: Callable[[], Any],
+    args: Any,
+    opts: LlmOptions,
+    cell: str,
+    *,
+    concurrency: int,
+    default_model: str | None,
+    show: bool = True,
+) -> Any:
+    """``%%llm --map EXPR``: the cell is the template, run once per row of EXPR (evaluated in
+    ``shell``); ``concurrency`` and ``default_model`` apply where ``args`` name none. With
+    ``show=False`` (the line form) the result is returned instead of displayed."""
+    if args.tools or args.max_steps is not None:
+        raise UsageError("--tools and --max-steps do not apply with --map")
+    if opts.chat:
+        raise UsageError("--map and --chat do not mix: each row is its own conversation")
+    if args.raw:
+        raise UsageError("--map and --raw do not mix: the rows fill the template's {column}s")
+    template = cell.strip("\n")
+    if not template.strip():
+        raise UsageError("%%llm --map: the cell is the per-row template, and it is empty")
+    try:
+        target = shell.ev(args.map_expr)
+    except Exception as exc:
+        raise CellError(
+            f"--map {args.map_expr}: {type(exc).__name__}: {exc}", kind="UsageError"
+        ) from None
+    concurrency = args.concurrency if args.concurrency is not None else concurrency
+    if concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    rt = runtime()
+    try:
+        index, rows = batch.map_rows(target)
+        prompts = batch.render_prompts(template, rows, shell.user_ns)
+    except HubError as exc:
+        raise cell_error(exc, context="%%llm --map") from None
+    try:
+        provider = rt.llm(opts.model or default_model)
+    except Exception as exc:
+        raise cell_error(exc, context="%%llm --map") from None
+    row_opts = LlmOptions(**{**opts.__dict__, "stream": False})
+    try:
+        requests = row_requests(prompts, rows, row_opts)
+    except HubError as exc:
+        raise cell_error(exc, context="%%llm --map") from None
+    call = row_caller(provider, row_opts, default_model)
+    name = opts.out or None
+    try:
+        outcome = batch.run_batch(rt, requests, index, call, concurrency=concurrency, name=name)
+    except batch.BatchInterrupted as exc:
+        store(shell.user_ns, opts.out, map_result(exc.partial, opts))
+        raise
+    print(outcome.summary())
+    result = map_result(outcome.series, opts)
+    store(shell.user_ns, opts.out, result)
+    if not show:
+        return result
+    if not opts.out:
+        # Without -o the result is the cell's value, shown like any other value.
+        shell.displayhook(result)
+    return None

@@ -8,17 +8,15 @@ delegate to plain functions in :mod:`.llm`, :mod:`.batch`, :mod:`.sandbox_cell` 
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..hub.errors import HubError
 from . import (
     admin,
-    batch,
     llm,
     llm_args,
     llm_map,
@@ -30,70 +28,11 @@ from . import (
 from .error_log import ErrorLog
 from .interpolate import interpolate
 from .llm_schema import SchemaError
-from .render import CellError, cell_error
+from .magic_options import names, parse, split_line_options
+from .render import cell_error
 from .runtime import Gleitzeit, get_runtime
 
 __all__ = ["GleitzeitMagics", "split_line_options"]
-
-_OPTION_LIKE = re.compile(r"^--?[A-Za-z][\w-]*$")
-_TOKEN = re.compile(r"\s*(\"(?:[^\"\\]|\\.)*\"|'[^']*'|\S+)")
-
-
-def split_line_options(line: str, parser: Any) -> tuple[str, str]:
-    """Split ``%llm -m x -t 0.2 what's up?`` into the option part and the raw prompt.
-
-    The prompt is taken verbatim (quotes and apostrophes kept), which shlex-style parsing of
-    the whole line would mangle. Options end at the first word that is not a known option
-    (or after ``--``).
-    """
-    takes_value: dict[str, bool] = {}
-    optional: dict[str, Any] = {}  # nargs="?" options: the values they may take
-    for action in parser._actions:
-        for opt in action.option_strings:
-            takes_value[opt] = action.nargs != 0
-            if action.nargs == "?":
-                optional[opt] = action.choices or ()
-    pos = 0
-    while True:
-        m = _TOKEN.match(line, pos)
-        if m is None:
-            return line[:pos].strip(), ""
-        tok = m.group(1)
-        if tok == "--":
-            return line[: m.start(1)].strip(), line[m.end() :].strip()
-        name = tok.split("=", 1)[0]
-        if _OPTION_LIKE.match(name) and name not in takes_value:
-            # An unknown option is a typo to report, not the first word of the prompt.
-            return line[: m.end()].strip(), line[m.end() :].strip()
-        if not tok.startswith("-") or name not in takes_value:
-            return line[: m.start(1)].strip(), line[m.start(1) :].strip()
-        pos = m.end()
-        if takes_value[name] and "=" not in tok:
-            v = _TOKEN.match(line, pos)
-            if v is None:
-                return line.strip(), ""
-            if name in optional and v.group(1) not in optional[name]:
-                continue  # --think What is...: the prompt, not the option's value
-            pos = v.end()
-
-
-def _unquote(value: Any) -> Any:
-    # IPython splits magic lines with non-POSIX shlex, which keeps the quotes: -s 'Be terse.'
-    # arrives as "'Be terse.'".
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        inner = value[1:-1]
-        return inner.replace("\\" + value[0], value[0]) if value[0] == '"' else inner
-    if isinstance(value, list):
-        return [_unquote(v) for v in value]
-    return value
-
-
-def parse(magic: Any, line: str) -> Any:
-    """magic_arguments parsing, with quotes removed from string values."""
-    args = parse_argstring(magic, line)
-    for key, value in vars(args).items():
-        setattr(args, key, _unquote(value))
-    return args
 
 
 @magics_class
@@ -272,7 +211,15 @@ class GleitzeitMagics(Magics):
             )
         opts = self._llm_options(args)
         if args.map_expr:
-            return self._llm_map(args, opts, cell)
+            return llm_map.run_map(
+                self.shell,
+                lambda: self.runtime,
+                args,
+                opts,
+                cell,
+                concurrency=self.cfg.map_concurrency,
+                default_model=self.cfg.default_model,
+            )
         if args.concurrency is not None:
             raise UsageError("--concurrency only applies with --map")
         prompt = cell.strip("\n") if args.raw else self._interpolate(cell.strip("\n"))
@@ -317,7 +264,16 @@ class GleitzeitMagics(Magics):
         if args.map_expr:
             # The rest of the line is the per-row template; the Series (or DataFrame) is
             # returned, so `df["y"] = %llm --map df ...` fits in the cell that builds df.
-            return self._llm_map(args, opts, prompt, show=False)
+            return llm_map.run_map(
+                self.shell,
+                lambda: self.runtime,
+                args,
+                opts,
+                prompt,
+                concurrency=self.cfg.map_concurrency,
+                default_model=self.cfg.default_model,
+                show=False,
+            )
         try:
             result = self._ask(
                 args,
@@ -351,57 +307,6 @@ class GleitzeitMagics(Magics):
             raise cell_error(exc, context=context) from None
         steps = args.max_steps or tool_loop.DEFAULT_MAX_STEPS
         return tool_loop.ask_with_tools(rt, prompt, opts, tools, max_steps=steps, **kw)
-
-    def _llm_map(self, args: Any, opts: llm.LlmOptions, cell: str, show: bool = True) -> Any:
-        if args.tools or args.max_steps is not None:
-            raise UsageError("--tools and --max-steps do not apply with --map")
-        if opts.chat:
-            raise UsageError("--map and --chat do not mix: each row is its own conversation")
-        if args.raw:
-            raise UsageError("--map and --raw do not mix: the rows fill the template's {column}s")
-        template = cell.strip("\n")
-        if not template.strip():
-            raise UsageError("%%llm --map: the cell is the per-row template, and it is empty")
-        try:
-            target = self.shell.ev(args.map_expr)
-        except Exception as exc:
-            raise CellError(
-                f"--map {args.map_expr}: {type(exc).__name__}: {exc}", kind="UsageError"
-            ) from None
-        concurrency = args.concurrency if args.concurrency is not None else self.cfg.map_concurrency
-        if concurrency < 1:
-            raise UsageError("--concurrency must be at least 1")
-        rt = self.runtime
-        try:
-            index, rows = batch.map_rows(target)
-            prompts = batch.render_prompts(template, rows, self._ns())
-        except HubError as exc:
-            raise cell_error(exc, context="%%llm --map") from None
-        try:
-            provider = rt.llm(opts.model or self.cfg.default_model)
-        except Exception as exc:
-            raise cell_error(exc, context="%%llm --map") from None
-        row_opts = llm.LlmOptions(**{**opts.__dict__, "stream": False})
-        try:
-            requests = llm_map.row_requests(prompts, rows, row_opts)
-        except HubError as exc:
-            raise cell_error(exc, context="%%llm --map") from None
-        call = llm_map.row_caller(provider, row_opts, self.cfg.default_model)
-        name = opts.out or None
-        try:
-            outcome = batch.run_batch(rt, requests, index, call, concurrency=concurrency, name=name)
-        except batch.BatchInterrupted as exc:
-            llm.store(self._ns(), opts.out, llm_map.map_result(exc.partial, opts))
-            raise
-        print(outcome.summary())
-        result = llm_map.map_result(outcome.series, opts)
-        llm.store(self._ns(), opts.out, result)
-        if not show:
-            return result
-        if not opts.out:
-            # Without -o the result is the cell's value, shown like any other value.
-            self.shell.displayhook(result)
-        return None
 
     # ------------------------------------------------------------------ %%sandbox
     @line_cell_magic
@@ -473,8 +378,8 @@ class GleitzeitMagics(Magics):
             mem=args.mem,
             network=args.network,
             session=args.session,
-            inputs=_names(args.inputs),
-            outputs=_names(args.outputs),
+            inputs=names(args.inputs),
+            outputs=names(args.outputs),
             out_var=args.output,
             image=args.image,
             upload=args.upload,
@@ -506,13 +411,3 @@ class GleitzeitMagics(Magics):
         args = parse(self.gleitzeit, line)
         words = list(args.command) or ["status"]
         return admin.dispatch(self, words, export=args.export, provider=args.provider)
-
-
-def _names(text: str | None) -> list[str]:
-    if not text:
-        return []
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    for n in names:
-        if not n.isidentifier():
-            raise UsageError(f"{n!r} is not a variable name (use --in a,b / --out c,d)")
-    return names

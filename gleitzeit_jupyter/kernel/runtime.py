@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import contextlib
 import logging
-import queue
 import threading
-import time
-from collections.abc import AsyncIterable, Callable, Coroutine, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..hub.errors import ExecutionTimeout
 from ..hub.events import HubEvent
 from .config import DEFAULT_OLLAMA_HOST, Gleitzeit
+from .loop_thread import LoopThread
 
 __all__ = ["DEFAULT_OLLAMA_HOST", "Gleitzeit", "Runtime", "get_runtime", "reset_runtime"]
 
@@ -30,203 +27,22 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: How long the notebook thread waits for a cancelled coroutine to finish its cleanup.
-CANCEL_GRACE_S = 10.0
-#: Slice of every blocking wait: short so SIGINT's KeyboardInterrupt is raised promptly.
-WAIT_SLICE_S = 0.1
-
 
 Subscriber = Callable[[str, Any], Any]
 
 
-class Runtime:
+class Runtime(LoopThread):
     """The background loop thread and the providers it owns."""
 
     def __init__(self, config: Gleitzeit | None = None) -> None:
         self.config_owner = config if config is not None else Gleitzeit()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run_loop, name="gleitzeit-runtime", daemon=True
-        )
         self._providers: dict[str, Any] = {}
         self._unsubscribe: dict[str, Callable[[], None]] = {}
         self._subscribers: list[Subscriber] = []
         # One lock for creating providers: two cells (or a widget callback) racing to create
         # the same pool must end up with one pool.
         self._create_lock = threading.RLock()
-        self._closed = False
-        self._thread.start()
-        self._ready.wait()
-
-    # ------------------------------------------------------------------ loop plumbing
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.call_soon(self._ready.set)
-        try:
-            self._loop.run_forever()
-        finally:
-            with contextlib.suppress(Exception):
-                self._cancel_leftovers()
-            self._loop.close()
-
-    def _cancel_leftovers(self) -> None:
-        tasks = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
-    @property
-    def thread(self) -> threading.Thread:
-        return self._thread
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _check_caller(self) -> None:
-        if self._closed:
-            raise RuntimeError("the gleitzeit runtime is shut down")
-        if threading.current_thread() is self._thread:
-            # Blocking the loop thread on itself would deadlock forever.
-            raise RuntimeError("Runtime.run() called from the runtime's own loop thread")
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the loop and block until it is done.
-
-        A ``KeyboardInterrupt`` while waiting cancels the coroutine, waits up to
-        :data:`CANCEL_GRACE_S` for its cleanup, then re-raises. ``timeout`` (seconds) cancels
-        it the same way and raises :class:`ExecutionTimeout`.
-        """
-        try:
-            self._check_caller()
-        except RuntimeError:
-            coro.close()
-            raise
-        holder: dict[str, asyncio.Task[T]] = {}
-
-        async def wrapper() -> T:
-            task = asyncio.ensure_future(coro)
-            holder["task"] = task
-            return await task
-
-        fut = asyncio.run_coroutine_threadsafe(wrapper(), self._loop)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                left = WAIT_SLICE_S
-                if deadline is not None:
-                    left = min(left, deadline - time.monotonic())
-                    if left <= 0:
-                        self._cancel_and_wait(fut, holder)
-                        raise ExecutionTimeout(
-                            f"call did not finish within {timeout:g} s and was cancelled",
-                            hint="raise the timeout or check the pool with %gleitzeit status",
-                        )
-                try:
-                    return fut.result(timeout=left)
-                except concurrent.futures.TimeoutError:
-                    continue
-        except KeyboardInterrupt:
-            self._cancel_and_wait(fut, holder)
-            raise
-
-    def _cancel_and_wait(
-        self, fut: concurrent.futures.Future[Any], holder: dict[str, asyncio.Task[Any]]
-    ) -> None:
-        # Cancel the inner task (not the concurrent future): the future then completes only
-        # once the task has run its cleanup, and we can wait for exactly that.
-        def cancel() -> None:
-            task = holder.get("task")
-            if task is not None:
-                task.cancel()
-            else:
-                fut.cancel()
-
-        self._loop.call_soon_threadsafe(cancel)
-        end = time.monotonic() + CANCEL_GRACE_S
-        while time.monotonic() < end:
-            try:
-                fut.result(timeout=WAIT_SLICE_S)
-                return
-            except concurrent.futures.TimeoutError:
-                continue
-            except (concurrent.futures.CancelledError, asyncio.CancelledError):
-                return
-            except Exception:
-                return
-        log.warning("gleitzeit: a cancelled call did not finish its cleanup in time")
-
-    def stream(
-        self, source: Callable[[], AsyncIterable[T]], timeout: float | None = None
-    ) -> Iterator[T]:
-        """Iterate, on the notebook thread, an async iterable run on the loop.
-
-        Items are handed over through a thread-safe queue so the consumer (display updates,
-        progress bars) stays on the notebook thread, where ipykernel routes output to the
-        right cell. Interrupt, timeout and closing the iterator early cancel the producer.
-        """
-        self._check_caller()
-        items: queue.Queue[tuple[str, Any]] = queue.Queue()
-        holder: dict[str, asyncio.Task[Any]] = {}
-
-        async def produce() -> None:
-            holder["task"] = asyncio.current_task()  # type: ignore[assignment]
-            iterable = source()
-            try:
-                async for item in iterable:
-                    items.put(("item", item))
-            except BaseException as exc:
-                items.put(("error", exc))
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-            else:
-                items.put(("end", None))
-            finally:
-                # Close the generator now, not at garbage collection: that is what closes an
-                # HTTP stream or stops a sandbox run when the cell is interrupted.
-                aclose = getattr(iterable, "aclose", None)
-                if aclose is not None:
-                    with contextlib.suppress(BaseException):
-                        await aclose()
-
-        fut = asyncio.run_coroutine_threadsafe(produce(), self._loop)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        finished = False
-        try:
-            while True:
-                left = WAIT_SLICE_S
-                if deadline is not None:
-                    left = min(left, deadline - time.monotonic())
-                    if left <= 0:
-                        raise ExecutionTimeout(
-                            f"call did not finish within {timeout:g} s and was cancelled",
-                            hint="raise the timeout or check the pool with %gleitzeit status",
-                        )
-                try:
-                    kind, value = items.get(timeout=left)
-                except queue.Empty:
-                    continue
-                if kind == "item":
-                    yield value
-                elif kind == "end":
-                    finished = True
-                    return
-                else:
-                    finished = True
-                    if isinstance(value, asyncio.CancelledError):
-                        raise KeyboardInterrupt
-                    raise value
-        finally:
-            if not finished:
-                # Interrupt, timeout, or the consumer stopped early (GeneratorExit).
-                self._cancel_and_wait(fut, holder)
+        super().__init__("gleitzeit-runtime")
 
     # ------------------------------------------------------------------ providers
     @property
@@ -262,7 +78,7 @@ class Runtime:
         # Membership of the runtime itself (a provider appeared or went away) as an event, so
         # panels learn about new pools without polling.
         event = HubEvent(kind="membership", provider=name, old=None, new=what)
-        self._loop.call_soon_threadsafe(self._fan_out(name), event)
+        self.loop.call_soon_threadsafe(self._fan_out(name), event)
 
     def get_or_create(self, name: str, factory: Callable[[], Any]) -> Any:
         """The provider ``name``, created by ``factory()`` and initialized on first use."""
@@ -273,7 +89,7 @@ class Runtime:
             provider = self._providers.get(name)
             if provider is not None:
                 return provider
-            self._check_caller()
+            self.check_caller()
             provider = factory()
             try:
                 self.run(provider.initialize())
@@ -376,7 +192,7 @@ class Runtime:
         New calls reach the new provider at once; calls already running or queued on the old
         one complete there (it is shut down only once it has neither), so none is lost.
         """
-        self._check_caller()
+        self.check_caller()
         provider = factory()
         self.run(provider.initialize())
         with self._create_lock:
@@ -388,7 +204,7 @@ class Runtime:
             with contextlib.suppress(Exception):
                 unsub()
         if old is not None:
-            asyncio.run_coroutine_threadsafe(_retire(old), self._loop)
+            asyncio.run_coroutine_threadsafe(_retire(old), self.loop)
         self._announce(name, "added")
         return provider
 
@@ -402,8 +218,8 @@ class Runtime:
         if provider is None:
             return
         try:
-            if threading.current_thread() is self._thread:
-                self._loop.create_task(provider.shutdown())
+            if threading.current_thread() is self.thread:
+                self.loop.create_task(provider.shutdown())
             else:
                 self.run(provider.shutdown(), timeout=60)
         except Exception:
@@ -413,14 +229,12 @@ class Runtime:
     # ------------------------------------------------------------------ lifecycle
     def shutdown(self, timeout: float = 60.0) -> None:
         """Stop every provider (containers removed, connections closed), the loop, the thread."""
-        if self._closed:
+        if self.closed:
             return
         for name in list(self._providers):
             self.discard_provider(name)
-        self._closed = True
         self._subscribers.clear()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout)
+        self.stop(timeout)
 
 
 _runtime: Runtime | None = None

@@ -12,6 +12,7 @@ _LAZY = {
     "OllamaConfig": "gleitzeit_jupyter.providers.ollama",
     "OpenAIProvider": "gleitzeit_jupyter.providers.openai",
     "OpenAIConfig": "gleitzeit_jupyter.providers.openai",
+    "ResponseLimits": "gleitzeit_jupyter.providers._bounded",
     "PythonProvider": "gleitzeit_jupyter.providers.sandbox",
     "PythonProviderStreamlined": "gleitzeit_jupyter.providers.sandbox",
     "DockerConfig": "gleitzeit_jupyter.providers.sandbox",

@@ -16,6 +16,7 @@ import httpx
 
 from ..hub import ExecutionTimeout, HubError, ResourceFailed, UserError
 from ..hub.fleet import figure
+from . import _bounded
 from ._ollama_fields import (
     CHAT,
     CONVENIENCE_OPTIONS,
@@ -123,8 +124,11 @@ async def post_json(
     url: httpx.URL,
     body: bytes,
     extensions: dict[str, Any],
+    limit: int,
+    ident: str,
 ) -> httpx.Response:
-    """POST and read the whole answer, straight through the client's transport.
+    """POST and read the whole answer (at most ``limit`` bytes), straight through the
+    client's transport.
 
     The hot path of a batch: it skips ``AsyncClient.send`` (auth, redirects, cookies, event
     hooks; none used here), which measured about a quarter of httpx's client CPU per call.
@@ -133,22 +137,26 @@ async def post_json(
     request = httpx.Request("POST", url, content=body, headers=JSON_HEADERS, extensions=extensions)
     response = await transport.handle_async_request(request)
     try:
-        await response.aread()
+        return await _bounded.read(response, limit, ident, request)
     finally:
         await response.aclose()  # on cancellation too: a half-read answer closes its socket
-    return response
 
 
 async def first_line(
-    client: httpx.AsyncClient, request: httpx.Request, timeout: float | None, ident: str
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    timeout: float | None,
+    ident: str,
+    max_line: int,
 ) -> tuple[httpx.Response, AsyncIterator[str], str | None]:
     """Send a streaming request and read up to its first NDJSON line within ``timeout``.
-    Returns the line iterator too: a response's lines can be iterated only once."""
+    Returns the line iterator too: a response's lines can be iterated only once. No line
+    may be longer than ``max_line`` bytes."""
 
     async def go() -> tuple[httpx.Response, AsyncIterator[str], str | None]:
         resp = await client.send(request, stream=True)
         try:
-            lines = resp.aiter_lines()
+            lines = _bounded.lines(resp, max_line, ident)
             if resp.status_code != 200:
                 return resp, lines, None
             return resp, lines, await anext(lines, None)

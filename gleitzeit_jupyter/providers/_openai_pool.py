@@ -17,8 +17,10 @@ import httpx
 
 from ..hub import HubError, NoResourceAvailable, ResourceInstance, ResourceStatus, UserError
 from ..hub.fleet import Fleet
+from . import _bounded
 from . import _openai_fields as fields
 from . import _openai_wire as wire
+from ._bounded import ResponseLimits
 
 __all__ = ["OpenAIPoolMixin", "State", "another_pool", "served_name", "state"]
 
@@ -90,12 +92,13 @@ class OpenAIPoolMixin:
     model_refresh_interval: float
     instances: list[ResourceInstance]
     initialized: bool
+    response_limits: ResponseLimits
 
     # ---- health ------------------------------------------------------------------------
     async def check_resource_health(self, instance: ResourceInstance) -> bool:
         st = state(instance)
         if st.has_health is not False:
-            r = await st.probe.get(st.urls["/health"])
+            r = await self.probe_get(instance, "/health")
             if r.status_code in (401, 403, 404, 405):
                 st.has_health = False  # none (LM Studio), or behind the key: /v1/models decides
             elif r.status_code != 200:
@@ -110,7 +113,7 @@ class OpenAIPoolMixin:
 
     async def refresh_models(self, instance: ResourceInstance) -> None:
         st = state(instance)
-        r = await st.probe.get(st.urls["/models"])
+        r = await self.probe_get(instance, "/models")
         if r.status_code in (401, 403):
             st.auth_error = (
                 f"refused the API key ({r.status_code}): {wire.error_message(st.said(r.text))}"
@@ -119,7 +122,7 @@ class OpenAIPoolMixin:
             return
         if r.status_code == 404:
             try:
-                rows = await self._models_from_info(st)
+                rows = await self._models_from_info(instance)
             except (httpx.HTTPStatusError, ValueError):
                 # Up, but nothing OpenAI-like under this path: most often a base URL
                 # without its /v1 (or with another prefix).
@@ -144,11 +147,16 @@ class OpenAIPoolMixin:
         instance.metadata["models"] = sorted(st.models)
         instance.metadata["loaded"] = sorted(st.models)
 
-    @staticmethod
-    async def _models_from_info(st: State) -> list[dict[str, Any]]:
+    async def probe_get(self, instance: ResourceInstance, path: str) -> httpx.Response:
+        """GET one of the server's ``urls`` on the probe connection, bounded by
+        ``response_limits.body``."""
+        url, limit = state(instance).urls[path], self.response_limits.body
+        return await _bounded.request(state(instance).probe, "GET", url, limit, instance.id)
+
+    async def _models_from_info(self, instance: ResourceInstance) -> list[dict[str, Any]]:
         """TGI versions without ``/v1/models`` name their one model on ``/info``; an
         engine with neither is not an OpenAI-compatible server (HTTPStatusError)."""
-        r = await st.probe.get(st.urls["/info"])
+        r = await self.probe_get(instance, "/info")
         r.raise_for_status()
         model = r.json().get("model_id")
         if not isinstance(model, str) or not model:
@@ -158,7 +166,7 @@ class OpenAIPoolMixin:
     async def _read_metrics(self, instance: ResourceInstance) -> None:
         st = state(instance)
         try:
-            r = await st.probe.get(st.urls["/metrics"])
+            r = await self.probe_get(instance, "/metrics")
         except httpx.HTTPError:
             return  # the health check proper decides health; metrics are a bonus
         instance.metadata.pop("queue", None)  # an answer without a readable queue clears it

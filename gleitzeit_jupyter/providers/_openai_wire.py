@@ -13,7 +13,6 @@ import json
 import math
 import re
 import time
-from collections.abc import AsyncIterable, AsyncIterator
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -33,7 +32,6 @@ __all__ = [
     "not_an_answer",
     "queue_depth",
     "retry_after",
-    "server_events",
     "shape_result",
     "stream_error",
     "transport_error",
@@ -324,28 +322,6 @@ def queue_depth(text: str) -> tuple[str, float, float] | None:
                 raise ValueError(f"{engine} queue gauges add up to no number")
             return engine, seen[running], seen[waiting]
     return None
-
-
-async def server_events(lines: AsyncIterable[str]) -> AsyncIterator[tuple[str, str]]:
-    """(event type, data) of each server-sent event in ``lines`` (the WHATWG algorithm:
-    ``data`` lines joined by newlines, comments and unknown fields skipped, an event without
-    its closing blank line dropped). llama.cpp's nonstandard ``error: {...}`` line, which
-    other SSE readers drop, comes out as an ``error`` event so its message is not lost."""
-    kind, data = "", []
-    async for line in lines:
-        if not line:
-            if data:
-                yield kind or "message", "\n".join(data)
-            kind, data = "", []
-            continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            kind = value
-        elif name == "error":
-            kind, data = "error", [value]
 
 
 def transport_error(exc: httpx.HTTPError, instance: str, url: str, timeout: float) -> HubError:

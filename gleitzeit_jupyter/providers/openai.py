@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..hub import (
-    ExecutionTimeout,
     HubError,
     ResourceDeclined,
     ResourceFailed,
@@ -35,12 +34,14 @@ from ..hub import (
 )
 from ..hub.fleet import Fleet
 from ..hub.provider import HubProvider
+from . import _bounded, _sse
 from . import _openai_fields as fields
 from . import _openai_wire as wire
+from ._bounded import ResponseLimits
 from ._openai_pool import OpenAIPoolMixin, State, another_pool, served_name, state
 from ._openai_url import KEY_SETTING, base_url
 
-__all__ = ["OpenAIConfig", "OpenAIProvider", "another_pool", "base_url"]
+__all__ = ["OpenAIConfig", "OpenAIProvider", "ResponseLimits", "another_pool", "base_url"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,10 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
     mapping base URL → key; default ``$OPENAI_API_KEY``; a config's ``api_key_env`` wins.
     A 429 keeps new calls off that server for its ``Retry-After`` (default ``busy_backoff``
     seconds) and sends the call elsewhere; with nowhere else to go it waits, at most
-    ``busy_wait`` seconds. Other keyword arguments go to :class:`HubProvider`.
+    ``busy_wait`` seconds. ``response_limits`` caps what a server may send
+    (:class:`ResponseLimits`: 16 MiB a streamed line or event, 64 MiB a body, 256 MiB an
+    ``llm/embed`` body); more fails the call. Other keyword arguments go to
+    :class:`HubProvider`.
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
         model_refresh_interval: float = 10.0,
         busy_backoff: float = 2.0,
         busy_wait: float = 30.0,
+        response_limits: ResponseLimits | None = None,
         **hub_options: Any,
     ) -> None:
         hub_options.setdefault("name", "openai")
@@ -117,6 +122,7 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
         self.model_refresh_interval = model_refresh_interval
         self.busy_backoff = busy_backoff
         self.busy_wait = busy_wait
+        self.response_limits = response_limits or ResponseLimits()
         self.fleet = Fleet()
 
     # ---- pool membership -------------------------------------------------------------
@@ -257,6 +263,8 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
         path, content, model = self._body(instance, method, params, stream=False)
         own_wait = self.fleet.starting(instance.id, model, instance.in_flight)
         t0 = time.perf_counter()
+        limits = self.response_limits
+        limit = limits.embed if method == fields.EMBED else limits.body
         try:
             while True:
                 request = httpx.Request(
@@ -266,11 +274,11 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
                 try:
                     # Straight through the transport: AsyncClient.send's hooks, auth and
                     # cookies are unused here and cost a quarter of the client's CPU.
-                    r = await st.transport.handle_async_request(request)
+                    raw = await st.transport.handle_async_request(request)
                     try:
-                        await r.aread()
+                        r = await _bounded.read(raw, limit, instance.id, request)
                     finally:
-                        await r.aclose()
+                        await raw.aclose()
                 except httpx.HTTPError as exc:
                     raise wire.transport_error(
                         exc, instance.id, st.url, self.request_timeout
@@ -315,15 +323,21 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
         try:
             while True:
                 request = st.client.build_request("POST", st.urls[path], content=content)
-                resp, events, first = await self._first_event(st, request, instance.id)
+                resp, events, first = await _sse.first_event(
+                    st.client,
+                    request,
+                    self.first_token_timeout,
+                    instance.id,
+                    self.response_limits.line,
+                )
                 if resp.status_code != 429:
                     break
-                await resp.aread()
+                said = await _bounded.read(resp, self.response_limits.body, instance.id)
                 await resp.aclose()
-                await self._rate_limited(instance, resp, method, params, t0)
+                await self._rate_limited(instance, said, method, params, t0)
             if resp.status_code != 200:
-                await resp.aread()
-                raise self._failed(instance, resp, model)
+                said = await _bounded.read(resp, self.response_limits.body, instance.id)
+                raise self._failed(instance, said, model)
             ttft_ms: float | None = None
             whole = wire.Assembly(method)
             sse = first
@@ -375,36 +389,3 @@ class OpenAIProvider(OpenAIPoolMixin, HubProvider[OpenAIConfig]):
                 await events.aclose()  # type: ignore[attr-defined]
             if resp is not None:
                 await resp.aclose()
-
-    async def _first_event(self, st: State, request: httpx.Request, ident: str):
-        """Send a streaming request; read up to its first server-sent event within
-        ``first_token_timeout``. Returns the event iterator too (it can be read once)."""
-
-        async def go():
-            resp = await st.client.send(request, stream=True)
-            try:
-                if resp.status_code != 200:
-                    return resp, None, None
-                kind = resp.headers.get("content-type", "")
-                if "text/event-stream" not in kind:
-                    raise ResourceFailed(
-                        f"{ident} answered a streamed call with {kind or 'no Content-Type'},"
-                        " not server-sent events",
-                        instance=ident,
-                    )
-                events = wire.server_events(resp.aiter_lines())
-                return resp, events, await anext(events, None)
-            except BaseException:
-                await resp.aclose()
-                raise
-
-        if self.first_token_timeout is None:
-            return await go()
-        try:
-            async with asyncio.timeout(self.first_token_timeout):
-                return await go()
-        except TimeoutError:
-            raise ExecutionTimeout(
-                f"no first token from {ident} within {self.first_token_timeout:g} s",
-                instance=ident,
-            ) from None

@@ -17,14 +17,14 @@ from collections import deque
 from typing import Any
 
 from ._ollama_answer import Pace, answer, refusal
+from ._ollama_catalog import CatalogEndpoints
+from ._ollama_control import ControlEndpoints
 from ._ollama_http import HttpRequest, Responder
 from ._ollama_memory import ModelMemory
 from ._ollama_model import (
     Faults,
     RecordedRequest,
     default_capabilities,
-    details,
-    digest,
     embedding_vector,
     normalize_model,
     now_iso,
@@ -36,7 +36,7 @@ ERR_BUSY = "server busy, please try again.  maximum pending requests exceeded"
 INFERENCE_PATHS = ("/api/generate", "/api/chat", "/api/embed", "/api/embeddings")
 
 
-class OllamaApi:
+class OllamaApi(CatalogEndpoints, ControlEndpoints):
     """Endpoint handlers and model state. Runs on the stand-in's own event loop."""
 
     def __init__(
@@ -153,7 +153,7 @@ class OllamaApi:
         return False
 
     # --- model state -----------------------------------------------------------------
-    def _check_model(self, body: dict[str, Any]) -> tuple[str | None, tuple[int, str] | None]:
+    def check_model(self, body: dict[str, Any]) -> tuple[str | None, tuple[int, str] | None]:
         name = body.get("model")
         if not isinstance(name, str) or not name:
             return None, (400, "model is required")
@@ -188,7 +188,7 @@ class OllamaApi:
 
     # --- generation ------------------------------------------------------------------
     async def _generate_like(self, body: dict[str, Any], resp: Responder, chat: bool) -> None:
-        model, err = self._check_model(body)
+        model, err = self.check_model(body)
         if err:
             await resp.send_json(err[0], {"error": err[1]})
             return
@@ -346,7 +346,7 @@ class OllamaApi:
         await self._generate_like(body, resp, chat=True)
 
     async def embed(self, body: dict[str, Any], resp: Responder) -> None:
-        model, err = self._check_model(body)
+        model, err = self.check_model(body)
         if err:
             await resp.send_json(err[0], {"error": err[1]})
             return
@@ -384,111 +384,13 @@ class OllamaApi:
             self._release(slots)
 
     async def embeddings(self, body: dict[str, Any], resp: Responder) -> None:
-        model, err = self._check_model(body)
+        model, err = self.check_model(body)
         if err:
             await resp.send_json(err[0], {"error": err[1]})
             return
         assert model is not None
         vec = embedding_vector(model, str(body.get("prompt", "")), self.embed_dim)
         await resp.send_json(200, {"embedding": vec})
-
-    async def tags(self, body: dict[str, Any], resp: Responder) -> None:
-        await resp.send_json(
-            200,
-            {
-                "models": [
-                    {
-                        "name": m,
-                        "model": m,
-                        "modified_at": "2025-01-01T00:00:00.000000Z",
-                        "size": 2019393189,
-                        "digest": digest(m),
-                        "details": details(m),
-                    }
-                    for m in self.models
-                ]
-            },
-        )
-
-    async def ps(self, body: dict[str, Any], resp: Responder) -> None:
-        await resp.send_json(
-            200,
-            {
-                "models": [
-                    {
-                        "name": m,
-                        "model": m,
-                        "size": 3155000000,
-                        "digest": digest(m),
-                        "details": details(m),
-                        "expires_at": now_iso(300),
-                        "size_vram": 3155000000,
-                        "context_length": 4096,
-                    }
-                    for m in self.memory.ordered()
-                    if m in self.models
-                ]
-            },
-        )
-
-    async def show(self, body: dict[str, Any], resp: Responder) -> None:
-        model, err = self._check_model(body)
-        if err:
-            await resp.send_json(err[0], {"error": err[1]})
-            return
-        assert model is not None
-        await resp.send_json(
-            200,
-            {
-                "modelfile": f"FROM {model}\n",
-                "parameters": "",
-                "template": "{{ .Prompt }}",
-                "details": details(model),
-                "model_info": {},
-                "capabilities": self.capabilities_of(model),
-                "modified_at": "2025-01-01T00:00:00.000000Z",
-            },
-        )
-
-    async def version_ep(self, body: dict[str, Any], resp: Responder) -> None:
-        await resp.send_json(200, {"version": self.version})
-
-    async def root(self, body: dict[str, Any], resp: Responder) -> None:
-        await resp.send(200, b"Ollama is running", "text/plain; charset=utf-8")
-
-    async def control(self, body: dict[str, Any], resp: Responder) -> None:
-        """Stand-in only (not Ollama): change knobs of a stand-in running in another process."""
-        try:
-            self.faults.update(**body.get("faults", {}))
-        except AttributeError as exc:
-            await resp.send_json(400, {"error": str(exc)})
-            return
-        for key in ("latency", "tokens_per_s", "load_time", "default_tokens", "max_loaded"):
-            if key in body:
-                setattr(self, key, body[key])
-        if "models" in body:
-            self.models = [normalize_model(m) for m in body["models"]]
-        if "loaded" in body:
-            self.loaded = {normalize_model(m) for m in body["loaded"]}
-        if "capabilities" in body:
-            self.capabilities = {normalize_model(k): v for k, v in body["capabilities"].items()}
-        await resp.send_json(200, self.stats())
-
-    async def stats_ep(self, body: dict[str, Any], resp: Responder) -> None:
-        await resp.send_json(200, self.stats())
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "served": dict(self.served),
-            "active": self.active,
-            "waiting": self.waiting,
-            "peak_active": self.peak_active,
-            "models": self.models,
-            "loaded": sorted(self.loaded),
-            "loads": dict(self.memory.loads),
-            "evictions": dict(self.memory.evictions),
-            "faults": vars(self.faults),
-        }
 
 
 _ROUTES: dict[tuple[str, str], Any] = {

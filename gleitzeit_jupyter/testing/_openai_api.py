@@ -12,12 +12,12 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass
-from email.utils import formatdate
 from typing import Any
 
 from ._ollama_answer import Pace, answer
-from ._ollama_http import ClientGone, HttpRequest, Responder
+from ._ollama_http import HttpRequest, Responder
 from ._ollama_model import Faults, RecordedRequest, embedding_vector
+from ._sse_answer import SseAnswer
 
 __all__ = ["GAUGES", "OpenAIApi", "OpenAIFaults"]
 
@@ -43,39 +43,6 @@ class OpenAIFaults(Faults):
 
 def _error(message: str, kind: str, code: str | None, param: str | None = None) -> dict:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
-
-
-class _Sse:
-    """A ``text/event-stream`` answer, chunked, on the responder's connection."""
-
-    def __init__(self, resp: Responder) -> None:
-        self.writer = resp.writer
-        resp.started = True
-
-    async def _write(self, data: bytes) -> None:
-        if self.writer.is_closing():
-            raise ClientGone
-        self.writer.write(data)
-        try:
-            await self.writer.drain()
-        except (ConnectionError, RuntimeError) as exc:
-            raise ClientGone from exc
-
-    async def start(self) -> None:
-        head = (
-            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-            f"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
-            f"Date: {formatdate(usegmt=True)}\r\n\r\n"
-        )
-        await self._write(head.encode("latin-1"))
-
-    async def event(self, data: Any) -> None:
-        text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-        frame = f"data: {text}\n\n".encode()
-        await self._write(b"%x\r\n%s\r\n" % (len(frame), frame))
-
-    async def end(self) -> None:
-        await self._write(b"0\r\n\r\n")
 
 
 class OpenAIApi:
@@ -278,7 +245,7 @@ class OpenAIApi:
             await resp.send_json(200, out)
             return
         with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        sse = _Sse(resp)
+        sse = SseAnswer(resp)
         await sse.start()
 
         async def chunk(delta: dict[str, Any], finish: str | None = None) -> None:
