@@ -141,4 +141,7 @@ class OllamaCatalogMixin:
                 entry["instances"].append(inst.id)
                 if name in st.loaded:
                     entry["loaded_on"].append(inst.id)
+                caps = st.capabilities.get(name)
+                if caps is not None:  # learned from /api/show; /api/tags does not carry them
+                    entry["capabilities"] = sorted({*entry.get("capabilities", ()), *caps[1]})
         return {"models": [models[k] for k in sorted(models)], "instances": reach}

@@ -23,6 +23,7 @@ def test_models_table_is_flat_with_sizes_in_gb(
         "parameters",
         "quantization",
         "family",
+        "capabilities",
         "size_gb",
         "instances",
         "loaded_on",
@@ -48,3 +49,31 @@ def test_capabilities_are_one_readable_column_when_reported() -> None:
     assert list(frame.index) == ["a", "b"]
     assert frame.loc["b", "capabilities"] == "completion, vision"
     assert frame.loc["a", "size_gb"] == 1.23 and frame.loc["a", "parameters"] == "1B"
+
+
+def test_llm_models_shows_the_capabilities_learned_from_each_server() -> None:
+    import os
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from gleitzeit_jupyter.testing.ollama import OllamaStandIn
+
+    s = OllamaStandIn(models=["llama3.2:latest", "llava:latest"])
+    s.start()
+    old = os.environ.get("GLEITZEIT_OLLAMA_HOSTS")
+    os.environ["GLEITZEIT_OLLAMA_HOSTS"] = s.url
+    try:
+        shell = InteractiveShell.instance()
+        shell.run_cell("%load_ext gleitzeit_jupyter")
+        shell.run_cell("%gleitzeit reset")
+        shell.run_cell("_models = %llm models", store_history=False)
+        frame = shell.user_ns["_models"]
+        assert "capabilities" in frame.columns, frame.columns
+        assert "completion" in frame.loc["llama3.2:latest", "capabilities"]
+    finally:
+        shell.run_cell("%gleitzeit reset")
+        if old is None:
+            os.environ.pop("GLEITZEIT_OLLAMA_HOSTS", None)
+        else:
+            os.environ["GLEITZEIT_OLLAMA_HOSTS"] = old
+        s.stop()
