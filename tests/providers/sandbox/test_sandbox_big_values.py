@@ -13,7 +13,7 @@ import pytest
 from gleitzeit_jupyter.hub import UserError
 from gleitzeit_jupyter.providers.sandbox import PythonProvider
 
-from .conftest import RUNTIME, container_of, run
+from .conftest import container_of, run
 from .test_sandbox_hostile import still_serves
 
 pytestmark = [pytest.mark.docker, pytest.mark.asyncio(loop_scope="module")]
@@ -121,8 +121,7 @@ async def test_copy_on_write_behaves_as_in_the_kernel(pool: PythonProvider) -> N
 async def test_a_received_frame_costs_at_most_about_twice_its_size(
     pool: PythonProvider, frame: object, size: int
 ) -> None:
-    if RUNTIME == "runsc":
-        pytest.skip("gVisor's /proc has no peak resident memory (VmHWM) to measure")
+    # Not in the gVisor pass of ./scripts/test: gVisor's /proc has no VmHWM to measure.
     inst = pool.instances[0].id
     df = frame()  # type: ignore[operator]
     # The same worker start without the frame (pandas imported alike): the baseline.
